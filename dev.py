@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Set up Tocsin in ./.venv and run it: the only thing a fresh machine needs is Python 3.11.
+
+    python3 dev.py demo     # install, then validate and plan a shipped runbook in the sandbox
+    python3 dev.py test     # install, then run the whole test suite
+    python3 dev.py lint     # install, then ruff and mypy
+
+Each command creates the virtual environment when it is missing and (re)installs
+the project when pyproject.toml changed since the last install, so running it
+twice costs seconds. Debian packages needed by some tests are installed with
+apt-get when running as root and they are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".tocsin-installed"
+SYSTEM_PACKAGES: dict[str, str] = {}  # command -> Debian package, for tests that need them
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def run(*command: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
+    result = subprocess.run([str(part) for part in command], cwd=ROOT, env=env)
+    if check and result.returncode != 0:
+        say(f"command failed ({result.returncode}): {' '.join(str(p) for p in command)}")
+        sys.exit(result.returncode)
+    return result.returncode
+
+
+def ensure_python() -> None:
+    if sys.version_info[:2] not in ((3, 11), (3, 12)):
+        say(f"Tocsin needs Python 3.11 or 3.12; this is {sys.version.split()[0]}")
+        sys.exit(2)
+
+
+def ensure_venv() -> None:
+    if not (BIN / "python").exists():
+        say(f"creating virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    fingerprint = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == fingerprint:
+        return
+    say("installing Tocsin and its dependencies (first run: about a minute)")
+    pip = [BIN / "python", "-m", "pip", "--disable-pip-version-check"]
+    run(*pip, "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel")
+    run(*pip, "install", "--quiet", "--editable", ".[dev]")
+    STAMP.write_text(fingerprint + "\n")
+
+
+def ensure_system_packages() -> None:
+    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        say(f"some tests need Debian packages {', '.join(missing)}; install them as root")
+        return
+    say(f"installing Debian packages: {', '.join(missing)}")
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run("apt-get", "update", "-qq", env=apt_env)
+    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=apt_env)
+
+
+def project_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return env
+
+
+def demo(extra: list[str]) -> int:
+    env = project_env()
+    tocsin = str(BIN / "tocsin")
+    runbook = "runbooks/mailbox-compromise.yaml"
+    code = run(tocsin, "validate", "runbooks/", check=False, env=env)
+    if code != 0:
+        return code
+    return run(
+        tocsin,
+        "plan",
+        runbook,
+        "--ticket",
+        "INC-1",
+        "--set",
+        "user=alice@broker-office.example",
+        *extra,
+        check=False,
+        env=env,
+    )
+
+
+def test(extra: list[str]) -> int:
+    ensure_system_packages()
+    return run(BIN / "python", "-m", "pytest", *extra, check=False, env=project_env())
+
+
+def lint(extra: list[str]) -> int:
+    env = project_env()
+    code = run(
+        BIN / "ruff",
+        "check",
+        "tocsin",
+        "flows",
+        "integrations",
+        "tests",
+        "bench",
+        "dev.py",
+        check=False,
+        env=env,
+    )
+    code |= run(
+        BIN / "ruff",
+        "format",
+        "--check",
+        "tocsin",
+        "flows",
+        "integrations",
+        "tests",
+        "bench",
+        "dev.py",
+        check=False,
+        env=env,
+    )
+    code |= run(BIN / "mypy", "-p", "tocsin", check=False, env=env)
+    return code
+
+
+COMMANDS = {"demo": demo, "test": test, "lint": lint}
+
+
+def main() -> int:
+    ensure_python()
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    return COMMANDS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

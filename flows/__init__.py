@@ -1,0 +1,1 @@
+"""Prefect flows that run runbooks; installed as ``tocsin.flows``."""

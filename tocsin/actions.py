@@ -1,0 +1,297 @@
+"""The one seam for actions.
+
+An action is a plain typed function whose first parameter is the ``ActionContext``
+and whose other parameters (keyword-only) are what a runbook step gives under
+``with:``. The ``@action`` decorator only attaches an ``ActionDefinition`` to the
+function; nothing is registered at import time. ``ActionRegistry.discover()``
+collects the definitions of the built-in modules and of every module published
+under the ``tocsin.actions`` entry-point group::
+
+    @action("microsoft.revoke_sessions", destructive=True, idempotent=True,
+            describe=lambda user: f"sign {user} out of every Microsoft 365 session")
+    def revoke_sessions(
+        context: ActionContext,
+        *,
+        user: Annotated[str, Field(description="UPN or object id")],
+    ) -> RevokedSessions: ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Annotated, Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
+
+ENTRY_POINT_GROUP = "tocsin.actions"
+BUILTIN_MODULES = (
+    "tocsin.integrations.core",
+    "tocsin.integrations.http",
+    "tocsin.integrations.slack",
+)
+_MARKER = "__tocsin_action__"
+_SECRET_MARKER = "x-tocsin-secret"
+
+SecretName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Name of a secret (set as TOCSIN_SECRET_<NAME>)",
+        json_schema_extra={_SECRET_MARKER: True},
+    ),
+]
+"""A parameter that names a secret; the secret's value never appears in the runbook."""
+
+
+class SecretStore(Protocol):
+    """Where actions read credentials from; values never reach logs or the audit trail."""
+
+    def get(self, name: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What an action receives besides its parameters."""
+
+    incident: str
+    step_id: str
+    secrets: SecretStore
+    settings: Any
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("tocsin.actions"))
+
+    def secret(self, name: str) -> str:
+        """The value of secret ``name``; a clear error names the variable to set when missing."""
+        value = self.secrets.get(name)
+        if not value:
+            raise ConfigurationError(
+                f"secret {name!r} is not set",
+                f"set the environment variable TOCSIN_SECRET_{name.upper()}",
+            )
+        return value
+
+
+Describe = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class ActionDefinition:
+    """Everything Tocsin knows about one action."""
+
+    name: str
+    description: str
+    destructive: bool
+    idempotent: bool
+    function: Callable[..., Any]
+    parameters: type[BaseModel]
+    result: type[BaseModel] | None
+    secrets: tuple[str, ...] = ()
+    describe: Describe | None = None
+
+    @property
+    def module(self) -> str:
+        return self.function.__module__
+
+    @property
+    def output_names(self) -> frozenset[str] | None:
+        """Names of the outputs the action returns, or None when they are not declared."""
+        if self.result is None:
+            return None
+        return frozenset(self.result.model_fields)
+
+    def secret_parameters(self) -> list[str]:
+        """Names of the parameters whose value is the name of a secret."""
+        return [
+            name
+            for name, info in self.parameters.model_fields.items()
+            if isinstance(info.json_schema_extra, dict)
+            and info.json_schema_extra.get(_SECRET_MARKER)
+        ]
+
+    def secrets_needed(self, parameters: Mapping[str, Any]) -> list[str]:
+        """Every secret a call with these parameters reads."""
+        named = [parameters[name] for name in self.secret_parameters() if parameters.get(name)]
+        return sorted({*self.secrets, *(str(value) for value in named)})
+
+    def check_parameters(self, parameters: Mapping[str, Any]) -> BaseModel:
+        """Validate ``with:`` values; raise ``ActionError`` listing every wrong parameter."""
+        try:
+            return self.parameters.model_validate(dict(parameters))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'with'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ActionError(
+                self.name,
+                f"wrong parameters: {problems}",
+                f"see `tocsin actions {self.name}` for the parameters it takes",
+            ) from None
+
+    def describe_call(self, parameters: BaseModel) -> str:
+        """A sentence saying what a call would touch, for the plan."""
+        if self.describe is None:
+            return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in _public_values(parameters))})"
+        return self.describe(**dict(_public_values(parameters)))
+
+    def invoke(self, context: ActionContext, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        """Check the parameters, call the action and return its outputs as plain data."""
+        checked = self.check_parameters(parameters)
+        outcome = self.function(context, **dict(_public_values(checked)))
+        if outcome is None:
+            return {}
+        if isinstance(outcome, BaseModel):
+            return outcome.model_dump(mode="json")
+        if isinstance(outcome, dict):
+            return outcome
+        raise ActionError(self.name, f"returned {type(outcome).__name__}, expected outputs")
+
+
+def _public_values(model: BaseModel) -> Iterator[tuple[str, Any]]:
+    for name in type(model).model_fields:
+        yield name, getattr(model, name)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def action(
+    name: str,
+    *,
+    destructive: bool,
+    idempotent: bool = False,
+    description: str | None = None,
+    secrets: Iterable[str] = (),
+    describe: Describe | None = None,
+) -> Callable[[F], F]:
+    """Mark a function as the action ``name``; see the module docstring."""
+
+    def decorate(function: F) -> F:
+        parameters, result = _models_from_signature(name, function)
+        doc = inspect.getdoc(function) or ""
+        definition = ActionDefinition(
+            name=name,
+            description=description or doc.split("\n\n")[0].replace("\n", " "),
+            destructive=destructive,
+            idempotent=idempotent,
+            function=function,
+            parameters=parameters,
+            result=result,
+            secrets=tuple(secrets),
+            describe=describe,
+        )
+        setattr(function, _MARKER, definition)
+        return function
+
+    return decorate
+
+
+def _models_from_signature(
+    name: str, function: Callable[..., Any]
+) -> tuple[type[BaseModel], type[BaseModel] | None]:
+    hints = typing.get_type_hints(function, include_extras=True)
+    signature = inspect.signature(function)
+    params = list(signature.parameters.values())
+    if not params or params[0].name != "context":
+        raise TypeError(f"action {name}: the first parameter must be `context: ActionContext`")
+    fields: dict[str, Any] = {}
+    for param in params[1:]:
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"action {name}: parameter {param.name!r} must be keyword-only")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    model_name = "".join(part.title() for part in name.replace("_", ".").split(".")) + "Parameters"
+    parameters = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    returned = hints.get("return")
+    result = returned if isinstance(returned, type) and issubclass(returned, BaseModel) else None
+    return parameters, result
+
+
+def definitions_in(module: ModuleType) -> list[ActionDefinition]:
+    """The actions defined in a module, in source order."""
+    found = [getattr(value, _MARKER) for value in vars(module).values() if hasattr(value, _MARKER)]
+    return [item for item in found if isinstance(item, ActionDefinition)]
+
+
+class ActionRegistry:
+    """The actions available to runbooks, by dotted name."""
+
+    def __init__(self, definitions: Iterable[ActionDefinition] = ()) -> None:
+        self._by_name: dict[str, ActionDefinition] = {}
+        for definition in definitions:
+            self.add(definition)
+
+    def add(self, definition: ActionDefinition) -> None:
+        existing = self._by_name.get(definition.name)
+        if existing is not None and existing is not definition:
+            raise ConfigurationError(
+                f"two packages define the action {definition.name!r}: "
+                f"{existing.module} and {definition.module}",
+                "uninstall one of them, or rename the action in your own package",
+            )
+        self._by_name[definition.name] = definition
+
+    @classmethod
+    def from_modules(cls, modules: Iterable[str | ModuleType]) -> ActionRegistry:
+        registry = cls()
+        for module in modules:
+            loaded = import_module(module) if isinstance(module, str) else module
+            for definition in definitions_in(loaded):
+                registry.add(definition)
+        return registry
+
+    @classmethod
+    def discover(cls) -> ActionRegistry:
+        """Built-in actions plus those of every installed package's ``tocsin.actions`` entry points."""
+        registry = cls.from_modules(BUILTIN_MODULES)
+        loaded = set(BUILTIN_MODULES)
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.value in loaded:
+                continue
+            try:
+                target = entry_point.load()
+            except Exception as exc:  # a broken plug-in must not hide which one it is
+                raise ConfigurationError(
+                    f"cannot load action package {entry_point.value!r} "
+                    f"(entry point {entry_point.name!r}): {type(exc).__name__}: {exc}",
+                    "reinstall or uninstall that package",
+                ) from exc
+            loaded.add(entry_point.value)
+            if isinstance(target, ModuleType):
+                for definition in definitions_in(target):
+                    registry.add(definition)
+            elif hasattr(target, _MARKER):
+                registry.add(getattr(target, _MARKER))
+            else:
+                raise ConfigurationError(
+                    f"entry point {entry_point.name!r} = {entry_point.value!r} is neither a module "
+                    "nor an @action function",
+                )
+        return registry
+
+    def get(self, name: str) -> ActionDefinition:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownActionError(name, self.suggest(name)) from None
+
+    def suggest(self, name: str) -> list[str]:
+        return difflib.get_close_matches(name, list(self._by_name), n=3, cutoff=0.6)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[ActionDefinition]:
+        return iter(sorted(self._by_name.values(), key=lambda item: item.name))
+
+    def __len__(self) -> int:
+        return len(self._by_name)

@@ -1,0 +1,131 @@
+"""Tocsin's exceptions: one tree, messages written for the support engineer.
+
+    TocsinError                 every expected failure; carries ``message`` and ``hint``
+    ├── RunbookError            a runbook file is malformed; carries every ``Problem`` found
+    ├── InputError              a run was requested with wrong or missing inputs
+    ├── TemplateError           a template failed to render (undefined value, sandbox refusal)
+    ├── ActionError             an action failed; names the action and, where known, the service
+    │   └── IntegrationError    a remote service refused or failed (status, permission to grant)
+    ├── UnknownActionError      no installed package provides the named action
+    └── ConfigurationError      settings, secrets or the action registry are wrong
+
+The CLI prints ``message`` and ``hint`` and exits with the code of the class
+(see ``exit_code``); a traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A place in a source file, 1-based like every editor."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a runbook, where it is, and how to fix it."""
+
+    location: Location
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}"
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+
+class TocsinError(Exception):
+    """Base of every error Tocsin expects and explains."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RunbookError(TocsinError):
+    """A runbook cannot be loaded; ``problems`` lists every problem found, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        if not problems:
+            raise ValueError("RunbookError needs at least one problem")
+        self.problems = sorted(problems, key=lambda p: p.location)
+        count = len(self.problems)
+        files = sorted({p.location.file for p in self.problems})
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in {', '.join(files)}",
+            "fix the problems listed above, then run `tocsin validate` again",
+        )
+
+
+class InputError(TocsinError):
+    """The inputs given for a run do not match what the runbook declares."""
+
+    exit_code = 2
+
+
+class TemplateError(TocsinError):
+    """A template could not be rendered with the values at hand."""
+
+
+class ActionError(TocsinError):
+    """An action failed while it ran."""
+
+    def __init__(self, action: str, message: str, hint: str = "") -> None:
+        super().__init__(f"{action}: {message}", hint)
+        self.action = action
+
+
+class IntegrationError(ActionError):
+    """A remote service (Slack, Microsoft 365, the platform API...) refused or failed."""
+
+    def __init__(
+        self,
+        action: str,
+        service: str,
+        message: str,
+        hint: str = "",
+        *,
+        status_code: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(action, f"{service} {message}", hint)
+        self.service = service
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class ConfigurationError(TocsinError):
+    """Settings, secrets or installed action packages are wrong."""
+
+    exit_code = 3
+
+
+class UnknownActionError(TocsinError):
+    """No installed package provides this action."""
+
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        hint = (
+            f"did you mean {' or '.join(suggestions)}?"
+            if suggestions
+            else "`tocsin actions` lists the installed actions"
+        )
+        super().__init__(f"unknown action {name!r}", hint)
+        self.name = name
+        self.suggestions = suggestions

@@ -1,0 +1,120 @@
+"""Tocsin's one settings object: environment variables prefixed ``TOCSIN_`` and an optional TOML file.
+
+The file is ``$TOCSIN_CONFIG`` if set, else ``~/.config/tocsin/config.toml`` if it
+exists. Environment variables win over the file. Secrets are not settings: they
+are read by name from ``TOCSIN_SECRET_<NAME>`` (``EnvironmentSecrets``), so that
+they never sit in a settings dump.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tocsin.errors import ConfigurationError
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tocsin"
+
+
+def config_file() -> Path | None:
+    """The TOML settings file in force, if any."""
+    explicit = os.environ.get("TOCSIN_CONFIG")
+    if explicit:
+        return Path(explicit)
+    default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "tocsin"
+    candidate = default / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+class Settings(BaseSettings):
+    """Where Tocsin keeps its data, which mode it runs in, and where the services are."""
+
+    model_config = SettingsConfigDict(env_prefix="TOCSIN_", extra="forbid")
+
+    mode: Literal["sandbox", "live"] = Field(
+        "sandbox", description="sandbox: local fake services; live: the real ones"
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    runbook_paths: list[Path] = Field(
+        default_factory=list, description="Extra folders searched for runbooks by id"
+    )
+    slack_api_url: str = "https://slack.com/api/"
+    http_timeout_seconds: float = Field(30.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; a wrong value becomes a ``ConfigurationError`` naming it."""
+    from pydantic import ValidationError
+
+    path = config_file()
+    if path is not None and not path.exists():
+        raise ConfigurationError(
+            f"settings file {path} does not exist", "unset TOCSIN_CONFIG or create the file"
+        )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        where = f" (file {path})" if path else ""
+        raise ConfigurationError(
+            f"wrong settings{where}: {details}",
+            "settings come from TOCSIN_* environment variables and the TOML file",
+        ) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigurationError(f"cannot read settings file {path}: {exc}") from None
+
+
+class EnvironmentSecrets:
+    """Secrets from ``TOCSIN_SECRET_<NAME>`` environment variables."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def get(self, name: str) -> str | None:
+        return self._environ.get(f"TOCSIN_SECRET_{name.upper()}") or None
+
+    def __repr__(self) -> str:
+        return "EnvironmentSecrets(<values hidden>)"
+
+
+class StaticSecrets:
+    """Secrets given as a mapping (the sandbox and tests)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def __repr__(self) -> str:
+        return f"StaticSecrets(<{len(self._values)} values hidden>)"

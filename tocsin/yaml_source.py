@@ -1,0 +1,303 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML composes the document into nodes (which carry line and column); this
+module turns the nodes into plain Python values itself, so that it can refuse
+what a runbook never needs (duplicate keys, Python tags, alias bombs, recursive
+aliases, huge files) and record a ``Location`` for every path such as
+``("steps", 2, "with", "user")``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from tocsin.errors import Location, Problem, RunbookError
+
+MAX_BYTES = 1024 * 1024
+MAX_NODES = 50_000
+MAX_DEPTH = 64
+
+PathKey = tuple[str | int, ...]
+
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class SourceMap:
+    """Where each value (and each mapping key) of a loaded document sits in its file."""
+
+    file: str
+    values: dict[PathKey, Location] = field(default_factory=dict)
+    keys: dict[PathKey, Location] = field(default_factory=dict)
+    block_scalars: set[PathKey] = field(default_factory=set)
+
+    def locate(self, path: PathKey, *, key: bool = False) -> Location:
+        """The location of ``path``, or of its nearest ancestor that exists in the file."""
+        if key and path in self.keys:
+            return self.keys[path]
+        probe = path
+        while probe:
+            if probe in self.values:
+                return self.values[probe]
+            probe = probe[:-1]
+        return self.values.get((), Location(self.file, 1, 1))
+
+    def is_block_scalar(self, path: PathKey) -> bool:
+        """True when the value at ``path`` was written as a ``|`` or ``>`` block."""
+        return path in self.block_scalars
+
+
+@dataclass
+class _Budget:
+    nodes: int = 0
+
+
+class _ScalarConstructor(SafeConstructor):
+    """SafeConstructor, used for scalars only; timestamps stay the strings they were."""
+
+
+def _timestamp_as_text(loader: _ScalarConstructor, node: Node) -> Any:
+    return node.value
+
+
+_ScalarConstructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+
+
+def load_yaml_file(path: Path, display_name: str | None = None) -> tuple[Any, SourceMap]:
+    """Read and load one YAML file; raise ``RunbookError`` with a located problem if it cannot."""
+    name = display_name or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise _single(
+                name,
+                f"file is {size // 1024} KiB; a runbook may be at most {MAX_BYTES // 1024} KiB",
+                "split the procedure into several runbooks",
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _single(name, f"cannot read file: {exc.strerror or exc}") from None
+    return load_yaml_bytes(data, name)
+
+
+def load_yaml_bytes(data: bytes, name: str) -> tuple[Any, SourceMap]:
+    """Load one YAML document from bytes; see ``load_yaml_file``."""
+    if len(data) > MAX_BYTES:
+        raise _single(
+            name,
+            f"document is {len(data) // 1024} KiB; a runbook may be at most "
+            f"{MAX_BYTES // 1024} KiB",
+            "split the procedure into several runbooks",
+        )
+    if b"\x00" in data:
+        raise _single(name, "this is a binary file, not a YAML runbook")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _single(
+            name,
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})",
+            "save the runbook as UTF-8",
+            line=line,
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        raise _from_yaml_error(name, exc) from None
+    except yaml.YAMLError as exc:
+        raise _single(name, f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    source_map = SourceMap(name)
+    if node is None:
+        raise _single(
+            name, "the file is empty", "start from `tocsin schema` or docs/runbook-format.md"
+        )
+    builder = _Builder(name, source_map)
+    value = builder.build(node, (), depth=0, active=set())
+    if builder.problems:
+        raise RunbookError(builder.problems)
+    return value, source_map
+
+
+class _Builder:
+    def __init__(self, name: str, source_map: SourceMap) -> None:
+        self.name = name
+        self.map = source_map
+        self.budget = _Budget()
+        self.problems: list[Problem] = []
+        self.constructor = _ScalarConstructor()
+
+    def _loc(self, node: Node) -> Location:
+        return Location(self.name, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: Node, path: PathKey, *, depth: int, active: set[int]) -> Any:
+        self.budget.nodes += 1
+        if self.budget.nodes > MAX_NODES:
+            raise RunbookError(
+                [
+                    Problem(
+                        self._loc(node),
+                        f"the document expands to more than {MAX_NODES} values (alias expansion bomb?)",
+                        "runbooks do not need deeply nested anchors and aliases; write the values out",
+                    )
+                ]
+            )
+        if depth > MAX_DEPTH:
+            raise RunbookError(
+                [
+                    Problem(
+                        self._loc(node),
+                        f"values are nested more than {MAX_DEPTH} levels deep",
+                    )
+                ]
+            )
+        if id(node) in active:
+            raise RunbookError(
+                [
+                    Problem(
+                        self._loc(node),
+                        "an alias refers to a value that contains it (recursive alias)",
+                    )
+                ]
+            )
+        self.map.values.setdefault(path, self._loc(node))
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        active = active | {id(node)}
+        if isinstance(node, SequenceNode):
+            self._check_plain_tag(node, "tag:yaml.org,2002:seq")
+            return [
+                self.build(item, (*path, index), depth=depth + 1, active=active)
+                for index, item in enumerate(node.value)
+            ]
+        if isinstance(node, MappingNode):
+            self._check_plain_tag(node, "tag:yaml.org,2002:map")
+            return self._mapping(node, path, depth=depth, active=active)
+        raise RunbookError([Problem(self._loc(node), "unsupported YAML node")])  # pragma: no cover
+
+    def _check_plain_tag(self, node: Node, expected: str) -> None:
+        if node.tag != expected:
+            self.problems.append(
+                Problem(
+                    self._loc(node),
+                    f"YAML tag {node.tag!r} is not allowed in a runbook",
+                    "remove the tag; runbooks hold plain strings, numbers, lists and mappings",
+                )
+            )
+
+    def _scalar(self, node: ScalarNode, path: PathKey) -> Any:
+        if node.tag not in _SCALAR_TAGS:
+            self.problems.append(
+                Problem(
+                    self._loc(node),
+                    f"YAML tag {node.tag!r} is not allowed in a runbook",
+                    "remove the tag; runbooks hold plain strings, numbers, lists and mappings",
+                )
+            )
+            return node.value
+        if node.style in ("|", ">"):
+            self.map.block_scalars.add(path)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            self.problems.append(Problem(self._loc(node), f"bad value: {exc.problem}"))
+            return node.value
+        if isinstance(value, dt.date | dt.datetime):
+            return node.value
+        return value
+
+    def _mapping(
+        self, node: MappingNode, path: PathKey, *, depth: int, active: set[int]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        first_seen: dict[str, Location] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                for key, value in self._merge_sources(value_node, path, depth, active):
+                    merged.setdefault(key, value)
+                continue
+            if not isinstance(key_node, ScalarNode) or key_node.tag not in _SCALAR_TAGS:
+                self.problems.append(
+                    Problem(
+                        self._loc(key_node),
+                        "mapping keys must be plain names",
+                    )
+                )
+                continue
+            key = str(self.constructor.construct_object(key_node))
+            if key_node.tag == "tag:yaml.org,2002:bool" or key_node.tag == "tag:yaml.org,2002:null":
+                key = key_node.value  # `on:` or `yes:` as a key means the word, not a boolean
+            key_loc = self._loc(key_node)
+            if key in first_seen:
+                self.problems.append(
+                    Problem(
+                        key_loc,
+                        f"duplicate key {key!r} (first defined on line {first_seen[key].line})",
+                        "YAML keeps only the last value silently; remove or rename one of them",
+                    )
+                )
+                continue
+            first_seen[key] = key_loc
+            self.map.keys[(*path, key)] = key_loc
+            result[key] = self.build(value_node, (*path, key), depth=depth + 1, active=active)
+        for key, value in merged.items():
+            result.setdefault(key, value)
+        return result
+
+    def _merge_sources(
+        self, node: Node, path: PathKey, depth: int, active: set[int]
+    ) -> Iterator[tuple[str, Any]]:
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        for source in sources:
+            value = self.build(source, path, depth=depth + 1, active=active)
+            if not isinstance(value, dict):
+                self.problems.append(
+                    Problem(
+                        self._loc(source),
+                        "`<<:` can only merge a mapping",
+                    )
+                )
+                continue
+            yield from value.items()
+
+
+def _from_yaml_error(name: str, exc: yaml.MarkedYAMLError) -> RunbookError:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else 1
+    column = mark.column + 1 if mark else 1
+    problem = exc.problem or "not valid YAML"
+    context = f" ({exc.context})" if exc.context else ""
+    hint = "check indentation and quoting around this place"
+    if "found character '\\t'" in problem:
+        hint = "YAML indents with spaces, never tabs"
+    elif "mapping values are not allowed" in problem:
+        hint = "quote a value that contains ': ' (for example a prompt or a URL)"
+    elif "but found another document" in (exc.context or ""):
+        hint = "a runbook file holds exactly one document; remove the `---` separator"
+    return RunbookError(
+        [Problem(Location(name, line, column), f"not valid YAML: {problem}{context}", hint)]
+    )
+
+
+def _single(name: str, message: str, hint: str = "", *, line: int = 1) -> RunbookError:
+    return RunbookError([Problem(Location(name, line, 1), message, hint)])
