@@ -9,7 +9,6 @@ aliases, huge files) and record a ``Location`` for every path such as
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,17 +65,6 @@ class SourceMap:
 @dataclass
 class _Budget:
     nodes: int = 0
-
-
-class _ScalarConstructor(SafeConstructor):
-    """SafeConstructor, used for scalars only; timestamps stay the strings they were."""
-
-
-def _timestamp_as_text(loader: _ScalarConstructor, node: Node) -> Any:
-    return node.value
-
-
-_ScalarConstructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def load_yaml_file(path: Path, display_name: str | None = None) -> tuple[Any, SourceMap]:
@@ -144,7 +132,7 @@ class _Builder:
         self.map = source_map
         self.budget = _Budget()
         self.problems: list[Problem] = []
-        self.constructor = _ScalarConstructor()
+        self.constructor = SafeConstructor()
 
     def _loc(self, node: Node) -> Location:
         return Location(self.name, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -216,12 +204,12 @@ class _Builder:
             return node.value
         if node.style in ("|", ">"):
             self.map.block_scalars.add(path)
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return node.value  # dates stay text: runbooks never compute with them
         try:
             value = self.constructor.construct_object(node, deep=True)
         except ConstructorError as exc:
             self.problems.append(Problem(self._loc(node), f"bad value: {exc.problem}"))
-            return node.value
-        if isinstance(value, dt.date | dt.datetime):
             return node.value
         return value
 
