@@ -29,9 +29,11 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
 
 from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
+from tocsin.settings import Settings
 
 ENTRY_POINT_GROUP = "tocsin.actions"
 BUILTIN_MODULES = (
@@ -66,7 +68,7 @@ class ActionContext:
     incident: str
     step_id: str
     secrets: SecretStore
-    settings: Any
+    settings: Settings
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("tocsin.actions"))
 
     def secret(self, name: str) -> str:
@@ -111,10 +113,7 @@ class ActionDefinition:
     def secret_parameters(self) -> list[str]:
         """Names of the parameters whose value is the name of a secret."""
         return [
-            name
-            for name, info in self.parameters.model_fields.items()
-            if isinstance(info.json_schema_extra, dict)
-            and info.json_schema_extra.get(_SECRET_MARKER)
+            name for name, info in self.parameters.model_fields.items() if _is_secret_name(info)
         ]
 
     def secrets_needed(self, parameters: Mapping[str, Any]) -> list[str]:
@@ -139,9 +138,13 @@ class ActionDefinition:
 
     def describe_call(self, parameters: BaseModel) -> str:
         """A sentence saying what a call would touch, for the plan."""
+        values = dict(_public_values(parameters))
         if self.describe is None:
-            return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in _public_values(parameters))})"
-        return self.describe(**dict(_public_values(parameters)))
+            return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in values.items())})"
+        accepted = inspect.signature(self.describe).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            values = {k: v for k, v in values.items() if k in accepted}
+        return self.describe(**values)
 
     def invoke(self, context: ActionContext, parameters: Mapping[str, Any]) -> dict[str, Any]:
         """Check the parameters, call the action and return its outputs as plain data."""
@@ -154,6 +157,19 @@ class ActionDefinition:
         if isinstance(outcome, dict):
             return outcome
         raise ActionError(self.name, f"returned {type(outcome).__name__}, expected outputs")
+
+
+def _is_secret_name(info: FieldInfo) -> bool:
+    """True for ``SecretName`` and ``SecretName | None`` fields."""
+    candidates: list[Any] = [info]
+    for member in typing.get_args(info.annotation):
+        candidates.extend(getattr(member, "__metadata__", ()))
+    return any(
+        isinstance(item, FieldInfo)
+        and isinstance(item.json_schema_extra, dict)
+        and bool(item.json_schema_extra.get(_SECRET_MARKER))
+        for item in candidates
+    )
 
 
 def _public_values(model: BaseModel) -> Iterator[tuple[str, Any]]:
@@ -172,11 +188,16 @@ def action(
     description: str | None = None,
     secrets: Iterable[str] = (),
     describe: Describe | None = None,
+    check: Callable[[Any], None] | None = None,
 ) -> Callable[[F], F]:
-    """Mark a function as the action ``name``; see the module docstring."""
+    """Mark a function as the action ``name``; see the module docstring.
+
+    ``check`` receives the validated parameters and raises ``ValueError`` when they do
+    not fit together; it runs wherever parameters are checked, validation included.
+    """
 
     def decorate(function: F) -> F:
-        parameters, result = _models_from_signature(name, function)
+        parameters, result = _models_from_signature(name, function, check)
         doc = inspect.getdoc(function) or ""
         definition = ActionDefinition(
             name=name,
@@ -196,7 +217,7 @@ def action(
 
 
 def _models_from_signature(
-    name: str, function: Callable[..., Any]
+    name: str, function: Callable[..., Any], check: Callable[[Any], None] | None = None
 ) -> tuple[type[BaseModel], type[BaseModel] | None]:
     hints = typing.get_type_hints(function, include_extras=True)
     signature = inspect.signature(function)
@@ -210,7 +231,17 @@ def _models_from_signature(
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (hints[param.name], default)
     model_name = "".join(part.title() for part in name.replace("_", ".").split(".")) + "Parameters"
-    parameters = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    validators: dict[str, Any] = {}
+    if check is not None:
+
+        def _check_together(model: BaseModel) -> BaseModel:
+            check(model)
+            return model
+
+        validators["check_together"] = model_validator(mode="after")(_check_together)
+    parameters = create_model(
+        model_name, __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields
+    )
     returned = hints.get("return")
     result = returned if isinstance(returned, type) and issubclass(returned, BaseModel) else None
     return parameters, result

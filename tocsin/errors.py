@@ -122,7 +122,7 @@ class UnknownActionError(TocsinError):
 
     def __init__(self, name: str, suggestions: list[str]) -> None:
         hint = (
-            f"did you mean {' or '.join(suggestions)}?"
+            "did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
             if suggestions
             else "`tocsin actions` lists the installed actions"
         )

@@ -48,6 +48,7 @@ Duration = Annotated[
     ),
 ]
 
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _TRUE_WORDS = {"true", "yes", "y", "1", "on"}
 _FALSE_WORDS = {"false", "no", "n", "0", "off"}
@@ -216,6 +217,24 @@ def _parse_on_failure(value: Any) -> Any:
             "on_failure must be abort, continue or {run: [handler ids]}, not {value}",
             {"value": repr(value)},
         )
+    if isinstance(value, dict):
+        if set(value) != {"run"}:
+            raise PydanticCustomError(
+                "on_failure",
+                "on_failure as a mapping has one key, run: write on_failure: {run: [handler ids]}",
+            )
+        targets = value["run"]
+        if isinstance(targets, str):
+            targets = [targets]
+        if (
+            not isinstance(targets, list)
+            or not targets
+            or not all(isinstance(t, str) and _NAME.match(t) for t in targets)
+        ):
+            raise PydanticCustomError(
+                "on_failure", "on_failure: run needs a list of handler step ids, like [notify_lead]"
+            )
+        return RunHandlers(run=targets)
     return value
 
 
@@ -316,19 +335,32 @@ class Step(_Model):
             raise PydanticCustomError(
                 "step_kind",
                 "{step} has several kinds ({kinds}); a step has exactly one, split it in two",
-                {"step": step, "kinds": ", ".join(kinds)},
+                {"step": step, "kinds": ", ".join(kinds), "at_key": kinds[1]},
             )
         kind = kinds[0]
         for key, allowed in _KIND_ONLY_KEYS.items():
             if key in data and kind not in allowed:
-                where = " or ".join(sorted(allowed))
+                ordered = [k for k in STEP_KINDS if k in allowed]
+                where = (
+                    ", ".join(ordered[:-1]) + " or " + ordered[-1]
+                    if len(ordered) > 1
+                    else ordered[0]
+                )
+                article = "an" if kind[0] in "aeiou" else "a"
                 extra = ""
                 if key == "timeout" and kind == "approval":
                     extra = "; an approval gate's timeout goes inside `approval:`"
                 raise PydanticCustomError(
                     "step_kind",
-                    "`{key}:` does not apply to a {kind} step (only to {where} steps){extra}",
-                    {"key": key, "kind": kind, "where": where, "extra": extra},
+                    "`{key}:` does not apply to {article} {kind} step (only to {where} steps){extra}",
+                    {
+                        "key": key,
+                        "article": article,
+                        "kind": kind,
+                        "where": where,
+                        "extra": extra,
+                        "at_key": key,
+                    },
                 )
         return data
 

@@ -42,7 +42,9 @@ def config_file() -> Path | None:
 class Settings(BaseSettings):
     """Where Tocsin keeps its data, which mode it runs in, and where the services are."""
 
-    model_config = SettingsConfigDict(env_prefix="TOCSIN_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="TOCSIN_", env_nested_delimiter="__", extra="forbid"
+    )
 
     mode: Literal["sandbox", "live"] = Field(
         "sandbox", description="sandbox: local fake services; live: the real ones"
@@ -52,6 +54,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Extra folders searched for runbooks by id"
     )
     slack_api_url: str = "https://slack.com/api/"
+    services: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base URL of each named service http.request calls with `service:` "
+        "(TOCSIN_SERVICES__PLATFORM=https://platform.example/api/v1)",
+    )
     http_timeout_seconds: float = Field(30.0, gt=0)
 
     @classmethod

@@ -187,7 +187,7 @@ class _Builder:
             self.problems.append(
                 Problem(
                     self._loc(node),
-                    f"YAML tag {node.tag!r} is not allowed in a runbook",
+                    f"YAML tag {_shown_tag(node.tag)} is not allowed in a runbook",
                     "remove the tag; runbooks hold plain strings, numbers, lists and mappings",
                 )
             )
@@ -197,7 +197,7 @@ class _Builder:
             self.problems.append(
                 Problem(
                     self._loc(node),
-                    f"YAML tag {node.tag!r} is not allowed in a runbook",
+                    f"YAML tag {_shown_tag(node.tag)} is not allowed in a runbook",
                     "remove the tag; runbooks hold plain strings, numbers, lists and mappings",
                 )
             )
@@ -275,12 +275,14 @@ def _from_yaml_error(name: str, exc: yaml.MarkedYAMLError) -> RunbookError:
     column = mark.column + 1 if mark else 1
     problem = exc.problem or "not valid YAML"
     context = f" ({exc.context})" if exc.context else ""
+    if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+        context = f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
     hint = "check indentation and quoting around this place"
     if "found character '\\t'" in problem:
         hint = "YAML indents with spaces, never tabs"
     elif "mapping values are not allowed" in problem:
         hint = "quote a value that contains ': ' (for example a prompt or a URL)"
-    elif "but found another document" in (exc.context or ""):
+    elif "another document" in problem:
         hint = "a runbook file holds exactly one document; remove the `---` separator"
     return RunbookError(
         [Problem(Location(name, line, column), f"not valid YAML: {problem}{context}", hint)]
@@ -289,3 +291,11 @@ def _from_yaml_error(name: str, exc: yaml.MarkedYAMLError) -> RunbookError:
 
 def _single(name: str, message: str, hint: str = "", *, line: int = 1) -> RunbookError:
     return RunbookError([Problem(Location(name, line, 1), message, hint)])
+
+
+def _shown_tag(tag: str) -> str:
+    return (
+        "!!" + tag.removeprefix("tag:yaml.org,2002:")
+        if tag.startswith("tag:yaml.org,2002:")
+        else tag
+    )

@@ -1,0 +1,251 @@
+"""A plain HTTP call, for services without an integration of their own (the provider's platform API)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from tocsin.actions import ActionContext, SecretName, action
+from tocsin.errors import ActionError, ConfigurationError, IntegrationError
+
+ACTION = "http.request"
+BODY_TEXT_LIMIT = 64 * 1024
+"""A body that is not JSON is kept as text, cut to this many bytes."""
+
+
+def _http_url(value: str) -> str:
+    if value.startswith("/") and not value.startswith("//"):
+        return value  # a path under a configured service's base URL; see _url_fits_service
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError when out of range
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "http_url", "is not a valid URL: {reason}", {"reason": str(exc)}
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError(
+            "http_url",
+            "must be an http:// or https:// URL with a host, like "
+            "https://platform.example/api/v1/offices/OF-1 (got scheme {scheme!r})",
+            {"scheme": parts.scheme},
+        )
+    if parts.username is not None or parts.password is not None:
+        # The URL is shown in the plan and the audit trail; credentials there would leak.
+        raise PydanticCustomError(
+            "http_url_credentials",
+            "must not carry credentials (user:password@); name a secret in bearer_token_secret",
+        )
+    return value
+
+
+def _url_fits_service(parameters: Any) -> None:
+    """A path needs ``service:``; with ``service:``, ``url`` is a path."""
+    is_path = parameters.url.startswith("/")
+    if parameters.service is None and is_path:
+        raise ValueError(
+            f"url {parameters.url!r} is a path: name the service it belongs to with `service:` "
+            "(configured in the settings), or give a full https:// URL"
+        )
+    if parameters.service is not None and not is_path:
+        raise ValueError(
+            f"with `service: {parameters.service}`, url is a path under the service's base URL, "
+            f"like /offices/OF-1 (not {parameters.url!r})"
+        )
+
+
+def _describe(method: str, url: str, service: str | None) -> str:
+    return f"{method} {url} on the {service} service" if service else f"{method} {url}"
+
+
+class HttpResponse(BaseModel):
+    """What the service answered."""
+
+    status_code: int
+    body: Any
+    elapsed_ms: int
+
+
+@action(
+    ACTION,
+    destructive=True,
+    idempotent=False,
+    describe=_describe,
+    check=_url_fits_service,
+)
+def request(
+    context: ActionContext,
+    *,
+    method: Annotated[
+        Literal["GET", "POST", "PUT", "PATCH", "DELETE"], Field(description="HTTP method")
+    ] = "GET",
+    url: Annotated[
+        str,
+        AfterValidator(_http_url),
+        Field(
+            description="Full http:// or https:// URL without credentials, "
+            "or a path starting with / when `service` is given"
+        ),
+    ],
+    service: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[a-z][a-z0-9_]*$",
+            description="Name of a configured service (settings `services`); url is then a path",
+        ),
+    ] = None,
+    headers: Annotated[
+        dict[str, str], Field(description="Extra request headers (no secrets: they are audited)")
+    ] = {},  # noqa: B006 -- pydantic copies field defaults
+    query: Annotated[
+        dict[str, str | int], Field(description="Query-string parameters added to the URL")
+    ] = {},  # noqa: B006
+    json_body: Annotated[Any, Field(description="Body sent as JSON; none when null")] = None,
+    expect_status: Annotated[
+        list[Annotated[int, Field(ge=100, le=599)]],
+        Field(description="Statuses that count as success; any 2xx when empty"),
+    ] = [],  # noqa: B006
+    bearer_token_secret: Annotated[
+        SecretName | None,
+        Field(description="Name of the secret holding a token sent as Authorization: Bearer"),
+    ] = None,
+    timeout_seconds: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Seconds to wait for the service; default: settings.http_timeout_seconds",
+        ),
+    ] = None,
+) -> HttpResponse:
+    """Send one HTTP request and return the status and the (JSON or text) body."""
+    if service is not None:
+        base_url = context.settings.services.get(service)
+        if not base_url:
+            raise ConfigurationError(
+                f"service {service!r} is not configured",
+                f"set TOCSIN_SERVICES__{service.upper()}=https://... (its base URL), "
+                f'or `{service} = "https://..."` under [services] in the settings file',
+            )
+        url = base_url.rstrip("/") + url
+    host = urlsplit(url).hostname or url
+    sent_headers = dict(headers)
+    token: str | None = None
+    if bearer_token_secret is not None:
+        if any(name.lower() == "authorization" for name in sent_headers):
+            raise ActionError(
+                ACTION,
+                "both headers.Authorization and bearer_token_secret are given",
+                "keep bearer_token_secret and remove the Authorization header",
+            )
+        token = context.secret(bearer_token_secret)
+        sent_headers["Authorization"] = f"Bearer {token}"
+    timeout = timeout_seconds or float(context.settings.http_timeout_seconds)
+
+    started = time.monotonic()
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            # httpx's params= would replace a query already in the URL; merge instead.
+            target = httpx.URL(url).copy_merge_params(query)
+            response = client.request(method, target, headers=sent_headers, json=json_body)
+    except httpx.TimeoutException:
+        raise IntegrationError(
+            ACTION,
+            host,
+            f"did not answer {method} {url} within {timeout:g} s",
+            "retry the step; raise timeout_seconds if the service is known to be slow",
+            retryable=True,
+        ) from None
+    except httpx.TransportError as exc:
+        raise IntegrationError(
+            ACTION,
+            host,
+            f"cannot be reached for {method} {url}: {_redacted(str(exc) or type(exc).__name__, token)}",
+            "check the URL and that the service is up; the step can be retried",
+            retryable=True,
+        ) from None
+    except httpx.HTTPError as exc:
+        raise IntegrationError(
+            ACTION,
+            host,
+            f"failed on {method} {url}: {_redacted(str(exc) or type(exc).__name__, token)}",
+        ) from None
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    context.logger.info(
+        "[%s %s] %s %s -> %s in %d ms",
+        context.incident,
+        context.step_id,
+        method,
+        url,
+        response.status_code,
+        elapsed_ms,
+    )
+
+    status = response.status_code
+    expected = status in expect_status if expect_status else 200 <= status < 300
+    if not expected:
+        raise _unexpected_status(
+            response, method, url, host, expect_status, bearer_token_secret, token
+        )
+    return HttpResponse(status_code=status, body=_body(response), elapsed_ms=elapsed_ms)
+
+
+def _body(response: httpx.Response) -> Any:
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            pass  # announced as JSON but is not: keep it as text
+    encoding = response.encoding or "utf-8"
+    return response.content[:BODY_TEXT_LIMIT].decode(encoding, errors="replace")
+
+
+def _unexpected_status(
+    response: httpx.Response,
+    method: str,
+    url: str,
+    host: str,
+    expect_status: list[int],
+    secret_name: str | None,
+    token: str | None,
+) -> IntegrationError:
+    status = response.status_code
+    wanted = ", ".join(str(code) for code in expect_status) if expect_status else "a 2xx status"
+    excerpt = _redacted(" ".join(response.text[:300].split()), token)
+    message = f"answered {status} {response.reason_phrase} to {method} {url} (expected {wanted})"
+    if excerpt:
+        message += f": {excerpt}"
+    retryable = status == 429 or status >= 500
+    if status in (401, 403):
+        if secret_name is not None:
+            hint = (
+                f"check the secret {secret_name!r} (TOCSIN_SECRET_{secret_name.upper()}): "
+                f"it must hold a valid token allowed to {method} this URL"
+            )
+        else:
+            hint = "the service wants credentials: set bearer_token_secret to the name of a secret holding its token"
+    elif status == 404:
+        hint = "check the URL and the identifiers in it"
+    elif status == 429:
+        hint = "the service is rate limiting; retry the step later"
+    elif status >= 500:
+        hint = "the service failed; retry the step later"
+    elif 300 <= status < 400:
+        location = response.headers.get("location", "another URL")
+        hint = f"the service redirects to {location} (redirects are not followed); call that URL"
+    elif 200 <= status < 300:
+        hint = "the call went through but answered another status; check expect_status"
+    else:
+        hint = "the service refused the request; check the parameters against its API"
+    return IntegrationError(ACTION, host, message, hint, status_code=status, retryable=retryable)
+
+
+def _redacted(text: str, secret: str | None) -> str:
+    return text.replace(secret, "<hidden>") if secret else text

@@ -1,0 +1,154 @@
+"""Slack actions, through slack_sdk's ``WebClient`` and its own retry handlers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
+from tocsin.actions import ActionContext, action
+from tocsin.errors import IntegrationError
+
+SERVICE = "Slack"
+TOKEN_SECRET = "slack_bot_token"
+RATE_LIMIT_RETRIES = 2
+"""How many times a call answered 429 is sent again, after Slack's Retry-After."""
+
+
+@dataclass(frozen=True)
+class SlackCredentials:
+    """A bot token and where Slack's Web API is; builds the ``WebClient`` every action uses."""
+
+    token: str = field(repr=False)
+    base_url: str = WebClient.BASE_URL
+    timeout_seconds: float = 30.0
+
+    def get_client(self) -> WebClient:
+        """A ``WebClient`` that waits out rate limits and retries a dropped connection once."""
+        return WebClient(
+            token=self.token,
+            base_url=self.base_url,
+            timeout=max(1, math.ceil(self.timeout_seconds)),
+            retry_handlers=[
+                ConnectionErrorRetryHandler(),
+                RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            ],
+        )
+
+    @classmethod
+    def from_context(cls, context: ActionContext) -> SlackCredentials:
+        """The bot token from the secret ``slack_bot_token`` and the API URL from the settings."""
+        return cls(
+            token=context.secret(TOKEN_SECRET),
+            base_url=context.settings.slack_api_url,
+            timeout_seconds=context.settings.http_timeout_seconds,
+        )
+
+
+class PostedMessage(BaseModel):
+    """Where the message went; ``ts`` identifies it for replies and updates."""
+
+    channel: str
+    ts: str
+
+
+def _describe_post(channel: str, text: str, thread_ts: str | None, **_: Any) -> str:
+    where = f"{channel} (thread {thread_ts})" if thread_ts else channel
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return f"post to Slack {where}: {shown}"
+
+
+@action(
+    "slack.post_message",
+    destructive=False,
+    idempotent=False,
+    secrets=(TOKEN_SECRET,),
+    describe=_describe_post,
+)
+def post_message(
+    context: ActionContext,
+    *,
+    channel: Annotated[
+        str,
+        Field(
+            pattern=r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{2,})$",
+            description="Channel id (C0123ABCD) or #name",
+        ),
+    ],
+    text: Annotated[
+        str, Field(min_length=1, description="Message text; also the notification fallback")
+    ],
+    blocks: Annotated[
+        list[dict[str, Any]] | None, Field(description="Block Kit blocks, shown instead of text")
+    ] = None,
+    thread_ts: Annotated[
+        str | None,
+        Field(pattern=r"^\d+\.\d+$", description="ts of the message to reply under"),
+    ] = None,
+) -> PostedMessage:
+    """Post a message to a Slack channel, or as a reply in a thread."""
+    client = SlackCredentials.from_context(context).get_client()
+    try:
+        response = client.chat_postMessage(
+            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
+        )
+    except SlackApiError as exc:
+        raise api_error("slack.post_message", "chat.postMessage", channel, exc) from None
+    except OSError as exc:  # urllib's URLError, a refused connection, a timeout
+        raise IntegrationError(
+            "slack.post_message",
+            SERVICE,
+            f"cannot be reached at {client.base_url}: {getattr(exc, 'reason', exc)}",
+            "check the network and settings.slack_api_url; the step can be retried",
+            retryable=True,
+        ) from None
+    return PostedMessage(channel=str(response["channel"]), ts=str(response["ts"]))
+
+
+def api_error(
+    action: str, method: str, channel: str | None, exc: SlackApiError
+) -> IntegrationError:
+    """An ``IntegrationError`` saying what to do about Slack's error code."""
+    code = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
+    status = exc.response.status_code
+    retryable = False
+    place = f" in {channel}" if channel else ""
+    if code in ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"):
+        hint = (
+            f"check TOCSIN_SECRET_{TOKEN_SECRET.upper()}: it must be the bot token (xoxb-...) "
+            "of the Tocsin app installed in this workspace"
+        )
+    elif code == "missing_scope":
+        needed = exc.response.get("needed") or "the scope this method needs"
+        hint = (
+            f"grant the bot the {needed} scope (Slack app settings, OAuth & Permissions), "
+            "then reinstall the app to the workspace"
+        )
+    elif code in ("channel_not_found", "not_in_channel"):
+        target = channel or "the channel"
+        hint = (
+            f"invite the bot to {target} (/invite @Tocsin in the channel), or check the channel id"
+        )
+    elif code == "is_archived":
+        hint = f"{channel or 'the channel'} is archived: unarchive it or post elsewhere"
+    elif code == "ratelimited" or status == 429:
+        hint = f"Slack still rate limits {method} after {RATE_LIMIT_RETRIES} retries; retry the step in a minute"
+        retryable = True
+    elif status >= 500:
+        hint = "Slack failed; retry the step later (https://slack-status.com)"
+        retryable = True
+    else:
+        hint = f"see https://api.slack.com/methods/{method}#errors for {code!r}"
+    return IntegrationError(
+        action,
+        SERVICE,
+        f"refused {method}{place}: {code}",
+        hint,
+        status_code=status,
+        retryable=retryable,
+    )

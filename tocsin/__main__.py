@@ -1,0 +1,5 @@
+import sys
+
+from tocsin.cli import main
+
+sys.exit(main())
