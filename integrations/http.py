@@ -77,6 +77,7 @@ class HttpResponse(BaseModel):
     idempotent=False,
     describe=_describe,
     check=_url_fits_service,
+    read_only_when=lambda method: method == "GET",
 )
 def request(
     context: ActionContext,

@@ -98,7 +98,9 @@ def test_plan_shows_ordered_steps_with_resolved_parameters_and_what_they_touch()
     assert "would touch: POST " in out and "/offices/OF-1042/disconnect" in out
     assert "approval gate" in out
     assert "\x1b[" not in out  # plain when piped
-    numbers = [line.split(".")[0].strip() for line in out.splitlines() if line[:1].isdigit()]
+    numbers = [
+        line.split(".")[0] for line in out.splitlines() if line[:1].isdigit() and ". " in line[:5]
+    ]
     assert numbers == [str(n) for n in range(1, len(numbers) + 1)]
 
 

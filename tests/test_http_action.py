@@ -387,4 +387,6 @@ def test_the_plan_sentence_names_the_service() -> None:
     checked = definition.check_parameters(
         {"service": "platform", "method": "POST", "url": "/offices/OF-1/disconnect"}
     )
-    assert definition.describe_call(checked) == "POST /offices/OF-1/disconnect on the platform service"
+    assert (
+        definition.describe_call(checked) == "POST /offices/OF-1/disconnect on the platform service"
+    )

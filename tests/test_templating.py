@@ -123,4 +123,4 @@ def test_when_conditions_evaluate_to_booleans() -> None:
 
 def test_a_when_condition_is_one_expression_without_braces() -> None:
     issues = parse_template("{{ inputs.count }}", expression=True).issues
-    assert issues and "template syntax error" in issues[0].message
+    assert issues and issues[0].message.startswith("a `when:` condition is one expression")

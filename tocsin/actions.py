@@ -98,6 +98,7 @@ class ActionDefinition:
     result: type[BaseModel] | None
     secrets: tuple[str, ...] = ()
     describe: Describe | None = None
+    read_only_when: Callable[..., bool] | None = None
 
     @property
     def module(self) -> str:
@@ -141,10 +142,15 @@ class ActionDefinition:
         values = dict(_public_values(parameters))
         if self.describe is None:
             return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in values.items())})"
-        accepted = inspect.signature(self.describe).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-            values = {k: v for k, v in values.items() if k in accepted}
-        return self.describe(**values)
+        return str(_call_with_declared(self.describe, values))
+
+    def changes_anything(self, parameters: BaseModel) -> bool:
+        """Whether this call is destructive (a destructive action may have read-only calls, like GET)."""
+        if not self.destructive:
+            return False
+        if self.read_only_when is None:
+            return True
+        return not _call_with_declared(self.read_only_when, dict(_public_values(parameters)))
 
     def invoke(self, context: ActionContext, parameters: Mapping[str, Any]) -> dict[str, Any]:
         """Check the parameters, call the action and return its outputs as plain data."""
@@ -157,6 +163,14 @@ class ActionDefinition:
         if isinstance(outcome, dict):
             return outcome
         raise ActionError(self.name, f"returned {type(outcome).__name__}, expected outputs")
+
+
+def _call_with_declared(function: Callable[..., Any], values: dict[str, Any]) -> Any:
+    """Call ``function`` with the values it declares (all of them if it takes ``**kwargs``)."""
+    accepted = inspect.signature(function).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        values = {k: v for k, v in values.items() if k in accepted}
+    return function(**values)
 
 
 def _is_secret_name(info: FieldInfo) -> bool:
@@ -189,11 +203,14 @@ def action(
     secrets: Iterable[str] = (),
     describe: Describe | None = None,
     check: Callable[[Any], None] | None = None,
+    read_only_when: Callable[..., bool] | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the action ``name``; see the module docstring.
 
     ``check`` receives the validated parameters and raises ``ValueError`` when they do
     not fit together; it runs wherever parameters are checked, validation included.
+    ``read_only_when`` receives the parameters and tells when a call of a destructive
+    action changes nothing (an HTTP GET), so the plan does not flag it.
     """
 
     def decorate(function: F) -> F:
@@ -209,6 +226,7 @@ def action(
             result=result,
             secrets=tuple(secrets),
             describe=describe,
+            read_only_when=read_only_when,
         )
         setattr(function, _MARKER, definition)
         return function

@@ -129,7 +129,8 @@ def _print_error(exc: Exception) -> None:
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # soft_wrap: never cut lines ourselves; terminals wrap, and piped output stays greppable
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _registry() -> ActionRegistry:

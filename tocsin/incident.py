@@ -33,9 +33,13 @@ class Incident:
     requested_by: str = ""
     requested_via: str = "cli"
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    detected_at: str = ""
+    """When the office became aware of the breach (GDPR's 72 h run from then); defaults to started_at."""
 
     def __post_init__(self) -> None:
         check_ticket(self.ticket)
+        if not self.detected_at:
+            object.__setattr__(self, "detected_at", self.started_at)
 
     def as_template_values(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from tocsin.durations import DURATION_PATTERN, parse_duration
 
 FORMAT_VERSION: Literal[1] = 1
+VERSION_PATTERN = r"^\d+(\.\d+){0,2}$"
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 RunbookId = Annotated[
@@ -224,8 +225,6 @@ def _parse_on_failure(value: Any) -> Any:
                 "on_failure as a mapping has one key, run: write on_failure: {run: [handler ids]}",
             )
         targets = value["run"]
-        if isinstance(targets, str):
-            targets = [targets]
         if (
             not isinstance(targets, list)
             or not targets
@@ -388,14 +387,37 @@ class Step(_Model):
         return self.id.replace("_", "-")
 
 
+EXTENSION_PREFIX = "x-"
+
+
 class Runbook(_Model):
-    """A procedure: header, inputs, approver groups, steps and failure handlers."""
+    """A procedure: header, inputs, approver groups, steps and failure handlers.
+
+    Top-level keys starting with ``x-`` are ignored, so that shared values can be
+    written once under an anchor (``x-platform: &platform {...}``) and merged with ``<<:``.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extensions(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith(EXTENSION_PREFIX)}
+        return data
 
     format: Literal[1] = Field(1, description="Runbook format version")
     runbook: RunbookId = Field(description="Identifier, like mailbox-compromise")
-    version: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)] = Field(
-        pattern=r"^\d+(\.\d+){0,2}$", description="Version of this runbook, like 3 or 1.2.0"
-    )
+    version: Annotated[
+        str,
+        BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "pattern": VERSION_PATTERN},
+                ]
+            }
+        ),
+    ] = Field(pattern=VERSION_PATTERN, description="Version of this runbook, like 3 or 1.2.0")
     title: Text
     summary: Text
     severity: Severity

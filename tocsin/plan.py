@@ -238,6 +238,7 @@ class _Planner:
             )
             return
         self.secrets.update(definition.secrets_needed(checked.model_dump()))
+        planned.destructive = definition.changes_anything(checked)
         planned.touches = definition.describe_call(checked)
 
     def plan_policies(self, step: Step, planned: PlannedStep) -> None:

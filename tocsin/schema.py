@@ -50,6 +50,7 @@ def runbook_json_schema(registry: ActionRegistry) -> dict[str, Any]:
     defs["UndoAction"]["allOf"] = rules
     step["properties"]["action"]["enum"] = [d.name for d in definitions] or None
     defs["UndoAction"]["properties"]["action"]["enum"] = [d.name for d in definitions] or None
+    root["patternProperties"] = {"^x-": {"description": "Ignored: a place for shared anchors"}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -128,6 +128,17 @@ class ParsedTemplate:
 
 def parse_template(source: str, *, expression: bool = False) -> ParsedTemplate:
     """Parse a template (or a bare ``when:`` expression) and list what it reads and refuses."""
+    if expression and ("{{" in source or "{%" in source):
+        return ParsedTemplate(
+            (),
+            (
+                TemplateIssue(
+                    "a `when:` condition is one expression, without {{ }} or {% %}",
+                    "write for example: inputs.disable_account and steps.check.status == 'succeeded'",
+                    1,
+                ),
+            ),
+        )
     text = "{{ " + source + " }}" if expression else source
     try:
         tree = ENVIRONMENT.parse(text)

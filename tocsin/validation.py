@@ -38,7 +38,15 @@ from tocsin.templating import TEMPLATE_ROOTS, Reference, contains_template, pars
 from tocsin.yaml_source import PathKey, SourceMap, load_yaml_bytes
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
-INCIDENT_FIELDS = ("ticket", "title", "url", "requested_by", "requested_via", "started_at")
+INCIDENT_FIELDS = (
+    "ticket",
+    "title",
+    "url",
+    "requested_by",
+    "requested_via",
+    "started_at",
+    "detected_at",
+)
 RUNBOOK_FIELDS = ("id", "version", "title", "severity")
 STEP_FIELDS = ("outputs", "status")
 KIND_OUTPUTS: dict[str, frozenset[str]] = {
@@ -574,7 +582,7 @@ class SemanticChecker:
         if target_id not in visible:
             if target_id == info.step.id:
                 return (
-                    f"step {target_id!r} reads its own outputs",
+                    f"step {target_id!r} reads its own {'.'.join(map(str, ref.path[1:2])) or 'values'}",
                     "a step's own outputs are readable only in its undo: and outputs:",
                 )
             if target.parallel_group is not None and target.parallel_group[:2] == info.path[:2]:
@@ -637,14 +645,19 @@ class SemanticChecker:
                     else "declare the group under `approver_groups:`"
                 )
                 self.add((*path, key), f"approver group {name!r} is not declared", hint)
-        group = groups.get(gate.approvers)
-        if group is not None and group.usergroup is None and gate.quorum > len(set(group.users)):
-            self.add(
-                (*path, "quorum"),
-                f"quorum {gate.quorum} can never be met: approver group {gate.approvers!r} "
-                f"has {len(set(group.users))} member(s)",
-                "lower the quorum or add people (or a Slack user group) to the group",
-            )
+        for key, name in (("approvers", gate.approvers), ("escalate_to", gate.escalate_to)):
+            group = groups.get(name) if name else None
+            if (
+                group is not None
+                and group.usergroup is None
+                and gate.quorum > len(set(group.users))
+            ):
+                self.add(
+                    (*path, "quorum") if key == "approvers" else (*path, key),
+                    f"quorum {gate.quorum} can never be met: approver group {name!r} "
+                    f"has {len(set(group.users))} member(s)",
+                    "lower the quorum or add people (or a Slack user group) to the group",
+                )
         for index, guarded in enumerate(gate.guards or []):
             target = self.steps.get(guarded)
             if target is None:
