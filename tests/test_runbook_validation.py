@@ -556,3 +556,11 @@ def test_the_complete_example_in_the_format_doc_is_the_valid_fixture() -> None:
     end = doc.index("<!-- complete-example:end -->")
     block = doc[start:end].split("```yaml\n", 1)[1].rsplit("```", 1)[0]
     assert block == (VALID / "complete-example.yaml").read_text(encoding="utf-8")
+
+
+def test_the_example_in_the_readme_is_a_valid_runbook() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```yaml\nrunbook:") + len("```yaml\n")
+    block = readme[start : readme.index("```", start)]
+    loaded = load_runbook_bytes(block.encode(), "README.md", REGISTRY)
+    assert [step.kind for step in loaded.runbook.steps] == ["approval", "action"]
