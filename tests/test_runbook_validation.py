@@ -404,6 +404,8 @@ def test_valid_fixtures_load(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "runbooks").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_runbooks_are_valid_and_cite_existing_sources(path: Path) -> None:
     loaded = load_runbook(path, REGISTRY)
+    if not SOURCES.is_dir():
+        pytest.skip(f"the source documents are not beside this checkout ({SOURCES})")
     for source in loaded.runbook.sources:
         if source.document:
             assert (SOURCES / source.document).is_file(), f"{path.name} cites {source.document}"
