@@ -32,9 +32,23 @@ def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
-def run(*command: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
-    result = subprocess.run([str(part) for part in command], cwd=ROOT, env=env)
+def run(
+    *command: str | Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> int:
+    """Run a command; with ``log``, its output goes there and is shown only if it fails."""
+    if log is None:
+        result = subprocess.run([str(part) for part in command], cwd=ROOT, env=env)
+    else:
+        with log.open("a") as sink:
+            result = subprocess.run(
+                [str(part) for part in command], cwd=ROOT, env=env, stdout=sink, stderr=sink
+            )
     if check and result.returncode != 0:
+        if log is not None:
+            print(log.read_text()[-6000:], file=sys.stderr)
         say(f"command failed ({result.returncode}): {' '.join(str(p) for p in command)}")
         sys.exit(result.returncode)
     return result.returncode
@@ -53,10 +67,11 @@ def ensure_venv() -> None:
     fingerprint = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == fingerprint:
         return
-    say("installing Tocsin and its dependencies (first run: about a minute)")
+    log = VENV / "install.log"
+    say(f"installing Tocsin and its dependencies (first run: about a minute; log in {log})")
     pip = [BIN / "python", "-m", "pip", "--disable-pip-version-check"]
-    run(*pip, "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel")
-    run(*pip, "install", "--quiet", "--editable", ".[dev]")
+    run(*pip, "install", "--upgrade", "pip", "setuptools", "wheel", log=log)
+    run(*pip, "install", "--editable", ".[dev]", log=log)
     STAMP.write_text(fingerprint + "\n")
 
 
