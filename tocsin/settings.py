@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     runbook_paths: list[Path] = Field(
         default_factory=list, description="Extra folders searched for runbooks by id"
     )
+    journal_url: str | None = Field(
+        None, description="SQLAlchemy URL of the run journal; default: SQLite in data_dir"
+    )
+    prefect_api_url: str | None = Field(
+        None,
+        description="A Prefect server to use; default: Tocsin starts its own on SQLite in data_dir",
+    )
     slack_api_url: str = "https://slack.com/api/"
     services: dict[str, str] = Field(
         default_factory=dict,

@@ -1,0 +1,820 @@
+"""The generic Prefect flow that runs a validated runbook for an incident.
+
+Each action step is a Prefect task named like the step (``revoke-sessions``),
+with the step's retries and timeout. Approval gates, manual tasks and steps
+found in flight after a crash wait for people with ``pause_flow_run`` and a
+typed ``HumanDecision`` input, so the Prefect UI shows a form for them too.
+Everything that happens is written to the run journal first, which is what
+makes a second run of the same incident continue where the first stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Literal
+
+from prefect import Task, flow, get_run_logger
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+
+from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, TocsinError
+from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
+from tocsin.incident import Incident
+from tocsin.inputs import resolve_inputs
+from tocsin.journal import FINISHED_STEP, Journal, default_url, now
+from tocsin.model import RunHandlers, Step
+from tocsin.settings import EnvironmentSecrets, Settings, load_settings
+from tocsin.templating import evaluate_condition, render_value
+from tocsin.validation import LoadedRunbook, load_runbook_bytes
+
+MANUAL_TASK_DEFAULT_TIMEOUT = timedelta(days=7)
+PAUSE_POLL_SECONDS = 1
+HEARTBEAT_SECONDS = 10
+
+Report = Callable[[str], None]
+
+
+class HumanDecision(RunInput):
+    """A person's answer to a waiting step (also the form the Prefect UI shows)."""
+
+    step_id: str
+    decision: Literal["approve", "reject", "done"]
+    actor: str
+    comment: str = ""
+    checklist: list[int] | None = None
+    gate_hash: str | None = None
+    decision_id: int | None = None
+
+
+class StepFailed(Exception):
+    def __init__(self, step_id: str, message: str) -> None:
+        super().__init__(message)
+        self.step_id = step_id
+        self.message = message
+
+
+class RunStopped(Exception):
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry what can get better by waiting; never a refusal or a wrong configuration."""
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, IntegrationError):
+        return error.retryable
+    return not isinstance(error, ConfigurationError | TemplateError)
+
+
+class RunbookExecution:
+    """Runs one runbook for one incident, resuming from the journal."""
+
+    def __init__(
+        self,
+        loaded: LoadedRunbook,
+        incident: Incident,
+        inputs: dict[str, Any],
+        *,
+        journal: Journal,
+        registry: ActionRegistry,
+        settings: Settings,
+        report: Report,
+    ) -> None:
+        self.loaded = loaded
+        self.runbook = loaded.runbook
+        self.incident = incident
+        self.inputs = inputs
+        self.journal = journal
+        self.registry = registry
+        self.settings = settings
+        self.report = report
+        self.secrets = EnvironmentSecrets()
+        self.lock = threading.Lock()
+        self.run_id = 0
+        self.completed: list[Step] = []
+        self.steps_context: dict[str, dict[str, Any]] = {
+            step.id: {"outputs": {}, "status": "pending"} for step, _ in self.runbook.iter_steps()
+        }
+
+    # context --------------------------------------------------------------------------------
+
+    def template_context(self, own: Step | None = None) -> dict[str, Any]:
+        return {
+            "inputs": {name: self.inputs.get(name) for name in self.runbook.inputs},
+            "incident": self.incident.as_template_values(),
+            "runbook": {
+                "id": self.runbook.runbook,
+                "version": self.runbook.version,
+                "title": self.runbook.title,
+                "severity": self.runbook.severity.value,
+            },
+            "steps": self.steps_context,
+        }
+
+    def remember(self, step_id: str, status: str, outputs: dict[str, Any] | None) -> None:
+        with self.lock:
+            self.steps_context[step_id] = {"outputs": outputs or {}, "status": status}
+
+    def event(
+        self, kind: str, step_id: str | None = None, actor: str | None = None, **data: Any
+    ) -> None:
+        self.journal.record(
+            self.incident.ticket, kind, run_id=self.run_id, step_id=step_id, actor=actor, **data
+        )
+
+    # the run --------------------------------------------------------------------------------
+
+    def run(self, flow_run_id: str | None) -> dict[str, Any]:
+        run, existed = self.journal.open_run(
+            incident=self.incident.ticket,
+            runbook_id=self.runbook.runbook,
+            runbook_version=self.runbook.version,
+            runbook_digest=self.loaded.digest,
+            inputs=self.inputs,
+            requested_by=self.incident.requested_by,
+            requested_via=self.incident.requested_via,
+        )
+        self.run_id = run.id
+        self.journal.set_run(run.id, flow_run_id=flow_run_id)
+        self.event(
+            "run.resumed" if existed else "run.started",
+            actor=self.incident.requested_by,
+            runbook=self.runbook.runbook,
+            version=self.runbook.version,
+            digest=self.loaded.digest,
+            via=self.incident.requested_via,
+            flow_run_id=flow_run_id,
+        )
+        for record in self.journal.steps_of(run.id):
+            if record.status in FINISHED_STEP or record.status in ("rejected", "undone"):
+                self.remember(record.step_id, record.status, record.outputs)
+        stop_heartbeat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(stop_heartbeat,), daemon=True)
+        beat.start()
+        try:
+            self.run_sequence(self.runbook.steps)
+            status, reason = "succeeded", "every step finished"
+        except RunStopped as stop:
+            status, reason = stop.status, stop.reason
+        finally:
+            stop_heartbeat.set()
+        self.journal.set_run(run.id, status=status, heartbeat_at=None)
+        self.event("run.finished", status=status, reason=reason)
+        self.report(f"run {status}: {reason}")
+        return {
+            "status": status,
+            "reason": reason,
+            "steps": {s.step_id: s.status for s in self.journal.steps_of(run.id)},
+        }
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            self.journal.heartbeat(self.run_id)
+
+    def run_sequence(self, steps: list[Step]) -> None:
+        for step in steps:
+            self.run_step(step)
+
+    def run_step(self, step: Step) -> None:
+        record = self.journal.step(self.run_id, step.id)
+        if record is not None and record.status in FINISHED_STEP:
+            self.report(f"{step.id}: already {record.status} in an earlier run, not run again")
+            return
+        if self.skipped_by_condition(step):
+            return
+        try:
+            if step.action is not None:
+                if (
+                    record is not None
+                    and record.status in ("running", "waiting")
+                    and not self.rerun_allowed(step, record.status)
+                ):
+                    self.wait_for_people([step], in_doubt=True)
+                    if self.journal.step(self.run_id, step.id).status in FINISHED_STEP:  # type: ignore[union-attr]
+                        return
+                self.run_action(step)
+            elif step.parallel is not None:
+                self.run_parallel(step)
+            else:
+                self.wait_for_people([step])
+        except StepFailed as failure:
+            self.handle_failure(step, failure)
+
+    def skipped_by_condition(self, step: Step) -> bool:
+        if step.when is None:
+            return False
+        try:
+            runs = evaluate_condition(step.when, self.template_context())
+        except TemplateError as exc:
+            raise RunStopped(
+                "failed", f"step {step.id}: its condition cannot be evaluated: {exc.message}"
+            ) from None
+        if runs:
+            return False
+        self.journal.set_step(self.run_id, step.id, status="skipped", finished_at=now())
+        self.remember(step.id, "skipped", {})
+        self.event("step.skipped", step.id, condition=step.when)
+        self.report(f"{step.id}: skipped (when: {step.when} is false)")
+        return True
+
+    def rerun_allowed(self, step: Step, status: str) -> bool:
+        """A step found in flight after a crash runs again only if its action is idempotent."""
+        definition = self.registry.get(step.action or "")
+        if status == "running" and definition.idempotent:
+            self.event(
+                "step.resumed_in_flight", step.id, reason="idempotent action, running it again"
+            )
+            return True
+        return False
+
+    # actions --------------------------------------------------------------------------------
+
+    def render_parameters(self, step: Step) -> dict[str, Any]:
+        try:
+            rendered = render_value(step.with_, self.template_context())
+        except TemplateError as exc:
+            raise StepFailed(step.id, exc.message) from None
+        return rendered if isinstance(rendered, dict) else {}
+
+    def make_task(self, step: Step) -> Any:
+        retry = step.retry
+        return Task(
+            self.attempt_action,
+            name=step.task_name,
+            task_run_name=step.task_name,
+            retries=(retry.attempts - 1) if retry else 0,
+            retry_delay_seconds=retry.delays_seconds() if retry and retry.attempts > 1 else 0,
+            retry_condition_fn=_retryable,
+            timeout_seconds=step.timeout.total_seconds() if step.timeout else None,
+            cache_policy=NO_CACHE,
+            persist_result=False,
+        )
+
+    def attempt_action(self, step: Step, parameters: dict[str, Any]) -> dict[str, Any]:
+        """One attempt of an action step (a Prefect task run); journals before and after."""
+        assert step.action is not None
+        attempt = self.journal.add_attempt(self.run_id, step.id)
+        if attempt > 1:
+            self.event("step.retried", step.id, attempt=attempt)
+            self.report(f"{step.id}: attempt {attempt}")
+        definition = self.registry.get(step.action)
+        context = ActionContext(
+            incident=self.incident.ticket,
+            step_id=step.id,
+            secrets=self.secrets,
+            settings=self.settings,
+        )
+        try:
+            result = definition.invoke(context, parameters)
+        except TocsinError as exc:
+            self.event("step.attempt_failed", step.id, attempt=attempt, error=exc.message)
+            raise
+        outputs = dict(result)
+        if step.outputs:
+            extra = render_value(step.outputs, {**self.template_context(), "result": result})
+            outputs.update(extra if isinstance(extra, dict) else {})
+        self.journal.set_step(
+            self.run_id, step.id, status="succeeded", outputs=outputs, finished_at=now(), error=None
+        )
+        self.remember(step.id, "succeeded", outputs)
+        self.event("step.succeeded", step.id, outputs=outputs, attempts=attempt)
+        return outputs
+
+    def start_action(self, step: Step) -> tuple[Any, dict[str, Any]]:
+        parameters = self.render_parameters(step)
+        self.journal.set_step(self.run_id, step.id, status="running", started_at=now(), error=None)
+        self.event("step.started", step.id, action=step.action, parameters=parameters)
+        self.report(f"{step.id}: {step.title} ({step.action})")
+        return self.make_task(step), parameters
+
+    def run_action(self, step: Step) -> None:
+        action_task, parameters = self.start_action(step)
+        try:
+            action_task(step, parameters)
+        except Exception as exc:  # the action's own error, after Prefect's retries
+            self.action_failed(step, exc)
+        else:
+            self.completed.append(step)
+            self.report(f"{step.id}: succeeded")
+
+    def action_failed(self, step: Step, exc: BaseException) -> None:
+        message = exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
+        self.journal.set_step(
+            self.run_id, step.id, status="failed", error=message, finished_at=now()
+        )
+        self.remember(step.id, "failed", {})
+        self.event("step.failed", step.id, error=message)
+        self.report(f"{step.id}: failed: {message}")
+        raise StepFailed(step.id, message)
+
+    # parallel -------------------------------------------------------------------------------
+
+    def run_parallel(self, block: Step) -> None:
+        assert block.parallel is not None
+        self.report(f"{block.id}: {len(block.parallel)} branches at the same time")
+        self.journal.set_step(self.run_id, block.id, status="running", started_at=now())
+        branches = _flatten(block.parallel)
+        futures: list[tuple[Step, Any]] = []
+        people: list[Step] = []
+        failures: list[StepFailed] = []
+        for branch in branches:
+            record = self.journal.step(self.run_id, branch.id)
+            if record is not None and record.status in FINISHED_STEP:
+                continue
+            if self.skipped_by_condition(branch):
+                continue
+            if branch.action is None:
+                people.append(branch)
+                continue
+            if (
+                record is not None
+                and record.status == "running"
+                and not self.rerun_allowed(branch, record.status)
+            ):
+                people.append(branch)
+                continue
+            try:
+                action_task, parameters = self.start_action(branch)
+            except StepFailed as failure:
+                failures.append(failure)
+                continue
+            futures.append((branch, action_task.submit(branch, parameters)))
+        if people:
+            try:
+                self.wait_for_people(people, in_doubt_actions=True)
+            except StepFailed as failure:
+                failures.append(failure)
+        for branch, future in futures:
+            try:
+                future.result()
+            except Exception as exc:
+                try:
+                    self.action_failed(branch, exc)
+                except StepFailed as failure:
+                    failures.append(failure)
+            else:
+                self.completed.append(branch)
+                self.report(f"{branch.id}: succeeded")
+        blocking: list[StepFailed] = []
+        for problem in failures:
+            branch = next(b for b in branches if b.id == problem.step_id)
+            if branch.on_failure == "continue":
+                self.report(f"{branch.id}: failure ignored (on_failure: continue)")
+                continue
+            if isinstance(branch.on_failure, RunHandlers):
+                self.run_handlers(branch.on_failure.run)
+            blocking.append(problem)
+        if blocking:
+            message = "; ".join(f"{f.step_id}: {f.message}" for f in blocking)
+            self.journal.set_step(
+                self.run_id, block.id, status="failed", error=message, finished_at=now()
+            )
+            raise StepFailed(block.id, message)
+        self.journal.set_step(self.run_id, block.id, status="succeeded", finished_at=now())
+        self.remember(block.id, "succeeded", {})
+
+    # failures -------------------------------------------------------------------------------
+
+    def handle_failure(self, step: Step, failure: StepFailed) -> None:
+        policy = step.on_failure
+        if policy == "continue":
+            self.event("step.failure_ignored", step.id, error=failure.message)
+            self.report(f"{step.id}: failure ignored (on_failure: continue)")
+            return
+        if isinstance(policy, RunHandlers):
+            self.run_handlers(policy.run)
+        self.undo_completed()
+        raise RunStopped("failed", f"step {failure.step_id} failed: {failure.message}")
+
+    def run_handlers(self, handler_ids: list[str]) -> None:
+        for handler_id in handler_ids:
+            handler = self.runbook.step(handler_id)
+            self.report(f"{handler_id}: running failure handler")
+            try:
+                self.run_step(handler)
+            except RunStopped as stop:
+                self.event("handler.failed", handler_id, reason=stop.reason)
+
+    def undo_completed(self) -> None:
+        for step in reversed([s for s in self.completed if s.undo is not None]):
+            assert step.undo is not None
+            definition = self.registry.get(step.undo.action)
+            try:
+                parameters = render_value(step.undo.with_, self.template_context())
+                context = ActionContext(
+                    incident=self.incident.ticket,
+                    step_id=step.id,
+                    secrets=self.secrets,
+                    settings=self.settings,
+                )
+                Task(
+                    definition.invoke,
+                    name=f"undo-{step.task_name}",
+                    task_run_name=f"undo-{step.task_name}",
+                    cache_policy=NO_CACHE,
+                    persist_result=False,
+                )(context, parameters)
+            except Exception as exc:
+                message = exc.message if isinstance(exc, TocsinError) else str(exc)
+                self.event("step.undo_failed", step.id, error=message)
+                self.report(f"{step.id}: undo FAILED: {message}; reverse it by hand")
+                continue
+            self.journal.set_step(self.run_id, step.id, status="undone")
+            self.remember(step.id, "undone", self.steps_context[step.id]["outputs"])
+            self.event("step.undone", step.id, action=step.undo.action, parameters=parameters)
+            self.report(f"{step.id}: undone with {step.undo.action}")
+
+    # people ---------------------------------------------------------------------------------
+
+    def open_wait(self, step: Step, *, in_doubt: bool) -> WaitRequest:
+        existing = self.journal.step(self.run_id, step.id)
+        requester = self.incident.requested_by
+        if in_doubt:
+            request = WaitRequest(
+                kind="in_doubt",
+                prompt=(
+                    f"Step {step.id} ({step.action}) was running when the previous run stopped, and "
+                    "its action is not idempotent. Check whether it took effect: approve to run it "
+                    "again, done if it took effect, reject to stop the run."
+                ),
+                deadline=(now() + MANUAL_TASK_DEFAULT_TIMEOUT).isoformat(),
+                requester=requester,
+                gate_hash=gate_hash(self.loaded.digest, step.id, {"in_doubt": step.id}),
+            )
+        elif step.approval is not None:
+            gate = step.approval
+            guarded = self.guarded_parameters(step)
+            digest = gate_hash(self.loaded.digest, step.id, guarded)
+            group = self.runbook.approver_groups[gate.approvers]
+            deadline = now() + gate.timeout
+            if existing is not None and existing.request and existing.status == "waiting":
+                previous = WaitRequest.from_data(existing.request)
+                if previous.gate_hash == digest:
+                    deadline = previous.deadline_at
+            request = WaitRequest(
+                kind="approval",
+                prompt=str(render_value(gate.prompt, self.template_context())),
+                deadline=deadline.isoformat(),
+                requester=requester,
+                gate_hash=digest,
+                approvers=list(group.users),
+                usergroups=[group.usergroup] if group.usergroup else [],
+                group=gate.approvers,
+                quorum=gate.quorum,
+                guarded=guarded,
+            )
+        else:
+            assert step.manual is not None
+            timeout = step.timeout or MANUAL_TASK_DEFAULT_TIMEOUT
+            request = WaitRequest(
+                kind="manual",
+                prompt=str(render_value(step.manual.instructions, self.template_context())).strip(),
+                deadline=(now() + timeout).isoformat(),
+                requester=requester,
+                gate_hash=gate_hash(self.loaded.digest, step.id, {}),
+                checklist=[
+                    str(render_value(item, self.template_context()))
+                    for item in step.manual.checklist
+                ],
+            )
+        self.journal.set_step(
+            self.run_id,
+            step.id,
+            status="waiting",
+            request=request.as_data(),
+            waiting_since=(
+                existing.waiting_since
+                if existing and existing.waiting_since and existing.status == "waiting"
+                else now()
+            ),
+        )
+        self.event(f"{request.kind}.requested", step.id, **request.as_data())
+        verb = {"approval": "approve", "manual": "done", "in_doubt": "approve"}[request.kind]
+        who = f" by {request.group} (quorum {request.quorum})" if request.kind == "approval" else ""
+        self.report(
+            f"{step.id}: waiting{who} until {request.deadline_at:%Y-%m-%d %H:%M} UTC — "
+            f"tocsin {verb} {self.incident.ticket} {step.id} --as USER"
+        )
+        return request
+
+    def guarded_parameters(self, gate_step: Step) -> dict[str, Any]:
+        assert gate_step.approval is not None
+        ids = gate_step.approval.guards
+        if ids is None:
+            ids = []
+            found = False
+            for step in self.runbook.steps:
+                if step.id == gate_step.id:
+                    found = True
+                    continue
+                if found:
+                    if step.approval is not None:
+                        break
+                    ids.append(step.id)
+        guarded: dict[str, Any] = {}
+        for step_id in ids:
+            step = self.runbook.step(step_id)
+            if step.action is not None:
+                try:
+                    guarded[step_id] = {
+                        "action": step.action,
+                        "with": render_value(step.with_, self.template_context()),
+                    }
+                except TemplateError:
+                    guarded[step_id] = {"action": step.action, "with": step.with_}
+        return guarded
+
+    def approvals_of(self, step_id: str, request: WaitRequest) -> list[str]:
+        return [
+            d.actor
+            for d in self.journal.decisions_of(self.run_id, step_id)
+            if d.status == "applied"
+            and d.kind == "approve"
+            and d.gate_hash in (None, request.gate_hash)
+        ]
+
+    def wait_for_people(
+        self, waiting: list[Step], *, in_doubt: bool = False, in_doubt_actions: bool = False
+    ) -> None:
+        """Wait until every step has been decided; raise for rejections and failures."""
+        open_steps: dict[str, tuple[Step, WaitRequest]] = {}
+        for step in waiting:
+            doubt = in_doubt or (in_doubt_actions and step.action is not None)
+            open_steps[step.id] = (step, self.open_wait(step, in_doubt=doubt))
+        self.journal.set_run(self.run_id, status="waiting")
+        rejected: list[str] = []
+        failures: list[StepFailed] = []
+        reruns: list[Step] = []
+        while open_steps:
+            self.apply_decisions(open_steps, rejected, failures, reruns)
+            if not open_steps:
+                break
+            moment = now()
+            for step_id, (step, request) in list(open_steps.items()):
+                if request.deadline_at <= moment:
+                    self.time_out(step, request, open_steps, failures)
+            if not open_steps:
+                break
+            remaining = min(r.deadline_at for _, r in open_steps.values()) - now()
+            try:
+                answer = pause_flow_run(
+                    wait_for_input=HumanDecision,
+                    timeout=max(1, math.ceil(remaining.total_seconds())),
+                    poll_interval=PAUSE_POLL_SECONDS,
+                    key=uuid.uuid4().hex,
+                )
+            except FlowPauseTimeout:
+                continue
+            if answer.decision_id is None:  # from the Prefect UI form: journal it like any other
+                self.journal.add_decision(
+                    run_id=self.run_id,
+                    step_id=answer.step_id,
+                    kind=answer.decision,
+                    actor=answer.actor,
+                    channel="prefect-ui",
+                    comment=answer.comment,
+                    checklist=answer.checklist,
+                    gate_hash=answer.gate_hash,
+                )
+        self.journal.set_run(self.run_id, status="running")
+        for step in reruns:
+            self.run_action(step)
+        if failures:
+            raise failures[0]
+        if rejected:
+            raise RunStopped("rejected", f"{', '.join(rejected)} rejected")
+
+    def apply_decisions(
+        self,
+        open_steps: dict[str, tuple[Step, WaitRequest]],
+        rejected: list[str],
+        failures: list[StepFailed],
+        reruns: list[Step],
+    ) -> None:
+        for decision in self.journal.pending_decisions(self.run_id):
+            entry = open_steps.get(decision.step_id)
+            record = self.journal.step(self.run_id, decision.step_id)
+            request = entry[1] if entry else None
+            proposal = Proposal(
+                decision.kind,
+                decision.actor,
+                decision.gate_hash,
+                tuple(decision.checklist) if decision.checklist is not None else None,
+            )
+            approvals = self.approvals_of(decision.step_id, request) if request else []
+            refusal = judge(
+                record.status if record else None, request, proposal, approvals, decision.step_id
+            )
+            if refusal is not None:
+                if self.journal.settle_decision(decision.id, "refused", refusal):
+                    self.event(
+                        "decision.refused",
+                        decision.step_id,
+                        decision.actor,
+                        decision=decision.kind,
+                        channel=decision.channel,
+                        reason=refusal,
+                        comment=decision.comment,
+                    )
+                    self.report(
+                        f"{decision.step_id}: refused {decision.kind} from {decision.actor}: {refusal}"
+                    )
+                continue
+            if not self.journal.settle_decision(decision.id, "applied"):
+                continue  # another process applied it first
+            assert entry is not None and request is not None
+            step = entry[0]
+            self.event(
+                "decision.applied",
+                step.id,
+                decision.actor,
+                decision=decision.kind,
+                channel=decision.channel,
+                comment=decision.comment,
+                checklist=decision.checklist,
+            )
+            self.close_if_decided(step, request, decision, open_steps, rejected, failures, reruns)
+
+    def close_if_decided(
+        self,
+        step: Step,
+        request: WaitRequest,
+        decision: Any,
+        open_steps: dict[str, tuple[Step, WaitRequest]],
+        rejected: list[str],
+        failures: list[StepFailed],
+        reruns: list[Step],
+    ) -> None:
+        decided = now().isoformat()
+        if request.kind == "approval":
+            if decision.kind == "reject":
+                outputs = {
+                    "decision": "rejected",
+                    "approved_by": [],
+                    "decided_at": decided,
+                    "comment": decision.comment,
+                }
+                self.finish_wait(step, "rejected", outputs, open_steps)
+                rejected.append(step.id)
+                self.report(f"{step.id}: REJECTED by {decision.actor}")
+                return
+            approvals = self.approvals_of(step.id, request)
+            if len(set(approvals)) < request.quorum:
+                self.report(
+                    f"{step.id}: approved by {decision.actor} ({len(set(approvals))} of {request.quorum})"
+                )
+                return
+            outputs = {
+                "decision": "approved",
+                "approved_by": approvals,
+                "decided_at": decided,
+                "comment": decision.comment,
+            }
+            self.finish_wait(step, "approved", outputs, open_steps)
+            self.report(f"{step.id}: approved by {', '.join(approvals)}")
+        elif request.kind == "manual":
+            if decision.kind == "reject":
+                self.finish_wait(step, "failed", {}, open_steps)
+                failures.append(
+                    StepFailed(
+                        step.id,
+                        f"{decision.actor} could not do it: {decision.comment or 'no reason given'}",
+                    )
+                )
+                return
+            ticked = [request.checklist[n - 1] for n in (decision.checklist or [])]
+            outputs = {"completed_by": decision.actor, "completed_at": decided, "checklist": ticked}
+            self.finish_wait(step, "done", outputs, open_steps)
+            self.report(
+                f"{step.id}: done by {decision.actor} ({len(ticked)} of {len(request.checklist)} items ticked)"
+            )
+        else:
+            if decision.kind == "approve":
+                del open_steps[step.id]
+                reruns.append(step)
+            elif decision.kind == "done":
+                self.finish_wait(step, "done", {}, open_steps)
+            else:
+                self.finish_wait(step, "failed", {}, open_steps)
+                failures.append(StepFailed(step.id, f"stopped by {decision.actor} after the crash"))
+
+    def finish_wait(
+        self,
+        step: Step,
+        status: str,
+        outputs: dict[str, Any],
+        open_steps: dict[str, tuple[Step, WaitRequest]],
+    ) -> None:
+        self.journal.set_step(
+            self.run_id, step.id, status=status, outputs=outputs, finished_at=now()
+        )
+        self.remember(step.id, status, outputs)
+        self.event(f"step.{status}", step.id, outputs=outputs)
+        open_steps.pop(step.id, None)
+
+    def time_out(
+        self,
+        step: Step,
+        request: WaitRequest,
+        open_steps: dict[str, tuple[Step, WaitRequest]],
+        failures: list[StepFailed],
+    ) -> None:
+        if request.kind != "approval" or step.approval is None:
+            self.finish_wait(step, "failed", {}, open_steps)
+            failures.append(StepFailed(step.id, "nobody marked it done before its timeout"))
+            return
+        gate = step.approval
+        if gate.on_timeout == "escalate" and not request.escalated and gate.escalate_to:
+            group = self.runbook.approver_groups[gate.escalate_to]
+            request.escalated = True
+            request.group = f"{request.group}+{gate.escalate_to}"
+            request.approvers = sorted({*request.approvers, *group.users})
+            if group.usergroup:
+                request.usergroups = [*request.usergroups, group.usergroup]
+            request.deadline = (now() + gate.timeout).isoformat()
+            self.journal.set_step(self.run_id, step.id, request=request.as_data())
+            self.event(
+                "approval.escalated", step.id, to=gate.escalate_to, deadline=request.deadline
+            )
+            self.report(f"{step.id}: no decision in time, escalated to {gate.escalate_to}")
+            open_steps[step.id] = (step, request)
+            return
+        outputs = {
+            "decision": "timed_out",
+            "approved_by": self.approvals_of(step.id, request),
+            "decided_at": now().isoformat(),
+            "comment": "",
+        }
+        self.finish_wait(step, "timed_out", outputs, open_steps)
+        self.event("approval.timed_out", step.id, on_timeout=gate.on_timeout)
+        if gate.on_timeout == "continue":
+            self.report(f"{step.id}: no decision in time; continuing (on_timeout: continue)")
+            return
+        self.report(f"{step.id}: no decision in time; stopping the run")
+        raise RunStopped("timed_out", f"approval {step.id} timed out")
+
+
+def _flatten(branches: list[Step]) -> list[Step]:
+    flat: list[Step] = []
+    for branch in branches:
+        flat.extend(_flatten(branch.parallel) if branch.parallel else [branch])
+    return flat
+
+
+_progress_listeners: list[Report] = []
+
+
+def listen_to_progress(listener: Report) -> Callable[[], None]:
+    """Also send progress lines to ``listener`` (the CLI prints them); returns the way to stop."""
+    _progress_listeners.append(listener)
+    return lambda: _progress_listeners.remove(listener)
+
+
+def _report(message: str) -> None:
+    get_run_logger().info(message)
+    for listener in list(_progress_listeners):
+        listener(message)
+
+
+@flow(name="run-runbook", validate_parameters=False)
+def run_runbook(
+    runbook_source: str,
+    runbook_name: str,
+    incident: dict[str, Any],
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """Run a runbook (its YAML text) for an incident, resuming what an earlier run did."""
+    settings = load_settings()
+    registry = ActionRegistry.discover()
+    loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
+    values, _ = resolve_inputs(loaded.runbook, inputs)
+    journal = Journal(settings.journal_url or default_url(settings.data_dir))
+    context = FlowRunContext.get()
+    flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
+    execution = RunbookExecution(
+        loaded,
+        Incident(**incident),
+        values,
+        journal=journal,
+        registry=registry,
+        settings=settings,
+        report=_report,
+    )
+    try:
+        return execution.run(flow_run_id)
+    finally:
+        journal.close()
+
+
+__all__ = ["HumanDecision", "RunbookExecution", "listen_to_progress", "run_runbook"]

@@ -1,0 +1,117 @@
+"""Human waits (approval gates, manual tasks, in-doubt steps) and the rules for deciding them.
+
+A decision is judged in StackStorm's order, the same in the CLI (to answer the
+person at once) and in the flow (which applies it): is the step still waiting,
+may this person answer, is the answer well formed. Each refusal is one sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+WaitKind = Literal["approval", "manual", "in_doubt"]
+DecisionKind = Literal["approve", "reject", "done"]
+ALLOWED_KINDS: dict[str, tuple[str, ...]] = {
+    "approval": ("approve", "reject"),
+    "manual": ("done", "reject"),
+    "in_doubt": ("approve", "done", "reject"),
+}
+
+
+@dataclass
+class WaitRequest:
+    """What a waiting step asks for; stored with the step and shown by ``tocsin status``."""
+
+    kind: WaitKind
+    prompt: str
+    deadline: str
+    requester: str
+    gate_hash: str
+    approvers: list[str] = field(default_factory=list)
+    usergroups: list[str] = field(default_factory=list)
+    group: str = ""
+    quorum: int = 1
+    escalated: bool = False
+    checklist: list[str] = field(default_factory=list)
+    guarded: dict[str, Any] = field(default_factory=dict)
+
+    def as_data(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> WaitRequest:
+        return cls(**data)
+
+    @property
+    def deadline_at(self) -> datetime:
+        return datetime.fromisoformat(self.deadline)
+
+
+def gate_hash(runbook_digest: str, step_id: str, guarded: dict[str, Any]) -> str:
+    """Binds a decision to what was shown: the runbook version and the guarded steps' parameters."""
+    payload = json.dumps(
+        {"runbook": runbook_digest, "step": step_id, "guarded": guarded},
+        sort_keys=True,
+        default=str,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A decision someone wants to apply."""
+
+    kind: str
+    actor: str
+    gate_hash: str | None = None
+    checklist: tuple[int, ...] | None = None
+
+
+def judge(
+    step_status: str | None,
+    request: WaitRequest | None,
+    proposal: Proposal,
+    approvals_so_far: list[str],
+    step_id: str,
+) -> str | None:
+    """Why this decision is refused, or None when it may be applied."""
+    if step_status != "waiting" or request is None:
+        state = step_status or "not started"
+        return f"step {step_id!r} is not waiting for a decision (it is {state})"
+    allowed = ALLOWED_KINDS[request.kind]
+    if proposal.kind not in allowed:
+        what = {"approval": "an approval gate", "manual": "a manual task", "in_doubt": "an in-doubt step"}
+        return (
+            f"step {step_id!r} is {what[request.kind]}: it takes "
+            f"{' or '.join(allowed)}, not {proposal.kind}"
+        )
+    if not proposal.actor.strip():
+        return "a decision needs the identity of the person making it"
+    if request.kind == "approval":
+        if proposal.actor == request.requester:
+            return f"{proposal.actor} started this run and cannot decide its own approval gate"
+        if proposal.actor not in request.approvers:
+            groups = request.group + (" (escalated)" if request.escalated else "")
+            if request.usergroups:
+                return (
+                    f"{proposal.actor} is not listed in approver group {groups}; membership of "
+                    f"Slack user group {', '.join(request.usergroups)} is checked when deciding from Slack"
+                )
+            return f"{proposal.actor} is not in approver group {groups}"
+        if proposal.kind == "approve" and proposal.actor in approvals_so_far:
+            return f"{proposal.actor} has already approved {step_id!r}; the quorum counts distinct people"
+    if proposal.gate_hash and not request.gate_hash.startswith(proposal.gate_hash):
+        return (
+            f"this decision was made on another version of {step_id!r} (the runbook or its "
+            "inputs changed since it was shown); look at it again with `tocsin status`"
+        )
+    if proposal.checklist is not None:
+        wrong = [n for n in proposal.checklist if not 1 <= n <= len(request.checklist)]
+        if wrong:
+            return f"checklist item(s) {', '.join(map(str, wrong))} do not exist (1 to {len(request.checklist)})"
+    return None

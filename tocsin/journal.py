@@ -1,0 +1,481 @@
+"""The run journal: what each run of a runbook did, durably, step by step.
+
+It is the source of truth for resuming: a step recorded as succeeded is never
+executed again for the same incident and runbook, whatever process runs next.
+Decisions (approvals, rejections, manual completions) are written here first
+and only then handed to the waiting flow, so a decision is never lost, and
+each is applied at most once (a conditional update claims it).
+
+SQLite in Tocsin's data folder by default; any SQLAlchemy URL (PostgreSQL for
+shared deployments) through the ``journal_url`` setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import SQLAlchemyError
+
+from tocsin.errors import ConfigurationError
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident", String(64), nullable=False, index=True),
+    Column("runbook_id", String(64), nullable=False),
+    Column("runbook_version", String(32), nullable=False),
+    Column("runbook_digest", String(64), nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_via", String(32), nullable=False),
+    Column("flow_run_id", String(36)),
+    Column("status", String(16), nullable=False),
+    Column("owner", String(128)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("incident", "runbook_id", name="one_run_per_incident_runbook"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("outputs", JSON),
+    Column("error", Text),
+    Column("request", JSON),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("waiting_since", DateTime(timezone=True)),
+    UniqueConstraint("run_id", "step_id", name="one_row_per_step"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("checklist", JSON),
+    Column("gate_hash", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("processed_at", DateTime(timezone=True)),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id")),
+    Column("incident", String(64), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(48), nullable=False),
+    Column("step_id", String(64)),
+    Column("actor", String(128)),
+    Column("data", JSON, nullable=False),
+)
+
+ACTIVE_RUN = ("running", "waiting")
+FINISHED_STEP = ("succeeded", "skipped", "approved", "done", "timed_out")
+HEARTBEAT_STALE_AFTER = timedelta(seconds=45)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything here is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    incident: str
+    runbook_id: str
+    runbook_version: str
+    runbook_digest: str
+    inputs: dict[str, Any]
+    requested_by: str
+    requested_via: str
+    flow_run_id: str | None
+    status: str
+    owner: str | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> RunRecord:
+        values = dict(row)
+        for key in ("heartbeat_at", "created_at", "updated_at"):
+            values[key] = _aware(values[key])
+        return cls(**values)
+
+    def is_alive(self, at: datetime | None = None) -> bool:
+        """Whether a process is still working on this run (its heartbeat is recent)."""
+        if self.status not in ACTIVE_RUN or self.heartbeat_at is None:
+            return False
+        return (at or now()) - self.heartbeat_at < HEARTBEAT_STALE_AFTER
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    run_id: int
+    step_id: str
+    status: str
+    attempts: int
+    outputs: dict[str, Any] | None
+    error: str | None
+    request: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    waiting_since: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> StepRecord:
+        values = {key: row[key] for key in cls.__dataclass_fields__}
+        for key in ("started_at", "finished_at", "waiting_since"):
+            values[key] = _aware(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    id: int
+    run_id: int
+    step_id: str
+    kind: str
+    actor: str
+    channel: str
+    comment: str
+    checklist: list[int] | None
+    gate_hash: str | None
+    status: str
+    reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> DecisionRecord:
+        values = {key: row[key] for key in cls.__dataclass_fields__}
+        values["created_at"] = _aware(values["created_at"])
+        return cls(**values)
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'journal.db'}"
+
+
+class Journal:
+    """Durable record of runs, steps, decisions and events."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, future=True)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise ConfigurationError(
+                f"cannot open the run journal at {_safe_url(url)}: {exc.__class__.__name__}",
+                "check the journal_url setting and that the database is reachable",
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    # runs
+
+    def open_run(
+        self,
+        *,
+        incident: str,
+        runbook_id: str,
+        runbook_version: str,
+        runbook_digest: str,
+        inputs: dict[str, Any],
+        requested_by: str,
+        requested_via: str,
+    ) -> tuple[RunRecord, bool]:
+        """The run of this runbook for this incident, created if new; True when it existed."""
+        moment = now()
+        with self.transaction() as db:
+            row = db.execute(
+                select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
+            ).mappings().first()
+            if row is None:
+                db.execute(
+                    insert(runs).values(
+                        incident=incident,
+                        runbook_id=runbook_id,
+                        runbook_version=runbook_version,
+                        runbook_digest=runbook_digest,
+                        inputs=inputs,
+                        requested_by=requested_by,
+                        requested_via=requested_via,
+                        status="running",
+                        owner=this_process(),
+                        heartbeat_at=moment,
+                        created_at=moment,
+                        updated_at=moment,
+                    )
+                )
+                existed = False
+            else:
+                db.execute(
+                    update(runs)
+                    .where(runs.c.id == row["id"])
+                    .values(
+                        runbook_version=runbook_version,
+                        runbook_digest=runbook_digest,
+                        inputs=inputs,
+                        status="running",
+                        owner=this_process(),
+                        heartbeat_at=moment,
+                        updated_at=moment,
+                    )
+                )
+                existed = True
+            fresh = db.execute(
+                select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
+            ).mappings().one()
+        return RunRecord.from_row(fresh), existed
+
+    def find_run(self, incident: str, runbook_id: str) -> RunRecord | None:
+        with self.transaction() as db:
+            row = db.execute(
+                select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
+            ).mappings().first()
+        return RunRecord.from_row(row) if row else None
+
+    def runs_of(self, incident: str | None = None) -> list[RunRecord]:
+        query = select(runs).order_by(runs.c.created_at)
+        if incident is not None:
+            query = query.where(runs.c.incident == incident)
+        with self.transaction() as db:
+            return [RunRecord.from_row(row) for row in db.execute(query).mappings()]
+
+    def set_run(self, run_id: int, **values: Any) -> None:
+        with self.transaction() as db:
+            db.execute(update(runs).where(runs.c.id == run_id).values(updated_at=now(), **values))
+
+    def heartbeat(self, run_id: int) -> None:
+        with self.transaction() as db:
+            db.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now()))
+
+    # steps
+
+    def step(self, run_id: int, step_id: str) -> StepRecord | None:
+        with self.transaction() as db:
+            row = db.execute(
+                select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+            ).mappings().first()
+        return StepRecord.from_row(row) if row else None
+
+    def steps_of(self, run_id: int) -> list[StepRecord]:
+        with self.transaction() as db:
+            rows = db.execute(
+                select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)
+            ).mappings()
+            return [StepRecord.from_row(row) for row in rows]
+
+    def set_step(self, run_id: int, step_id: str, **values: Any) -> StepRecord:
+        """Create or update a step's row."""
+        with self.transaction() as db:
+            existing = db.execute(
+                select(steps.c.id).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+            ).first()
+            if existing is None:
+                db.execute(insert(steps).values(run_id=run_id, step_id=step_id, **values))
+            else:
+                db.execute(update(steps).where(steps.c.id == existing[0]).values(**values))
+            row = db.execute(
+                select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+            ).mappings().one()
+        return StepRecord.from_row(row)
+
+    def add_attempt(self, run_id: int, step_id: str) -> int:
+        with self.transaction() as db:
+            db.execute(
+                update(steps)
+                .where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+                .values(attempts=steps.c.attempts + 1)
+            )
+            value = db.execute(
+                select(steps.c.attempts).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+            ).scalar_one()
+        return int(value)
+
+    # decisions
+
+    def add_decision(
+        self,
+        *,
+        run_id: int,
+        step_id: str,
+        kind: str,
+        actor: str,
+        channel: str,
+        comment: str = "",
+        checklist: Sequence[int] | None = None,
+        gate_hash: str | None = None,
+        status: str = "pending",
+        reason: str | None = None,
+    ) -> DecisionRecord:
+        moment = now()
+        with self.transaction() as db:
+            result = db.execute(
+                insert(decisions).values(
+                    run_id=run_id,
+                    step_id=step_id,
+                    kind=kind,
+                    actor=actor,
+                    channel=channel,
+                    comment=comment,
+                    checklist=list(checklist) if checklist is not None else None,
+                    gate_hash=gate_hash,
+                    status=status,
+                    reason=reason,
+                    created_at=moment,
+                    processed_at=moment if status != "pending" else None,
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            row = db.execute(select(decisions).where(decisions.c.id == key[0])).mappings().one()
+        return DecisionRecord.from_row(row)
+
+    def decision(self, decision_id: int) -> DecisionRecord | None:
+        with self.transaction() as db:
+            row = db.execute(select(decisions).where(decisions.c.id == decision_id)).mappings().first()
+        return DecisionRecord.from_row(row) if row else None
+
+    def pending_decisions(self, run_id: int) -> list[DecisionRecord]:
+        with self.transaction() as db:
+            rows = db.execute(
+                select(decisions)
+                .where(decisions.c.run_id == run_id, decisions.c.status == "pending")
+                .order_by(decisions.c.id)
+            ).mappings()
+            return [DecisionRecord.from_row(row) for row in rows]
+
+    def decisions_of(self, run_id: int, step_id: str | None = None) -> list[DecisionRecord]:
+        query = select(decisions).where(decisions.c.run_id == run_id).order_by(decisions.c.id)
+        if step_id is not None:
+            query = query.where(decisions.c.step_id == step_id)
+        with self.transaction() as db:
+            return [DecisionRecord.from_row(row) for row in db.execute(query).mappings()]
+
+    def settle_decision(self, decision_id: int, status: str, reason: str | None = None) -> bool:
+        """Mark a pending decision applied or refused; False when another process already did."""
+        with self.transaction() as db:
+            result = db.execute(
+                update(decisions)
+                .where(decisions.c.id == decision_id, decisions.c.status == "pending")
+                .values(status=status, reason=reason, processed_at=now())
+            )
+        return result.rowcount == 1
+
+    # events
+
+    def record(
+        self,
+        incident: str,
+        kind: str,
+        *,
+        run_id: int | None = None,
+        step_id: str | None = None,
+        actor: str | None = None,
+        **data: Any,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                insert(events).values(
+                    run_id=run_id,
+                    incident=incident,
+                    at=now(),
+                    kind=kind,
+                    step_id=step_id,
+                    actor=actor,
+                    data=json.loads(json.dumps(data, default=str)),
+                )
+            )
+
+    def events_of(self, incident: str) -> list[dict[str, Any]]:
+        with self.transaction() as db:
+            rows = db.execute(
+                select(events).where(events.c.incident == incident).order_by(events.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    # WAL lets the CLI read while a flow writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
