@@ -30,6 +30,7 @@ from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, T
 from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
+from tocsin.integrations.slack import SlackCredentials, usergroup_members
 from tocsin.journal import FINISHED_STEP, Journal, default_url, now
 from tocsin.model import RunHandlers, Step
 from tocsin.settings import EnvironmentSecrets, Settings, load_settings
@@ -468,7 +469,7 @@ class RunbookExecution:
                 deadline=deadline.isoformat(),
                 requester=requester,
                 gate_hash=digest,
-                approvers=list(group.users),
+                approvers=self.eligible_approvers(step.id, group.users, group.usergroup),
                 usergroups=[group.usergroup] if group.usergroup else [],
                 group=gate.approvers,
                 quorum=gate.quorum,
@@ -507,6 +508,29 @@ class RunbookExecution:
             f"tocsin {verb} {self.incident.ticket} {step.id} --as USER"
         )
         return request
+
+    def eligible_approvers(
+        self, step_id: str, users: list[str], usergroup: str | None
+    ) -> list[str]:
+        """The people listed by id, plus the members of the Slack user group as Slack says now."""
+        people = set(users)
+        if usergroup:
+            try:
+                credentials = SlackCredentials.from_context(
+                    ActionContext(self.incident.ticket, step_id, self.secrets, self.settings)
+                )
+                members = usergroup_members(credentials, usergroup)
+            except TocsinError as exc:
+                self.event(
+                    "approval.group_lookup_failed", step_id, usergroup=usergroup, error=exc.message
+                )
+                self.report(
+                    f"{step_id}: cannot list Slack user group {usergroup} ({exc.message}); "
+                    "only people listed by id can decide for now"
+                )
+            else:
+                people.update(members)
+        return sorted(people)
 
     def guarded_parameters(self, gate_step: Step) -> dict[str, Any]:
         assert gate_step.approval is not None
@@ -561,7 +585,7 @@ class RunbookExecution:
             if not open_steps:
                 break
             moment = now()
-            for step_id, (step, request) in list(open_steps.items()):
+            for step, request in list(open_steps.values()):
                 if request.deadline_at <= moment:
                     self.time_out(step, request, open_steps, failures)
             if not open_steps:

@@ -152,3 +152,22 @@ def api_error(
         status_code=status,
         retryable=retryable,
     )
+
+
+def usergroup_members(credentials: SlackCredentials, usergroup: str) -> list[str]:
+    """Slack user ids of the members of a user group (``usergroups.users.list``)."""
+    client = credentials.get_client()
+    try:
+        response = client.usergroups_users_list(usergroup=usergroup)
+    except SlackApiError as exc:
+        raise api_error("approval", "usergroups.users.list", None, exc) from None
+    except OSError as exc:
+        raise IntegrationError(
+            "approval",
+            SERVICE,
+            f"cannot be reached at {client.base_url}: {getattr(exc, 'reason', exc)}",
+            "the gate still waits; people listed by id can decide, the group can once Slack answers",
+            retryable=True,
+        ) from None
+    users: list[Any] = list(response.get("users") or [])
+    return [str(user) for user in users]

@@ -85,7 +85,11 @@ def judge(
         return f"step {step_id!r} is not waiting for a decision (it is {state})"
     allowed = ALLOWED_KINDS[request.kind]
     if proposal.kind not in allowed:
-        what = {"approval": "an approval gate", "manual": "a manual task", "in_doubt": "an in-doubt step"}
+        what = {
+            "approval": "an approval gate",
+            "manual": "a manual task",
+            "in_doubt": "an in-doubt step",
+        }
         return (
             f"step {step_id!r} is {what[request.kind]}: it takes "
             f"{' or '.join(allowed)}, not {proposal.kind}"

@@ -255,9 +255,13 @@ class Journal:
         """The run of this runbook for this incident, created if new; True when it existed."""
         moment = now()
         with self.transaction() as db:
-            row = db.execute(
-                select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
-            ).mappings().first()
+            row = (
+                db.execute(
+                    select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
+                )
+                .mappings()
+                .first()
+            )
             if row is None:
                 db.execute(
                     insert(runs).values(
@@ -291,16 +295,24 @@ class Journal:
                     )
                 )
                 existed = True
-            fresh = db.execute(
-                select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
-            ).mappings().one()
+            fresh = (
+                db.execute(
+                    select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
+                )
+                .mappings()
+                .one()
+            )
         return RunRecord.from_row(fresh), existed
 
     def find_run(self, incident: str, runbook_id: str) -> RunRecord | None:
         with self.transaction() as db:
-            row = db.execute(
-                select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
-            ).mappings().first()
+            row = (
+                db.execute(
+                    select(runs).where(runs.c.incident == incident, runs.c.runbook_id == runbook_id)
+                )
+                .mappings()
+                .first()
+            )
         return RunRecord.from_row(row) if row else None
 
     def runs_of(self, incident: str | None = None) -> list[RunRecord]:
@@ -322,9 +334,13 @@ class Journal:
 
     def step(self, run_id: int, step_id: str) -> StepRecord | None:
         with self.transaction() as db:
-            row = db.execute(
-                select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
-            ).mappings().first()
+            row = (
+                db.execute(
+                    select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+                )
+                .mappings()
+                .first()
+            )
         return StepRecord.from_row(row) if row else None
 
     def steps_of(self, run_id: int) -> list[StepRecord]:
@@ -344,9 +360,13 @@ class Journal:
                 db.execute(insert(steps).values(run_id=run_id, step_id=step_id, **values))
             else:
                 db.execute(update(steps).where(steps.c.id == existing[0]).values(**values))
-            row = db.execute(
-                select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
-            ).mappings().one()
+            row = (
+                db.execute(
+                    select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+                )
+                .mappings()
+                .one()
+            )
         return StepRecord.from_row(row)
 
     def add_attempt(self, run_id: int, step_id: str) -> int:
@@ -402,7 +422,11 @@ class Journal:
 
     def decision(self, decision_id: int) -> DecisionRecord | None:
         with self.transaction() as db:
-            row = db.execute(select(decisions).where(decisions.c.id == decision_id)).mappings().first()
+            row = (
+                db.execute(select(decisions).where(decisions.c.id == decision_id))
+                .mappings()
+                .first()
+            )
         return DecisionRecord.from_row(row) if row else None
 
     def pending_decisions(self, run_id: int) -> list[DecisionRecord]:

@@ -37,7 +37,7 @@ SANDBOX_BOT_TOKEN = "xoxb-tocsin-sandbox"
 TEAM_ID = "T0SANDBOX"
 BOT_USER_ID = "U0TOCSINBOT"
 BOT_ID = "B0TOCSIN"
-DEFAULT_SCOPES = frozenset({"chat:write"})
+DEFAULT_SCOPES = frozenset({"chat:write", "usergroups:read"})
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class FakeSlack(FakeService):
         rate_limit: int | None = None,
         rate_window_seconds: float = 60.0,
         retry_after_seconds: int = 1,
+        usergroups: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """``tokens`` maps each accepted token to its scopes (default: the sandbox token, chat:write)."""
         super().__init__()
@@ -131,6 +132,7 @@ class FakeSlack(FakeService):
         }
         self._initial_channels = {channel.id: channel for channel in channels}
         self._initial_limits = (rate_limit, rate_window_seconds, retry_after_seconds)
+        self._initial_usergroups = {gid: list(users) for gid, users in (usergroups or {}).items()}
         self._methods = _method_table(type(self))
         self._restore()
 
@@ -141,6 +143,9 @@ class FakeSlack(FakeService):
             self.rate_limit, self.rate_window_seconds, self.retry_after_seconds = (
                 self._initial_limits
             )
+            self.usergroups: dict[str, list[str]] = {
+                gid: list(users) for gid, users in self._initial_usergroups.items()
+            }
             self._messages: list[PostedSlackMessage] = []
             self._calls: dict[str, deque[float]] = {}
             self._next_ts = 100
@@ -233,6 +238,14 @@ class FakeSlack(FakeService):
             self._next_ts += 100
         seconds, micros = divmod(counter, 1_000_000)
         return f"{1_700_000_000 + seconds}.{micros:06d}"
+
+    @slack_method("usergroups.users.list", scope="usergroups:read")
+    def usergroups_users_list(self, call: SlackCall) -> dict[str, Any]:
+        group = str(call.args.get("usergroup") or "")
+        with self.lock:
+            if group not in self.usergroups:
+                raise SlackError("no_such_subteam")
+            return {"users": list(self.usergroups[group])}
 
     @slack_method("chat.postMessage", scope="chat:write")
     def chat_post_message(self, call: SlackCall) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""Tocsin's own Prefect server: local, on SQLite under Tocsin's data folder, started once and reused.
+
+Nothing touches the user's global Prefect profile: ``PREFECT_HOME`` points into
+``data_dir/prefect``. The server runs in the background after the command that
+started it exits, so that the next ``tocsin`` command (``approve`` from another
+terminal, say) finds it at once; ``tocsin server stop`` ends it. With the
+``prefect_api_url`` setting, Tocsin uses that server instead and starts nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tocsin.errors import ConfigurationError
+from tocsin.settings import Settings
+
+START_TIMEOUT_SECONDS = 90.0
+
+
+def prefect_home(settings: Settings) -> Path:
+    return settings.data_dir / "prefect"
+
+
+def _state_file(settings: Settings) -> Path:
+    return prefect_home(settings) / "server.json"
+
+
+def prefect_environment(settings: Settings, api_url: str) -> dict[str, str]:
+    """The variables that point Prefect at Tocsin's server and keep it to itself."""
+    home = prefect_home(settings)
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_UI_API_URL": api_url,
+    }
+
+
+def is_healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def running_server(settings: Settings) -> tuple[str, int] | None:
+    """The URL and process id of Tocsin's server when it is up."""
+    state = _state_file(settings)
+    if not state.exists():
+        return None
+    try:
+        data = json.loads(state.read_text())
+        url, pid = str(data["api_url"]), int(data["pid"])
+    except (ValueError, KeyError, OSError):
+        return None
+    return (url, pid) if is_healthy(url) else None
+
+
+def ensure_server(settings: Settings) -> str:
+    """Start Tocsin's Prefect server if needed; export its settings into this process."""
+    if settings.prefect_api_url:
+        url = settings.prefect_api_url
+        if not is_healthy(url):
+            raise ConfigurationError(
+                f"the Prefect server at {url} does not answer",
+                "start it (prefect server start) or unset TOCSIN_PREFECT_API_URL to use Tocsin's own",
+            )
+        os.environ.update(PREFECT_API_URL=url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        return url
+    home = prefect_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "server.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two commands starting at once share one server
+        found = running_server(settings)
+        url = found[0] if found else _start(settings)
+    os.environ.update(prefect_environment(settings, url))
+    return url
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start(settings: Settings) -> str:
+    home = prefect_home(settings)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log_path = home / "server.log"
+    env = {**os.environ, **prefect_environment(settings, url)}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ConfigurationError(
+                f"the local Prefect server stopped while starting (exit {process.returncode}):\n{tail}",
+                f"see {log_path}",
+            )
+        if is_healthy(url):
+            _state_file(settings).write_text(json.dumps({"api_url": url, "pid": process.pid}))
+            return url
+        time.sleep(0.25)
+    process.terminate()
+    raise ConfigurationError(
+        f"the local Prefect server did not start within {START_TIMEOUT_SECONDS:.0f} s",
+        f"see {log_path}",
+    )
+
+
+def stop_server(settings: Settings) -> bool:
+    """Stop Tocsin's server; False when none was running."""
+    found = running_server(settings)
+    _state_file(settings).unlink(missing_ok=True)
+    if found is None:
+        return False
+    try:
+        os.killpg(found[1], signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
