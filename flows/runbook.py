@@ -128,10 +128,10 @@ class RunbookExecution:
             self.steps_context[step_id] = {"outputs": outputs or {}, "status": status}
 
     def event(
-        self, kind: str, step_id: str | None = None, actor: str | None = None, **data: Any
+        self, name: str, /, step_id: str | None = None, actor: str | None = None, **data: Any
     ) -> None:
         self.journal.record(
-            self.incident.ticket, kind, run_id=self.run_id, step_id=step_id, actor=actor, **data
+            self.incident.ticket, name, run_id=self.run_id, step_id=step_id, actor=actor, **data
         )
 
     # the run --------------------------------------------------------------------------------

@@ -75,7 +75,55 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "-o", "--output", type=Path, help="file to write (default: standard output)"
     )
+    run = commands.add_parser("run", help="run a runbook for an incident (waits at gates)")
+    run.add_argument("runbook", metavar="RUNBOOK", help="runbook file, or runbook id")
+    run.add_argument("--ticket", required=True, help="incident ticket key, like INC-1234")
+    run.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input value; repeat for several inputs or list items",
+    )
+    run.add_argument(
+        "--as", dest="actor", help="who starts the run (Slack user id); default: your login"
+    )
+    run.add_argument("--title", default="", help="incident title shown in messages")
+    run.add_argument("--detected-at", default="", help="when the breach was discovered (ISO 8601)")
+
+    for name in ("approve", "reject"):
+        decide = commands.add_parser(name, help=f"{name} an approval gate of a waiting run")
+        _decision_arguments(decide)
+    done = commands.add_parser("done", help="mark a manual task of a waiting run done")
+    _decision_arguments(done)
+    done.add_argument(
+        "--check",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="a checklist item you did (1-based); repeat",
+    )
+    done.add_argument("--all", action="store_true", help="every checklist item was done")
+
+    status = commands.add_parser("status", help="incidents, their runs, and what each waits for")
+    status.add_argument("ticket", nargs="?", help="one incident (default: all)")
+
+    demo = commands.add_parser("demo", help="run a shipped runbook end to end in the sandbox")
+    demo.add_argument("--ticket", help="incident ticket key (default: a new DEMO-n)")
+
+    server = commands.add_parser("server", help="Tocsin's local Prefect server")
+    server.add_argument("action", choices=["status", "stop"])
     return parser
+
+
+def _decision_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ticket", metavar="TICKET", help="incident ticket key")
+    parser.add_argument("step", metavar="STEP", help="id of the waiting step")
+    parser.add_argument("--as", dest="actor", required=True, help="your Slack user id")
+    parser.add_argument("--comment", default="", help="why; kept in the audit trail")
+    parser.add_argument("--hash", dest="gate_hash", help="the gate hash you reviewed (from status)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -465,12 +513,213 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings() -> Any:
+    from tocsin.settings import load_settings
+
+    return load_settings()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import getpass
+
+    from tocsin.incident import Incident, check_ticket
+    from tocsin.inputs import parse_assignments
+    from tocsin.running import start_run
+
+    settings = _settings()
+    ticket = check_ticket(args.ticket)
+    registry = _registry()
+    loaded = resolve_runbook(args.runbook, registry)
+    incident = Incident(
+        ticket=ticket,
+        title=args.title,
+        requested_by=args.actor or getpass.getuser(),
+        requested_via="cli",
+        detected_at=args.detected_at,
+    )
+    result = start_run(
+        loaded,
+        incident,
+        parse_assignments(args.assignments),
+        settings=settings,
+        printer=_progress_printer(),
+    )
+    _print_run_end(settings, ticket, result)
+    return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
+
+
+def _progress_printer() -> Any:
+    from datetime import datetime
+
+    def show(line: str) -> None:
+        print(f"{datetime.now():%H:%M:%S} {line}", flush=True)
+
+    return show
+
+
+def _print_run_end(settings: Any, ticket: str, result: dict[str, Any]) -> None:
+    from tocsin.journal import default_url
+
+    where = settings.journal_url or default_url(settings.data_dir)
+    print(f"run {result['status']}: {result['reason']}")
+    print(f"audit trail: {where} (`tocsin status {ticket}`)")
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from tocsin.decisions import find_waiting_run, submit
+    from tocsin.embedded import ensure_server
+    from tocsin.gates import WaitRequest
+    from tocsin.incident import check_ticket
+    from tocsin.running import journal_for
+
+    settings = _settings()
+    ticket = check_ticket(args.ticket)
+    kind = str(args.command)
+    checklist: list[int] | None = None
+    journal = journal_for(settings)
+    try:
+        if kind == "done":
+            checklist = list(args.check)
+            if args.all:
+                run, _ = find_waiting_run(journal, ticket, args.step)
+                record = journal.step(run.id, args.step) if run else None
+                if record and record.request:
+                    count = len(WaitRequest.from_data(record.request).checklist)
+                    checklist = list(range(1, count + 1))
+        ensure_server(settings)
+        outcome = submit(
+            journal,
+            incident=ticket,
+            step_id=args.step,
+            kind=kind,
+            actor=args.actor,
+            channel="cli",
+            comment=args.comment,
+            checklist=checklist,
+            gate_hash=args.gate_hash,
+        )
+    finally:
+        journal.close()
+    print(outcome.message)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tocsin.gates import WaitRequest
+    from tocsin.incident import check_ticket
+    from tocsin.journal import now
+    from tocsin.running import journal_for
+
+    settings = _settings()
+    ticket = check_ticket(args.ticket) if args.ticket else None
+    journal = journal_for(settings)
+    try:
+        runs = journal.runs_of(ticket)
+        if not runs:
+            print(f"no runs recorded{' for ' + ticket if ticket else ''}")
+            return EXIT_OK
+        for run in runs:
+            print(
+                f"{run.incident}  {run.runbook_id} v{run.runbook_version}  {run.status}"
+                f"  (started by {run.requested_by} via {run.requested_via}, "
+                f"{run.created_at:%Y-%m-%d %H:%M} UTC)"
+            )
+            if run.status in ("running", "waiting") and not run.is_alive():
+                print(
+                    f"    no process is running it any more: run `tocsin run {run.runbook_id} "
+                    f"--ticket {run.incident}` again to continue where it stopped"
+                )
+            for record in journal.steps_of(run.id):
+                if record.status != "waiting" or not record.request:
+                    continue
+                request = WaitRequest.from_data(record.request)
+                since = record.waiting_since or now()
+                minutes = int((now() - since).total_seconds() // 60)
+                if request.kind == "approval":
+                    approvals = [
+                        d.actor
+                        for d in journal.decisions_of(run.id, record.step_id)
+                        if d.status == "applied" and d.kind == "approve"
+                    ]
+                    agreed = f": {', '.join(approvals)}" if approvals else ""
+                    what = f"approval by {request.group} ({len(approvals)} of {request.quorum}{agreed})"
+                elif request.kind == "manual":
+                    what = f"manual task ({len(request.checklist)} checklist items)"
+                else:
+                    what = "a decision about a step interrupted by a crash"
+                print(
+                    f"    waiting: {record.step_id} — {what}, for {minutes} min, until "
+                    f"{request.deadline_at:%Y-%m-%d %H:%M} UTC, hash {request.gate_hash[:12]}"
+                )
+                print(f"      {request.prompt}")
+                for number, item in enumerate(request.checklist, start=1):
+                    print(f"      [{number}] {item}")
+                if request.kind == "approval":
+                    print(f"      may decide: {', '.join(request.approvers) or 'nobody yet'}")
+    finally:
+        journal.close()
+    return EXIT_OK
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from tocsin.embedded import running_server, stop_server
+
+    settings = _settings()
+    if args.action == "stop":
+        print("stopped" if stop_server(settings) else "no local Prefect server was running")
+        return EXIT_OK
+    found = running_server(settings)
+    print(f"running at {found[0]} (pid {found[1]})" if found else "not running")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time as clock
+
+    from tocsin.demo import scripted_approver
+    from tocsin.errors import ConfigurationError
+    from tocsin.incident import Incident, check_ticket
+    from tocsin.running import start_run
+
+    settings = _settings()
+    if settings.mode != "sandbox":
+        raise ConfigurationError("the demo runs only in sandbox mode", "unset TOCSIN_MODE")
+    ticket = check_ticket(args.ticket or f"DEMO-{int(clock.time())}")
+    registry = _registry()
+    loaded = resolve_runbook("office-compromise", registry)
+    incident = Incident(
+        ticket=ticket,
+        title="Broker office hacked (demo)",
+        requested_by="U0DEMOREQ",
+        requested_via="cli",
+    )
+    printer = _progress_printer()
+    inputs = {"office_id": "OF-1042", "office_name": "Courtage Dupont", "devices": "PC-1,PC-2"}
+    result = start_run(
+        loaded,
+        incident,
+        inputs,
+        settings=settings,
+        printer=printer,
+        on_started=lambda: scripted_approver(settings, ticket, printer),
+    )
+    _print_run_end(settings, ticket, result)
+    return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
+
+
 _COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
     "list": cmd_list,
     "actions": cmd_actions,
     "schema": cmd_schema,
+    "run": cmd_run,
+    "approve": cmd_decide,
+    "reject": cmd_decide,
+    "done": cmd_decide,
+    "status": cmd_status,
+    "server": cmd_server,
+    "demo": cmd_demo,
 }
 
 

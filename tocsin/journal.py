@@ -461,6 +461,7 @@ class Journal:
         self,
         incident: str,
         kind: str,
+        /,
         *,
         run_id: int | None = None,
         step_id: str | None = None,

@@ -1,0 +1,194 @@
+"""Deciding a waiting step from outside the run: the CLI, the demo's scripted approver, the gateway.
+
+A decision is judged at once (so the person hears why it is refused), written
+to the journal, and only then handed to the paused flow with ``resume_flow_run``.
+If the flow is busy (not paused at that instant) the decision stays pending in
+the journal and the flow applies it before it next waits: never lost, and the
+flow's conditional update applies it at most once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from tocsin.errors import TocsinError
+from tocsin.gates import Proposal, WaitRequest, judge
+from tocsin.journal import DecisionRecord, Journal, RunRecord
+
+SETTLE_TIMEOUT_SECONDS = 20.0
+
+
+class DecisionRefused(TocsinError):
+    """A decision that was refused, and recorded as such."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: DecisionRecord
+    message: str
+
+
+def find_waiting_run(
+    journal: Journal, incident: str, step_id: str
+) -> tuple[RunRecord | None, str | None]:
+    """The run of ``incident`` that has ``step_id``, preferring one where it waits."""
+    candidates = journal.runs_of(incident)
+    fallback: tuple[RunRecord | None, str | None] = (None, None)
+    for run in candidates:
+        record = journal.step(run.id, step_id)
+        if record is None:
+            continue
+        if record.status == "waiting":
+            return run, record.status
+        fallback = (run, record.status)
+    return fallback
+
+
+def submit(
+    journal: Journal,
+    *,
+    incident: str,
+    step_id: str,
+    kind: str,
+    actor: str,
+    channel: str,
+    comment: str = "",
+    checklist: Sequence[int] | None = None,
+    gate_hash: str | None = None,
+    wait: bool = True,
+) -> Outcome:
+    """Judge, journal and deliver one decision; raise ``DecisionRefused`` when it is refused."""
+    run, status = find_waiting_run(journal, incident, step_id)
+    if run is None:
+        known = journal.runs_of(incident)
+        hint = (
+            f"runs of {incident}: {', '.join(r.runbook_id for r in known)}; `tocsin status {incident}` shows what they wait for"
+            if known
+            else f"no run of {incident} is recorded; check the ticket key"
+        )
+        raise DecisionRefused(f"no run of {incident} has a step {step_id!r}", hint)
+    record = journal.step(run.id, step_id)
+    request = WaitRequest.from_data(record.request) if record and record.request else None
+    approvals = [
+        d.actor
+        for d in journal.decisions_of(run.id, step_id)
+        if d.status == "applied"
+        and d.kind == "approve"
+        and request is not None
+        and d.gate_hash in (None, request.gate_hash)
+    ]
+    proposal = Proposal(kind, actor, gate_hash, tuple(checklist) if checklist is not None else None)
+    refusal = judge(status, request, proposal, approvals, step_id)
+    if (
+        refusal is None
+        and request is not None
+        and request.kind == "manual"
+        and request.checklist
+        and not checklist
+    ):
+        refusal = (
+            f"tick the checklist items you did ({len(request.checklist)} in all) with --check N "
+            "or --all; `tocsin status` lists them"
+        )
+    if refusal is not None:
+        journal.add_decision(
+            run_id=run.id,
+            step_id=step_id,
+            kind=kind,
+            actor=actor,
+            channel=channel,
+            comment=comment,
+            checklist=checklist,
+            gate_hash=gate_hash,
+            status="refused",
+            reason=refusal,
+        )
+        journal.record(
+            incident,
+            "decision.refused",
+            run_id=run.id,
+            step_id=step_id,
+            actor=actor,
+            decision=kind,
+            channel=channel,
+            reason=refusal,
+            comment=comment,
+        )
+        raise DecisionRefused(refusal, _hint_for(refusal, incident))
+    assert request is not None
+    decision = journal.add_decision(
+        run_id=run.id,
+        step_id=step_id,
+        kind=kind,
+        actor=actor,
+        channel=channel,
+        comment=comment,
+        checklist=checklist,
+        gate_hash=gate_hash or request.gate_hash,
+    )
+    journal.record(
+        incident,
+        "decision.received",
+        run_id=run.id,
+        step_id=step_id,
+        actor=actor,
+        decision=kind,
+        channel=channel,
+        comment=comment,
+        checklist=list(checklist or []),
+    )
+    _deliver(journal, run, decision, wait=wait)
+    final = journal.decision(decision.id) or decision
+    if final.status == "refused":
+        raise DecisionRefused(final.reason or "refused by the run")
+    if final.status == "applied":
+        return Outcome(final, f"{kind} from {actor} applied to {step_id}")
+    return Outcome(final, f"{kind} from {actor} recorded; the run applies it when it next waits")
+
+
+def _deliver(journal: Journal, run: RunRecord, decision: DecisionRecord, *, wait: bool) -> None:
+    """Resume the paused flow; if it is busy, it finds the decision in the journal itself."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import resume_flow_run
+
+    if run.flow_run_id is None:
+        return
+    deadline = time.monotonic() + (SETTLE_TIMEOUT_SECONDS if wait else 2.0)
+    delivered = False
+    while time.monotonic() < deadline:
+        current = journal.decision(decision.id)
+        if current is not None and current.status != "pending":
+            return
+        if not delivered:
+            try:
+                resume_flow_run(
+                    UUID(run.flow_run_id),
+                    run_input={
+                        "step_id": decision.step_id,
+                        "decision": decision.kind,
+                        "actor": decision.actor,
+                        "comment": decision.comment,
+                        "checklist": decision.checklist,
+                        "gate_hash": decision.gate_hash,
+                        "decision_id": decision.id,
+                    },
+                )
+                delivered = True
+            except FlowPauseTimeout:
+                return  # the gate's time is over; the flow settles the decision as refused
+            except Exception:  # NotPausedError or a busy server: the flow is between two waits
+                pass
+        if delivered and not wait:
+            return
+        time.sleep(0.1)
+
+
+def _hint_for(refusal: str, incident: str) -> str:
+    if "not waiting" in refusal or "another version" in refusal:
+        return f"`tocsin status {incident}` shows what the run waits for now"
+    if "approver group" in refusal:
+        return "ask someone of the group, or have the runbook's approver group changed"
+    return ""

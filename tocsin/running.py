@@ -1,0 +1,105 @@
+"""Starting a run from the command line: sandbox, local Prefect server, the flow, progress lines."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from tocsin.errors import InputError
+from tocsin.incident import Incident
+from tocsin.inputs import resolve_inputs
+from tocsin.journal import Journal, default_url
+from tocsin.settings import Settings
+from tocsin.validation import LoadedRunbook
+
+Printer = Callable[[str], None]
+
+
+def journal_for(settings: Settings) -> Journal:
+    return Journal(settings.journal_url or default_url(settings.data_dir))
+
+
+def _quiet_prefect_console() -> None:
+    """Prefect's INFO lines would repeat Tocsin's progress lines on the terminal: show warnings only.
+
+    Prefect reads this before it configures logging; its API log handler (the UI) is unaffected.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def start_run(
+    loaded: LoadedRunbook,
+    incident: Incident,
+    given_inputs: dict[str, Any],
+    *,
+    settings: Settings,
+    printer: Printer,
+    on_started: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``loaded`` for ``incident`` in this process until it finishes; return its outcome."""
+    runbook = loaded.runbook
+    values, _ = resolve_inputs(runbook, given_inputs)
+    journal = journal_for(settings)
+    try:
+        existing = journal.find_run(incident.ticket, runbook.runbook)
+        if existing is not None and existing.is_alive():
+            raise InputError(
+                f"{runbook.runbook} is already running for {incident.ticket} "
+                f"(process {existing.owner})",
+                f"`tocsin status {incident.ticket}` shows what it waits for",
+            )
+        if existing is not None:
+            printer(
+                f"resuming the earlier run of {runbook.runbook} for {incident.ticket} "
+                f"(it was {existing.status}); finished steps are not run again"
+            )
+    finally:
+        journal.close()
+    sandbox = None
+    if settings.mode == "sandbox":
+        from tocsin.sandbox.environment import Sandbox, sandbox_members
+
+        groups = {
+            g.usergroup: sandbox_members(g.usergroup)
+            for g in runbook.approver_groups.values()
+            if g.usergroup
+        }
+        sandbox = Sandbox(values, groups).__enter__()
+        os.environ.update(sandbox.environment)
+        printer("SANDBOX mode: Slack and the platform API are local fakes; nothing real is touched")
+        for usergroup, members in groups.items():
+            printer(f"sandbox Slack user group {usergroup}: {', '.join(members)}")
+    try:
+        from tocsin.embedded import ensure_server
+
+        api_url = ensure_server(settings)
+        printer(
+            f"Prefect server: {api_url.removesuffix('/api')} (runs are tagged incident:{incident.ticket})"
+        )
+        _quiet_prefect_console()
+        from prefect import tags
+
+        from tocsin.flows.runbook import listen_to_progress, run_runbook
+
+        stop_listening = listen_to_progress(printer)
+        if on_started is not None:
+            threading.Thread(target=on_started, daemon=True).start()
+        try:
+            with tags(f"incident:{incident.ticket}", f"runbook:{runbook.runbook}"):
+                result: dict[str, Any] = run_runbook.with_options(
+                    flow_run_name=f"{incident.ticket}-{runbook.runbook}"
+                )(
+                    runbook_source=loaded.path.read_text(encoding="utf-8"),
+                    runbook_name=str(loaded.path),
+                    incident=asdict(incident),
+                    inputs=given_inputs,
+                )
+        finally:
+            stop_listening()
+    finally:
+        if sandbox is not None:
+            sandbox.__exit__(None, None, None)
+    return result
