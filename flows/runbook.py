@@ -14,16 +14,19 @@ import math
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
 from prefect import Task, flow, get_run_logger
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Running
 
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, TocsinError
@@ -248,7 +251,7 @@ class RunbookExecution:
             raise StepFailed(step.id, exc.message) from None
         return rendered if isinstance(rendered, dict) else {}
 
-    def make_task(self, step: Step) -> Any:
+    def make_task(self, step: Step, *, in_thread: bool = False) -> Any:
         retry = step.retry
         return Task(
             self.attempt_action,
@@ -257,7 +260,10 @@ class RunbookExecution:
             retries=(retry.attempts - 1) if retry else 0,
             retry_delay_seconds=retry.delays_seconds() if retry and retry.attempts > 1 else 0,
             retry_condition_fn=_retryable,
-            timeout_seconds=step.timeout.total_seconds() if step.timeout else None,
+            # In a worker thread Prefect cannot interrupt a task; run_parallel enforces it instead.
+            timeout_seconds=step.timeout.total_seconds()
+            if step.timeout and not in_thread
+            else None,
             cache_policy=NO_CACHE,
             persist_result=False,
         )
@@ -292,12 +298,12 @@ class RunbookExecution:
         self.event("step.succeeded", step.id, outputs=outputs, attempts=attempt)
         return outputs
 
-    def start_action(self, step: Step) -> tuple[Any, dict[str, Any]]:
+    def start_action(self, step: Step, *, in_thread: bool = False) -> tuple[Any, dict[str, Any]]:
         parameters = self.render_parameters(step)
         self.journal.set_step(self.run_id, step.id, status="running", started_at=now(), error=None)
         self.event("step.started", step.id, action=step.action, parameters=parameters)
         self.report(f"{step.id}: {step.title} ({step.action})")
-        return self.make_task(step), parameters
+        return self.make_task(step, in_thread=in_thread), parameters
 
     def run_action(self, step: Step) -> None:
         action_task, parameters = self.start_action(step)
@@ -346,7 +352,7 @@ class RunbookExecution:
                 people.append(branch)
                 continue
             try:
-                action_task, parameters = self.start_action(branch)
+                action_task, parameters = self.start_action(branch, in_thread=True)
             except StepFailed as failure:
                 failures.append(failure)
                 continue
@@ -357,8 +363,14 @@ class RunbookExecution:
             except StepFailed as failure:
                 failures.append(failure)
         for branch, future in futures:
+            limit = branch.timeout.total_seconds() if branch.timeout else None
             try:
-                future.result()
+                future.result(timeout=limit)
+            except TimeoutError:
+                try:
+                    self.action_failed(branch, TimeoutError(f"did not finish within {limit:g} s"))
+                except StepFailed as failure:
+                    failures.append(failure)
             except Exception as exc:
                 try:
                     self.action_failed(branch, exc)
@@ -599,6 +611,8 @@ class RunbookExecution:
                     key=uuid.uuid4().hex,
                 )
             except FlowPauseTimeout:
+                # The server still shows the run Paused: take it back, or the next pause is refused.
+                _back_to_running()
                 continue
             if answer.decision_id is None:  # from the Prefect UI form: journal it like any other
                 self.journal.add_decision(
@@ -637,6 +651,12 @@ class RunbookExecution:
                 tuple(decision.checklist) if decision.checklist is not None else None,
             )
             approvals = self.approvals_of(decision.step_id, request) if request else []
+            if (
+                request is not None
+                and decision.gate_hash
+                and request.gate_hash.startswith(decision.gate_hash)
+            ):
+                decision = replace(decision, gate_hash=request.gate_hash)
             refusal = judge(
                 record.status if record else None, request, proposal, approvals, decision.step_id
             )
@@ -789,6 +809,14 @@ class RunbookExecution:
         raise RunStopped("timed_out", f"approval {step.id} timed out")
 
 
+def _back_to_running() -> None:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(context.flow_run.id, Running(), force=True)
+
+
 def _flatten(branches: list[Step]) -> list[Step]:
     flat: list[Step] = []
     for branch in branches:
@@ -820,7 +848,7 @@ def run_runbook(
 ) -> dict[str, Any]:
     """Run a runbook (its YAML text) for an incident, resuming what an earlier run did."""
     settings = load_settings()
-    registry = ActionRegistry.discover()
+    registry = ActionRegistry.discover(settings.action_modules)
     loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
     values, _ = resolve_inputs(loaded.runbook, inputs)
     journal = Journal(settings.journal_url or default_url(settings.data_dir))

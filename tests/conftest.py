@@ -23,3 +23,20 @@ def isolated_tocsin_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(isolated_tocsin_home: None) -> Iterator[str]:
+    """One local Prefect server for the whole test session, started the way `tocsin run` does."""
+    from tocsin.embedded import ensure_server, stop_server
+    from tocsin.settings import load_settings
+
+    os.environ["TOCSIN_ACTION_MODULES"] = '["tests.engine_actions"]'
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+    settings = load_settings()
+    url = ensure_server(settings)
+    yield url
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()  # send the last run logs before the server goes away
+    stop_server(settings)

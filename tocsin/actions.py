@@ -299,7 +299,7 @@ class ActionRegistry:
         return registry
 
     @classmethod
-    def discover(cls) -> ActionRegistry:
+    def discover(cls, extra_modules: Iterable[str] = ()) -> ActionRegistry:
         """Built-in actions plus those of every installed package's ``tocsin.actions`` entry points."""
         registry = cls.from_modules(BUILTIN_MODULES)
         loaded = set(BUILTIN_MODULES)
@@ -325,6 +325,19 @@ class ActionRegistry:
                     f"entry point {entry_point.name!r} = {entry_point.value!r} is neither a module "
                     "nor an @action function",
                 )
+        for module in extra_modules:
+            if module in loaded:
+                continue
+            try:
+                imported = import_module(module)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"cannot import action module {module!r} (setting action_modules): {exc}",
+                    "check the module name and that it is importable (PYTHONPATH)",
+                ) from None
+            loaded.add(module)
+            for definition in definitions_in(imported):
+                registry.add(definition)
         return registry
 
     def get(self, name: str) -> ActionDefinition:

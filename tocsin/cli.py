@@ -183,8 +183,9 @@ def _console(stderr: bool = False) -> Console:
 
 def _registry() -> ActionRegistry:
     from tocsin.actions import ActionRegistry
+    from tocsin.settings import load_settings
 
-    return ActionRegistry.discover()
+    return ActionRegistry.discover(load_settings().action_modules)
 
 
 def _search_paths() -> list[Path]:

@@ -25,6 +25,9 @@ from tocsin.errors import ConfigurationError
 from tocsin.settings import Settings
 
 START_TIMEOUT_SECONDS = 90.0
+# The server outlives the command that started it; holding its Popen keeps Python from
+# warning that a child process is still running when the object is collected.
+_started: list[subprocess.Popen[bytes]] = []
 
 
 def prefect_home(settings: Settings) -> Path:
@@ -128,6 +131,7 @@ def _start(settings: Settings) -> str:
                 f"see {log_path}",
             )
         if is_healthy(url):
+            _started.append(process)
             _state_file(settings).write_text(json.dumps({"api_url": url, "pid": process.pid}))
             return url
         time.sleep(0.25)
@@ -148,4 +152,7 @@ def stop_server(settings: Settings) -> bool:
         os.killpg(found[1], signal.SIGTERM)
     except ProcessLookupError:
         return False
+    for process in [p for p in _started if p.pid == found[1]]:
+        process.wait(timeout=30)
+        _started.remove(process)
     return True

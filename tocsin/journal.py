@@ -160,9 +160,21 @@ class RunRecord:
         return cls(**values)
 
     def is_alive(self, at: datetime | None = None) -> bool:
-        """Whether a process is still working on this run (its heartbeat is recent)."""
+        """Whether a process is still working on this run.
+
+        On this machine the owner's process id tells at once; elsewhere, a recent heartbeat.
+        """
         if self.status not in ACTIVE_RUN or self.heartbeat_at is None:
             return False
+        host, _, pid = (self.owner or "").rpartition(":")
+        if host == socket.gethostname() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
         return (at or now()) - self.heartbeat_at < HEARTBEAT_STALE_AFTER
 
 

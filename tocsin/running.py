@@ -30,6 +30,24 @@ def _quiet_prefect_console() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
+def _mark_crashed(flow_run_id: str) -> None:
+    """The previous process died mid-run: say so in Prefect, so its UI does not show it running."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(
+                UUID(flow_run_id),
+                Crashed(message="the process running it stopped; a new run continues it"),
+                force=True,
+            )
+    except Exception:  # best effort: the journal, not Prefect, decides what runs again
+        return
+
+
 def start_run(
     loaded: LoadedRunbook,
     incident: Incident,
@@ -51,6 +69,9 @@ def start_run(
                 f"(process {existing.owner})",
                 f"`tocsin status {incident.ticket}` shows what it waits for",
             )
+        previous_flow_run = None
+        if existing is not None and existing.status in ("running", "waiting"):
+            previous_flow_run = existing.flow_run_id
         if existing is not None:
             printer(
                 f"resuming the earlier run of {runbook.runbook} for {incident.ticket} "
@@ -84,6 +105,8 @@ def start_run(
 
         from tocsin.flows.runbook import listen_to_progress, run_runbook
 
+        if previous_flow_run is not None:
+            _mark_crashed(previous_flow_run)
         stop_listening = listen_to_progress(printer)
         if on_started is not None:
             threading.Thread(target=on_started, daemon=True).start()

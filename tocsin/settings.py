@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         None,
         description="A Prefect server to use; default: Tocsin starts its own on SQLite in data_dir",
     )
+    action_modules: list[str] = Field(
+        default_factory=list,
+        description="Extra Python modules whose @action functions runbooks may use "
+        "(local actions that are not packaged with an entry point)",
+    )
     slack_api_url: str = "https://slack.com/api/"
     services: dict[str, str] = Field(
         default_factory=dict,

@@ -1,0 +1,93 @@
+"""Actions for the engine tests: they count their calls in files, fail on demand, or take time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from tocsin.actions import ActionContext, action
+from tocsin.errors import IntegrationError
+
+
+class Counted(BaseModel):
+    count: int
+
+
+def _append(file: str, line: str) -> int:
+    path = Path(file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as sink:
+        sink.write(line + "\n")
+    return len(path.read_text().splitlines())
+
+
+def calls(file: Path) -> list[str]:
+    """The lines an action appended to ``file`` (one per call)."""
+    return file.read_text().splitlines() if file.exists() else []
+
+
+@action("test.count", destructive=True, idempotent=False)
+def count(
+    context: ActionContext, *, file: Annotated[str, Field(description="Where to count")]
+) -> Counted:
+    """Count a call (not idempotent)."""
+    return Counted(count=_append(file, f"{context.step_id} {time.time()}"))
+
+
+@action("test.count_idempotent", destructive=True, idempotent=True)
+def count_idempotent(
+    context: ActionContext, *, file: Annotated[str, Field(description="Where to count")]
+) -> Counted:
+    """Count a call (declared idempotent)."""
+    return Counted(count=_append(file, f"{context.step_id} {time.time()}"))
+
+
+@action("test.flaky", destructive=False, idempotent=True)
+def flaky(
+    context: ActionContext,
+    *,
+    file: Annotated[str, Field(description="Where attempts are counted")],
+    failures: Annotated[int, Field(description="How many first attempts fail")],
+) -> Counted:
+    """Fail the first ``failures`` attempts with a retryable error."""
+    attempt = _append(file, "attempt")
+    if attempt <= failures:
+        raise IntegrationError(
+            "test.flaky", "test service", f"failed attempt {attempt}", retryable=True
+        )
+    return Counted(count=attempt)
+
+
+@action("test.fail", destructive=False)
+def fail(context: ActionContext, *, message: Annotated[str, Field(description="Why")]) -> None:
+    """Always fail, without retry."""
+    raise IntegrationError("test.fail", "test service", message, retryable=False)
+
+
+@action("test.sleep", destructive=False, idempotent=False)
+def sleep(
+    context: ActionContext,
+    *,
+    seconds: Annotated[float, Field(description="How long")],
+    file: Annotated[str, Field(description="Where start and end are written")],
+) -> Counted:
+    """Write when it starts, sleep, write when it ends."""
+    _append(file, f"start {context.step_id} {time.time()}")
+    time.sleep(seconds)
+    return Counted(count=_append(file, f"end {context.step_id} {time.time()}"))
+
+
+@action("test.sleep_idempotent", destructive=False, idempotent=True)
+def sleep_idempotent(
+    context: ActionContext,
+    *,
+    seconds: Annotated[float, Field(description="How long")],
+    file: Annotated[str, Field(description="Where start and end are written")],
+) -> Counted:
+    """Like test.sleep, declared idempotent."""
+    _append(file, f"start {context.step_id} {time.time()}")
+    time.sleep(seconds)
+    return Counted(count=_append(file, f"end {context.step_id} {time.time()}"))
