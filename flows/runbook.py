@@ -854,6 +854,13 @@ def run_runbook(
     journal = Journal(settings.journal_url or default_url(settings.data_dir))
     context = FlowRunContext.get()
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
+    if context is not None and context.flow_run is not None:
+        # Tags set here, not by the caller, so runs started from a deployment carry them too.
+        wanted = {f"incident:{incident['ticket']}", f"runbook:{loaded.runbook.runbook}"}
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(
+                context.flow_run.id, tags=sorted(set(context.flow_run.tags) | wanted)
+            )
     execution = RunbookExecution(
         loaded,
         Incident(**incident),

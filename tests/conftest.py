@@ -36,7 +36,7 @@ def prefect_server(isolated_tocsin_home: None) -> Iterator[str]:
     settings = load_settings()
     url = ensure_server(settings)
     yield url
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
 
-    APILogHandler.flush()  # send the last run logs before the server goes away
+    APILogWorker.drain_all(timeout=10)  # send the last run logs before the server goes away
     stop_server(settings)

@@ -1,0 +1,187 @@
+"""A run killed with kill -9 continues where it stopped when started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import ROOT, TOCSIN
+from tests.engine_actions import calls
+from tests.engine_support import HEAD, settings_journal, wait_until
+from tocsin.decisions import submit
+from tocsin.journal import Journal
+
+pytestmark = pytest.mark.slow
+
+RUNBOOK = (
+    HEAD
+    + """\
+steps:
+  - id: first
+    title: First
+    action: test.count
+    with: {{file: "{{{{ inputs.state }}}}/first"}}
+  - id: slow
+    title: Slow and {kind}
+    action: {action}
+    with: {{seconds: 20, file: "{{{{ inputs.state }}}}/slow"}}
+  - id: last
+    title: Last
+    action: test.count
+    with: {{file: "{{{{ inputs.state }}}}/last"}}
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def journal(prefect_server: str) -> Iterator[Journal]:
+    opened = settings_journal()
+    yield opened
+    opened.close()
+
+
+def start(runbook: Path, ticket: str, state: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TOCSIN_ACTION_MODULES": '["tests.engine_actions"]',
+    }
+    return subprocess.Popen(
+        [
+            str(TOCSIN),
+            "run",
+            str(runbook),
+            "--ticket",
+            ticket,
+            "--as",
+            "U0REQUESTER",
+            "--set",
+            f"state={state}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def kill_during_slow_step(journal: Journal, runbook: Path, ticket: str, state: Path) -> None:
+    process = start(runbook, ticket, state)
+    try:
+        wait_until(
+            lambda: any(line.startswith("start") for line in calls(state / "slow")),
+            timeout=90,
+            what="the slow step to start",
+        )
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stdout is not None
+        process.stdout.close()
+    run = journal.find_run(ticket, runbook.stem)
+    assert run is not None and run.status == "running" and not run.is_alive()
+    assert journal.step(run.id, "slow").status == "running"  # type: ignore[union-attr]
+
+
+def test_an_in_flight_step_that_is_not_idempotent_waits_for_a_person(
+    journal: Journal, tmp_path: Path
+) -> None:
+    runbook = tmp_path / "killed-not-idempotent.yaml"
+    runbook.write_text(
+        RUNBOOK.format(runbook_id=runbook.stem, kind="not idempotent", action="test.sleep")
+    )
+    ticket = "KILL-1"
+    kill_during_slow_step(journal, runbook, ticket, tmp_path)
+
+    again = start(runbook, ticket, tmp_path)
+    try:
+        run = journal.find_run(ticket, runbook.stem)
+        assert run is not None
+        wait_until(
+            lambda: journal.step(run.id, "slow").status == "waiting",  # type: ignore[union-attr]
+            timeout=90,
+            what="the in-doubt step to wait",
+        )
+        outcome = submit(
+            journal,
+            incident=ticket,
+            step_id="slow",
+            kind="done",
+            actor="U0ONCALL",
+            channel="test",
+            comment="checked: it took effect",
+        )
+        assert outcome.decision.kind == "done"
+        output, _ = again.communicate(timeout=90)
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.communicate()
+    assert again.returncode == 0, output
+    assert "resuming the earlier run" in output
+    assert len(calls(tmp_path / "first")) == 1  # completed before the crash: never again
+    assert [line.split()[0] for line in calls(tmp_path / "slow")] == ["start"]  # not re-run
+    assert len(calls(tmp_path / "last")) == 1
+
+
+def test_an_in_flight_idempotent_step_is_simply_run_again(journal: Journal, tmp_path: Path) -> None:
+    runbook = tmp_path / "killed-idempotent.yaml"
+    runbook.write_text(
+        RUNBOOK.format(
+            runbook_id=runbook.stem, kind="idempotent", action="test.sleep_idempotent"
+        ).replace("seconds: 20", "seconds: '{{ 20 if steps.first.outputs.count == 1 else 1 }}'")
+    )
+    ticket = "KILL-2"
+    kill_during_slow_step(journal, runbook, ticket, tmp_path)
+    again = start(runbook, ticket, tmp_path)
+    output, _ = again.communicate(timeout=120)
+    assert again.returncode == 0, output
+    assert len(calls(tmp_path / "first")) == 1
+    assert [line.split()[0] for line in calls(tmp_path / "slow")] == ["start", "start", "end"]
+    assert len(calls(tmp_path / "last")) == 1
+    events = [e["kind"] for e in journal.events_of(ticket)]
+    assert "step.resumed_in_flight" in events and "run.resumed" in events
+
+
+def test_a_second_run_while_the_first_is_alive_is_refused(journal: Journal, tmp_path: Path) -> None:
+    runbook = tmp_path / "busy.yaml"
+    runbook.write_text(RUNBOOK.format(runbook_id=runbook.stem, kind="busy", action="test.sleep"))
+    first = start(runbook, "BUSY-1", tmp_path)
+    try:
+        wait_until(lambda: calls(tmp_path / "slow"), timeout=90, what="the first run")
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tocsin",
+                "run",
+                str(runbook),
+                "--ticket",
+                "BUSY-1",
+                "--set",
+                f"state={tmp_path}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "TOCSIN_ACTION_MODULES": '["tests.engine_actions"]',
+            },
+        )
+        assert second.returncode == 2
+        assert "busy is already running for BUSY-1" in second.stderr
+    finally:
+        first.kill()
+        first.communicate()
