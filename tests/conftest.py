@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,9 @@ def prefect_server(isolated_tocsin_home: None) -> Iterator[str]:
     from tocsin.settings import load_settings
 
     os.environ["TOCSIN_ACTION_MODULES"] = '["tests.engine_actions"]'
+    # ...and subprocesses (tocsin run, approve) must be able to import that module too.
+    root = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
     settings = load_settings()
     url = ensure_server(settings)
