@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up Tocsin in ./.venv and run it: the only thing a fresh machine needs is Python 3.11.
 
-    python3 dev.py demo     # install, then validate and plan a shipped runbook in the sandbox
+    python3 dev.py demo     # install, then run a shipped runbook end to end in the sandbox
     python3 dev.py test     # install, then run the whole test suite
     python3 dev.py lint     # install, then ruff and mypy
 
@@ -98,22 +98,11 @@ def project_env() -> dict[str, str]:
 def demo(extra: list[str]) -> int:
     env = project_env()
     tocsin = str(BIN / "tocsin")
-    runbook = "runbooks/mailbox-compromise.yaml"
     code = run(tocsin, "validate", "runbooks/", check=False, env=env)
     if code != 0:
         return code
-    return run(
-        tocsin,
-        "plan",
-        runbook,
-        "--ticket",
-        "INC-1",
-        "--set",
-        "user=alice@broker-office.example",
-        *extra,
-        check=False,
-        env=env,
-    )
+    # The shipped office-compromise runbook, end to end in the sandbox, gates decided by a script.
+    return run(tocsin, "demo", *extra, check=False, env=env)
 
 
 def test(extra: list[str]) -> int:

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--title", default="", help="incident title shown in messages")
     run.add_argument("--detected-at", default="", help="when the breach was discovered (ISO 8601)")
+    run.add_argument(
+        "--deployment",
+        nargs="?",
+        const="run-runbook/tocsin",
+        metavar="NAME",
+        help="run on a Prefect worker through this deployment (default run-runbook/tocsin) "
+        "instead of in this process",
+    )
 
     for name in ("approve", "reject"):
         decide = commands.add_parser(name, help=f"{name} an approval gate of a waiting run")
@@ -538,13 +546,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         requested_via="cli",
         detected_at=args.detected_at,
     )
-    result = start_run(
-        loaded,
-        incident,
-        parse_assignments(args.assignments),
-        settings=settings,
-        printer=_progress_printer(),
-    )
+    if args.deployment:
+        from tocsin.running import start_deployment_run
+
+        result = start_deployment_run(
+            loaded,
+            incident,
+            parse_assignments(args.assignments),
+            deployment=args.deployment,
+            settings=settings,
+            printer=_progress_printer(),
+        )
+    else:
+        result = start_run(
+            loaded,
+            incident,
+            parse_assignments(args.assignments),
+            settings=settings,
+            printer=_progress_printer(),
+        )
     _print_run_end(settings, ticket, result)
     return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
 
@@ -562,7 +582,6 @@ def _print_run_end(settings: Any, ticket: str, result: dict[str, Any]) -> None:
     from tocsin.journal import default_url
 
     where = settings.journal_url or default_url(settings.data_dir)
-    print(f"run {result['status']}: {result['reason']}")
     print(f"audit trail: {where} (`tocsin status {ticket}`)")
 
 
@@ -674,9 +693,22 @@ def cmd_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    import time as clock
+def _next_demo_ticket(settings: Any) -> str:
+    from tocsin.running import journal_for
 
+    journal = journal_for(settings)
+    try:
+        numbers = [
+            int(run.incident.removeprefix("DEMO-"))
+            for run in journal.runs_of()
+            if run.incident.startswith("DEMO-") and run.incident[5:].isdigit()
+        ]
+    finally:
+        journal.close()
+    return f"DEMO-{max(numbers, default=0) + 1}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from tocsin.demo import scripted_approver
     from tocsin.errors import ConfigurationError
     from tocsin.incident import Incident, check_ticket
@@ -685,7 +717,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings.mode != "sandbox":
         raise ConfigurationError("the demo runs only in sandbox mode", "unset TOCSIN_MODE")
-    ticket = check_ticket(args.ticket or f"DEMO-{int(clock.time())}")
+    ticket = check_ticket(args.ticket or _next_demo_ticket(settings))
     registry = _registry()
     loaded = resolve_runbook("office-compromise", registry)
     incident = Incident(

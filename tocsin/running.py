@@ -30,6 +30,73 @@ def _quiet_prefect_console() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
+def start_deployment_run(
+    loaded: LoadedRunbook,
+    incident: Incident,
+    given_inputs: dict[str, Any],
+    *,
+    deployment: str,
+    settings: Settings,
+    printer: Printer,
+) -> dict[str, Any]:
+    """Trigger the run through a Prefect deployment (a worker runs it) and follow it in the journal."""
+    import time
+
+    from tocsin.embedded import ensure_server
+
+    runbook = loaded.runbook
+    resolve_inputs(runbook, given_inputs)  # refuse wrong inputs here, not in a worker
+    ensure_server(settings)
+    _quiet_prefect_console()
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        flow_run = run_deployment(  # sync call: async_dispatch types it as maybe-awaitable
+            deployment,
+            parameters={
+                "runbook_source": loaded.path.read_text(encoding="utf-8"),
+                "runbook_name": str(loaded.path),
+                "incident": asdict(incident),
+                "inputs": given_inputs,
+            },
+            flow_run_name=f"{incident.ticket}-{runbook.runbook}",
+            tags=[f"incident:{incident.ticket}", f"runbook:{runbook.runbook}"],
+            timeout=0,
+            as_subflow=False,
+        )
+        assert isinstance(flow_run, FlowRun)
+    except ObjectNotFound:
+        raise InputError(
+            f"no Prefect deployment named {deployment!r}",
+            "run `prefect deploy --all` in the Tocsin checkout, then `prefect worker start --pool tocsin`",
+        ) from None
+    printer(f"triggered flow run {flow_run.name} on deployment {deployment}; waiting for a worker")
+    journal = journal_for(settings)
+    seen = 0
+    try:
+        while True:
+            events = journal.events_of(incident.ticket)
+            mine = [e for e in events if e["data"].get("flow_run_id") == str(flow_run.id)]
+            start = events.index(mine[0]) if mine else len(events)
+            for event in events[max(seen, start) :]:
+                printer(_describe_event(event))
+            seen = max(seen, len(events))
+            if mine and any(e["kind"] == "run.finished" for e in events[start:]):
+                finished = [e for e in events[start:] if e["kind"] == "run.finished"][-1]
+                return {"status": finished["data"]["status"], "reason": finished["data"]["reason"]}
+            time.sleep(0.5)
+    finally:
+        journal.close()
+
+
+def _describe_event(event: dict[str, Any]) -> str:
+    step = f"{event['step_id']}: " if event.get("step_id") else ""
+    who = f" by {event['actor']}" if event.get("actor") else ""
+    return f"{step}{event['kind']}{who}"
+
+
 def _mark_crashed(flow_run_id: str) -> None:
     """The previous process died mid-run: say so in Prefect, so its UI does not show it running."""
     from uuid import UUID
