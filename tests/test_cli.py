@@ -236,3 +236,15 @@ def test_version(flag: str) -> None:
     result = run_tocsin(flag)
     assert result.returncode == 0
     assert result.stdout.startswith("tocsin ")
+
+
+def test_output_cut_short_by_a_pipe_is_not_an_error() -> None:
+    import subprocess
+
+    from tests.cli_runner import TOCSIN
+
+    pipeline = subprocess.run(
+        f"'{TOCSIN}' actions | head -1", shell=True, capture_output=True, text=True, cwd=ROOT
+    )
+    assert "internal error" not in pipeline.stderr
+    assert "BrokenPipe" not in pipeline.stderr
