@@ -395,3 +395,29 @@ def test_runs_are_tagged_and_tasks_named_like_the_runbook(journal: Journal, tmp_
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     assert [task_run.name for task_run in task_runs] == ["revoke-sessions"]
+
+
+def test_simultaneous_decisions_are_each_applied_once_and_none_is_lost(
+    journal: Journal, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    flow = run(journal, gate_runbook("simultaneous", quorum=2), tmp_path)
+    flow.request("gate")
+    attempts = ["U0LEAD1"] * 5 + ["U0LEAD2"]
+
+    def decide(actor: str) -> str:
+        try:
+            return flow.decide("gate", "approve", actor).decision.status
+        except DecisionRefused:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(decide, attempts))
+    assert flow.finish()["status"] == "succeeded"
+    decisions = journal.decisions_of(flow.run().id, "gate")
+    assert len(decisions) == len(attempts)  # every click recorded
+    applied = sorted(d.actor for d in decisions if d.status == "applied")
+    assert applied == ["U0LEAD1", "U0LEAD2"]  # each person counted once
+    assert all(d.status in ("applied", "refused") for d in decisions)  # none left pending
+    assert len(calls(tmp_path / "acted")) == 1
