@@ -204,9 +204,9 @@ class RunbookExecution:
                     and record.status in ("running", "waiting")
                     and not self.rerun_allowed(step, record.status)
                 ):
+                    # approve runs it again inside the wait; done and reject settle it there
                     self.wait_for_people([step], in_doubt=True)
-                    if self.journal.step(self.run_id, step.id).status in FINISHED_STEP:  # type: ignore[union-attr]
-                        return
+                    return
                 self.run_action(step)
             elif step.parallel is not None:
                 self.run_parallel(step)
