@@ -34,7 +34,7 @@ from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.integrations.slack import SlackCredentials, usergroup_members
-from tocsin.journal import FINISHED_STEP, Journal, default_url, now
+from tocsin.journal import FINISHED_STEP, Journal, StepRecord, default_url, now
 from tocsin.model import RunHandlers, Step
 from tocsin.settings import EnvironmentSecrets, Settings, load_settings
 from tocsin.templating import evaluate_condition, render_value
@@ -107,6 +107,9 @@ class RunbookExecution:
         self.lock = threading.Lock()
         self.run_id = 0
         self.completed: list[Step] = []
+        self.known: dict[str, StepRecord] = {}  # step rows as the run found them when it started
+        self.attempts: dict[str, int] = {}
+        self.tasks: dict[tuple[str, float | None], Any] = {}
         self.steps_context: dict[str, dict[str, Any]] = {
             step.id: {"outputs": {}, "status": "pending"} for step, _ in self.runbook.iter_steps()
         }
@@ -161,6 +164,7 @@ class RunbookExecution:
             flow_run_id=flow_run_id,
         )
         for record in self.journal.steps_of(run.id):
+            self.known[record.step_id] = record
             if record.status in FINISHED_STEP or record.status in ("rejected", "undone"):
                 self.remember(record.step_id, record.status, record.outputs)
         stop_heartbeat = threading.Event()
@@ -191,7 +195,8 @@ class RunbookExecution:
             self.run_step(step)
 
     def run_step(self, step: Step) -> None:
-        record = self.journal.step(self.run_id, step.id)
+        # Only this run changes its steps: the rows read when it started are all there is.
+        record = self.known.pop(step.id, None)
         if record is not None and record.status in FINISHED_STEP:
             self.report(f"{step.id}: already {record.status} in an earlier run, not run again")
             return
@@ -252,26 +257,32 @@ class RunbookExecution:
         return rendered if isinstance(rendered, dict) else {}
 
     def make_task(self, step: Step, *, in_thread: bool = False) -> Any:
-        retry = step.retry
-        return Task(
-            self.attempt_action,
-            name=step.task_name,
-            task_run_name=step.task_name,
-            retries=(retry.attempts - 1) if retry else 0,
-            retry_delay_seconds=retry.delays_seconds() if retry and retry.attempts > 1 else 0,
-            retry_condition_fn=_retryable,
-            # In a worker thread Prefect cannot interrupt a task; run_parallel enforces it instead.
-            timeout_seconds=step.timeout.total_seconds()
-            if step.timeout and not in_thread
-            else None,
-            cache_policy=NO_CACHE,
-            persist_result=False,
-        )
+        """One Prefect task per retry and timeout policy (building one costs milliseconds)."""
+        # In a worker thread Prefect cannot interrupt a task; run_parallel enforces it instead.
+        timeout = step.timeout.total_seconds() if step.timeout and not in_thread else None
+        key = (step.retry.model_dump_json() if step.retry else "", timeout)
+        if key not in self.tasks:
+            retry = step.retry
+            self.tasks[key] = Task(
+                self.attempt_action,
+                name="runbook-step",
+                task_run_name="{task_name}",  # from the call's parameters: revoke-sessions
+                retries=(retry.attempts - 1) if retry else 0,
+                retry_delay_seconds=retry.delays_seconds() if retry and retry.attempts > 1 else 0,
+                retry_condition_fn=_retryable,
+                timeout_seconds=timeout,
+                cache_policy=NO_CACHE,
+                persist_result=False,
+            )
+        return self.tasks[key]
 
-    def attempt_action(self, step: Step, parameters: dict[str, Any]) -> dict[str, Any]:
+    def attempt_action(
+        self, task_name: str, step: Step, parameters: dict[str, Any]
+    ) -> dict[str, Any]:
         """One attempt of an action step (a Prefect task run); journals before and after."""
         assert step.action is not None
-        attempt = self.journal.add_attempt(self.run_id, step.id)
+        with self.lock:
+            attempt = self.attempts[step.id] = self.attempts.get(step.id, 0) + 1
         if attempt > 1:
             self.event("step.retried", step.id, attempt=attempt)
             self.report(f"{step.id}: attempt {attempt}")
@@ -291,24 +302,40 @@ class RunbookExecution:
         if step.outputs:
             extra = render_value(step.outputs, {**self.template_context(), "result": result})
             outputs.update(extra if isinstance(extra, dict) else {})
-        self.journal.set_step(
-            self.run_id, step.id, status="succeeded", outputs=outputs, finished_at=now(), error=None
+        self.journal.step_event(
+            self.run_id,
+            self.incident.ticket,
+            step.id,
+            "step.succeeded",
+            {
+                "status": "succeeded",
+                "outputs": outputs,
+                "finished_at": now(),
+                "error": None,
+                "attempts": attempt,
+            },
+            {"outputs": outputs, "attempts": attempt},
         )
         self.remember(step.id, "succeeded", outputs)
-        self.event("step.succeeded", step.id, outputs=outputs, attempts=attempt)
         return outputs
 
     def start_action(self, step: Step, *, in_thread: bool = False) -> tuple[Any, dict[str, Any]]:
         parameters = self.render_parameters(step)
-        self.journal.set_step(self.run_id, step.id, status="running", started_at=now(), error=None)
-        self.event("step.started", step.id, action=step.action, parameters=parameters)
+        self.journal.step_event(
+            self.run_id,
+            self.incident.ticket,
+            step.id,
+            "step.started",
+            {"status": "running", "started_at": now(), "error": None},
+            {"action": step.action, "parameters": parameters},
+        )
         self.report(f"{step.id}: {step.title} ({step.action})")
         return self.make_task(step, in_thread=in_thread), parameters
 
     def run_action(self, step: Step) -> None:
         action_task, parameters = self.start_action(step)
         try:
-            action_task(step, parameters)
+            action_task(step.task_name, step, parameters)
         except Exception as exc:  # the action's own error, after Prefect's retries
             self.action_failed(step, exc)
         else:
@@ -317,11 +344,20 @@ class RunbookExecution:
 
     def action_failed(self, step: Step, exc: BaseException) -> None:
         message = exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
-        self.journal.set_step(
-            self.run_id, step.id, status="failed", error=message, finished_at=now()
+        self.journal.step_event(
+            self.run_id,
+            self.incident.ticket,
+            step.id,
+            "step.failed",
+            {
+                "status": "failed",
+                "error": message,
+                "finished_at": now(),
+                "attempts": self.attempts.get(step.id, 0),
+            },
+            {"error": message},
         )
         self.remember(step.id, "failed", {})
-        self.event("step.failed", step.id, error=message)
         self.report(f"{step.id}: failed: {message}")
         raise StepFailed(step.id, message)
 
@@ -356,7 +392,7 @@ class RunbookExecution:
             except StepFailed as failure:
                 failures.append(failure)
                 continue
-            futures.append((branch, action_task.submit(branch, parameters)))
+            futures.append((branch, action_task.submit(branch.task_name, branch, parameters)))
         if people:
             try:
                 self.wait_for_people(people, in_doubt_actions=True)

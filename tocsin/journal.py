@@ -381,6 +381,37 @@ class Journal:
             )
         return StepRecord.from_row(row)
 
+    def step_event(
+        self,
+        run_id: int,
+        incident: str,
+        step_id: str,
+        event: str,
+        step_values: dict[str, Any],
+        event_data: dict[str, Any],
+    ) -> None:
+        """Update (or create) a step's row and record its event, in one durable transaction."""
+        moment = now()
+        with self.transaction() as db:
+            changed = db.execute(
+                update(steps)
+                .where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+                .values(**step_values)
+            ).rowcount
+            if changed == 0:
+                db.execute(insert(steps).values(run_id=run_id, step_id=step_id, **step_values))
+            db.execute(
+                insert(events).values(
+                    run_id=run_id,
+                    incident=incident,
+                    at=moment,
+                    kind=event,
+                    step_id=step_id,
+                    actor=None,
+                    data=json.loads(json.dumps(event_data, default=str)),
+                )
+            )
+
     def add_attempt(self, run_id: int, step_id: str) -> int:
         with self.transaction() as db:
             db.execute(
