@@ -33,3 +33,24 @@ def run_tocsin(
         timeout=timeout,
         check=False,
     )
+
+
+def start_tocsin_run(runbook: Path, ticket: str, state: Path) -> subprocess.Popen[str]:
+    """`tocsin run RUNBOOK --ticket T --as U0REQUESTER --set state=...` in the background."""
+    return subprocess.Popen(
+        [
+            str(TOCSIN),
+            "run",
+            str(runbook),
+            "--ticket",
+            ticket,
+            "--as",
+            "U0REQUESTER",
+            "--set",
+            f"state={state}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

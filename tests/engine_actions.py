@@ -67,6 +67,12 @@ def fail(context: ActionContext, *, message: Annotated[str, Field(description="W
     raise IntegrationError("test.fail", "test service", message, retryable=False)
 
 
+def _sleep(step_id: str, seconds: float, file: str) -> Counted:
+    _append(file, f"start {step_id} {time.time()}")
+    time.sleep(seconds)
+    return Counted(count=_append(file, f"end {step_id} {time.time()}"))
+
+
 @action("test.sleep", destructive=False, idempotent=False)
 def sleep(
     context: ActionContext,
@@ -75,9 +81,7 @@ def sleep(
     file: Annotated[str, Field(description="Where start and end are written")],
 ) -> Counted:
     """Write when it starts, sleep, write when it ends."""
-    _append(file, f"start {context.step_id} {time.time()}")
-    time.sleep(seconds)
-    return Counted(count=_append(file, f"end {context.step_id} {time.time()}"))
+    return _sleep(context.step_id, seconds, file)
 
 
 @action("test.sleep_idempotent", destructive=False, idempotent=True)
@@ -88,6 +92,4 @@ def sleep_idempotent(
     file: Annotated[str, Field(description="Where start and end are written")],
 ) -> Counted:
     """Like test.sleep, declared idempotent."""
-    _append(file, f"start {context.step_id} {time.time()}")
-    time.sleep(seconds)
-    return Counted(count=_append(file, f"end {context.step_id} {time.time()}"))
+    return _sleep(context.step_id, seconds, file)

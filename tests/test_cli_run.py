@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import ROOT, TOCSIN, run_tocsin
+from tests.cli_runner import ROOT, run_tocsin, start_tocsin_run
 from tests.engine_support import HEAD, settings_journal, wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,24 +33,7 @@ steps:
 
 
 def start_run(runbook: Path, ticket: str, state: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            str(TOCSIN),
-            "run",
-            str(runbook),
-            "--ticket",
-            ticket,
-            "--as",
-            "U0REQUESTER",
-            "--set",
-            f"state={state}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **ENGINE_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_tocsin_run(runbook, ticket, state)
 
 
 def waiting_on(ticket: str, step: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import ROOT, TOCSIN
+from tests.cli_runner import ROOT, start_tocsin_run
 from tests.engine_actions import calls
 from tests.engine_support import HEAD, settings_journal, wait_until
 from tocsin.decisions import submit
@@ -47,29 +47,7 @@ def journal(prefect_server: str) -> Iterator[Journal]:
 
 
 def start(runbook: Path, ticket: str, state: Path) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TOCSIN_ACTION_MODULES": '["tests.engine_actions"]',
-    }
-    return subprocess.Popen(
-        [
-            str(TOCSIN),
-            "run",
-            str(runbook),
-            "--ticket",
-            ticket,
-            "--as",
-            "U0REQUESTER",
-            "--set",
-            f"state={state}",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_tocsin_run(runbook, ticket, state)
 
 
 def kill_during_slow_step(journal: Journal, runbook: Path, ticket: str, state: Path) -> None:
