@@ -26,7 +26,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.states import Running
+from prefect.states import Failed, Running
 
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, TocsinError
@@ -881,8 +881,12 @@ def run_runbook(
     runbook_name: str,
     incident: dict[str, Any],
     inputs: dict[str, Any],
-) -> dict[str, Any]:
-    """Run a runbook (its YAML text) for an incident, resuming what an earlier run did."""
+) -> Any:
+    """Run a runbook (its YAML text) for an incident, resuming what an earlier run did.
+
+    Returns the outcome (status, reason, steps); a run that did not succeed ends as a
+    Failed state carrying that outcome (read it with ``outcome_of``).
+    """
     settings = load_settings()
     registry = ActionRegistry.discover(settings.action_modules)
     loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
@@ -907,9 +911,22 @@ def run_runbook(
         report=_report,
     )
     try:
-        return execution.run(flow_run_id)
+        outcome = execution.run(flow_run_id)
     finally:
         journal.close()
+    if outcome["status"] != "succeeded":
+        # The Prefect UI must show a failed, rejected or timed-out runbook as Failed.
+        return Failed(message=f"runbook {outcome['status']}: {outcome['reason']}", data=outcome)
+    return outcome
 
 
-__all__ = ["HumanDecision", "RunbookExecution", "listen_to_progress", "run_runbook"]
+def outcome_of(state: State[Any]) -> dict[str, Any]:
+    """The outcome dict of a finished run_runbook flow run (called with return_state=True)."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    assert isinstance(result, dict)
+    return result
+
+
+__all__ = ["HumanDecision", "RunbookExecution", "listen_to_progress", "outcome_of", "run_runbook"]

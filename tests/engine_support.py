@@ -50,6 +50,7 @@ class FlowInThread:
     runbook_id: str
     thread: threading.Thread | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    state_type: str = ""
     error: BaseException | None = None
 
     def run(self) -> RunRecord:
@@ -107,7 +108,7 @@ def start_flow(
     requested_by: str = "U0REQUESTER",
 ) -> FlowInThread:
     """Write the runbook to ``folder`` and run it in a thread through the real flow."""
-    from tocsin.flows.runbook import run_runbook
+    from tocsin.flows.runbook import outcome_of, run_runbook
 
     runbook_id = runbook_text.split("\n", 1)[0].split(":", 1)[1].strip()
     path = folder / f"{runbook_id}.yaml"
@@ -117,12 +118,15 @@ def start_flow(
 
     def target() -> None:
         try:
-            handle.result = run_runbook(
+            state = run_runbook(
                 runbook_source=runbook_text,
                 runbook_name=str(path),
                 incident=asdict(incident),
                 inputs={"state": str(folder), **(inputs or {})},
+                return_state=True,
             )
+            handle.state_type = str(state.type.value)
+            handle.result = outcome_of(state)
         except BaseException as exc:  # handed to the test by finish()
             handle.error = exc
 

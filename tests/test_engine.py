@@ -63,6 +63,7 @@ def test_steps_run_in_order_and_outputs_feed_later_steps(journal: Journal, tmp_p
     flow = run(journal, text, tmp_path)
     result = flow.finish()
     assert result["status"] == "succeeded"
+    assert flow.state_type == "COMPLETED"
     assert result["steps"] == {"first": "succeeded", "skipped": "skipped", "second": "succeeded"}
     assert flow.step("second").outputs == {  # type: ignore[union-attr]
         "message": "first counted 1, skipped is skipped",
@@ -143,6 +144,7 @@ def test_exhausted_retries_run_the_failure_handler_then_stop(
     result = flow.finish()
     assert result["status"] == "failed"
     assert "flaky failed" in result["reason"]
+    assert flow.state_type == "FAILED"  # the Prefect UI shows it failed, not completed
     assert len(calls(tmp_path / "attempts")) == 2
     assert len(calls(tmp_path / "paged")) == 1
     assert calls(tmp_path / "never") == []

@@ -169,8 +169,9 @@ def start_run(
         )
         _quiet_prefect_console()
         from prefect import tags
+        from prefect.client.schemas.objects import State
 
-        from tocsin.flows.runbook import listen_to_progress, run_runbook
+        from tocsin.flows.runbook import listen_to_progress, outcome_of, run_runbook
 
         if previous_flow_run is not None:
             _mark_crashed(previous_flow_run)
@@ -179,14 +180,17 @@ def start_run(
             threading.Thread(target=on_started, daemon=True).start()
         try:
             with tags(f"incident:{incident.ticket}", f"runbook:{runbook.runbook}"):
-                result: dict[str, Any] = run_runbook.with_options(
+                state = run_runbook.with_options(
                     flow_run_name=f"{incident.ticket}-{runbook.runbook}"
                 )(
                     runbook_source=loaded.path.read_text(encoding="utf-8"),
                     runbook_name=str(loaded.path),
                     incident=asdict(incident),
                     inputs=given_inputs,
+                    return_state=True,
                 )
+                assert isinstance(state, State)  # a sync flow: never awaitable here
+                result = outcome_of(state)
         finally:
             stop_listening()
     finally:
