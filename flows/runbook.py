@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from prefect import Task, flow, get_run_logger
@@ -29,13 +29,15 @@ from prefect.input import RunInput
 from prefect.states import Failed, Running
 
 from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.audit import RecordingSecrets, Redactor
 from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, TocsinError
 from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.integrations.slack import SlackCredentials, usergroup_members
-from tocsin.journal import FINISHED_STEP, Journal, StepRecord, default_url, now
+from tocsin.journal import FINISHED_STEP, Journal, StepRecord, now
 from tocsin.model import RunHandlers, Step
+from tocsin.running import journal_for
 from tocsin.settings import EnvironmentSecrets, Settings, load_settings
 from tocsin.templating import evaluate_condition, render_value
 from tocsin.validation import LoadedRunbook, load_runbook_bytes
@@ -94,6 +96,7 @@ class RunbookExecution:
         registry: ActionRegistry,
         settings: Settings,
         report: Report,
+        redactor: Redactor,
     ) -> None:
         self.loaded = loaded
         self.runbook = loaded.runbook
@@ -103,12 +106,16 @@ class RunbookExecution:
         self.registry = registry
         self.settings = settings
         self.report = report
-        self.secrets = EnvironmentSecrets()
+        self.redactor = redactor
+        self.secrets = RecordingSecrets(EnvironmentSecrets(), redactor)
+        self.secret_inputs = [n for n, spec in self.runbook.inputs.items() if spec.secret]
+        redactor.fields(inputs, self.secret_inputs)  # remembered, so scrubbed everywhere
         self.lock = threading.Lock()
         self.run_id = 0
         self.completed: list[Step] = []
         self.known: dict[str, StepRecord] = {}  # step rows as the run found them when it started
         self.attempts: dict[str, int] = {}
+        self.open_clocks: dict[str, datetime] = {}
         self.tasks: dict[tuple[str, float | None], Any] = {}
         self.steps_context: dict[str, dict[str, Any]] = {
             step.id: {"outputs": {}, "status": "pending"} for step, _ in self.runbook.iter_steps()
@@ -137,8 +144,40 @@ class RunbookExecution:
         self, name: str, /, step_id: str | None = None, actor: str | None = None, **data: Any
     ) -> None:
         self.journal.record(
-            self.incident.ticket, name, run_id=self.run_id, step_id=step_id, actor=actor, **data
+            self.incident.ticket,
+            name,
+            run_id=self.run_id,
+            step_id=step_id,
+            actor=actor,
+            **self.redactor.scrub(data),
         )
+
+    def step_event(
+        self,
+        step: Step,
+        event: str,
+        step_values: dict[str, Any],
+        event_data: dict[str, Any],
+    ) -> None:
+        """A step's row and its audit record, in one transaction, secrets redacted in both."""
+        self.journal.step_event(
+            self.run_id,
+            self.incident.ticket,
+            step.id,
+            event,
+            self.redactor.scrub(step_values),
+            self.redactor.scrub(event_data),
+        )
+
+    def step_facts(self, step: Step) -> dict[str, Any]:
+        """What the report needs to know of a step besides its id."""
+        return {"title": step.title, "phase": step.phase.value if step.phase else None}
+
+    def secret_fields(self, step: Step) -> frozenset[str]:
+        names = set(step.secret_outputs)
+        if step.action is not None and step.action in self.registry:
+            names |= self.registry.get(step.action).sensitive
+        return frozenset(names)
 
     # the run --------------------------------------------------------------------------------
 
@@ -148,7 +187,7 @@ class RunbookExecution:
             runbook_id=self.runbook.runbook,
             runbook_version=self.runbook.version,
             runbook_digest=self.loaded.digest,
-            inputs=self.inputs,
+            inputs=self.redactor.fields(self.inputs, self.secret_inputs),
             requested_by=self.incident.requested_by,
             requested_via=self.incident.requested_via,
         )
@@ -162,7 +201,13 @@ class RunbookExecution:
             digest=self.loaded.digest,
             via=self.incident.requested_via,
             flow_run_id=flow_run_id,
+            title=self.runbook.title,
+            severity=self.runbook.severity.value,
+            ticket_url=self.incident.url,
+            incident_title=self.incident.title,
+            inputs=self.redactor.fields(self.inputs, self.secret_inputs),
         )
+        self.start_clocks(existed)
         for record in self.journal.steps_of(run.id):
             self.known[record.step_id] = record
             if record.status in FINISHED_STEP or record.status in ("rejected", "undone"):
@@ -180,11 +225,115 @@ class RunbookExecution:
         self.journal.set_run(run.id, status=status, heartbeat_at=None)
         self.event("run.finished", status=status, reason=reason)
         self.report(f"run {status}: {reason}")
+        self.sign_and_anchor("run.finished")
         return {
             "status": status,
             "reason": reason,
             "steps": {s.step_id: s.status for s in self.journal.steps_of(run.id)},
         }
+
+    # regulatory clocks and checkpoints -------------------------------------------------------
+
+    def start_clocks(self, resumed: bool) -> None:
+        """Start the runbook's legal clocks (once per run: a resumed run keeps its clocks)."""
+        started: dict[str, dict[str, Any]] = {}
+        stopped: set[str] = set()
+        if resumed:
+            for recorded in self.journal.events_of(self.incident.ticket):
+                if recorded["run_id"] != self.run_id:
+                    continue
+                if recorded["kind"] == "clock.started":
+                    started[recorded["data"]["clock"]] = recorded["data"]
+                elif recorded["kind"] == "clock.stopped":
+                    stopped.add(recorded["data"]["clock"])
+        for name, clock in self.runbook.clocks.items():
+            if name in stopped:
+                continue
+            if name in started:
+                self.open_clocks[name] = datetime.fromisoformat(started[name]["deadline_at"])
+                continue
+            from_detection = clock.starts == "detected" and self.incident.detected_at
+            starts_at = (
+                datetime.fromisoformat(self.incident.detected_at) if from_detection else now()
+            )
+            if starts_at.tzinfo is None:
+                starts_at = starts_at.replace(tzinfo=UTC)
+            deadline_at = starts_at + clock.deadline
+            self.open_clocks[name] = deadline_at
+            self.event(
+                "clock.started",
+                clock=name,
+                title=clock.title,
+                source=clock.source,
+                basis="detected" if from_detection else "run_started",
+                starts_at=starts_at.isoformat(),
+                deadline_at=deadline_at.isoformat(),
+            )
+            self.report(f"clock {name}: {clock.title} by {deadline_at:%Y-%m-%d %H:%M} UTC")
+
+    def stop_clocks(self, step: Step, *, skipped: bool = False) -> None:
+        for name, clock in self.runbook.clocks.items():
+            if clock.stopped_by != step.id:
+                continue
+            with self.lock:
+                deadline_at = self.open_clocks.pop(name, None)
+            if deadline_at is None:
+                continue
+            stopped_at = now()
+            met = None if skipped else stopped_at <= deadline_at
+            self.event(
+                "clock.stopped",
+                step.id,
+                clock=name,
+                title=clock.title,
+                deadline_at=deadline_at.isoformat(),
+                stopped_at=stopped_at.isoformat(),
+                met=met,
+                reason="step skipped: not required" if skipped else "step completed",
+            )
+            verdict = "not required" if met is None else ("met" if met else "MISSED")
+            self.report(f"clock {name}: {verdict}")
+
+    def sign_and_anchor(self, reason: str, *, publish: bool = True) -> None:
+        """Sign the chain's head; at the end of a run, also publish it outside the database."""
+        checkpoint = self.journal.checkpoint(self.incident.ticket, reason)
+        channel = self.settings.audit.anchor_channel
+        if checkpoint is None or not publish or not channel:
+            return
+        context = ActionContext(
+            incident=self.incident.ticket,
+            step_id="audit",
+            secrets=self.secrets,
+            settings=self.settings,
+        )
+        text = (
+            f"Audit checkpoint for {self.incident.ticket}: record {checkpoint.seq}, "
+            f"head sha256:{checkpoint.head} (key {checkpoint.key_id}). Keep this message: "
+            f"`tocsin audit verify {self.incident.ticket} --anchor sha256:{checkpoint.head}` "
+            "proves later that the audit trail was not cut short."
+        )
+        try:
+            client = SlackCredentials.from_context(context).get_client()
+            response = client.chat_postMessage(channel=channel, text=text)
+            where = f"slack:{response.get('channel', channel)}:{response.get('ts', '')}"
+        except Exception as exc:  # Slack down or not configured: audited, never fatal
+            message = (
+                exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
+            )
+            self.event(
+                "audit.anchor_failed",
+                seq=checkpoint.seq,
+                head=checkpoint.head,
+                channel=channel,
+                error=message,
+            )
+            self.report(f"audit head not published to {channel}: {message}")
+        else:
+            self.event(
+                "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
+            )
+            self.report(f"audit head sha256:{checkpoint.head[:16]}… published to {channel}")
+        self.journal.checkpoint(self.incident.ticket, "anchored")
 
     def _heartbeat(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_SECONDS):
@@ -234,6 +383,7 @@ class RunbookExecution:
         self.journal.set_step(self.run_id, step.id, status="skipped", finished_at=now())
         self.remember(step.id, "skipped", {})
         self.event("step.skipped", step.id, condition=step.when)
+        self.stop_clocks(step, skipped=True)
         self.report(f"{step.id}: skipped (when: {step.when} is false)")
         return True
 
@@ -302,32 +452,43 @@ class RunbookExecution:
         if step.outputs:
             extra = render_value(step.outputs, {**self.template_context(), "result": result})
             outputs.update(extra if isinstance(extra, dict) else {})
-        self.journal.step_event(
-            self.run_id,
-            self.incident.ticket,
-            step.id,
+        recorded = self.redactor.fields(outputs, self.secret_fields(step))
+        self.step_event(
+            step,
             "step.succeeded",
             {
                 "status": "succeeded",
-                "outputs": outputs,
+                "outputs": recorded,
                 "finished_at": now(),
                 "error": None,
                 "attempts": attempt,
             },
-            {"outputs": outputs, "attempts": attempt},
+            {"outputs": recorded, "attempts": attempt},
         )
+        if definition.communicates:
+            sent = outputs.get("sent", 1)
+            self.event(
+                "message.sent",
+                step.id,
+                channel=definition.communicates,
+                action=step.action,
+                count=sent if isinstance(sent, int) and not isinstance(sent, bool) else 1,
+            )
         self.remember(step.id, "succeeded", outputs)
+        self.stop_clocks(step)
         return outputs
 
     def start_action(self, step: Step, *, in_thread: bool = False) -> tuple[Any, dict[str, Any]]:
         parameters = self.render_parameters(step)
-        self.journal.step_event(
-            self.run_id,
-            self.incident.ticket,
-            step.id,
+        self.step_event(
+            step,
             "step.started",
             {"status": "running", "started_at": now(), "error": None},
-            {"action": step.action, "parameters": parameters},
+            {
+                "action": step.action,
+                "parameters": self.redactor.fields(parameters, self.secret_fields(step)),
+                **self.step_facts(step),
+            },
         )
         self.report(f"{step.id}: {step.title} ({step.action})")
         return self.make_task(step, in_thread=in_thread), parameters
@@ -344,10 +505,8 @@ class RunbookExecution:
 
     def action_failed(self, step: Step, exc: BaseException) -> None:
         message = exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
-        self.journal.step_event(
-            self.run_id,
-            self.incident.ticket,
-            step.id,
+        self.step_event(
+            step,
             "step.failed",
             {
                 "status": "failed",
@@ -481,7 +640,12 @@ class RunbookExecution:
                 continue
             self.journal.set_step(self.run_id, step.id, status="undone")
             self.remember(step.id, "undone", self.steps_context[step.id]["outputs"])
-            self.event("step.undone", step.id, action=step.undo.action, parameters=parameters)
+            self.event(
+                "step.undone",
+                step.id,
+                action=step.undo.action,
+                parameters=self.redactor.fields(parameters, definition.sensitive),
+            )
             self.report(f"{step.id}: undone with {step.undo.action}")
 
     # people ---------------------------------------------------------------------------------
@@ -548,7 +712,10 @@ class RunbookExecution:
                 else now()
             ),
         )
-        self.event(f"{request.kind}.requested", step.id, **request.as_data())
+        self.event(
+            f"{request.kind}.requested", step.id, **request.as_data(), **self.step_facts(step)
+        )
+        self.sign_and_anchor("waiting", publish=False)
         verb = {"approval": "approve", "manual": "done", "in_doubt": "approve"}[request.kind]
         who = f" by {request.group} (quorum {request.quorum})" if request.kind == "approval" else ""
         self.report(
@@ -599,9 +766,12 @@ class RunbookExecution:
             step = self.runbook.step(step_id)
             if step.action is not None:
                 try:
+                    rendered = render_value(step.with_, self.template_context())
                     guarded[step_id] = {
                         "action": step.action,
-                        "with": render_value(step.with_, self.template_context()),
+                        "with": self.redactor.fields(rendered, self.secret_fields(step))
+                        if isinstance(rendered, dict)
+                        else rendered,
                     }
                 except TemplateError:
                     guarded[step_id] = {"action": step.action, "with": step.with_}
@@ -802,6 +972,8 @@ class RunbookExecution:
         self.remember(step.id, status, outputs)
         self.event(f"step.{status}", step.id, outputs=outputs)
         open_steps.pop(step.id, None)
+        if status in ("approved", "done"):
+            self.stop_clocks(step)
 
     def time_out(
         self,
@@ -891,7 +1063,8 @@ def run_runbook(
     registry = ActionRegistry.discover(settings.action_modules)
     loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
     values, _ = resolve_inputs(loaded.runbook, inputs)
-    journal = Journal(settings.journal_url or default_url(settings.data_dir))
+    journal = journal_for(settings, signing=True)
+    assert journal.audit_key is not None  # signing=True gives a key or raises
     context = FlowRunContext.get()
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
     if context is not None and context.flow_run is not None:
@@ -909,6 +1082,7 @@ def run_runbook(
         registry=registry,
         settings=settings,
         report=_report,
+        redactor=Redactor(journal.audit_key),
     )
     try:
         outcome = execution.run(flow_run_id)

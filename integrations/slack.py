@@ -69,6 +69,7 @@ def _describe_post(channel: str, text: str, thread_ts: str | None, **_: Any) -> 
     idempotent=False,
     secrets=(TOKEN_SECRET,),
     describe=_describe_post,
+    communicates="slack",
 )
 def post_message(
     context: ActionContext,

@@ -99,6 +99,8 @@ class ActionDefinition:
     secrets: tuple[str, ...] = ()
     describe: Describe | None = None
     read_only_when: Callable[..., bool] | None = None
+    sensitive: frozenset[str] = frozenset()
+    communicates: str | None = None
 
     @property
     def module(self) -> str:
@@ -204,8 +206,16 @@ def action(
     describe: Describe | None = None,
     check: Callable[[Any], None] | None = None,
     read_only_when: Callable[..., bool] | None = None,
+    sensitive: Iterable[str] = (),
+    communicates: str | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the action ``name``; see the module docstring.
+
+    ``sensitive`` names the parameters and outputs whose values are secrets (a temporary
+    password, a token): the audit trail records their keyed HMAC, never the value.
+    ``communicates`` names the channel (slack, email, sms, ticket...) when each call sends
+    a message to people; the audit trail counts them (an output ``sent`` gives the count
+    of a call that sends several).
 
     ``check`` receives the validated parameters and raises ``ValueError`` when they do
     not fit together; it runs wherever parameters are checked, validation included.
@@ -227,7 +237,18 @@ def action(
             secrets=tuple(secrets),
             describe=describe,
             read_only_when=read_only_when,
+            sensitive=frozenset(sensitive),
+            communicates=communicates,
         )
+        unknown = (
+            definition.sensitive
+            - set(parameters.model_fields)
+            - set(result.model_fields if result is not None else ())
+        )
+        if unknown:
+            raise TypeError(
+                f"action {name}: sensitive names no parameter or output: {', '.join(sorted(unknown))}"
+            )
         setattr(function, _MARKER, definition)
         return function
 

@@ -12,16 +12,18 @@ shared deployments) through the ``journal_url`` setting.
 
 from __future__ import annotations
 
-import json
 import os
+import random
 import socket
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import (
     JSON,
     Column,
@@ -37,13 +39,28 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from tocsin.audit import (
+    GENESIS,
+    AuditKey,
+    AuditRecord,
+    Checkpoint,
+    Verification,
+    chain_hash,
+    plain_data,
+    record_body,
+    verify_chain,
+)
 from tocsin.errors import ConfigurationError
+
+_T = TypeVar("_T")
+_APPEND_ATTEMPTS = 50
 
 metadata = MetaData()
 
@@ -107,12 +124,32 @@ events = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("run_id", ForeignKey("runs.id")),
-    Column("incident", String(64), nullable=False, index=True),
+    Column("incident", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("kind", String(48), nullable=False),
     Column("step_id", String(64)),
     Column("actor", String(128)),
     Column("data", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    # Two writers that read the same head both try the next number: one wins, the other
+    # retries on top of it. The chain never forks.
+    UniqueConstraint("incident", "seq", name="one_record_per_place_in_chain"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("head", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("signature", String(128), nullable=False),
+    UniqueConstraint("incident", "seq", name="one_checkpoint_per_record"),
 )
 
 ACTIVE_RUN = ("running", "waiting")
@@ -228,14 +265,19 @@ def default_url(data_dir: Path) -> str:
 class Journal:
     """Durable record of runs, steps, decisions and events."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, audit_key: AuditKey | None = None, checkpoint_every: int = 50
+    ) -> None:
         self.url = url
+        self.audit_key = audit_key
+        self.checkpoint_every = checkpoint_every
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, future=True)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+            _refuse_unchained_journal(self.engine, url)
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise ConfigurationError(
@@ -391,8 +433,8 @@ class Journal:
         event_data: dict[str, Any],
     ) -> None:
         """Update (or create) a step's row and record its event, in one durable transaction."""
-        moment = now()
-        with self.transaction() as db:
+
+        def write(db: Connection) -> None:
             changed = db.execute(
                 update(steps)
                 .where(steps.c.run_id == run_id, steps.c.step_id == step_id)
@@ -400,17 +442,9 @@ class Journal:
             ).rowcount
             if changed == 0:
                 db.execute(insert(steps).values(run_id=run_id, step_id=step_id, **step_values))
-            db.execute(
-                insert(events).values(
-                    run_id=run_id,
-                    incident=incident,
-                    at=moment,
-                    kind=event,
-                    step_id=step_id,
-                    actor=None,
-                    data=json.loads(json.dumps(event_data, default=str)),
-                )
-            )
+            self._append(db, incident, event, run_id, step_id, None, event_data)
+
+        self._write(write)
 
     def add_attempt(self, run_id: int, step_id: str) -> int:
         with self.transaction() as db:
@@ -510,26 +544,224 @@ class Journal:
         step_id: str | None = None,
         actor: str | None = None,
         **data: Any,
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                insert(events).values(
-                    run_id=run_id,
-                    incident=incident,
-                    at=now(),
-                    kind=kind,
-                    step_id=step_id,
-                    actor=actor,
-                    data=json.loads(json.dumps(data, default=str)),
-                )
-            )
+    ) -> AuditRecord:
+        """Append an event to the incident's audit chain, durably, before returning."""
+        return self._write(
+            lambda db: self._append(db, incident, kind, run_id, step_id, actor, data)
+        )
 
     def events_of(self, incident: str) -> list[dict[str, Any]]:
+        """The incident's events as plain dicts, in chain order."""
         with self.transaction() as db:
             rows = db.execute(
-                select(events).where(events.c.incident == incident).order_by(events.c.id)
+                select(events).where(events.c.incident == incident).order_by(events.c.seq)
             ).mappings()
             return [dict(row) for row in rows]
+
+    # the audit chain
+
+    def _write(self, write: Callable[[Connection], _T]) -> _T:
+        """Run a transaction that appends to a chain, again when another writer took its place."""
+        for attempt in range(1, _APPEND_ATTEMPTS + 1):
+            try:
+                with self.transaction() as db:
+                    return write(db)
+            except IntegrityError:
+                if attempt == _APPEND_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _append(
+        self,
+        db: Connection,
+        incident: str,
+        kind: str,
+        run_id: int | None,
+        step_id: str | None,
+        actor: str | None,
+        data: Mapping[str, Any],
+    ) -> AuditRecord:
+        head = db.execute(
+            select(events.c.seq, events.c.hash)
+            .where(events.c.incident == incident)
+            .order_by(events.c.seq.desc())
+            .limit(1)
+        ).first()
+        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        moment = now()
+        body = record_body(
+            incident=incident,
+            seq=seq,
+            at=moment,
+            kind=kind,
+            run_id=run_id,
+            step_id=step_id,
+            actor=actor,
+            data=plain_data(data),
+            prev_hash=prev_hash,
+        )
+        digest = chain_hash(body)
+        db.execute(
+            insert(events).values(
+                run_id=run_id,
+                incident=incident,
+                seq=seq,
+                at=moment,
+                kind=kind,
+                step_id=step_id,
+                actor=actor,
+                data=body["data"],
+                prev_hash=prev_hash,
+                hash=digest,
+            )
+        )
+        if (
+            self.audit_key is not None
+            and self.checkpoint_every
+            and seq % self.checkpoint_every == 0
+        ):
+            self._insert_checkpoint(db, incident, seq, digest, "periodic")
+        return AuditRecord(
+            incident=incident,
+            seq=seq,
+            at=moment,
+            kind=kind,
+            run_id=run_id,
+            step_id=step_id,
+            actor=actor,
+            data=body["data"],
+            prev_hash=prev_hash,
+            hash=digest,
+        )
+
+    def _insert_checkpoint(
+        self, db: Connection, incident: str, seq: int, head: str, reason: str
+    ) -> Checkpoint:
+        assert self.audit_key is not None
+        checkpoint = self.audit_key.checkpoint(
+            incident=incident, seq=seq, head=head, at=now(), reason=reason
+        )
+        db.execute(
+            insert(checkpoints).values(
+                incident=incident,
+                seq=seq,
+                head=head,
+                at=checkpoint.at,
+                reason=reason,
+                key_id=checkpoint.key_id,
+                signature=checkpoint.signature,
+            )
+        )
+        return checkpoint
+
+    def checkpoint(self, incident: str, reason: str) -> Checkpoint | None:
+        """Sign the head of the incident's chain now (None when there is no key or no record).
+
+        When the head is already signed, that checkpoint is returned.
+        """
+        if self.audit_key is None:
+            return None
+
+        def write(db: Connection) -> Checkpoint | None:
+            head = db.execute(
+                select(events.c.seq, events.c.hash)
+                .where(events.c.incident == incident)
+                .order_by(events.c.seq.desc())
+                .limit(1)
+            ).first()
+            if head is None:
+                return None
+            existing = (
+                db.execute(
+                    select(checkpoints).where(
+                        checkpoints.c.incident == incident, checkpoints.c.seq == head[0]
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if existing is not None:
+                return _checkpoint_from_row(existing)
+            return self._insert_checkpoint(db, incident, head[0], head[1], reason)
+
+        return self._write(write)
+
+    def audit_records(self, incident: str) -> list[AuditRecord]:
+        with self.transaction() as db:
+            rows = db.execute(
+                select(events).where(events.c.incident == incident).order_by(events.c.seq)
+            ).mappings()
+            return [
+                AuditRecord(
+                    incident=row["incident"],
+                    seq=row["seq"],
+                    at=_aware(row["at"]) or row["at"],
+                    kind=row["kind"],
+                    run_id=row["run_id"],
+                    step_id=row["step_id"],
+                    actor=row["actor"],
+                    data=row["data"],
+                    prev_hash=row["prev_hash"],
+                    hash=row["hash"],
+                )
+                for row in rows
+            ]
+
+    def checkpoints_of(self, incident: str) -> list[Checkpoint]:
+        with self.transaction() as db:
+            rows = db.execute(
+                select(checkpoints)
+                .where(checkpoints.c.incident == incident)
+                .order_by(checkpoints.c.seq)
+            ).mappings()
+            return [_checkpoint_from_row(row) for row in rows]
+
+    def incidents(self) -> list[str]:
+        """Every incident with at least one audit record."""
+        with self.transaction() as db:
+            return list(db.execute(select(events.c.incident).distinct()).scalars())
+
+    def verify(
+        self,
+        incident: str,
+        public_key: Ed25519PublicKey | None,
+        *,
+        anchor: str | None = None,
+    ) -> Verification:
+        return verify_chain(
+            incident,
+            self.audit_records(incident),
+            self.checkpoints_of(incident),
+            public_key,
+            anchor=anchor,
+        )
+
+
+def _checkpoint_from_row(row: RowMapping) -> Checkpoint:
+    return Checkpoint(
+        incident=row["incident"],
+        seq=row["seq"],
+        head=row["head"],
+        at=_aware(row["at"]) or row["at"],
+        reason=row["reason"],
+        key_id=row["key_id"],
+        signature=row["signature"],
+    )
+
+
+def _refuse_unchained_journal(engine: Engine, url: str) -> None:
+    """A journal written before the audit chain existed cannot be chained after the fact."""
+    inspector = inspect(engine)
+    if inspector.has_table("events"):
+        columns = {column["name"] for column in inspector.get_columns("events")}
+        if "hash" not in columns:
+            raise ConfigurationError(
+                f"the run journal at {_safe_url(url)} was written by an older Tocsin, "
+                "before events were hash-chained",
+                "move that database aside (keep it as evidence) and start again; "
+                "Tocsin will create a new one",
+            )
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

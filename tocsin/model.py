@@ -175,6 +175,30 @@ def _convert_scalar(kind: str, value: Any) -> Any:
     return value.strip() if kind == "email" else value
 
 
+class Phase(StrEnum):
+    """Where a step stands in the response; the report measures time to contain from it."""
+
+    CONTAIN = "contain"
+    ERADICATE = "eradicate"
+    RECOVER = "recover"
+    COMMUNICATE = "communicate"
+    NOTIFY = "notify"
+
+
+class RegulatoryClock(_Model):
+    """A legal deadline that runs from the incident's detection until a step meets it."""
+
+    title: Text = Field(description="What must be done, like: Notify the data-protection authority")
+    deadline: Duration = Field(description="Time allowed, like 72h (GDPR art. 33) or 24h")
+    starts: Literal["detected", "run_started"] = Field(
+        "detected",
+        description="detected: from the incident's detection time (--detected-at), "
+        "falling back to the run's start; run_started: from the run's start",
+    )
+    stopped_by: Name = Field(description="Step whose completion meets the deadline")
+    source: Text | None = Field(None, description="The rule, like GDPR art. 33(1)")
+
+
 class ApproverGroup(_Model):
     """People allowed to decide an approval gate: Slack user ids and/or one Slack user group."""
 
@@ -292,6 +316,7 @@ _KIND_ONLY_KEYS = {
     "retry": {"action"},
     "undo": {"action"},
     "outputs": {"action"},
+    "secret_outputs": {"action"},
     "timeout": {"action", "manual", "parallel"},
     "on_failure": {"action", "manual", "parallel"},
 }
@@ -315,6 +340,16 @@ class Step(_Model):
     undo: UndoAction | None = None
     outputs: dict[Name, str] = Field(
         default_factory=dict, description="Extra outputs computed from the action's `result`"
+    )
+    phase: Phase | None = Field(
+        None,
+        description="contain, eradicate, recover, communicate or notify; the report's time to "
+        "contain runs until the last `contain` step finishes",
+    )
+    secret_outputs: list[Name] = Field(
+        default_factory=list,
+        description="Outputs of this step that are secrets (a temporary password): the audit "
+        "trail records their keyed HMAC, never the value",
     )
 
     @model_validator(mode="before")
@@ -427,6 +462,10 @@ class Runbook(_Model):
     steps: Annotated[list[Step], Field(min_length=1)]
     handlers: list[Step] = Field(
         default_factory=list, description="Steps run only by an on_failure: {run: [...]}"
+    )
+    clocks: dict[Name, RegulatoryClock] = Field(
+        default_factory=dict,
+        description="Legal deadlines (GDPR 72 h, DORA...) started with the run, stopped by a step",
     )
 
     @field_validator("version", mode="before")

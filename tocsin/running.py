@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from tocsin.errors import InputError
+from tocsin.audit import AuditKey
+from tocsin.errors import ConfigurationError, InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
@@ -18,8 +19,32 @@ from tocsin.validation import LoadedRunbook
 Printer = Callable[[str], None]
 
 
-def journal_for(settings: Settings) -> Journal:
-    return Journal(settings.journal_url or default_url(settings.data_dir))
+def journal_for(settings: Settings, *, signing: bool = False) -> Journal:
+    """The journal named by the settings, with the audit key when there is one.
+
+    ``signing``: this process writes a run's events, so it must sign checkpoints. In the
+    sandbox a missing key is created; live, it is a configuration error.
+    """
+    return Journal(
+        settings.journal_url or default_url(settings.data_dir),
+        audit_key=audit_key_for(settings, required=signing),
+        checkpoint_every=settings.audit.checkpoint_every,
+    )
+
+
+def audit_key_for(settings: Settings, *, required: bool = False) -> AuditKey | None:
+    path = settings.audit_key_path
+    if path.exists():
+        return AuditKey.load(path)
+    if settings.mode == "sandbox":
+        return AuditKey.generate(path)
+    if required:
+        raise ConfigurationError(
+            f"no audit signing key at {path}",
+            "create it with `tocsin audit keygen` and give its .pub file to whoever verifies "
+            "audit exports (or set TOCSIN_AUDIT__KEY_PATH to an existing key)",
+        )
+    return None
 
 
 def _quiet_prefect_console() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +37,26 @@ def config_file() -> Path | None:
     default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "tocsin"
     candidate = default / "config.toml"
     return candidate if candidate.exists() else None
+
+
+class AuditSettings(BaseModel):
+    """The audit trail's signing key and how often the chain is signed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_path: Path | None = Field(
+        None,
+        description="Ed25519 private key that signs checkpoints (`tocsin audit keygen`); "
+        "default: data_dir/audit/signing.key",
+    )
+    checkpoint_every: int = Field(
+        50, ge=1, description="Sign the chain every this many records, besides end-of-run"
+    )
+    anchor_channel: str | None = Field(
+        None,
+        description="Slack channel where each end-of-run checkpoint's head hash is posted, "
+        "so that it is published outside Tocsin's database",
+    )
 
 
 class Settings(BaseSettings):
@@ -72,6 +92,11 @@ class Settings(BaseSettings):
         "(TOCSIN_SERVICES__PLATFORM=https://platform.example/api/v1)",
     )
     http_timeout_seconds: float = Field(30.0, gt=0)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit.key_path or self.data_dir / "audit" / "signing.key"
 
     @classmethod
     def settings_customise_sources(

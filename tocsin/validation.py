@@ -345,7 +345,17 @@ class SemanticChecker:
         for info in self.steps.values():
             self._check_step(info)
         self._check_handlers()
+        self._check_clocks()
         return self.problems
+
+    def _check_clocks(self) -> None:
+        for name, clock in self.runbook.clocks.items():
+            if clock.stopped_by not in self.steps:
+                self.add(
+                    ("clocks", name, "stopped_by"),
+                    f"clock {name!r} is stopped by {clock.stopped_by!r}, which is not a step",
+                    _did_you_mean(clock.stopped_by, self.steps) or "name the step that meets it",
+                )
 
     # index and visibility
 

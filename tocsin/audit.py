@@ -1,0 +1,674 @@
+"""The tamper-evident audit trail: one SHA-256 hash chain per incident, signed checkpoints.
+
+Every event Tocsin records is an ``AuditRecord``. Records of one incident are numbered
+1, 2, 3... and each holds the hash of the one before it, so that changing, removing,
+inserting or reordering a record breaks the chain at that record. Checkpoints sign the
+head of the chain with an Ed25519 key: whoever rewrites the chain from some record on
+must also forge the signatures of the later checkpoints, and a head hash published
+outside Tocsin (an *anchor*) catches a log truncated and re-signed by the key holder.
+
+The storage lives in ``tocsin.journal`` (the ``events`` and ``checkpoints`` tables); this
+module holds what a third party needs to verify an export with the public key alone:
+the canonical form, the hashing, the signatures, and the verifier.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tocsin.actions import SecretStore
+from tocsin.errors import ConfigurationError, InputError
+
+EXPORT_FORMAT = "tocsin-audit/1"
+GENESIS = "0" * 64
+"""The ``prev_hash`` of an incident's first record."""
+
+REDACTED_PREFIX = "hmac-sha256:"
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one byte form that is hashed and signed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def timestamp(moment: datetime) -> str:
+    """A UTC instant as hashed and exported: ``2026-11-24T09:19:56.827606Z``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def plain_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Event data as JSON holds it (dates become ISO text), so that hashing is stable."""
+    return json.loads(json.dumps(data, default=_json_default))  # type: ignore[no-any-return]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One event of an incident, chained to the one before it."""
+
+    incident: str
+    seq: int
+    at: datetime
+    kind: str
+    run_id: int | None
+    step_id: str | None
+    actor: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """The fields the hash covers (everything but the hash itself)."""
+        return record_body(
+            incident=self.incident,
+            seq=self.seq,
+            at=self.at,
+            kind=self.kind,
+            run_id=self.run_id,
+            step_id=self.step_id,
+            actor=self.actor,
+            data=self.data,
+            prev_hash=self.prev_hash,
+        )
+
+    def computed_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.body())).hexdigest()
+
+    def export(self) -> dict[str, Any]:
+        return {"type": "record", **self.body(), "hash": self.hash}
+
+    @classmethod
+    def from_export(cls, line: Mapping[str, Any]) -> AuditRecord:
+        return cls(
+            incident=str(line["incident"]),
+            seq=int(line["seq"]),
+            at=parse_timestamp(str(line["at"])),
+            kind=str(line["kind"]),
+            run_id=line.get("run_id"),
+            step_id=line.get("step_id"),
+            actor=line.get("actor"),
+            data=dict(line.get("data") or {}),
+            prev_hash=str(line["prev_hash"]),
+            hash=str(line["hash"]),
+        )
+
+    def describe(self) -> str:
+        """How a person finds the record: ``record 17 (step.succeeded revoke_sessions, 09:19:56Z)``."""
+        what = f"{self.kind} {self.step_id}" if self.step_id else self.kind
+        return f"record {self.seq} ({what}, {timestamp(self.at)})"
+
+
+def record_body(
+    *,
+    incident: str,
+    seq: int,
+    at: datetime,
+    kind: str,
+    run_id: int | None,
+    step_id: str | None,
+    actor: str | None,
+    data: Mapping[str, Any],
+    prev_hash: str,
+) -> dict[str, Any]:
+    return {
+        "incident": incident,
+        "seq": seq,
+        "at": timestamp(at),
+        "kind": kind,
+        "run_id": run_id,
+        "step_id": step_id,
+        "actor": actor,
+        "data": dict(data),
+        "prev_hash": prev_hash,
+    }
+
+
+def chain_hash(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signature over the head of an incident's chain at record ``seq``."""
+
+    incident: str
+    seq: int
+    head: str
+    at: datetime
+    reason: str
+    key_id: str
+    signature: str
+
+    def signed_part(self) -> dict[str, Any]:
+        return checkpoint_message(
+            incident=self.incident,
+            seq=self.seq,
+            head=self.head,
+            at=self.at,
+            reason=self.reason,
+            key_id=self.key_id,
+        )
+
+    def export(self) -> dict[str, Any]:
+        return {"type": "checkpoint", **self.signed_part(), "signature": self.signature}
+
+    @classmethod
+    def from_export(cls, line: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            incident=str(line["incident"]),
+            seq=int(line["seq"]),
+            head=str(line["head"]),
+            at=parse_timestamp(str(line["at"])),
+            reason=str(line["reason"]),
+            key_id=str(line["key_id"]),
+            signature=str(line["signature"]),
+        )
+
+
+def checkpoint_message(
+    *, incident: str, seq: int, head: str, at: datetime, reason: str, key_id: str
+) -> dict[str, Any]:
+    return {
+        "incident": incident,
+        "seq": seq,
+        "head": head,
+        "at": timestamp(at),
+        "reason": reason,
+        "key_id": key_id,
+    }
+
+
+# keys -----------------------------------------------------------------------------------------
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """A short fingerprint of a public key: the first 16 hex digits of its SHA-256."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class AuditKey:
+    """The private key that signs checkpoints; it also derives the redaction HMAC key."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, path: Path | None = None) -> None:
+        self._private_key = private_key
+        self.path = path
+        self.public_key = private_key.public_key()
+        self.key_id = key_id_of(self.public_key)
+        raw = private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        self._redaction_key = HKDF(
+            algorithm=SHA256(), length=32, salt=None, info=b"tocsin audit redaction v1"
+        ).derive(raw)
+
+    def __repr__(self) -> str:
+        return f"AuditKey(key_id={self.key_id!r}, path={self.path!s})"
+
+    def sign(self, message: Mapping[str, Any]) -> str:
+        return base64.b64encode(self._private_key.sign(canonical_json(message))).decode("ascii")
+
+    def checkpoint(
+        self, *, incident: str, seq: int, head: str, at: datetime, reason: str
+    ) -> Checkpoint:
+        message = checkpoint_message(
+            incident=incident, seq=seq, head=head, at=at, reason=reason, key_id=self.key_id
+        )
+        return Checkpoint(
+            incident=incident,
+            seq=seq,
+            head=head,
+            at=at,
+            reason=reason,
+            key_id=self.key_id,
+            signature=self.sign(message),
+        )
+
+    def redact(self, value: Any) -> str:
+        """``hmac-sha256:<hex>`` of a secret value: equal secrets give equal tokens."""
+        text = value if isinstance(value, str) else canonical_json(value).decode("utf-8")
+        digest = hmac.new(self._redaction_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+        return REDACTED_PREFIX + digest
+
+    def public_pem(self) -> bytes:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @classmethod
+    def generate(cls, path: Path, *, overwrite: bool = False) -> AuditKey:
+        """Create a key pair: ``path`` (private, mode 0600) and ``path.pub`` (public)."""
+        if path.exists() and not overwrite:
+            raise InputError(
+                f"an audit key already exists at {path}",
+                "keep it (checkpoints already signed need its public key), or pass --force "
+                "to replace it after saving the old public key",
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = cls(Ed25519PrivateKey.generate(), path)
+        pem = key._private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        temporary = path.with_name(path.name + ".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(pem)
+        os.replace(temporary, path)
+        public_path(path).write_bytes(key.public_pem())
+        return key
+
+    @classmethod
+    def load(cls, path: Path) -> AuditKey:
+        try:
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"no audit signing key at {path}",
+                "create one with `tocsin audit keygen` (or set TOCSIN_AUDIT__KEY_PATH)",
+            ) from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"{path} is not an Ed25519 private key in PEM form: {exc}",
+                "create a key with `tocsin audit keygen`",
+            ) from None
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ConfigurationError(f"{path} holds a key that is not Ed25519")
+        return cls(loaded, path)
+
+
+def public_path(private_path: Path) -> Path:
+    return private_path.with_name(private_path.name + ".pub")
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        loaded = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"no public key file {path}") from None
+    except ValueError as exc:
+        raise InputError(f"{path} is not a public key in PEM form: {exc}") from None
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise InputError(f"{path} holds a key that is not Ed25519")
+    return loaded
+
+
+# redaction ------------------------------------------------------------------------------------
+
+
+class Redactor:
+    """Keeps secret values out of the audit trail: each becomes its keyed HMAC.
+
+    Named fields (secret inputs, sensitive parameters and outputs) are replaced whole;
+    every value it has seen, and every secret read from the secret store, is also
+    replaced wherever it appears inside recorded text (a password pasted in a message).
+    """
+
+    MIN_SCRUBBED_LENGTH = 4
+
+    def __init__(self, key: AuditKey) -> None:
+        self.key = key
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, value: Any) -> None:
+        if isinstance(value, str) and len(value) >= self.MIN_SCRUBBED_LENGTH:
+            with self._lock:
+                self._known.setdefault(value, self.key.redact(value))
+
+    def fields(self, values: Mapping[str, Any], secret_names: Iterable[str]) -> dict[str, Any]:
+        """``values`` with every field named in ``secret_names`` redacted (when set)."""
+        secret = set(secret_names)
+        redacted: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in secret and value is not None and value != "":
+                self.remember(value)
+                redacted[name] = self.key.redact(value)
+            else:
+                redacted[name] = value
+        return redacted
+
+    def scrub(self, value: Any) -> Any:
+        """``value`` with every known secret replaced inside strings, at any depth."""
+        with self._lock:
+            known = sorted(self._known.items(), key=lambda item: -len(item[0]))
+        if not known:
+            return value
+        return _scrub(value, known)
+
+
+def _scrub(value: Any, known: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        for secret, token in known:
+            if secret in value:
+                value = value.replace(secret, token)
+        return value
+    if isinstance(value, Mapping):
+        return {key: _scrub(item, known) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(item, known) for item in value]
+    return value
+
+
+class RecordingSecrets:
+    """A secret store that tells the redactor each value it hands out."""
+
+    def __init__(self, store: SecretStore, redactor: Redactor) -> None:
+        self._store = store
+        self._redactor = redactor
+
+    def get(self, name: str) -> str | None:
+        value = self._store.get(name)
+        self._redactor.remember(value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"RecordingSecrets({self._store!r})"
+
+
+# verification ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a chain, located at a record when it can be."""
+
+    seq: int | None
+    message: str
+
+
+@dataclass
+class Verification:
+    """What ``tocsin audit verify`` found."""
+
+    incident: str
+    records: int = 0
+    checkpoints: int = 0
+    head: str | None = None
+    last_checkpoint_seq: int | None = None
+    key_ids: set[str] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+    anchor: str | None = None
+    anchor_seq: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def unsigned_tail(self) -> int:
+        """Records after the last checkpoint (a run still going, or a crash before signing)."""
+        return self.records - (self.last_checkpoint_seq or 0)
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "incident": self.incident,
+            "ok": self.ok,
+            "records": self.records,
+            "checkpoints": self.checkpoints,
+            "head": self.head,
+            "last_checkpoint_seq": self.last_checkpoint_seq,
+            "unsigned_tail": self.unsigned_tail,
+            "key_ids": sorted(self.key_ids),
+            "anchor": self.anchor,
+            "anchor_seq": self.anchor_seq,
+            "problems": [{"seq": p.seq, "message": p.message} for p in self.problems],
+        }
+
+
+def verify_chain(
+    incident: str,
+    records: Iterable[AuditRecord],
+    checkpoints: Iterable[Checkpoint],
+    public_key: Ed25519PublicKey | None,
+    *,
+    anchor: str | None = None,
+) -> Verification:
+    """Recompute the chain and the checkpoint signatures; name each record that is wrong.
+
+    ``records`` come in stored order (by number from the database, in file order from
+    an export). Without ``public_key`` the signatures are not checked, only the chain
+    and that each checkpoint's head is in it.
+    """
+    result = Verification(incident=incident, anchor=anchor)
+    problems = result.problems
+    by_seq: dict[int, AuditRecord] = {}
+    expected_seq = 1
+    prev_hash = GENESIS
+    previous: AuditRecord | None = None
+    for record in records:
+        result.records += 1
+        if record.incident != incident:
+            problems.append(
+                Problem(record.seq, f"{record.describe()} belongs to incident {record.incident}")
+            )
+            continue
+        if record.computed_hash() != record.hash:
+            problems.append(
+                Problem(
+                    record.seq,
+                    f"{record.describe()} was modified: its content no longer matches its hash",
+                )
+            )
+        if record.seq in by_seq:
+            problems.append(
+                Problem(
+                    record.seq,
+                    f"{record.describe()} was inserted: record {record.seq} already exists "
+                    f"({by_seq[record.seq].kind}), and only one of them is in the chain",
+                )
+            )
+        elif record.seq > expected_seq:
+            missing = (
+                f"record {expected_seq} is"
+                if record.seq == expected_seq + 1
+                else f"records {expected_seq} to {record.seq - 1} are"
+            )
+            problems.append(
+                Problem(
+                    expected_seq, f"{missing} missing (deleted): the chain jumps to {record.seq}"
+                )
+            )
+        elif record.seq < expected_seq:
+            after = f" after record {previous.seq}" if previous else ""
+            problems.append(
+                Problem(
+                    record.seq,
+                    f"{record.describe()} is out of order: it comes{after} (reordered)",
+                )
+            )
+        elif record.prev_hash != prev_hash:
+            before = f"record {previous.seq}" if previous else "the start of the chain"
+            problems.append(
+                Problem(
+                    record.seq,
+                    f"{record.describe()} does not follow {before}: its link to the previous "
+                    "record is broken (a record was inserted, removed or reordered before it, "
+                    "or it was modified)",
+                )
+            )
+        by_seq.setdefault(record.seq, record)
+        expected_seq = max(expected_seq, record.seq + 1)
+        prev_hash = record.hash
+        previous = record
+    last_seq = max(by_seq, default=0)
+    result.head = by_seq[last_seq].hash if last_seq else None
+
+    for checkpoint in checkpoints:
+        result.checkpoints += 1
+        result.key_ids.add(checkpoint.key_id)
+        label = f"checkpoint at record {checkpoint.seq} ({checkpoint.reason}, {timestamp(checkpoint.at)})"
+        if public_key is not None:
+            if checkpoint.key_id != key_id_of(public_key):
+                problems.append(
+                    Problem(
+                        checkpoint.seq,
+                        f"{label} was signed with key {checkpoint.key_id}, not with the given "
+                        f"key {key_id_of(public_key)}",
+                    )
+                )
+                continue
+            try:
+                public_key.verify(
+                    base64.b64decode(checkpoint.signature), canonical_json(checkpoint.signed_part())
+                )
+            except (InvalidSignature, ValueError):
+                problems.append(
+                    Problem(checkpoint.seq, f"{label} has a bad signature (altered or forged)")
+                )
+                continue
+        covered = by_seq.get(checkpoint.seq)
+        if checkpoint.seq > last_seq:
+            problems.append(
+                Problem(
+                    last_seq + 1,
+                    f"the log was truncated: {label} signed {checkpoint.seq} records but the "
+                    f"chain ends at record {last_seq}; records {last_seq + 1} to "
+                    f"{checkpoint.seq} were removed",
+                )
+            )
+        elif covered is None:
+            problems.append(Problem(checkpoint.seq, f"{label} covers a record that is missing"))
+        elif covered.hash != checkpoint.head:
+            problems.append(
+                Problem(
+                    checkpoint.seq,
+                    f"{label} does not match the chain: the records up to {checkpoint.seq} "
+                    "were rewritten after it was signed",
+                )
+            )
+        else:
+            result.last_checkpoint_seq = max(result.last_checkpoint_seq or 0, checkpoint.seq)
+
+    if anchor is not None:
+        wanted = anchor.removeprefix("sha256:").lower()
+        found = next((r for r in by_seq.values() if r.hash == wanted), None)
+        if found is None:
+            problems.append(
+                Problem(
+                    None,
+                    f"the anchor {anchor} is not in the chain: the log was truncated or "
+                    "rewritten after that head was published",
+                )
+            )
+        else:
+            result.anchor_seq = found.seq
+    return result
+
+
+# export ---------------------------------------------------------------------------------------
+
+
+def export_lines(
+    incident: str,
+    records: Iterable[AuditRecord],
+    checkpoints: Iterable[Checkpoint],
+    *,
+    exported_at: datetime,
+) -> Iterator[dict[str, Any]]:
+    """The JSON Lines of an export: a header, then records, each checkpoint after its record."""
+    by_seq: dict[int, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        by_seq.setdefault(checkpoint.seq, []).append(checkpoint)
+    yield {
+        "type": "header",
+        "format": EXPORT_FORMAT,
+        "incident": incident,
+        "exported_at": timestamp(exported_at),
+        "hash": "sha256 of the canonical JSON of each record without its hash",
+    }
+    for record in records:
+        yield record.export()
+        for checkpoint in by_seq.pop(record.seq, []):
+            yield checkpoint.export()
+    for remaining in by_seq.values():  # checkpoints beyond the last record: keep them visible
+        for checkpoint in remaining:
+            yield checkpoint.export()
+
+
+def write_export(lines: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
+    count = 0
+    for line in lines:
+        out.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+        count += 1
+    return count
+
+
+@dataclass
+class ExportFile:
+    incident: str
+    records: list[AuditRecord]
+    checkpoints: list[Checkpoint]
+
+
+def read_export(path: Path) -> ExportFile:
+    """Parse an export; a malformed line is an ``InputError`` naming the file and line."""
+    records: list[AuditRecord] = []
+    checkpoints: list[Checkpoint] = []
+    incident: str | None = None
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+                kind = line["type"]
+                if kind == "header":
+                    if line.get("format") != EXPORT_FORMAT:
+                        raise ValueError(f"unknown format {line.get('format')!r}")
+                    incident = str(line["incident"])
+                elif kind == "record":
+                    records.append(AuditRecord.from_export(line))
+                elif kind == "checkpoint":
+                    checkpoints.append(Checkpoint.from_export(line))
+                else:
+                    raise ValueError(f"unknown line type {kind!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise InputError(
+                    f"{path}:{number}: not a Tocsin audit export line ({detail})",
+                    f"the file must be written by `tocsin audit export` ({EXPORT_FORMAT})",
+                ) from None
+    if incident is None:
+        raise InputError(
+            f"{path}: no header line", f"the file must start with a {EXPORT_FORMAT} header"
+        )
+    return ExportFile(incident, records, checkpoints)
