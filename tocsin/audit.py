@@ -466,11 +466,15 @@ def verify_chain(
     """
     result = Verification(incident=incident, anchor=anchor)
     problems = result.problems
+    ordered = list(records)
     by_seq: dict[int, AuditRecord] = {}
     expected_seq = 1
     prev_hash = GENESIS
+    hashes: list[str] = []
     previous: AuditRecord | None = None
-    for record in records:
+    renumbered: list[tuple[AuditRecord, int]] = []  # (record, its original number)
+    swapped_with_next = False
+    for index, record in enumerate(ordered):
         result.records += 1
         if record.incident != incident:
             problems.append(
@@ -478,13 +482,20 @@ def verify_chain(
             )
             continue
         if record.computed_hash() != record.hash:
-            problems.append(
-                Problem(
-                    record.seq,
-                    f"{record.describe()} was modified: its content no longer matches its hash",
+            original = _original_number(record)
+            if original is not None:
+                renumbered.append((record, original))
+            else:
+                problems.append(
+                    Problem(
+                        record.seq,
+                        f"{record.describe()} was modified: its content no longer matches its hash",
+                    )
                 )
-            )
-        if record.seq in by_seq:
+        following = ordered[index + 1] if index + 1 < len(ordered) else None
+        if swapped_with_next:
+            swapped_with_next = False
+        elif record.seq in by_seq:
             problems.append(
                 Problem(
                     record.seq,
@@ -492,6 +503,15 @@ def verify_chain(
                     f"({by_seq[record.seq].kind}), and only one of them is in the chain",
                 )
             )
+        elif record.seq == expected_seq + 1 and following and following.seq == expected_seq:
+            problems.append(
+                Problem(
+                    expected_seq,
+                    f"records {expected_seq} and {record.seq} are in the wrong order "
+                    f"(reordered): record {record.seq} comes first",
+                )
+            )
+            swapped_with_next = True
         elif record.seq > expected_seq:
             missing = (
                 f"record {expected_seq} is"
@@ -511,20 +531,37 @@ def verify_chain(
                     f"{record.describe()} is out of order: it comes{after} (reordered)",
                 )
             )
-        elif record.prev_hash != prev_hash:
-            before = f"record {previous.seq}" if previous else "the start of the chain"
-            problems.append(
-                Problem(
-                    record.seq,
-                    f"{record.describe()} does not follow {before}: its link to the previous "
-                    "record is broken (a record was inserted, removed or reordered before it, "
-                    "or it was modified)",
+        elif record.prev_hash != prev_hash and previous is not None:
+            moved = {id(r) for r, _ in renumbered[-2:]}
+            skips_previous = len(hashes) >= 2 and record.prev_hash == hashes[-2]
+            if id(previous) in moved or (id(record) in moved and not skips_previous):
+                pass  # explained by the renumbering, reported below
+            elif skips_previous:
+                problems.append(
+                    Problem(
+                        previous.seq,
+                        f"{previous.describe()} was inserted: record {record.seq} links past "
+                        f"it to the record before",
+                    )
                 )
-            )
+            else:
+                problems.append(
+                    Problem(
+                        record.seq,
+                        f"{record.describe()} does not follow record {previous.seq}: its link "
+                        "to the previous record is broken (a record was inserted, removed or "
+                        "reordered before it)",
+                    )
+                )
+        elif record.prev_hash != prev_hash:
+            problems.append(Problem(record.seq, f"{record.describe()} does not start the chain"))
         by_seq.setdefault(record.seq, record)
         expected_seq = max(expected_seq, record.seq + 1)
         prev_hash = record.hash
+        hashes.append(record.hash)
         previous = record
+    problems.extend(_renumbering_problems(renumbered))
+    problems.sort(key=lambda problem: (problem.seq is None, problem.seq or 0))
     last_seq = max(by_seq, default=0)
     result.head = by_seq[last_seq].hash if last_seq else None
 
@@ -588,6 +625,56 @@ def verify_chain(
         else:
             result.anchor_seq = found.seq
     return result
+
+
+def _original_number(record: AuditRecord, reach: int = 5) -> int | None:
+    """The number a record had when it was hashed, if only its number changed since."""
+    for delta in range(1, reach + 1):
+        for candidate in (record.seq - delta, record.seq + delta):
+            if candidate >= 1 and chain_hash({**record.body(), "seq": candidate}) == record.hash:
+                return candidate
+    return None
+
+
+def _renumbering_problems(renumbered: list[tuple[AuditRecord, int]]) -> list[Problem]:
+    """One problem per swap or per run of records moved by the same amount."""
+    problems: list[Problem] = []
+    index = 0
+    while index < len(renumbered):
+        record, original = renumbered[index]
+        if index + 1 < len(renumbered):
+            other, other_original = renumbered[index + 1]
+            if original == other.seq and other_original == record.seq:
+                problems.append(
+                    Problem(
+                        record.seq,
+                        f"records {record.seq} and {other.seq} were swapped (reordered): "
+                        f"{record.describe()} was record {original}",
+                    )
+                )
+                index += 2
+                continue
+        shift = record.seq - original
+        end = index
+        while (
+            end + 1 < len(renumbered)
+            and renumbered[end + 1][0].seq - renumbered[end + 1][1] == shift
+            and renumbered[end + 1][0].seq == renumbered[end][0].seq + 1
+        ):
+            end += 1
+        last = renumbered[end][0]
+        which = (
+            f"{record.describe()} was renumbered (it was record {original})"
+            if end == index
+            else f"records {record.seq} to {last.seq} were renumbered by {shift:+d} "
+            f"(record {record.seq} was record {original})"
+        )
+        cause = "inserted" if shift > 0 else "deleted"
+        problems.append(
+            Problem(record.seq, f"{which}: a record was {cause} or the records reordered")
+        )
+        index = end + 1
+    return problems
 
 
 # export ---------------------------------------------------------------------------------------

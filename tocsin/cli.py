@@ -123,7 +123,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = commands.add_parser("server", help="Tocsin's local Prefect server")
     server.add_argument("action", choices=["status", "stop"])
+
+    _audit_parser(commands)
+
+    report = commands.add_parser("report", help="write an incident's post-incident report")
+    report.add_argument("ticket", metavar="TICKET", help="incident ticket key")
+    report.add_argument(
+        "--format",
+        dest="fmt",
+        choices=REPORT_FORMATS,
+        help="md, html, pdf or json (default: from the -o file's extension, else md)",
+    )
+    report.add_argument(
+        "-o", "--output", type=Path, help="file to write (default: standard output)"
+    )
+    report.add_argument("--lang", choices=["en", "fr"], default="en", help="en (default) or fr")
+    report.add_argument(
+        "--offline", action="store_true", help="do not ask Prefect for its run states"
+    )
     return parser
+
+
+REPORT_FORMATS = ("md", "html", "pdf", "json")
+
+
+def _audit_parser(commands: Any) -> None:
+    audit = commands.add_parser(
+        "audit", help="the tamper-evident audit trail: keygen, verify, export, hmac"
+    )
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    keygen = actions.add_parser("keygen", help="create the Ed25519 key that signs checkpoints")
+    keygen.add_argument(
+        "--key", type=Path, help="private key file to create (default: setting audit.key_path)"
+    )
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    verify = actions.add_parser(
+        "verify", help="recompute an incident's chain and checkpoint signatures"
+    )
+    verify.add_argument("ticket", nargs="?", metavar="TICKET", help="incident in the journal")
+    verify.add_argument(
+        "--file", type=Path, help="verify this export offline instead (needs --public-key)"
+    )
+    verify.add_argument(
+        "--public-key", type=Path, help="public key file (default: the configured key's .pub)"
+    )
+    verify.add_argument(
+        "--anchor", help="a head hash published earlier (sha256:...) the chain must contain"
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    export = actions.add_parser("export", help="write an incident's trail as JSON Lines")
+    export.add_argument("ticket", metavar="TICKET", help="incident ticket key")
+    export.add_argument(
+        "-o", "--output", type=Path, help="file to write (default: standard output)"
+    )
+    actions.add_parser(
+        "hmac",
+        help="print the redaction token of a secret read from standard input, to look for it "
+        "in the trail",
+    )
 
 
 def _decision_arguments(parser: argparse.ArgumentParser) -> None:
@@ -745,6 +802,145 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
 
 
+def cmd_audit_keygen(args: argparse.Namespace) -> int:
+    from tocsin.audit import AuditKey, public_path
+
+    settings = _settings()
+    path = args.key or settings.audit_key_path
+    key = AuditKey.generate(path, overwrite=args.force)
+    print(f"created audit signing key {key.key_id}")
+    print(f"  private: {path} (keep it secret; only Tocsin's runs need it)")
+    print(f"  public:  {public_path(path)} (give it to whoever verifies audit exports)")
+    if args.key and args.key != settings.audit_key_path:
+        print(f"  set TOCSIN_AUDIT__KEY_PATH={path} so that runs sign with it")
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from tocsin.errors import InputError
+    from tocsin.evidence import verify_export_file, verify_incident
+    from tocsin.incident import check_ticket
+
+    if args.file is not None:
+        if args.public_key is None:
+            raise InputError(
+                "verifying an export needs the public key: --public-key KEY.pub",
+                "the key is the signing key's .pub file, from whoever exported the trail",
+            )
+        result = verify_export_file(args.file, args.public_key, args.anchor)
+        key_used: Path | None = args.public_key
+        if args.ticket and args.ticket != result.incident:
+            raise InputError(f"{args.file} is the trail of {result.incident}, not {args.ticket}")
+    else:
+        if not args.ticket:
+            raise InputError("name the incident: tocsin audit verify INC-1 (or --file EXPORT)")
+        result, key_used = verify_incident(
+            _settings(),
+            check_ticket(args.ticket),
+            public_key_file=args.public_key,
+            anchor=args.anchor,
+        )
+    if args.json:
+        print(json.dumps({**result.as_data(), "public_key": str(key_used) if key_used else None}))
+        return EXIT_OK if result.ok else EXIT_PROBLEMS
+    if result.ok:
+        print(f"{result.incident}: audit trail intact: {result.records} records, ", end="")
+        print(f"{result.checkpoints} signed checkpoints")
+    else:
+        count = len(result.problems)
+        print(f"{result.incident}: audit trail NOT intact: {count} problem{'s' * (count > 1)}")
+        for problem in result.problems:
+            print(f"  {problem.message}")
+    if result.head:
+        print(f"  head: sha256:{result.head} (record {result.records})")
+    if key_used is None:
+        print("  signatures NOT checked: no public key (give --public-key KEY.pub)")
+    else:
+        keys = ", ".join(sorted(result.key_ids)) or "none"
+        print(f"  signatures checked with {key_used} (checkpoints signed by key {keys})")
+    if result.ok and result.unsigned_tail:
+        print(
+            f"  note: the last {result.unsigned_tail} records are after the last checkpoint "
+            "(a run still going, or stopped before signing)"
+        )
+    if result.anchor_seq is not None:
+        print(f"  anchor {args.anchor} found: record {result.anchor_seq}")
+    return EXIT_OK if result.ok else EXIT_PROBLEMS
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from tocsin.evidence import export_incident
+    from tocsin.incident import check_ticket
+
+    text, count = export_incident(_settings(), check_ticket(args.ticket))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        _write_output(args.output, text.encode("utf-8"))
+        print(f"wrote {count} lines to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_audit_hmac(args: argparse.Namespace) -> int:
+    import getpass
+
+    from tocsin.audit import AuditKey
+
+    settings = _settings()
+    key = AuditKey.load(settings.audit_key_path)
+    value = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+    print(key.redact(value))
+    return EXIT_OK
+
+
+_AUDIT_COMMANDS = {
+    "keygen": cmd_audit_keygen,
+    "verify": cmd_audit_verify,
+    "export": cmd_audit_export,
+    "hmac": cmd_audit_hmac,
+}
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tocsin.errors import InputError
+    from tocsin.evidence import incident_report
+    from tocsin.incident import check_ticket
+
+    fmt = args.fmt
+    if fmt is None:
+        suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
+        fmt = {"markdown": "md", "htm": "html"}.get(suffix, suffix) or "md"
+        if fmt not in REPORT_FORMATS:
+            raise InputError(
+                f"cannot tell the report format from {args.output}",
+                "name the file .md, .html, .pdf or .json, or give --format",
+            )
+    if fmt == "pdf" and args.output is None:
+        raise InputError("a PDF report needs a file: -o report.pdf")
+    content = incident_report(
+        _settings(),
+        check_ticket(args.ticket),
+        fmt=fmt,
+        lang=args.lang,
+        with_prefect=not args.offline,
+    )
+    if args.output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        _write_output(args.output, content)
+        print(f"wrote the {fmt} report of {args.ticket} to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_output(path: Path, content: bytes) -> None:
+    from tocsin.errors import InputError
+
+    try:
+        path.write_bytes(content)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+
+
 _COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
@@ -758,6 +954,8 @@ _COMMANDS = {
     "status": cmd_status,
     "server": cmd_server,
     "demo": cmd_demo,
+    "audit": lambda args: _AUDIT_COMMANDS[args.audit_command](args),
+    "report": cmd_report,
 }
 
 

@@ -44,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from tocsin.audit import (
     GENESIS,
@@ -277,8 +277,7 @@ class Journal:
             self.engine: Engine = create_engine(url, future=True)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            _refuse_unchained_journal(self.engine, url)
-            metadata.create_all(self.engine)
+            _create_tables(self.engine, url)
         except SQLAlchemyError as exc:
             raise ConfigurationError(
                 f"cannot open the run journal at {_safe_url(url)}: {exc.__class__.__name__}",
@@ -750,6 +749,19 @@ def _checkpoint_from_row(row: RowMapping) -> Checkpoint:
     )
 
 
+def _create_tables(engine: Engine, url: str) -> None:
+    """Create the journal's tables; processes opening a new journal at once all succeed."""
+    for attempt in range(5):
+        _refuse_unchained_journal(engine, url)
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # another process created them meanwhile
+
+
 def _refuse_unchained_journal(engine: Engine, url: str) -> None:
     """A journal written before the audit chain existed cannot be chained after the fact."""
     inspector = inspect(engine)
@@ -767,8 +779,8 @@ def _refuse_unchained_journal(engine: Engine, url: str) -> None:
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     # WAL lets the CLI read while a flow writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL may have to wait
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
