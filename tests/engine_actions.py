@@ -93,3 +93,30 @@ def sleep_idempotent(
 ) -> Counted:
     """Like test.sleep, declared idempotent."""
     return _sleep(context.step_id, seconds, file)
+
+
+class Issued(BaseModel):
+    token: str
+
+
+@action("test.issue_token", destructive=True, idempotent=True, sensitive=("password", "token"))
+def issue_token(
+    context: ActionContext,
+    *,
+    user: Annotated[str, Field(description="Whose token")],
+    password: Annotated[str, Field(description="A secret value the action is given")],
+) -> Issued:
+    """Return a secret token (declared sensitive, like the password it is given)."""
+    return Issued(token=f"tok-{user}-{len(password)}-SECRETTOKEN")
+
+
+class Sent(BaseModel):
+    sent: int
+
+
+@action("test.notify", destructive=False, idempotent=True, communicates="email")
+def notify(
+    context: ActionContext, *, recipients: Annotated[list[str], Field(description="Who")]
+) -> Sent:
+    """Pretend to e-mail people: one message per recipient."""
+    return Sent(sent=len(recipients))

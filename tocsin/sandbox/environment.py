@@ -18,7 +18,9 @@ SANDBOX_CHANNELS = (
     SlackChannel("C0INCIDENTS", "support-incidents"),
     SlackChannel("C0ONCALL", "support-oncall"),
     SlackChannel("C0SECURITY", "incidents"),
+    SlackChannel("C0AUDIT", "incident-audit"),
 )
+SANDBOX_ANCHOR_CHANNEL = "#incident-audit"
 
 
 class Sandbox:
@@ -58,6 +60,7 @@ class Sandbox:
             "TOCSIN_SERVICES__PLATFORM": f"{self.platform.url}/api/v1",
             "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
             "TOCSIN_SECRET_PLATFORM_API_TOKEN": SANDBOX_PLATFORM_TOKEN,
+            "TOCSIN_AUDIT__ANCHOR_CHANNEL": SANDBOX_ANCHOR_CHANNEL,
         }
 
 
