@@ -6,8 +6,12 @@ Decisions (approvals, rejections, manual completions) are written here first
 and only then handed to the waiting flow, so a decision is never lost, and
 each is applied at most once (a conditional update claims it).
 
+Its ``events`` table is the audit trail: one hash chain per incident (see
+``tocsin.audit`` and docs/audit.md), with signed ``checkpoints``. Each event is
+appended in the same transaction as the step change it describes.
+
 SQLite in Tocsin's data folder by default; any SQLAlchemy URL (PostgreSQL for
-shared deployments) through the ``journal_url`` setting.
+shared deployments: ``postgresql+psycopg://...``) through the ``journal_url`` setting.
 """
 
 from __future__ import annotations
