@@ -361,6 +361,23 @@ EXPECTED: dict[str, list[tuple[int, int, str, str]]] = {
     "50-empty-file.yaml": [
         (1, 1, "the file is empty", "start from `tocsin schema` or docs/runbook-format.md"),
     ],
+    "51-clock-unknown-step.yaml": [
+        (
+            12,
+            17,
+            "clock 'gdpr_authority' is stopped by 'notify_authorty', which is not a step",
+            "did you mean 'notify_authority'?",
+        ),
+    ],
+    "52-bad-phase.yaml": [
+        (
+            11,
+            12,
+            "`steps[0].phase`: 'containment' is not one of contain, eradicate, recover, "
+            "communicate, notify",
+            "did you mean 'contain'?",
+        ),
+    ],
 }
 
 
