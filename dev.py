@@ -25,7 +25,16 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".tocsin-installed"
-SYSTEM_PACKAGES: dict[str, str] = {}  # command -> Debian package, for tests that need them
+# What Tocsin needs from Debian: a command, or "lib:NAME" for a shared library.
+SYSTEM_PACKAGES: dict[str, str] = {
+    "lib:pango-1.0": "libpango-1.0-0",  # PDF reports (WeasyPrint)
+    "lib:pangoft2-1.0": "libpangoft2-1.0-0",
+    "fc-list": "fonts-dejavu-core",  # a font for PDF reports; brings fontconfig
+}
+# ...and what only its tests need.
+TEST_SYSTEM_PACKAGES: dict[str, str] = {
+    "chromium": "chromium",  # renders the HTML report in a browser
+}
 
 
 def say(message: str) -> None:
@@ -75,8 +84,16 @@ def ensure_venv() -> None:
     STAMP.write_text(fingerprint + "\n")
 
 
-def ensure_system_packages() -> None:
-    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if shutil.which(cmd) is None})
+def _present(need: str) -> bool:
+    if need.startswith("lib:"):
+        import ctypes.util
+
+        return ctypes.util.find_library(need.removeprefix("lib:")) is not None
+    return shutil.which(need) is not None
+
+
+def ensure_system_packages(packages: dict[str, str]) -> None:
+    missing = sorted({pkg for need, pkg in packages.items() if not _present(need)})
     if not missing:
         return
     if os.geteuid() != 0:
@@ -96,6 +113,7 @@ def project_env() -> dict[str, str]:
 
 
 def demo(extra: list[str]) -> int:
+    ensure_system_packages(SYSTEM_PACKAGES)
     env = project_env()
     tocsin = str(BIN / "tocsin")
     code = run(tocsin, "validate", "runbooks/", check=False, env=env)
@@ -106,7 +124,7 @@ def demo(extra: list[str]) -> int:
 
 
 def test(extra: list[str]) -> int:
-    ensure_system_packages()
+    ensure_system_packages({**SYSTEM_PACKAGES, **TEST_SYSTEM_PACKAGES})
     return run(BIN / "python", "-m", "pytest", *extra, check=False, env=project_env())
 
 
