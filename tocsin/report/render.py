@@ -93,6 +93,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "verify_with": "Verify with",
         "lessons": "Lessons learned",
         "lessons_hint": "To be written by the incident lead: what worked, what did not, what changes.",
+        "routine_left_out": "{count} routine step events (started, succeeded, retried, message sent) are left out of the printed timeline: they are in the Steps table, and every event is in the HTML and JSON reports.",
         "none": "none",
         "unknown": "unknown",
     },
@@ -167,6 +168,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "verify_with": "Vérifier avec",
         "lessons": "Retour d'expérience",
         "lessons_hint": "À rédiger par le responsable de l'incident : ce qui a marché, ce qui n'a pas marché, ce qui change.",
+        "routine_left_out": "{count} événements courants (étape démarrée, réussie, nouvelle tentative, message envoyé) ne sont pas repris dans la chronologie imprimée : ils figurent dans le tableau des étapes, et tous les événements sont dans les rapports HTML et JSON.",
         "none": "aucun",
         "unknown": "inconnu",
     },
@@ -349,7 +351,11 @@ class _Words:
 Block = tuple[Any, ...]
 
 
-def _layout(report: IncidentReport, t: _Words) -> list[Block]:
+PRINTED_TIMELINE_LIMIT = 500
+ROUTINE_EVENTS = frozenset({"step.started", "step.succeeded", "step.retried", "message.sent"})
+
+
+def _layout(report: IncidentReport, t: _Words, *, printed: bool = False) -> list[Block]:
     blocks: list[Block] = [("h1", f"{t('title')} — {report.incident}")]
     verification = report.verification
     facts = [
@@ -564,6 +570,14 @@ def _layout(report: IncidentReport, t: _Words) -> list[Block]:
         blocks.append(("list", [problem.message for problem in verification.problems]))
 
     blocks.append(("h2", t("timeline")))
+    timeline = report.timeline
+    if printed and len(timeline) > PRINTED_TIMELINE_LIMIT:
+        # A printed timeline of thousands of routine rows helps nobody: those are in the
+        # Steps table, and every event is in the HTML and JSON reports and the audit export.
+        timeline = [e for e in timeline if e.kind not in ROUTINE_EVENTS]
+        blocks.append(
+            ("p", t("routine_left_out").format(count=len(report.timeline) - len(timeline)))
+        )
     blocks.append(
         (
             "table",
@@ -577,7 +591,7 @@ def _layout(report: IncidentReport, t: _Words) -> list[Block]:
                     e.actor or "",
                     e.detail,
                 ]
-                for e in report.timeline
+                for e in timeline
             ],
         )
     )
@@ -750,7 +764,7 @@ def render(report: IncidentReport, fmt: Format, lang: Language = "en") -> bytes:
     if fmt == "json":
         return _json(report).encode("utf-8")
     words = _Words(lang)
-    blocks = _layout(report, words)
+    blocks = _layout(report, words, printed=fmt == "pdf")
     if fmt == "md":
         return _markdown(blocks).encode("utf-8")
     document = _html(blocks, lang, f"{words('title')} — {report.incident}")
