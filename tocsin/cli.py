@@ -640,11 +640,27 @@ def _progress_printer() -> Any:
     return show
 
 
-def _print_run_end(settings: Any, ticket: str, result: dict[str, Any]) -> None:
+def _print_run_end(
+    settings: Any, ticket: str, result: dict[str, Any], *, write_report: bool = False
+) -> None:
+    from tocsin.evidence import incident_report, verify_incident
     from tocsin.journal import default_url
 
     where = settings.journal_url or default_url(settings.data_dir)
-    print(f"audit trail: {where} (`tocsin status {ticket}`)")
+    verification, _ = verify_incident(settings, ticket, public_key_file=None, anchor=None)
+    state = "intact" if verification.ok else "NOT intact"
+    print(
+        f"audit trail: {verification.records} records, {state}, head sha256:"
+        f"{(verification.head or '')[:16]}… in {where} (`tocsin audit verify {ticket}`)"
+    )
+    if write_report:
+        folder = settings.data_dir / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{ticket}.html"
+        path.write_bytes(incident_report(settings, ticket, fmt="html", lang="en"))
+        print(f"post-incident report: {path} (`tocsin report {ticket} -o {ticket}.pdf`)")
+    else:
+        print(f"post-incident report: `tocsin report {ticket} -o {ticket}.html`")
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -798,7 +814,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         printer=printer,
         on_started=lambda: scripted_approver(settings, ticket, printer),
     )
-    _print_run_end(settings, ticket, result)
+    _print_run_end(settings, ticket, result, write_report=True)
     return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
 
 
