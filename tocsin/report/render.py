@@ -653,7 +653,8 @@ tr:nth-child(even) td { background: #f6f8fa; }
 td { overflow-wrap: break-word; }
 .blank { min-height: 8em; border: 1px dashed #9aa8b6; border-radius: 4px; }
 .problems li { color: #b3261e; }
-@page { size: A4; margin: 15mm 12mm; }
+@page { size: A4; margin: 15mm 12mm;
+  @bottom-right { content: counter(page) " / " counter(pages); font-size: 8pt; color: #5b6b7c; } }
 @media print {
   body { margin: 0; max-width: none; font-size: 9pt; }
   h2 { break-after: avoid; }
