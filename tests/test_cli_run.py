@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def test_the_demo_runs_a_shipped_runbook_end_to_end(prefect_server: str) -> None
     assert "[scripted approver]" in result.stdout
     assert "approve_disconnect: approved by" in result.stdout
     assert "run succeeded: every step finished" in result.stdout
-    assert "audit trail: sqlite:///" in result.stdout
+    assert re.search(r"audit trail: \d+ records, intact, head sha256:[0-9a-f]{16}", result.stdout)
+    report = re.search(r"post-incident report: (\S+DEMO-42\.html)", result.stdout)
+    assert report is not None, result.stdout
+    html = Path(report.group(1)).read_text(encoding="utf-8")
+    assert "DEMO-42" in html and "approve_disconnect" in html
     status = run_tocsin("status", "DEMO-42")
     assert "DEMO-42  office-compromise v1  succeeded" in status.stdout

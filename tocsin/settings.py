@@ -59,6 +59,78 @@ class AuditSettings(BaseModel):
     )
 
 
+class SlackSettings(BaseModel):
+    """Where incidents are discussed in Slack, and how often people hear about a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_channel: str | None = Field(
+        None,
+        description="Channel (id or #name) where each run opens its incident thread; "
+        "none: runs post nothing to Slack besides their own steps",
+    )
+    channel_per_incident: bool = Field(
+        False,
+        description="Create a channel per incident (conversations.create, named "
+        "`channel_prefix` + ticket) instead of a thread in incident_channel",
+    )
+    channel_prefix: str = Field("inc-", description="Prefix of per-incident channel names")
+    progress_every_seconds: float = Field(
+        20.0,
+        ge=0,
+        description="Finished steps are posted in the thread in batches, at most this often",
+    )
+    remind_before: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Remind approvers when this fraction of a gate's timeout is left",
+    )
+    usergroup_cache_seconds: float = Field(
+        60.0, ge=0, description="How long the gateway trusts a user group's member list"
+    )
+
+
+class JiraSettings(BaseModel):
+    """The Jira site runs are triggered from and report back to (Cloud or Data Center)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        None, description="Base URL of the Jira site (https://broker-support.atlassian.net)"
+    )
+    user: str | None = Field(
+        None,
+        description="Jira Cloud: the account e-mail paired with the API token (basic auth); "
+        "Data Center: leave empty, the token is a personal access token (bearer)",
+    )
+    runbook_field: str = Field(
+        "customfield_10100", description="Issue field naming the runbook to run"
+    )
+    inputs_field: str = Field(
+        "customfield_10101",
+        description="Issue field holding the runbook's inputs, one `name=value` per line",
+    )
+    attach_report: bool = Field(True, description="Attach the report file to the ticket at the end")
+
+
+class GatewaySettings(BaseModel):
+    """The inbound HTTP service (`tocsin gateway`) Slack and Jira call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on")
+    port: int = Field(8750, ge=0, le=65535)
+    public_url: str | None = Field(
+        None, description="URL Slack and Jira reach the gateway at (shown by `tocsin gateway`)"
+    )
+    deployment: str | None = Field(
+        None,
+        description="Prefect deployment that runs triggered runbooks (a worker runs them); "
+        "none: the gateway runs them itself",
+    )
+
+
 class Settings(BaseSettings):
     """Where Tocsin keeps its data, which mode it runs in, and where the services are."""
 
@@ -93,6 +165,9 @@ class Settings(BaseSettings):
     )
     http_timeout_seconds: float = Field(30.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    jira: JiraSettings = Field(default_factory=JiraSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @property
     def audit_key_path(self) -> Path:
