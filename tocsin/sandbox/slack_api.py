@@ -10,7 +10,16 @@ What it does like Slack:
   ``needed`` and ``provided``;
 - rate limits per method: more than ``rate_limit`` calls within ``rate_window_seconds``
   answers HTTP 429 with ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``;
-  ``rate_limit_next(k)`` forces that answer for the next k calls.
+  ``rate_limit_next(k)`` forces that answer for the next k calls;
+- a channel may list its members (``SlackChannel.members``; None means everyone is in it),
+  and the workspace may have a user directory (``users=``); without one, any id shaped like
+  a Slack user id (``U0ONCALL1``) is a made-up user, so the sandbox needs no directory;
+- an interaction's ``response_url`` may point at ``<url>/actions/...`` or
+  ``<url>/commands/...``: what is POSTed there is kept in ``responses``.
+
+Methods: ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
+``conversations.create``, ``conversations.invite``, ``users.info``,
+``usergroups.users.list``.
 
 Adding a method is one function on ``FakeSlack`` decorated with ``@slack_method(name,
 scope=...)``: it receives a ``SlackCall`` and returns the fields of the ``ok`` answer, or
@@ -20,8 +29,10 @@ raises ``SlackError("code")``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -37,7 +48,13 @@ SANDBOX_BOT_TOKEN = "xoxb-tocsin-sandbox"
 TEAM_ID = "T0SANDBOX"
 BOT_USER_ID = "U0TOCSINBOT"
 BOT_ID = "B0TOCSIN"
-DEFAULT_SCOPES = frozenset({"chat:write", "usergroups:read"})
+DEFAULT_SCOPES = frozenset({"chat:write", "usergroups:read", "users:read", "channels:manage"})
+
+_WORKSPACE_CREATED = 1_700_000_000
+"""When the fake workspace's channels were created (epoch seconds); ts values count from here."""
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_CHANNEL_NAME = re.compile(r"^[a-z0-9_-]+$")
+_CHANNEL_NAME_MAX_LENGTH = 80
 
 
 @dataclass(frozen=True)
@@ -47,17 +64,57 @@ class SlackChannel:
     id: str
     name: str
     bot_is_member: bool = True
+    members: frozenset[str] | None = None
+    """User ids in the channel; None means everyone is a member."""
+    is_private: bool = False
+    created: int = _WORKSPACE_CREATED
+    creator: str = ""
+
+
+@dataclass(frozen=True)
+class SlackUser:
+    """A person of the fake workspace's user directory."""
+
+    id: str
+    name: str
+    real_name: str
+    email: str = ""
+    tz: str = "UTC"
+
+
+_BOT_USER = SlackUser(BOT_USER_ID, "tocsin", "Tocsin")
 
 
 @dataclass(frozen=True)
 class PostedSlackMessage:
-    """A message the fake accepted, as Slack stores it."""
+    """A message the fake accepted, as Slack stores it; ``edits`` counts its chat.update calls."""
 
     channel: str
     ts: str
     text: str | None
     blocks: list[Any] | None
     thread_ts: str | None
+    edits: int = 0
+
+
+@dataclass(frozen=True)
+class PostedEphemeral:
+    """An ephemeral message the fake accepted: only ``user`` sees it, Slack does not keep it."""
+
+    channel: str
+    user: str
+    text: str | None
+    blocks: list[Any] | None
+    message_ts: str
+    thread_ts: str | None
+
+
+@dataclass(frozen=True)
+class ResponseUrlPost:
+    """What an app POSTed to an interaction's ``response_url`` (path, and the JSON body)."""
+
+    path: str
+    payload: Any
 
 
 @dataclass(frozen=True)
@@ -123,8 +180,13 @@ class FakeSlack(FakeService):
         rate_window_seconds: float = 60.0,
         retry_after_seconds: int = 1,
         usergroups: Mapping[str, Iterable[str]] | None = None,
+        users: Mapping[str, SlackUser] | None = None,
     ) -> None:
-        """``tokens`` maps each accepted token to its scopes (default: the sandbox token, chat:write)."""
+        """``tokens`` maps each accepted token to its scopes (default: the sandbox token, DEFAULT_SCOPES).
+
+        ``users`` is the user directory keyed by id; without one, any id shaped like a Slack
+        user id is answered with a made-up user.
+        """
         super().__init__()
         self._initial_tokens = {
             token: frozenset(scopes)
@@ -133,6 +195,7 @@ class FakeSlack(FakeService):
         self._initial_channels = {channel.id: channel for channel in channels}
         self._initial_limits = (rate_limit, rate_window_seconds, retry_after_seconds)
         self._initial_usergroups = {gid: list(users) for gid, users in (usergroups or {}).items()}
+        self._initial_users = None if users is None else dict(users)
         self._methods = _method_table(type(self))
         self._restore()
 
@@ -146,7 +209,13 @@ class FakeSlack(FakeService):
             self.usergroups: dict[str, list[str]] = {
                 gid: list(users) for gid, users in self._initial_usergroups.items()
             }
+            self.users: dict[str, SlackUser] | None = (
+                None if self._initial_users is None else dict(self._initial_users)
+            )
             self._messages: list[PostedSlackMessage] = []
+            self._ephemerals: list[PostedEphemeral] = []
+            self._responses: list[ResponseUrlPost] = []
+            self._created_channels = 0
             self._calls: dict[str, deque[float]] = {}
             self._next_ts = 100
 
@@ -164,6 +233,38 @@ class FakeSlack(FakeService):
         with self.lock:
             return list(self._messages)
 
+    @property
+    def ephemerals(self) -> list[PostedEphemeral]:
+        """Ephemeral messages posted so far, oldest first."""
+        with self.lock:
+            return list(self._ephemerals)
+
+    @property
+    def responses(self) -> list[ResponseUrlPost]:
+        """What was POSTed to response URLs on this fake, oldest first."""
+        with self.lock:
+            return list(self._responses)
+
+    def message(self, channel: str, ts: str) -> PostedSlackMessage:
+        """The message as it stands now, by channel id and ts; ``KeyError`` when there is none."""
+        with self.lock:
+            for posted in self._messages:
+                if posted.channel == channel and posted.ts == ts:
+                    return posted
+        raise KeyError(f"no message {ts} in channel {channel}")
+
+    def user(self, user_id: str) -> SlackUser:
+        """The user with that id (made up when there is no directory); ``KeyError`` when unknown."""
+        if user_id == BOT_USER_ID:
+            return _BOT_USER
+        with self.lock:
+            if self.users is not None:
+                return self.users[user_id]
+        if not _USER_ID.match(user_id):
+            raise KeyError(f"no user {user_id}")
+        name = user_id.lower()
+        return SlackUser(user_id, name, f"Sandbox user {user_id}", f"{name}@sandbox.example.com")
+
     def calls_of(self, method: str) -> list[ReceivedRequest]:
         """Requests received for one Web API method (``chat.postMessage``)."""
         return [request for request in self.requests if request.path == f"/api/{method}"]
@@ -180,6 +281,8 @@ class FakeSlack(FakeService):
     # -- the Web API ---------------------------------------------------------
 
     def handle(self, request: ReceivedRequest) -> Reply:
+        if request.method == "POST" and request.path.startswith(("/actions/", "/commands/")):
+            return self._receive_response_url_post(request)
         method = request.path.removeprefix("/api/")
         if not request.path.startswith("/api/") or method not in self._methods:
             return _error("unknown_method", req_method=method)
@@ -221,6 +324,15 @@ class FakeSlack(FakeService):
             calls.append(now)
             return None
 
+    def _receive_response_url_post(self, request: ReceivedRequest) -> Reply:
+        try:
+            payload = request.json()
+        except ValueError:
+            return Reply(400, b"invalid_payload", {"Content-Type": "text/plain"})
+        with self.lock:
+            self._responses.append(ResponseUrlPost(request.path, payload))
+        return Reply(200, b"ok", {"Content-Type": "text/plain"})
+
     def _channel(self, reference: Any) -> SlackChannel:
         """The channel named by an id, ``#name`` or ``name``; ``channel_not_found`` otherwise."""
         text = str(reference or "")
@@ -252,40 +364,244 @@ class FakeSlack(FakeService):
         channel = self._channel(call.args.get("channel"))
         if not channel.bot_is_member:
             raise SlackError("not_in_channel")
-        text = call.args.get("text")
-        blocks = call.args.get("blocks")
-        if isinstance(blocks, str):  # form-encoded bodies carry blocks as a JSON string
-            try:
-                blocks = json.loads(blocks)
-            except ValueError:
-                raise SlackError("invalid_blocks") from None
-        if blocks is not None and not isinstance(blocks, list):
-            raise SlackError("invalid_blocks")
-        if not text and not blocks:
-            raise SlackError("no_text")
+        text, blocks = _message_content(call.args)
         thread_ts = call.args.get("thread_ts") or None
         posted = PostedSlackMessage(
             channel=channel.id,
             ts=self._new_ts(),
-            text=None if text is None else str(text),
-            blocks=copy.deepcopy(blocks),
+            text=text,
+            blocks=blocks,
             thread_ts=None if thread_ts is None else str(thread_ts),
         )
         with self.lock:
             self._messages.append(posted)
-        message: dict[str, Any] = {
-            "type": "message",
-            "text": posted.text or "",
-            "user": BOT_USER_ID,
-            "bot_id": BOT_ID,
-            "team": TEAM_ID,
-            "ts": posted.ts,
+        return {"channel": channel.id, "ts": posted.ts, "message": _message_object(posted)}
+
+    @slack_method("chat.update", scope="chat:write")
+    def chat_update(self, call: SlackCall) -> dict[str, Any]:
+        channel = self._channel(call.args.get("channel"))
+        ts = str(call.args.get("ts") or "")
+        with self.lock:
+            index = next(
+                (
+                    i
+                    for i, posted in enumerate(self._messages)
+                    if posted.channel == channel.id and posted.ts == ts
+                ),
+                None,
+            )
+            if index is None:
+                raise SlackError("message_not_found")
+            text, blocks = _message_content(call.args)
+            updated = dataclasses.replace(
+                self._messages[index],
+                text=text,
+                blocks=blocks,
+                edits=self._messages[index].edits + 1,
+            )
+            self._messages[index] = updated
+        return {
+            "channel": channel.id,
+            "ts": updated.ts,
+            "text": updated.text or "",
+            "message": _message_object(updated),
         }
-        if posted.blocks is not None:
-            message["blocks"] = posted.blocks
-        if posted.thread_ts is not None:
-            message["thread_ts"] = posted.thread_ts
-        return {"channel": channel.id, "ts": posted.ts, "message": message}
+
+    @slack_method("chat.postEphemeral", scope="chat:write")
+    def chat_post_ephemeral(self, call: SlackCall) -> dict[str, Any]:
+        channel = self._channel(call.args.get("channel"))
+        user = str(call.args.get("user") or "")
+        if not self._is_member(channel, user):
+            raise SlackError("user_not_in_channel")
+        text, blocks = _message_content(call.args)
+        thread_ts = call.args.get("thread_ts") or None
+        posted = PostedEphemeral(
+            channel=channel.id,
+            user=user,
+            text=text,
+            blocks=blocks,
+            message_ts=self._new_ts(),
+            thread_ts=None if thread_ts is None else str(thread_ts),
+        )
+        with self.lock:
+            self._ephemerals.append(posted)
+        return {"message_ts": posted.message_ts}
+
+    def _is_member(self, channel: SlackChannel, user_id: str) -> bool:
+        try:
+            self.user(user_id)
+        except KeyError:
+            return False
+        return channel.members is None or user_id in channel.members
+
+    @slack_method("conversations.create", scope="channels:manage")
+    def conversations_create(self, call: SlackCall) -> dict[str, Any]:
+        name = str(call.args.get("name") or "")
+        if not name:
+            raise SlackError("invalid_name_required")
+        if len(name) > _CHANNEL_NAME_MAX_LENGTH:
+            raise SlackError("invalid_name_maxlength")
+        if not _CHANNEL_NAME.match(name):
+            raise SlackError("invalid_name_specials")
+        if not name.strip("-_"):
+            raise SlackError("invalid_name_punctuation")
+        with self.lock:
+            if any(channel.name == name for channel in self.channels.values()):
+                raise SlackError("name_taken")
+            channel_id = self._new_channel_id()
+            channel = SlackChannel(
+                id=channel_id,
+                name=name,
+                bot_is_member=True,
+                members=frozenset({BOT_USER_ID}),
+                is_private=_flag(call.args.get("is_private")),
+                created=int(time.time()),
+                creator=BOT_USER_ID,
+            )
+            self.channels[channel_id] = channel
+        return {"channel": _conversation_object(channel)}
+
+    def _new_channel_id(self) -> str:
+        with self.lock:
+            while True:
+                self._created_channels += 1
+                channel_id = f"C1{self._created_channels:09d}"
+                if channel_id not in self.channels:
+                    return channel_id
+
+    @slack_method("conversations.invite", scope="channels:manage")
+    def conversations_invite(self, call: SlackCall) -> dict[str, Any]:
+        with self.lock:  # read, check and replace the channel as one step
+            channel = self._channel(call.args.get("channel"))
+            user_ids = _id_list(call.args.get("users"))
+            if not user_ids:
+                raise SlackError("no_user")
+            if not channel.bot_is_member:
+                raise SlackError("not_in_channel")
+            if BOT_USER_ID in user_ids:
+                raise SlackError("cant_invite_self")
+            for user_id in user_ids:
+                try:
+                    self.user(user_id)
+                except KeyError:
+                    raise SlackError("user_not_found") from None
+            if channel.members is None or set(user_ids) <= channel.members:
+                raise SlackError("already_in_channel")
+            channel = dataclasses.replace(channel, members=channel.members | set(user_ids))
+            self.channels[channel.id] = channel
+        return {"channel": _conversation_object(channel)}
+
+    @slack_method("users.info", scope="users:read")
+    def users_info(self, call: SlackCall) -> dict[str, Any]:
+        try:
+            user = self.user(str(call.args.get("user") or ""))
+        except KeyError:
+            raise SlackError("user_not_found") from None
+        profile: dict[str, Any] = {
+            "real_name": user.real_name,
+            "real_name_normalized": user.real_name,
+            "display_name": user.name,
+            "display_name_normalized": user.name,
+        }
+        with self.lock:
+            may_read_email = "users:read.email" in self.tokens.get(call.token, frozenset())
+        if may_read_email and user.email:
+            profile["email"] = user.email
+        is_bot = user.id == BOT_USER_ID
+        if is_bot:
+            profile["bot_id"] = BOT_ID
+        return {
+            "user": {
+                "id": user.id,
+                "team_id": TEAM_ID,
+                "name": user.name,
+                "deleted": False,
+                "real_name": user.real_name,
+                "tz": user.tz,
+                "is_admin": False,
+                "is_owner": False,
+                "is_bot": is_bot,
+                "is_app_user": False,
+                "profile": profile,
+            }
+        }
+
+
+def _message_content(args: Mapping[str, Any]) -> tuple[str | None, list[Any] | None]:
+    """The text and blocks of a chat.* call; ``invalid_blocks`` or ``no_text`` when unusable."""
+    text = args.get("text")
+    blocks = args.get("blocks")
+    if isinstance(blocks, str):  # form-encoded bodies carry blocks as a JSON string
+        try:
+            blocks = json.loads(blocks)
+        except ValueError:
+            raise SlackError("invalid_blocks") from None
+    if blocks is not None and not isinstance(blocks, list):
+        raise SlackError("invalid_blocks")
+    if not text and not blocks:
+        raise SlackError("no_text")
+    return (None if text is None else str(text)), copy.deepcopy(blocks)
+
+
+def _message_object(posted: PostedSlackMessage) -> dict[str, Any]:
+    """The message as Slack describes it in chat.* answers and interaction payloads."""
+    message: dict[str, Any] = {
+        "type": "message",
+        "text": posted.text or "",
+        "user": BOT_USER_ID,
+        "bot_id": BOT_ID,
+        "team": TEAM_ID,
+        "ts": posted.ts,
+    }
+    if posted.blocks is not None:
+        message["blocks"] = copy.deepcopy(posted.blocks)
+    if posted.thread_ts is not None:
+        message["thread_ts"] = posted.thread_ts
+    return message
+
+
+def _conversation_object(channel: SlackChannel) -> dict[str, Any]:
+    """A channel as the conversations.* methods describe it."""
+    conversation: dict[str, Any] = {
+        "id": channel.id,
+        "name": channel.name,
+        "is_channel": True,
+        "is_group": False,
+        "is_im": False,
+        "is_mpim": False,
+        "is_private": channel.is_private,
+        "created": channel.created,
+        "creator": channel.creator,
+        "is_archived": False,
+        "is_general": channel.name == "general",
+        "unlinked": 0,
+        "name_normalized": channel.name,
+        "is_shared": False,
+        "is_ext_shared": False,
+        "is_org_shared": False,
+        "pending_shared": [],
+        "is_pending_ext_shared": False,
+        "is_member": channel.bot_is_member,
+        "topic": {"value": "", "creator": "", "last_set": 0},
+        "purpose": {"value": "", "creator": "", "last_set": 0},
+        "previous_names": [],
+    }
+    if channel.members is not None:
+        conversation["num_members"] = len(channel.members)
+    return conversation
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument: JSON true, or "true"/"1" in a form or query."""
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in {"true", "1"}
+
+
+def _id_list(value: Any) -> list[str]:
+    """A list of ids given comma-separated (form) or as a JSON array."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
 
 
 def _arguments(request: ReceivedRequest) -> dict[str, Any]:
