@@ -11,11 +11,21 @@ thread (standard library only)::
 - ``FakeService``: the base; records requests, injects failures (``fail_next``, ``stall_next``).
 - ``FakeSlack``: the Slack Web API (``tocsin.sandbox.slack_api``).
 - ``FakePlatform``: the broker-software provider's platform API (``tocsin.sandbox.platform_api``).
+- ``FakeJira``: a Jira site's REST API v2 and the webhooks it sends (``tocsin.sandbox.jira_api``).
 """
 
 from __future__ import annotations
 
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
+from tocsin.sandbox.jira_api import (
+    SANDBOX_JIRA_TOKEN,
+    SANDBOX_JIRA_USER,
+    SANDBOX_JIRA_WEBHOOK_SECRET,
+    FakeJira,
+    JiraAttachment,
+    JiraComment,
+    JiraError,
+)
 from tocsin.sandbox.platform_api import (
     SANDBOX_PLATFORM_TOKEN,
     Account,
@@ -35,12 +45,19 @@ from tocsin.sandbox.slack_api import (
 
 __all__ = [
     "SANDBOX_BOT_TOKEN",
+    "SANDBOX_JIRA_TOKEN",
+    "SANDBOX_JIRA_USER",
+    "SANDBOX_JIRA_WEBHOOK_SECRET",
     "SANDBOX_PLATFORM_TOKEN",
     "Account",
     "Device",
+    "FakeJira",
     "FakePlatform",
     "FakeService",
     "FakeSlack",
+    "JiraAttachment",
+    "JiraComment",
+    "JiraError",
     "Office",
     "PostedSlackMessage",
     "ReceivedRequest",
