@@ -29,6 +29,14 @@ from prefect.input import RunInput
 from prefect.states import Failed, Running
 
 from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.announce import (
+    Announcements,
+    Announcer,
+    FinishedStep,
+    GateState,
+    RefusedDecision,
+    RunFacts,
+)
 from tocsin.audit import RecordingSecrets, Redactor
 from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, TocsinError
 from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
@@ -44,6 +52,7 @@ from tocsin.validation import LoadedRunbook, load_runbook_bytes
 
 MANUAL_TASK_DEFAULT_TIMEOUT = timedelta(days=7)
 PAUSE_POLL_SECONDS = 1
+PENDING_RECHECK_SECONDS = 60
 HEARTBEAT_SECONDS = 10
 
 Report = Callable[[str], None]
@@ -117,6 +126,9 @@ class RunbookExecution:
         self.attempts: dict[str, int] = {}
         self.open_clocks: dict[str, datetime] = {}
         self.tasks: dict[tuple[str, float | None], Any] = {}
+        self.announcers: list[Announcer] = []
+        self.announce_problems: list[tuple[str, str]] = []
+        self.announce = Announcements([], self.run_facts(), on_failure=self.announce_failed)
         self.steps_context: dict[str, dict[str, Any]] = {
             step.id: {"outputs": {}, "status": "pending"} for step, _ in self.runbook.iter_steps()
         }
@@ -136,9 +148,42 @@ class RunbookExecution:
             "steps": self.steps_context,
         }
 
-    def remember(self, step_id: str, status: str, outputs: dict[str, Any] | None) -> None:
+    def remember(
+        self,
+        step_id: str,
+        status: str,
+        outputs: dict[str, Any] | None,
+        *,
+        announce: bool = True,
+        detail: str = "",
+    ) -> None:
         with self.lock:
             self.steps_context[step_id] = {"outputs": outputs or {}, "status": status}
+        if announce:
+            self.announce.step_finished(
+                FinishedStep(step_id, self.runbook.step(step_id).title, status, detail)
+            )
+
+    def run_facts(self, *, resumed: bool = False) -> RunFacts:
+        return RunFacts(
+            ticket=self.incident.ticket,
+            run_id=self.run_id,
+            runbook=self.runbook.runbook,
+            runbook_title=self.runbook.title,
+            version=self.runbook.version,
+            severity=self.runbook.severity.value,
+            requested_by=self.incident.requested_by,
+            requested_via=self.incident.requested_via,
+            ticket_url=self.incident.url,
+            incident_title=self.incident.title,
+            inputs=self.redactor.fields(self.inputs, self.secret_inputs),
+            resumed=resumed,
+        )
+
+    def announce_failed(self, announcer: str, doing: str, error: str) -> None:
+        """Slack or the ticket tool could not be told: audited, and the run goes on."""
+        self.event("announce.failed", announcer=announcer, doing=doing, error=error)
+        self.report(f"could not update {announcer} ({doing}): {error}")
 
     def event(
         self, name: str, /, step_id: str | None = None, actor: str | None = None, **data: Any
@@ -207,11 +252,20 @@ class RunbookExecution:
             incident_title=self.incident.title,
             inputs=self.redactor.fields(self.inputs, self.secret_inputs),
         )
+        self.announce = Announcements(
+            self.announcers,
+            self.run_facts(resumed=existed),
+            on_failure=self.announce_failed,
+            batch_seconds=self.settings.slack.progress_every_seconds,
+        )
+        for announcer, problem in self.announce_problems:
+            self.announce_failed(announcer, "configure", problem)
+        self.announce.run_started()
         self.start_clocks(existed)
         for record in self.journal.steps_of(run.id):
             self.known[record.step_id] = record
             if record.status in FINISHED_STEP or record.status in ("rejected", "undone"):
-                self.remember(record.step_id, record.status, record.outputs)
+                self.remember(record.step_id, record.status, record.outputs, announce=False)
         stop_heartbeat = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop_heartbeat,), daemon=True)
         beat.start()
@@ -225,7 +279,9 @@ class RunbookExecution:
         self.journal.set_run(run.id, status=status, heartbeat_at=None)
         self.event("run.finished", status=status, reason=reason)
         self.report(f"run {status}: {reason}")
+        self.announce.run_finished(status, reason)
         self.sign_and_anchor("run.finished")
+        self.announce.close()
         return {
             "status": status,
             "reason": reason,
@@ -297,8 +353,20 @@ class RunbookExecution:
     def sign_and_anchor(self, reason: str, *, publish: bool = True) -> None:
         """Sign the chain's head; at the end of a run, also publish it outside the database."""
         checkpoint = self.journal.checkpoint(self.incident.ticket, reason)
+        if checkpoint is None or not publish:
+            return
+        places = self.announce.anchor(checkpoint.seq, checkpoint.head, checkpoint.key_id)
+        for where in places:  # the incident's Slack thread, its ticket
+            self.event(
+                "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
+            )
         channel = self.settings.audit.anchor_channel
-        if checkpoint is None or not publish or not channel:
+        if not channel:
+            if places:
+                self.report(
+                    f"audit head sha256:{checkpoint.head[:16]}… published to {', '.join(places)}"
+                )
+                self.journal.checkpoint(self.incident.ticket, "anchored")
             return
         context = ActionContext(
             incident=self.incident.ticket,
@@ -336,8 +404,14 @@ class RunbookExecution:
         self.journal.checkpoint(self.incident.ticket, "anchored")
 
     def _heartbeat(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            self.journal.heartbeat(self.run_id)
+        interval = min(HEARTBEAT_SECONDS, max(1.0, self.settings.slack.progress_every_seconds))
+        last_beat = 0.0
+        while not stop.wait(interval):
+            self.announce.flush_if_due()  # progress of a long step is not held back
+            last_beat += interval
+            if last_beat >= HEARTBEAT_SECONDS:
+                self.journal.heartbeat(self.run_id)
+                last_beat = 0.0
 
     def run_sequence(self, steps: list[Step]) -> None:
         for step in steps:
@@ -516,7 +590,7 @@ class RunbookExecution:
             },
             {"error": message},
         )
-        self.remember(step.id, "failed", {})
+        self.remember(step.id, "failed", {}, detail=message)
         self.report(f"{step.id}: failed: {message}")
         raise StepFailed(step.id, message)
 
@@ -716,6 +790,9 @@ class RunbookExecution:
             f"{request.kind}.requested", step.id, **request.as_data(), **self.step_facts(step)
         )
         self.sign_and_anchor("waiting", publish=False)
+        self.announce.gate_changed(
+            GateState(step.id, step.title, request, tuple(self.approvals_of(step.id, request)))
+        )
         verb = {"approval": "approve", "manual": "done", "in_doubt": "approve"}[request.kind]
         who = f" by {request.group} (quorum {request.quorum})" if request.kind == "approval" else ""
         self.report(
@@ -806,13 +883,22 @@ class RunbookExecution:
             for step, request in list(open_steps.values()):
                 if request.deadline_at <= moment:
                     self.time_out(step, request, open_steps, failures)
+                elif not request.reminded and self.reminder_at(step, request) <= moment:
+                    self.remind(step, request)
             if not open_steps:
                 break
-            remaining = min(r.deadline_at for _, r in open_steps.values()) - now()
+            wake_up = [r.deadline_at for _, r in open_steps.values()] + [
+                self.reminder_at(s, r) for s, r in open_steps.values() if not r.reminded
+            ]
+            remaining = min(wake_up) - now()
             try:
                 answer = pause_flow_run(
                     wait_for_input=HumanDecision,
-                    timeout=max(1, math.ceil(remaining.total_seconds())),
+                    # Woken at least every minute: a decision journalled while this run was
+                    # between two pauses (so nobody could resume it) is applied then.
+                    timeout=max(
+                        1, min(math.ceil(remaining.total_seconds()), PENDING_RECHECK_SECONDS)
+                    ),
                     poll_interval=PAUSE_POLL_SECONDS,
                     key=uuid.uuid4().hex,
                 )
@@ -839,6 +925,26 @@ class RunbookExecution:
         if rejected:
             raise RunStopped("rejected", f"{', '.join(rejected)} rejected")
 
+    def wait_length(self, step: Step) -> timedelta:
+        if step.approval is not None:
+            return step.approval.timeout
+        return step.timeout or MANUAL_TASK_DEFAULT_TIMEOUT
+
+    def reminder_at(self, step: Step, request: WaitRequest) -> datetime:
+        """When people are reminded: a fraction (slack.remind_before) of the wait before its end."""
+        return request.deadline_at - self.wait_length(step) * self.settings.slack.remind_before
+
+    def remind(self, step: Step, request: WaitRequest) -> None:
+        request.reminded = True
+        self.journal.set_step(self.run_id, step.id, request=request.as_data())
+        left = max(0, int((request.deadline_at - now()).total_seconds() // 60))
+        self.event(f"{request.kind}.reminded", step.id, minutes_left=left, group=request.group)
+        self.report(f"{step.id}: reminder sent, {left} min left")
+        self.announce.reminder(
+            GateState(step.id, step.title, request, tuple(self.approvals_of(step.id, request))),
+            left,
+        )
+
     def apply_decisions(
         self,
         open_steps: dict[str, tuple[Step, WaitRequest]],
@@ -855,6 +961,7 @@ class RunbookExecution:
                 decision.actor,
                 decision.gate_hash,
                 tuple(decision.checklist) if decision.checklist is not None else None,
+                tuple(decision.vouched or ()),
             )
             approvals = self.approvals_of(decision.step_id, request) if request else []
             if (
@@ -879,6 +986,15 @@ class RunbookExecution:
                     )
                     self.report(
                         f"{decision.step_id}: refused {decision.kind} from {decision.actor}: {refusal}"
+                    )
+                    self.announce.decision_refused(
+                        RefusedDecision(
+                            decision.step_id,
+                            decision.actor,
+                            decision.kind,
+                            decision.channel,
+                            refusal,
+                        )
                     )
                 continue
             if not self.journal.settle_decision(decision.id, "applied"):
@@ -915,7 +1031,7 @@ class RunbookExecution:
                     "decided_at": decided,
                     "comment": decision.comment,
                 }
-                self.finish_wait(step, "rejected", outputs, open_steps)
+                self.finish_wait(step, "rejected", outputs, open_steps, decision.actor)
                 rejected.append(step.id)
                 self.report(f"{step.id}: REJECTED by {decision.actor}")
                 return
@@ -923,6 +1039,9 @@ class RunbookExecution:
             if len(set(approvals)) < request.quorum:
                 self.report(
                     f"{step.id}: approved by {decision.actor} ({len(set(approvals))} of {request.quorum})"
+                )
+                self.announce.gate_changed(
+                    GateState(step.id, step.title, request, tuple(approvals))
                 )
                 return
             outputs = {
@@ -935,7 +1054,7 @@ class RunbookExecution:
             self.report(f"{step.id}: approved by {', '.join(approvals)}")
         elif request.kind == "manual":
             if decision.kind == "reject":
-                self.finish_wait(step, "failed", {}, open_steps)
+                self.finish_wait(step, "failed", {}, open_steps, decision.actor)
                 failures.append(
                     StepFailed(
                         step.id,
@@ -954,9 +1073,9 @@ class RunbookExecution:
                 del open_steps[step.id]
                 reruns.append(step)
             elif decision.kind == "done":
-                self.finish_wait(step, "done", {}, open_steps)
+                self.finish_wait(step, "done", {}, open_steps, decision.actor)
             else:
-                self.finish_wait(step, "failed", {}, open_steps)
+                self.finish_wait(step, "failed", {}, open_steps, decision.actor)
                 failures.append(StepFailed(step.id, f"stopped by {decision.actor} after the crash"))
 
     def finish_wait(
@@ -965,13 +1084,37 @@ class RunbookExecution:
         status: str,
         outputs: dict[str, Any],
         open_steps: dict[str, tuple[Step, WaitRequest]],
+        decided_by: str | None = None,
     ) -> None:
         self.journal.set_step(
             self.run_id, step.id, status=status, outputs=outputs, finished_at=now()
         )
-        self.remember(step.id, status, outputs)
+        self.remember(step.id, status, outputs, announce=False)
         self.event(f"step.{status}", step.id, outputs=outputs)
-        open_steps.pop(step.id, None)
+        entry = open_steps.pop(step.id, None)
+        if entry is not None:
+            request = entry[1]
+            approved = (
+                tuple(self.approvals_of(step.id, request)) if request.kind == "approval" else ()
+            )
+            decided_by = outputs.get("approved_by") or outputs.get("completed_by") or decided_by
+            self.announce.gate_changed(
+                GateState(
+                    step.id,
+                    step.title,
+                    request,
+                    approved,
+                    outcome=status,
+                    decided_by=tuple(
+                        decided_by
+                        if isinstance(decided_by, list)
+                        else [decided_by]
+                        if decided_by
+                        else []
+                    ),
+                    comment=str(outputs.get("comment") or ""),
+                )
+            )
         if status in ("approved", "done"):
             self.stop_clocks(step)
 
@@ -990,6 +1133,7 @@ class RunbookExecution:
         if gate.on_timeout == "escalate" and not request.escalated and gate.escalate_to:
             group = self.runbook.approver_groups[gate.escalate_to]
             request.escalated = True
+            request.reminded = False
             request.group = f"{request.group}+{gate.escalate_to}"
             request.approvers = sorted({*request.approvers, *group.users})
             if group.usergroup:
@@ -1001,6 +1145,9 @@ class RunbookExecution:
             )
             self.report(f"{step.id}: no decision in time, escalated to {gate.escalate_to}")
             open_steps[step.id] = (step, request)
+            self.announce.gate_changed(
+                GateState(step.id, step.title, request, tuple(self.approvals_of(step.id, request)))
+            )
             return
         outputs = {
             "decision": "timed_out",
@@ -1015,6 +1162,54 @@ class RunbookExecution:
             return
         self.report(f"{step.id}: no decision in time; stopping the run")
         raise RunStopped("timed_out", f"approval {step.id} timed out")
+
+
+def announcers_for(
+    settings: Settings, journal: Journal, secrets: Any
+) -> tuple[list[Announcer], list[tuple[str, str]]]:
+    """Where people hear about runs: the Slack incident thread and the ticket, when configured;
+    and (announcer, problem) for those configured but unusable (audited by the run)."""
+    announcers: list[Announcer] = []
+    problems: list[tuple[str, str]] = []
+    slack = settings.slack
+    if slack.incident_channel or slack.channel_per_incident:
+        token = secrets.get("slack_bot_token")
+        if token:
+            from tocsin.integrations.slack_incident import SlackIncidentAnnouncer
+
+            credentials = SlackCredentials(
+                token=token,
+                base_url=settings.slack_api_url,
+                timeout_seconds=settings.http_timeout_seconds,
+            )
+            announcers.append(SlackIncidentAnnouncer(credentials, slack, journal))
+        else:
+            problems.append(("slack", "secret slack_bot_token is not set"))
+    if settings.jira.url:
+        from tocsin.integrations.jira import JiraTickets
+        from tocsin.ticket_updates import TicketAnnouncer
+
+        try:
+            tickets = JiraTickets.from_settings(settings, secrets)
+        except TocsinError as exc:
+            problems.append(("jira", exc.message))
+        else:
+            announcers.append(
+                TicketAnnouncer(
+                    tickets, _report_for_ticket(settings) if settings.jira.attach_report else None
+                )
+            )
+    return announcers, problems
+
+
+def _report_for_ticket(settings: Settings) -> Callable[[str], tuple[str, bytes, str]]:
+    def make(ticket: str) -> tuple[str, bytes, str]:
+        from tocsin.evidence import incident_report
+
+        content = incident_report(settings, ticket, fmt="html", lang="en", with_prefect=False)
+        return f"{ticket}-report.html", content, "text/html"
+
+    return make
 
 
 def _back_to_running() -> None:
@@ -1083,6 +1278,9 @@ def run_runbook(
         settings=settings,
         report=_report,
         redactor=Redactor(journal.audit_key),
+    )
+    execution.announcers, execution.announce_problems = announcers_for(
+        settings, journal, execution.secrets
     )
     try:
         outcome = execution.run(flow_run_id)

@@ -258,52 +258,12 @@ def _registry() -> ActionRegistry:
     return ActionRegistry.discover(load_settings().action_modules)
 
 
-def _search_paths() -> list[Path]:
-    """Where runbooks are looked up by id: settings, ./runbooks, then the shipped ones."""
-    from tocsin.settings import load_settings
-
-    settings = load_settings()
-    shipped = Path(__file__).resolve().parent / "runbooks"
-    candidates = [*settings.runbook_paths, Path("runbooks"), shipped]
-    seen: set[Path] = set()
-    result: list[Path] = []
-    for path in candidates:
-        resolved = path.resolve()
-        if resolved.is_dir() and resolved not in seen:
-            seen.add(resolved)
-            result.append(path)
-    return result
-
-
 def resolve_runbook(reference: str, registry: ActionRegistry) -> LoadedRunbook:
     """Load a runbook given as a file path or as an id found on the search path."""
-    from tocsin.errors import InputError, RunbookError
-    from tocsin.validation import find_runbook_files, load_runbook
+    from tocsin.catalogue import resolve_runbook as resolve
+    from tocsin.settings import load_settings
 
-    path = Path(reference)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise InputError(f"no runbook file {reference}", "give a file path or a runbook id")
-        return load_runbook(path, registry)
-    files, _ = find_runbook_files(_search_paths())
-    known: list[str] = []
-    for file in files:
-        try:
-            loaded = load_runbook(file, registry)
-        except RunbookError:
-            continue
-        if loaded.id == reference:
-            return loaded
-        known.append(loaded.id)
-    import difflib
-
-    close = difflib.get_close_matches(reference, known, n=1)
-    raise InputError(
-        f"no runbook with id {reference!r}",
-        f"did you mean {close[0]!r}?"
-        if close
-        else f"known runbooks: {', '.join(sorted(known)) or 'none'}",
-    )
+    return resolve(reference, registry, load_settings())
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -443,10 +403,12 @@ def _short(value: Any, limit: int = 160) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
+    from tocsin.catalogue import search_paths
     from tocsin.errors import RunbookError
+    from tocsin.settings import load_settings
     from tocsin.validation import display_path, find_runbook_files, load_runbook
 
-    paths = args.paths or _search_paths()
+    paths = args.paths or search_paths(load_settings())
     files, _ = find_runbook_files(paths)
     registry = _registry()
     console = _console()
@@ -703,57 +665,16 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tocsin.gates import WaitRequest
     from tocsin.incident import check_ticket
-    from tocsin.journal import now
     from tocsin.running import journal_for
+    from tocsin.status import status_lines
 
     settings = _settings()
     ticket = check_ticket(args.ticket) if args.ticket else None
     journal = journal_for(settings)
     try:
-        runs = journal.runs_of(ticket)
-        if not runs:
-            print(f"no runs recorded{' for ' + ticket if ticket else ''}")
-            return EXIT_OK
-        for run in runs:
-            print(
-                f"{run.incident}  {run.runbook_id} v{run.runbook_version}  {run.status}"
-                f"  (started by {run.requested_by} via {run.requested_via}, "
-                f"{run.created_at:%Y-%m-%d %H:%M} UTC)"
-            )
-            if run.status in ("running", "waiting") and not run.is_alive():
-                print(
-                    f"    no process is running it any more: run `tocsin run {run.runbook_id} "
-                    f"--ticket {run.incident}` again to continue where it stopped"
-                )
-            for record in journal.steps_of(run.id):
-                if record.status != "waiting" or not record.request:
-                    continue
-                request = WaitRequest.from_data(record.request)
-                since = record.waiting_since or now()
-                minutes = int((now() - since).total_seconds() // 60)
-                if request.kind == "approval":
-                    approvals = [
-                        d.actor
-                        for d in journal.decisions_of(run.id, record.step_id)
-                        if d.status == "applied" and d.kind == "approve"
-                    ]
-                    agreed = f": {', '.join(approvals)}" if approvals else ""
-                    what = f"approval by {request.group} ({len(approvals)} of {request.quorum}{agreed})"
-                elif request.kind == "manual":
-                    what = f"manual task ({len(request.checklist)} checklist items)"
-                else:
-                    what = "a decision about a step interrupted by a crash"
-                print(
-                    f"    waiting: {record.step_id} — {what}, for {minutes} min, until "
-                    f"{request.deadline_at:%Y-%m-%d %H:%M} UTC, hash {request.gate_hash[:12]}"
-                )
-                print(f"      {request.prompt}")
-                for number, item in enumerate(request.checklist, start=1):
-                    print(f"      [{number}] {item}")
-                if request.kind == "approval":
-                    print(f"      may decide: {', '.join(request.approvers) or 'nobody yet'}")
+        for line in status_lines(journal, ticket):
+            print(line)
     finally:
         journal.close()
     return EXIT_OK

@@ -29,6 +29,7 @@ class DecisionRefused(TocsinError):
 class Outcome:
     decision: DecisionRecord
     message: str
+    run: RunRecord | None = None
 
 
 def find_waiting_run(
@@ -58,9 +59,16 @@ def submit(
     comment: str = "",
     checklist: Sequence[int] | None = None,
     gate_hash: str | None = None,
+    vouched: Sequence[str] = (),
     wait: bool = True,
+    deliver: bool = True,
 ) -> Outcome:
-    """Judge, journal and deliver one decision; raise ``DecisionRefused`` when it is refused."""
+    """Judge, journal and deliver one decision; raise ``DecisionRefused`` when it is refused.
+
+    ``vouched``: Slack user groups the channel checked the person belongs to.
+    ``deliver=False`` only journals it: the caller hands it to the flow later with
+    ``deliver_decision`` (the gateway answers Slack first).
+    """
     run, status = find_waiting_run(journal, incident, step_id)
     if run is None:
         known = journal.runs_of(incident)
@@ -72,15 +80,22 @@ def submit(
         raise DecisionRefused(f"no run of {incident} has a step {step_id!r}", hint)
     record = journal.step(run.id, step_id)
     request = WaitRequest.from_data(record.request) if record and record.request else None
+    # Pending approvals count too: a second click before the flow applied the first is a duplicate.
     approvals = [
         d.actor
         for d in journal.decisions_of(run.id, step_id)
-        if d.status == "applied"
+        if d.status in ("applied", "pending")
         and d.kind == "approve"
         and request is not None
         and d.gate_hash in (None, request.gate_hash)
     ]
-    proposal = Proposal(kind, actor, gate_hash, tuple(checklist) if checklist is not None else None)
+    proposal = Proposal(
+        kind,
+        actor,
+        gate_hash,
+        tuple(checklist) if checklist is not None else None,
+        tuple(vouched),
+    )
     refusal = judge(status, request, proposal, approvals, step_id)
     if (
         refusal is None
@@ -105,17 +120,17 @@ def submit(
             gate_hash=gate_hash,
             status="refused",
             reason=refusal,
-        )
-        journal.record(
-            incident,
-            "decision.refused",
-            run_id=run.id,
-            step_id=step_id,
-            actor=actor,
-            decision=kind,
-            channel=channel,
-            reason=refusal,
-            comment=comment,
+            vouched=vouched,
+            audit=(
+                incident,
+                "decision.refused",
+                {
+                    "decision": kind,
+                    "channel": channel,
+                    "reason": refusal,
+                    "comment": comment,
+                },
+            ),
         )
         raise DecisionRefused(refusal, _hint_for(refusal, incident))
     assert request is not None
@@ -128,19 +143,22 @@ def submit(
         comment=comment,
         checklist=checklist,
         gate_hash=request.gate_hash,  # judged above: a prefix stands for this hash
+        vouched=vouched,
+        audit=(
+            incident,
+            "decision.received",
+            {
+                "decision": kind,
+                "channel": channel,
+                "comment": comment,
+                "checklist": list(checklist or []),
+                **({"vouched_groups": list(vouched)} if vouched else {}),
+            },
+        ),
     )
-    journal.record(
-        incident,
-        "decision.received",
-        run_id=run.id,
-        step_id=step_id,
-        actor=actor,
-        decision=kind,
-        channel=channel,
-        comment=comment,
-        checklist=list(checklist or []),
-    )
-    _deliver(journal, run, decision, wait=wait)
+    if not deliver:
+        return Outcome(decision, f"{kind} from {actor} recorded", run)
+    deliver_decision(journal, run, decision, wait=wait)
     final = journal.decision(decision.id) or decision
     if final.status == "refused":
         raise DecisionRefused(final.reason or "refused by the run")
@@ -149,7 +167,9 @@ def submit(
     return Outcome(final, f"{kind} from {actor} recorded; the run applies it when it next waits")
 
 
-def _deliver(journal: Journal, run: RunRecord, decision: DecisionRecord, *, wait: bool) -> None:
+def deliver_decision(
+    journal: Journal, run: RunRecord, decision: DecisionRecord, *, wait: bool
+) -> None:
     """Resume the paused flow; if it is busy, it finds the decision in the journal itself."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import resume_flow_run

@@ -36,6 +36,7 @@ class WaitRequest:
     group: str = ""
     quorum: int = 1
     escalated: bool = False
+    reminded: bool = False
     checklist: list[str] = field(default_factory=list)
     guarded: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +71,8 @@ class Proposal:
     actor: str
     gate_hash: str | None = None
     checklist: tuple[int, ...] | None = None
+    vouched: tuple[str, ...] = ()
+    """Slack user groups the deciding channel checked the person belongs to, just now."""
 
 
 def judge(
@@ -99,7 +102,8 @@ def judge(
     if request.kind == "approval":
         if proposal.actor == request.requester:
             return f"{proposal.actor} started this run and cannot decide its own approval gate"
-        if proposal.actor not in request.approvers:
+        vouched_member = bool(set(proposal.vouched) & set(request.usergroups))
+        if proposal.actor not in request.approvers and not vouched_member:
             groups = request.group + (" (escalated)" if request.escalated else "")
             if request.usergroups:
                 return (

@@ -121,6 +121,8 @@ decisions = Table(
     Column("reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("processed_at", DateTime(timezone=True)),
+    # Slack user groups the deciding channel checked the person belongs to (the gateway).
+    Column("vouched", JSON),
 )
 
 events = Table(
@@ -140,6 +142,22 @@ events = Table(
     # Two writers that read the same head both try the next number: one wins, the other
     # retries on top of it. The chain never forks.
     UniqueConstraint("incident", "seq", name="one_record_per_place_in_chain"),
+)
+
+posts = Table(
+    # Messages Tocsin posted about an incident elsewhere (Slack thread, gate message, ticket),
+    # so that other processes (the gateway) and later runs update them instead of posting anew.
+    "posts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident", String(64), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("key", String(128), nullable=False, default=""),
+    Column("channel", String(64), nullable=False),
+    Column("ts", String(64), nullable=False),
+    Column("data", JSON),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("incident", "purpose", "key", name="one_post_per_purpose"),
 )
 
 checkpoints = Table(
@@ -254,12 +272,29 @@ class DecisionRecord:
     status: str
     reason: str | None
     created_at: datetime
+    vouched: list[str] | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> DecisionRecord:
         values = {key: row[key] for key in cls.__dataclass_fields__}
         values["created_at"] = _aware(values["created_at"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class PostRecord:
+    """A message posted about an incident: where it is, so that it can be updated."""
+
+    incident: str
+    purpose: str
+    key: str
+    channel: str
+    ts: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> PostRecord:
+        return cls(**{key: row[key] for key in cls.__dataclass_fields__})
 
 
 def default_url(data_dir: Path) -> str:
@@ -476,9 +511,14 @@ class Journal:
         gate_hash: str | None = None,
         status: str = "pending",
         reason: str | None = None,
+        vouched: Sequence[str] | None = None,
+        audit: tuple[str, str, dict[str, Any]] | None = None,
     ) -> DecisionRecord:
+        """Record a decision; with ``audit`` = (incident, event kind, data), its audit record
+        is appended in the same transaction (the decision and its evidence exist together)."""
         moment = now()
-        with self.transaction() as db:
+
+        def write(db: Connection) -> DecisionRecord:
             result = db.execute(
                 insert(decisions).values(
                     run_id=run_id,
@@ -493,12 +533,18 @@ class Journal:
                     reason=reason,
                     created_at=moment,
                     processed_at=moment if status != "pending" else None,
+                    vouched=list(vouched) if vouched else None,
                 )
             )
             key = result.inserted_primary_key
             assert key is not None
             row = db.execute(select(decisions).where(decisions.c.id == key[0])).mappings().one()
-        return DecisionRecord.from_row(row)
+            if audit is not None:
+                incident, event_kind, data = audit
+                self._append(db, incident, event_kind, run_id, step_id, actor, data)
+            return DecisionRecord.from_row(row)
+
+        return self._write(write)
 
     def decision(self, decision_id: int) -> DecisionRecord | None:
         with self.transaction() as db:
@@ -534,6 +580,55 @@ class Journal:
                 .values(status=status, reason=reason, processed_at=now())
             )
         return result.rowcount == 1
+
+    # posts
+
+    def set_post(
+        self,
+        incident: str,
+        purpose: str,
+        *,
+        channel: str,
+        ts: str,
+        key: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Remember (or move) the message posted for ``purpose`` (``thread``, ``gate``...)."""
+        values = {"channel": channel, "ts": ts, "data": dict(data or {}), "updated_at": now()}
+        for _ in range(3):
+            with self.transaction() as db:
+                changed = db.execute(
+                    update(posts)
+                    .where(
+                        posts.c.incident == incident, posts.c.purpose == purpose, posts.c.key == key
+                    )
+                    .values(**values)
+                ).rowcount
+                if changed:
+                    return
+                try:
+                    with db.begin_nested():
+                        db.execute(
+                            insert(posts).values(
+                                incident=incident, purpose=purpose, key=key, **values
+                            )
+                        )
+                    return
+                except IntegrityError:
+                    continue  # inserted by another process meanwhile: update it
+
+    def post(self, incident: str, purpose: str, key: str = "") -> PostRecord | None:
+        with self.transaction() as db:
+            row = (
+                db.execute(
+                    select(posts).where(
+                        posts.c.incident == incident, posts.c.purpose == purpose, posts.c.key == key
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return PostRecord.from_row(row) if row else None
 
     # events
 
@@ -720,6 +815,14 @@ class Journal:
             ).mappings()
             return [_checkpoint_from_row(row) for row in rows]
 
+    def has_chain(self, incident: str) -> bool:
+        """Whether the incident has at least one audit record."""
+        with self.transaction() as db:
+            found = db.execute(
+                select(events.c.id).where(events.c.incident == incident).limit(1)
+            ).first()
+        return found is not None
+
     def incidents(self) -> list[str]:
         """Every incident with at least one audit record."""
         with self.transaction() as db:
@@ -759,11 +862,26 @@ def _create_tables(engine: Engine, url: str) -> None:
         _refuse_unchained_journal(engine, url)
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except (OperationalError, IntegrityError, ProgrammingError):
             if attempt == 4:
                 raise
             time.sleep(0.05 * (attempt + 1))  # another process created them meanwhile
+
+
+# Columns added after a journal may have been created: (table, column, SQL type).
+_ADDED_COLUMNS = (("decisions", "vouched", "JSON"),)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a journal written by an earlier Tocsin up to date (added columns are nullable)."""
+    inspector = inspect(engine)
+    for table, column, sql_type in _ADDED_COLUMNS:
+        present = {c["name"] for c in inspector.get_columns(table)}
+        if column not in present:
+            with engine.begin() as db:
+                db.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
 def _refuse_unchained_journal(engine: Engine, url: str) -> None:
