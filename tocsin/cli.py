@@ -733,7 +733,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         inputs,
         settings=settings,
         printer=printer,
-        on_started=lambda: scripted_approver(settings, ticket, printer),
+        on_started=lambda sandbox: scripted_approver(settings, ticket, printer, sandbox),
     )
     _print_run_end(settings, ticket, result, write_report=True)
     return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS

@@ -1,22 +1,51 @@
-"""The demo's scripted approver: decides every waiting step of a run, as people would."""
+"""The demo's scripted people: approvers clicking in (fake) Slack, an IT partner ticking tasks.
+
+The demo runs the real gateway on loopback. Approvers click Approve on the gate
+messages the run posted in the sandbox Slack, through requests signed as Slack signs
+them, so the demo exercises the same path as production: signature check, approver
+group membership, journal, resume, ``chat.update``. Manual tasks are marked done as
+``tocsin done`` would.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tocsin.decisions import DecisionRefused, submit
 from tocsin.gates import WaitRequest
+from tocsin.journal import Journal
 from tocsin.running import journal_for
-from tocsin.settings import Settings
+from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET, Sandbox
+from tocsin.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tocsin.sandbox.slack_user import SimulatedSlack
 
 POLL_SECONDS = 0.3
 GIVE_UP_AFTER_SECONDS = 600
+IT_PARTNER = "U0ITPARTNER"
+
+Say = Callable[[str], None]
 
 
-def scripted_approver(settings: Settings, ticket: str, say: Callable[[str], None]) -> None:
-    """Approve gates with distinct eligible people and mark manual tasks done, until the run ends."""
+def scripted_approver(settings: Settings, ticket: str, say: Say, sandbox: Sandbox | None) -> None:
+    """Decide every waiting step of the incident's runs, as people would, until they end."""
+    from tocsin.gateway import Gateway, GatewayServer
+    from tocsin.sandbox.slack_user import SimulatedSlack
+
     journal = journal_for(settings)
+    gateway = Gateway(load_settings()) if sandbox is not None else None  # sandbox env is set now
+    server = GatewayServer(gateway.app).start() if gateway is not None else None
+    slack = (
+        SimulatedSlack(server.url, SANDBOX_SIGNING_SECRET, fake_slack=sandbox.slack)
+        if server is not None and sandbox is not None
+        else None
+    )
+    if server is not None:
+        say(f"[sandbox] gateway listening on {server.url} (Slack clicks are signed requests)")
+    clicked: set[tuple[int, str, str]] = set()
     deadline = time.monotonic() + GIVE_UP_AFTER_SECONDS
     try:
         while time.monotonic() < deadline:
@@ -28,29 +57,75 @@ def scripted_approver(settings: Settings, ticket: str, say: Callable[[str], None
                     if record.status != "waiting" or not record.request:
                         continue
                     request = WaitRequest.from_data(record.request)
-                    done_by = {
-                        d.actor
-                        for d in journal.decisions_of(run.id, record.step_id)
-                        if d.status in ("applied", "pending")
-                    }
-                    _decide(journal, ticket, record.step_id, request, done_by, say)
+                    if request.kind == "approval" and slack is not None and sandbox is not None:
+                        _click(
+                            journal, sandbox, slack, run.id, record.step_id, request, clicked, say
+                        )
+                    else:
+                        _decide(journal, ticket, run.id, record.step_id, request, say)
             time.sleep(POLL_SECONDS)
     finally:
+        if slack is not None:
+            slack.close()
+        if server is not None:
+            server.stop()
+        if gateway is not None:
+            gateway.close()
         journal.close()
 
 
-def _decide(
-    journal: object,
-    ticket: str,
+def _click(
+    journal: Journal,
+    sandbox: Sandbox,
+    slack: SimulatedSlack,
+    run_id: int,
     step_id: str,
     request: WaitRequest,
-    done_by: set[str],
-    say: Callable[[str], None],
+    clicked: set[tuple[int, str, str]],
+    say: Say,
 ) -> None:
-    from tocsin.journal import Journal
+    """One more eligible approver clicks Approve on the gate's Slack message."""
+    from tocsin.integrations.slack_incident import APPROVE_ACTION, GATE
 
-    assert isinstance(journal, Journal)
-    if request.kind == "approval":
+    counted = {
+        d.actor
+        for d in journal.decisions_of(run_id, step_id)
+        if d.kind == "approve" and d.status in ("applied", "pending")
+    }
+    if len(counted) >= request.quorum:
+        return  # enough approvals on their way
+    run = next(r for r in journal.runs_of() if r.id == run_id)
+    post = journal.post(run.incident, GATE, f"{run_id}:{step_id}")
+    if post is None:
+        return  # not posted yet
+    try:
+        message = sandbox.slack.message(post.channel, post.ts)
+    except KeyError:
+        return
+    candidates = [
+        person
+        for person in request.approvers
+        if person != request.requester
+        and person not in counted
+        and (run_id, step_id, person) not in clicked
+    ]
+    if not candidates:
+        return
+    person = candidates[0]
+    clicked.add((run_id, step_id, person))
+    say(f"[scripted approver] {person} clicks Approve on {step_id} in Slack")
+    answer = slack.click(person, message, APPROVE_ACTION)
+    if answer.status_code != 200:
+        say(f"[scripted approver] the gateway answered {answer.status_code}: {answer.text}")
+
+
+def _decide(
+    journal: Journal, ticket: str, run_id: int, step_id: str, request: WaitRequest, say: Say
+) -> None:
+    done_by = {
+        d.actor for d in journal.decisions_of(run_id, step_id) if d.status in ("applied", "pending")
+    }
+    if request.kind == "approval":  # live mode has no demo; kept for completeness
         candidates = [p for p in request.approvers if p != request.requester and p not in done_by]
         if not candidates:
             return
@@ -58,8 +133,10 @@ def _decide(
     elif request.kind == "manual":
         if done_by:
             return
-        actor, kind, checklist = "U0ITPARTNER", "done", list(range(1, len(request.checklist) + 1))
+        actor, kind, checklist = IT_PARTNER, "done", list(range(1, len(request.checklist) + 1))
     else:
+        if done_by:
+            return
         actor, kind, checklist = "U0ONCALL", "approve", None
     say(f"[scripted approver] {actor}: {kind} {step_id}")
     try:

@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tocsin.audit import AuditKey
 from tocsin.errors import ConfigurationError, InputError
@@ -15,6 +15,9 @@ from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
 from tocsin.settings import Settings
 from tocsin.validation import LoadedRunbook
+
+if TYPE_CHECKING:
+    from tocsin.sandbox.environment import Sandbox
 
 Printer = Callable[[str], None]
 
@@ -147,9 +150,12 @@ def start_run(
     *,
     settings: Settings,
     printer: Printer,
-    on_started: Callable[[], None] | None = None,
+    on_started: Callable[[Sandbox | None], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``loaded`` for ``incident`` in this process until it finishes; return its outcome."""
+    """Run ``loaded`` for ``incident`` in this process until it finishes; return its outcome.
+
+    ``on_started`` runs in a thread once the run starts, given the sandbox (None live).
+    """
     runbook = loaded.runbook
     values, _ = resolve_inputs(runbook, given_inputs)
     journal = journal_for(settings)
@@ -180,9 +186,11 @@ def start_run(
             for g in runbook.approver_groups.values()
             if g.usergroup
         }
-        sandbox = Sandbox(values, groups).__enter__()
+        sandbox = Sandbox(values, groups, ticket=incident.ticket, title=incident.title).__enter__()
         os.environ.update(sandbox.environment)
-        printer("SANDBOX mode: Slack and the platform API are local fakes; nothing real is touched")
+        printer(
+            "SANDBOX mode: Slack, Jira and the platform API are local fakes; nothing real is touched"
+        )
         for usergroup, members in groups.items():
             printer(f"sandbox Slack user group {usergroup}: {', '.join(members)}")
     try:
@@ -202,7 +210,7 @@ def start_run(
             _mark_crashed(previous_flow_run)
         stop_listening = listen_to_progress(printer)
         if on_started is not None:
-            threading.Thread(target=on_started, daemon=True).start()
+            threading.Thread(target=on_started, args=(sandbox,), daemon=True).start()
         try:
             with tags(f"incident:{incident.ticket}", f"runbook:{runbook.runbook}"):
                 state = run_runbook.with_options(

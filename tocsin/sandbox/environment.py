@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
+from tocsin.sandbox.jira_api import (
+    SANDBOX_JIRA_TOKEN,
+    SANDBOX_JIRA_USER,
+    SANDBOX_JIRA_WEBHOOK_SECRET,
+    FakeJira,
+)
 from tocsin.sandbox.platform_api import (
     SANDBOX_PLATFORM_TOKEN,
     Account,
@@ -21,15 +27,22 @@ SANDBOX_CHANNELS = (
     SlackChannel("C0AUDIT", "incident-audit"),
 )
 SANDBOX_ANCHOR_CHANNEL = "#incident-audit"
+SANDBOX_INCIDENT_CHANNEL = "#support-incidents"
+SANDBOX_SIGNING_SECRET = "sandbox-slack-signing-secret"
+"""The Slack app signing secret of the sandbox: the gateway checks it, the simulated Slack signs with it."""
 
 
 class Sandbox:
-    """Starts the fakes; ``environment`` holds the TOCSIN_* variables a run needs to use them."""
+    """Starts the fakes (Slack, the platform, Jira); ``environment`` holds the TOCSIN_* variables
+    a run and the gateway need to use them. ``ticket`` is created in the fake Jira."""
 
     def __init__(
         self,
         inputs: Mapping[str, Any] | None = None,
         usergroups: Mapping[str, list[str]] | None = None,
+        *,
+        ticket: str | None = None,
+        title: str = "",
     ) -> None:
         values = dict(inputs or {})
         office_id = str(values.get("office_id") or "OF-1042")
@@ -43,13 +56,18 @@ class Sandbox:
         )
         self.slack = FakeSlack(channels=SANDBOX_CHANNELS, usergroups=usergroups or {})
         self.platform = FakePlatform(offices=[office])
+        self.jira = FakeJira(
+            issues={ticket: {"summary": title or f"Incident {ticket}"}} if ticket else None
+        )
 
     def __enter__(self) -> Self:
         self.slack.start()
         self.platform.start()
+        self.jira.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.jira.stop()
         self.platform.stop()
         self.slack.stop()
 
@@ -61,6 +79,12 @@ class Sandbox:
             "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
             "TOCSIN_SECRET_PLATFORM_API_TOKEN": SANDBOX_PLATFORM_TOKEN,
             "TOCSIN_AUDIT__ANCHOR_CHANNEL": SANDBOX_ANCHOR_CHANNEL,
+            "TOCSIN_SLACK__INCIDENT_CHANNEL": SANDBOX_INCIDENT_CHANNEL,
+            "TOCSIN_SECRET_SLACK_SIGNING_SECRET": SANDBOX_SIGNING_SECRET,
+            "TOCSIN_JIRA__URL": self.jira.url,
+            "TOCSIN_JIRA__USER": SANDBOX_JIRA_USER,
+            "TOCSIN_SECRET_JIRA_API_TOKEN": SANDBOX_JIRA_TOKEN,
+            "TOCSIN_SECRET_JIRA_WEBHOOK_SECRET": SANDBOX_JIRA_WEBHOOK_SECRET,
         }
 
 
