@@ -364,7 +364,8 @@ class RunbookExecution:
         if not channel:
             if places:
                 self.report(
-                    f"audit head sha256:{checkpoint.head[:16]}… published to {', '.join(places)}"
+                    f"audit head sha256:{checkpoint.head[:16]}… published to "
+                    + ", ".join(p.rsplit(":", 1)[0] for p in places)
                 )
                 self.journal.checkpoint(self.incident.ticket, "anchored")
             return
@@ -400,7 +401,8 @@ class RunbookExecution:
             self.event(
                 "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
             )
-            self.report(f"audit head sha256:{checkpoint.head[:16]}… published to {channel}")
+            shown = ", ".join([*(p.rsplit(":", 1)[0] for p in places), channel])
+            self.report(f"audit head sha256:{checkpoint.head[:16]}… published to {shown}")
         self.journal.checkpoint(self.incident.ticket, "anchored")
 
     def _heartbeat(self, stop: threading.Event) -> None:
