@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a shipped runbook end to end in the sandbox")
     demo.add_argument("--ticket", help="incident ticket key (default: a new DEMO-n)")
 
+    gateway = commands.add_parser(
+        "gateway", help="serve Slack clicks and commands and Jira webhooks (HTTP)"
+    )
+    gateway.add_argument("--host", help="address to listen on (default: setting gateway.host)")
+    gateway.add_argument(
+        "--port", type=int, help="port to listen on (default: setting gateway.port, 8750)"
+    )
+
     server = commands.add_parser("server", help="Tocsin's local Prefect server")
     server.add_argument("action", choices=["status", "stop"])
 
@@ -739,6 +747,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from tocsin.gateway import Gateway
+    from tocsin.settings import load_settings
+
+    settings = _settings()
+    sandbox = None
+    if settings.mode == "sandbox":
+        from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET, Sandbox
+
+        sandbox = Sandbox().__enter__()
+        os.environ.update(sandbox.environment)
+        settings = load_settings()
+        print("SANDBOX mode: Slack, Jira and the platform API are local fakes")
+        print(f"  fake Slack {sandbox.slack.url}, fake Jira {sandbox.jira.url}")
+        print(f"  Slack signing secret: {SANDBOX_SIGNING_SECRET} (sign requests with it)")
+    try:
+        tickets = None
+        if settings.jira.url:
+            from tocsin.integrations.jira import JiraTickets
+            from tocsin.settings import EnvironmentSecrets
+
+            tickets = JiraTickets.from_settings(settings, EnvironmentSecrets())
+        if not settings.gateway.deployment:
+            from tocsin.embedded import ensure_server
+
+            ensure_server(settings)  # runs asked for from Slack or Jira run in this process
+        gateway = Gateway(settings, tickets=tickets)
+        host = args.host or settings.gateway.host
+        port = settings.gateway.port if args.port is None else args.port
+        public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
+        print(f"Tocsin gateway on http://{host}:{port}")
+        print(f"  Slack interactivity request URL: {public}/slack/interactions")
+        print(f"  Slack slash command /tocsin:      {public}/slack/commands")
+        print(
+            f"  Jira webhook:                    {public}/webhooks/jira"
+            + ("" if tickets else " (Jira not configured)")
+        )
+        runs = settings.gateway.deployment or "this process"
+        print(f"  runs started from Slack or Jira run on: {runs}")
+        try:
+            uvicorn.run(gateway.app, host=host, port=port, log_level="warning")
+        finally:
+            gateway.close()
+    finally:
+        if sandbox is not None:
+            sandbox.__exit__(None, None, None)
+    return EXIT_OK
+
+
 def cmd_audit_keygen(args: argparse.Namespace) -> int:
     from tocsin.audit import AuditKey, public_path
 
@@ -891,6 +952,7 @@ _COMMANDS = {
     "status": cmd_status,
     "server": cmd_server,
     "demo": cmd_demo,
+    "gateway": cmd_gateway,
     "audit": lambda args: _AUDIT_COMMANDS[args.audit_command](args),
     "report": cmd_report,
 }

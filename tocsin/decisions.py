@@ -10,7 +10,7 @@ flow's conditional update applies it at most once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -59,17 +59,27 @@ def submit(
     comment: str = "",
     checklist: Sequence[int] | None = None,
     gate_hash: str | None = None,
-    vouched: Sequence[str] = (),
+    vouched: Sequence[str] | Callable[[WaitRequest], Sequence[str]] = (),
+    run_id: int | None = None,
     wait: bool = True,
     deliver: bool = True,
 ) -> Outcome:
     """Judge, journal and deliver one decision; raise ``DecisionRefused`` when it is refused.
 
-    ``vouched``: Slack user groups the channel checked the person belongs to.
+    ``vouched``: Slack user groups the channel checked the person belongs to; or a function
+    of the gate's request giving them (asked only when the person is not listed).
+    ``run_id``: the run the decision is for, when the channel knows it (a Slack button).
     ``deliver=False`` only journals it: the caller hands it to the flow later with
     ``deliver_decision`` (the gateway answers Slack first).
     """
-    run, status = find_waiting_run(journal, incident, step_id)
+    approvals: list[str] | None = None
+    if run_id is not None:
+        run, found, approvals = journal.gate_context(run_id, step_id)
+        if run is not None and run.incident != incident:
+            run, found, approvals = None, None, None
+        status = found.status if found is not None else None
+    else:
+        run, status = find_waiting_run(journal, incident, step_id)
     if run is None:
         known = journal.runs_of(incident)
         hint = (
@@ -78,17 +88,17 @@ def submit(
             else f"no run of {incident} is recorded; check the ticket key"
         )
         raise DecisionRefused(f"no run of {incident} has a step {step_id!r}", hint)
-    record = journal.step(run.id, step_id)
+    record = journal.step(run.id, step_id) if run_id is None else found
     request = WaitRequest.from_data(record.request) if record and record.request else None
+    if callable(vouched):
+        vouched = vouched(request) if request is not None else ()
     # Pending approvals count too: a second click before the flow applied the first is a duplicate.
-    approvals = [
-        d.actor
-        for d in journal.decisions_of(run.id, step_id)
-        if d.status in ("applied", "pending")
-        and d.kind == "approve"
-        and request is not None
-        and d.gate_hash in (None, request.gate_hash)
-    ]
+    if approvals is None:
+        approvals = (
+            journal.approvers_so_far(run.id, step_id, request.gate_hash)
+            if request is not None
+            else []
+        )
     proposal = Proposal(
         kind,
         actor,

@@ -19,19 +19,20 @@ The flow applies decisions at most once and updates the gate message (``chat.upd
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from slack_sdk.signature import Clock, SignatureVerifier
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -50,11 +51,15 @@ from tocsin.tickets import TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
 
 _log = logging.getLogger("tocsin.gateway")
+_T = TypeVar("_T")
 
 SIGNING_SECRET = "slack_signing_secret"
 GATEWAY_CHAIN = "GATEWAY"
 """Audit chain of refused requests that name no incident Tocsin knows (not a ticket key)."""
 SLACK_WINDOW_SECONDS = 300
+JOURNAL_THREADS = 4
+BACKGROUND_THREADS = 8
+"""Threads resuming flows and answering refused clicks, after Slack got its acknowledgement."""
 MIN_REFRESH_SECONDS = 2.0
 """A user group is not looked up again sooner than this, whoever clicks."""
 USAGE = (
@@ -290,6 +295,21 @@ class RunLauncher:
             _log.exception("run %s stopped unexpectedly", name)
 
 
+def _warm_up() -> None:
+    """Import now what answering and delivering need, so the first clicks do not wait for it
+    (importing Prefect takes over a second, and holds the interpreter while it does)."""
+    import gc
+
+    import prefect.exceptions  # noqa: F401
+    import prefect.flow_runs  # noqa: F401
+    import slack_sdk.web  # noqa: F401
+
+    # What is loaded now lives as long as the process: keep it out of the garbage collector's
+    # full passes, which otherwise pause every thread for a tenth of a second now and then.
+    gc.collect()
+    gc.freeze()
+
+
 class Gateway:
     """The gateway's state (settings, journal, checks, caches) and its ASGI application."""
 
@@ -339,6 +359,16 @@ class Gateway:
             return usergroup_members(lookup_credentials, usergroup)
 
         self.members = UsergroupMembers(lookup, settings.slack.usergroup_cache_seconds)
+        _warm_up()
+        # A few threads do the journalling: more would only queue on the database and
+        # fight for the interpreter, and make every acknowledgement slower.
+        self.journalling = ThreadPoolExecutor(
+            max_workers=JOURNAL_THREADS, thread_name_prefix="gateway-journal"
+        )
+        self.background = ThreadPoolExecutor(
+            max_workers=BACKGROUND_THREADS, thread_name_prefix="gateway-background"
+        )
+        self._known_chains: set[str] = set()
         self._deliveries: OrderedDict[str, float] = OrderedDict()
         self._deliveries_lock = threading.Lock()
         self.app = Starlette(
@@ -350,7 +380,13 @@ class Gateway:
             ]
         )
 
+    async def _journalling(self, function: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.journalling, function, *args)
+
     def close(self) -> None:
+        self.journalling.shutdown(wait=True, cancel_futures=False)
+        self.background.shutdown(wait=True, cancel_futures=False)
         self.journal.close()
 
     # -- common ---------------------------------------------------------------------------
@@ -362,11 +398,11 @@ class Gateway:
         """Record a request refused at the door (bad signature...) in the incident it names, if
         Tocsin knows it, else in the gateway's own chain."""
         ticket = str(claimed.get("ticket") or "")
-        chain = (
-            ticket
-            if TICKET_PATTERN.match(ticket) and self.journal.has_chain(ticket)
-            else GATEWAY_CHAIN
-        )
+        chain = GATEWAY_CHAIN
+        if TICKET_PATTERN.match(ticket):
+            if ticket in self._known_chains or self.journal.has_chain(ticket):
+                self._known_chains.add(ticket)  # a chain, once started, is never removed
+                chain = ticket
         self.journal.record(
             chain,
             "gateway.request_refused",
@@ -378,7 +414,7 @@ class Gateway:
     async def _refuse(
         self, source: str, reason: str, claimed: Mapping[str, Any], status: int = 401
     ) -> Response:
-        await run_in_threadpool(self.audit_refused_request, source, reason, claimed)
+        await self._journalling(self.audit_refused_request, source, reason, claimed)
         return JSONResponse({"ok": False, "error": reason}, status_code=status)
 
     # -- Slack ----------------------------------------------------------------------------
@@ -403,24 +439,23 @@ class Gateway:
         click = click_from_payload(payload) if isinstance(payload, dict) else None
         if click is None:
             return Response(status_code=200)  # another kind of interaction: nothing to do
-        accepted, message, delivery = await run_in_threadpool(self.decide, click)
+        accepted, message, delivery = await self._journalling(self.decide, click)
+        # After the answer, on the gateway's own threads: a slow Slack or Prefect never
+        # holds up the acknowledgement of the next clicks.
         if accepted:
-            return Response(status_code=200, background=BackgroundTask(delivery))
-        return Response(
-            status_code=200,
-            background=BackgroundTask(self.tell_clicker, click, message),
-        )
+            self.background.submit(delivery)
+        else:
+            self.background.submit(self.tell_clicker, click, message)
+        return Response(status_code=200)
 
-    def vouched_groups(self, click: Click, request: WaitRequest | None) -> list[str]:
+    def vouched_groups(self, click: Click, request: WaitRequest) -> list[str]:
         """The gate's Slack user groups the clicker belongs to, as Slack says now (cached)."""
-        if request is None or request.kind != "approval" or click.user in request.approvers:
+        if request.kind != "approval" or click.user in request.approvers:
             return []
         return [g for g in request.usergroups if self.members.is_member(click.user, g)]
 
     def decide(self, click: Click) -> tuple[bool, str, Callable[[], None]]:
         """Judge and journal a click: (accepted, message for the clicker, delivery to the flow)."""
-        record = self.journal.step(click.run_id, click.step_id)
-        request = WaitRequest.from_data(record.request) if record and record.request else None
         try:
             outcome = submit(
                 self.journal,
@@ -430,7 +465,8 @@ class Gateway:
                 actor=click.user,
                 channel="slack",
                 gate_hash=click.gate_hash,
-                vouched=self.vouched_groups(click, request),
+                vouched=lambda request: self.vouched_groups(click, request),
+                run_id=click.run_id,
                 deliver=False,
             )
         except DecisionRefused as refused:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -314,6 +316,7 @@ class Journal:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, future=True)
+            self._sqlite_lock = threading.RLock() if self.engine.dialect.name == "sqlite" else None
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             _create_tables(self.engine, url)
@@ -328,7 +331,13 @@ class Journal:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
+        # SQLite takes one writer at a time and makes the others sleep and retry (up to
+        # 100 ms a time); threads of one process queue here instead, in order.
+        if self._sqlite_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._sqlite_lock, self.engine.begin() as connection:
             yield connection
 
     # runs
@@ -405,6 +414,11 @@ class Journal:
                 .mappings()
                 .first()
             )
+        return RunRecord.from_row(row) if row else None
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self.transaction() as db:
+            row = db.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
         return RunRecord.from_row(row) if row else None
 
     def runs_of(self, incident: str | None = None) -> list[RunRecord]:
@@ -538,11 +552,24 @@ class Journal:
             )
             key = result.inserted_primary_key
             assert key is not None
-            row = db.execute(select(decisions).where(decisions.c.id == key[0])).mappings().one()
             if audit is not None:
                 incident, event_kind, data = audit
                 self._append(db, incident, event_kind, run_id, step_id, actor, data)
-            return DecisionRecord.from_row(row)
+            return DecisionRecord(
+                id=int(key[0]),
+                run_id=run_id,
+                step_id=step_id,
+                kind=kind,
+                actor=actor,
+                channel=channel,
+                comment=comment,
+                checklist=list(checklist) if checklist is not None else None,
+                gate_hash=gate_hash,
+                status=status,
+                reason=reason,
+                created_at=moment,
+                vouched=list(vouched) if vouched else None,
+            )
 
         return self._write(write)
 
@@ -570,6 +597,50 @@ class Journal:
             query = query.where(decisions.c.step_id == step_id)
         with self.transaction() as db:
             return [DecisionRecord.from_row(row) for row in db.execute(query).mappings()]
+
+    def gate_context(
+        self, run_id: int, step_id: str
+    ) -> tuple[RunRecord | None, StepRecord | None, list[str]]:
+        """In one read: the run, its step, and who approved the step's current gate so far."""
+        with self.transaction() as db:
+            run_row = db.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+            step_row = (
+                db.execute(
+                    select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+                )
+                .mappings()
+                .first()
+            )
+            gate = ((step_row["request"] or {}) if step_row else {}).get("gate_hash")
+            approvers = (
+                list(db.execute(self._approvers_query(run_id, step_id, gate)).scalars())
+                if gate
+                else []
+            )
+        return (
+            RunRecord.from_row(run_row) if run_row else None,
+            StepRecord.from_row(step_row) if step_row else None,
+            approvers,
+        )
+
+    def approvers_so_far(self, run_id: int, step_id: str, gate_hash: str) -> list[str]:
+        """Who approved this version of the gate, applied or still pending, oldest first."""
+        with self.transaction() as db:
+            return list(db.execute(self._approvers_query(run_id, step_id, gate_hash)).scalars())
+
+    @staticmethod
+    def _approvers_query(run_id: int, step_id: str, gate_hash: str) -> Any:
+        return (
+            select(decisions.c.actor)
+            .where(
+                decisions.c.run_id == run_id,
+                decisions.c.step_id == step_id,
+                decisions.c.kind == "approve",
+                decisions.c.status.in_(("applied", "pending")),
+                (decisions.c.gate_hash.is_(None)) | (decisions.c.gate_hash == gate_hash),
+            )
+            .order_by(decisions.c.id)
+        )
 
     def settle_decision(self, decision_id: int, status: str, reason: str | None = None) -> bool:
         """Mark a pending decision applied or refused; False when another process already did."""
@@ -680,6 +751,13 @@ class Journal:
         actor: str | None,
         data: Mapping[str, Any],
     ) -> AuditRecord:
+        if db.dialect.name == "postgresql":
+            # Writers of one incident's chain queue here (until commit) instead of colliding
+            # on the (incident, seq) key and retrying; other incidents are not held up.
+            db.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:chain))"),
+                {"chain": f"tocsin-audit-chain:{incident}"},
+            )
         head = db.execute(
             select(events.c.seq, events.c.hash)
             .where(events.c.incident == incident)
