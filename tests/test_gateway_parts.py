@@ -1,0 +1,306 @@
+"""The gateway's parts on their own: Slack request checks, the user-group cache, announcements
+(batching, failures), the incident channel, and `tocsin gateway` as a command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tocsin.announce import Announcements, FinishedStep, GateState, RunFacts
+from tocsin.errors import IntegrationError
+from tocsin.gates import WaitRequest
+from tocsin.gateway import MIN_REFRESH_SECONDS, SlackRequestCheck, UsergroupMembers
+from tocsin.journal import Journal
+from tocsin.sandbox import FakeSlack, SlackChannel
+from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
+from tocsin.sandbox.slack_user import sign_slack_request
+
+SECRET = "a-signing-secret"
+RUN = RunFacts(
+    ticket="INC-70",
+    run_id=1,
+    runbook="office-compromise",
+    runbook_title="Broker office hacked",
+    version="1",
+    severity="critical",
+    requested_by="U0SUPPORT",
+    requested_via="cli",
+    inputs={"office_id": "OF-1"},
+)
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- Slack request checks -----------------------------------------------------------------
+
+
+def lower(headers: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def test_a_request_signed_with_the_secret_within_five_minutes_passes_once() -> None:
+    clock = Clock()
+    check = SlackRequestCheck(SECRET, clock)
+    body = b"payload=%7B%7D"
+    headers = lower(sign_slack_request(SECRET, body, int(clock.now) - 290))
+    assert check.refusal(body, headers) is None
+    assert "replayed request" in (check.refusal(body, headers) or "")
+
+
+@pytest.mark.parametrize(
+    ("secret", "age", "headers_given", "expected"),
+    [
+        ("wrong-secret", 0, True, "bad signature"),
+        (SECRET, 301, True, "stale request: signed 301 s ago"),
+        (SECRET, -400, True, "stale request"),  # from the future: a wrong clock
+        (SECRET, 0, False, "unsigned request"),
+    ],
+)
+def test_other_requests_are_refused_with_the_reason(
+    secret: str, age: int, headers_given: bool, expected: str
+) -> None:
+    clock = Clock()
+    body = b"command=%2Ftocsin&text=help"
+    headers = lower(sign_slack_request(secret, body, int(clock.now) - age)) if headers_given else {}
+    refusal = SlackRequestCheck(SECRET, clock).refusal(body, headers)
+    assert refusal is not None and refusal.startswith(expected)
+
+
+def test_a_tampered_body_or_a_malformed_timestamp_is_refused() -> None:
+    clock = Clock()
+    check = SlackRequestCheck(SECRET, clock)
+    headers = lower(sign_slack_request(SECRET, b"text=status+INC-1", int(clock.now)))
+    assert "bad signature" in (check.refusal(b"text=status+INC-2", headers) or "")
+    headers["x-slack-request-timestamp"] = "yesterday"
+    assert "malformed" in (check.refusal(b"text=status+INC-1", headers) or "")
+
+
+# -- user groups --------------------------------------------------------------------------
+
+
+def test_user_group_members_are_cached_and_someone_missing_is_looked_up_again() -> None:
+    clock = Clock(0.0)
+    answers = [["U0A"], ["U0A", "U0NEW"]]
+    calls: list[str] = []
+
+    def lookup(group: str) -> list[str]:
+        calls.append(group)
+        return answers[min(len(calls), len(answers)) - 1]
+
+    members = UsergroupMembers(lookup, ttl_seconds=60, clock=clock)
+    assert members.is_member("U0A", "S0LEADS") and len(calls) == 1
+    clock.now = 30
+    assert members.is_member("U0A", "S0LEADS") and len(calls) == 1  # still fresh
+    assert members.is_member("U0NEW", "S0LEADS") and len(calls) == 2  # looked up again
+    clock.now = 30 + MIN_REFRESH_SECONDS / 2
+    assert not members.is_member("U0STRANGER", "S0LEADS") and len(calls) == 2  # not so soon
+    clock.now = 100
+    assert members.is_member("U0A", "S0LEADS") and len(calls) == 3  # expired
+
+
+def test_when_slack_cannot_list_a_group_the_last_answer_stands() -> None:
+    clock = Clock(0.0)
+    failing = False
+
+    def lookup(group: str) -> list[str]:
+        if failing:
+            raise IntegrationError("approval", "Slack", "cannot be reached", retryable=True)
+        return ["U0A"]
+
+    members = UsergroupMembers(lookup, ttl_seconds=60, clock=clock)
+    assert members.members("S0LEADS") == frozenset({"U0A"})
+    failing, clock.now = True, 120
+    assert members.members("S0LEADS") == frozenset({"U0A"})
+    assert UsergroupMembers(lookup, 60, clock).members("S0OTHER") is None
+
+
+# -- announcements ------------------------------------------------------------------------
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.calls: list[str] = []
+        self.fail_with = fail_with
+
+    def _maybe_fail(self, what: str) -> None:
+        self.calls.append(what)
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def run_started(self, run: RunFacts) -> None:
+        self._maybe_fail("run_started")
+
+    def steps_finished(self, run: RunFacts, steps: object) -> None:
+        self._maybe_fail("steps_finished")
+        self.batches.append([s.step_id for s in steps])  # type: ignore[attr-defined]
+
+    def gate_changed(self, run: RunFacts, gate: GateState) -> None:
+        self._maybe_fail("gate_changed")
+
+    def reminder(self, run: RunFacts, gate: GateState, minutes_left: int) -> None:
+        self._maybe_fail("reminder")
+
+    def decision_refused(self, run: RunFacts, refused: object) -> None:
+        self._maybe_fail("decision_refused")
+
+    def run_finished(self, run: RunFacts, status: str, reason: str) -> None:
+        self._maybe_fail("run_finished")
+
+    def anchor(self, run: RunFacts, seq: int, head: str, key_id: str) -> str:
+        self._maybe_fail("anchor")
+        return "recorder:1"
+
+    def close(self) -> None:
+        return None
+
+
+def request() -> WaitRequest:
+    return WaitRequest(
+        kind="approval",
+        prompt="Cut?",
+        deadline="2030-01-01T00:00:00+00:00",
+        requester="U0SUPPORT",
+        gate_hash="f" * 64,
+        approvers=["U0A", "U0B"],
+        group="leads",
+        quorum=2,
+    )
+
+
+def test_finished_steps_are_sent_in_batches_and_before_a_gate() -> None:
+    clock = Clock(0.0)
+    recorder = Recorder()
+    failures: list[tuple[str, str, str]] = []
+    announce = Announcements(
+        [recorder], RUN, on_failure=lambda *f: failures.append(f), batch_seconds=20, clock=clock
+    )
+    for n in range(30):
+        clock.now = n  # one step a second
+        announce.step_finished(FinishedStep(f"s{n}", f"Step {n}", "succeeded"))
+    announce.gate_changed(GateState("gate", "Gate", request()))
+    announce.run_finished("succeeded", "done")
+    assert [len(batch) for batch in recorder.batches] == [21, 9]  # 30 steps, 2 messages
+    assert recorder.calls[-2:] == ["gate_changed", "run_finished"]
+    assert not failures
+
+
+def test_a_failing_announcer_is_audited_and_a_lasting_refusal_stops_it() -> None:
+    failures: list[tuple[str, str, str]] = []
+    outage = Recorder(IntegrationError("announce", "Slack", "answered 503", retryable=True))
+    refused = Recorder(IntegrationError("jira.comment", "Jira", "answered 404", retryable=False))
+    refused.name = "jira"
+    announce = Announcements(
+        [outage, refused], RUN, on_failure=lambda *f: failures.append(f), batch_seconds=0
+    )
+    announce.run_started()
+    announce.step_finished(FinishedStep("s1", "Step 1", "succeeded"))
+    assert announce.anchor(1, "0" * 64, "k") == []
+    assert [(name, doing) for name, doing, _ in failures] == [
+        ("recorder", "run_started"),
+        ("jira", "run_started"),
+        ("recorder", "steps_finished"),
+        ("recorder", "anchor"),
+    ]
+    assert "nothing more is sent to jira" in failures[1][2]
+    assert refused.calls == ["run_started"]
+
+
+# -- the incident channel -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack(channels=(SlackChannel("C0OLD", "inc-inc-71"),)) as fake:
+        yield fake
+
+
+def test_a_channel_per_incident_is_created_and_holds_the_thread(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    from tocsin.integrations.slack import SlackCredentials
+    from tocsin.integrations.slack_incident import SlackIncidentAnnouncer
+    from tocsin.settings import SlackSettings
+
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    announcer = SlackIncidentAnnouncer(
+        SlackCredentials(SANDBOX_BOT_TOKEN, base_url=f"{slack.url}/api/"),
+        SlackSettings(channel_per_incident=True),
+        journal,
+    )
+    run = RunFacts(**{**RUN.__dict__, "ticket": "INC-71"})
+    announcer.run_started(run)
+    announcer.gate_changed(run, GateState("gate", "Approve the cut", request()))
+    created = [c for c in slack.channels.values() if c.name.startswith("inc-inc-71")]
+    assert sorted(c.name for c in created) == ["inc-inc-71", "inc-inc-71-2"]  # the first was taken
+    channel = next(c.id for c in created if c.name == "inc-inc-71-2")
+    header, gate = [m for m in slack.messages if m.channel == channel]
+    assert "Incident INC-71" in json.dumps(header.blocks)
+    assert gate.thread_ts == header.ts
+    assert "tocsin_approve" in json.dumps(gate.blocks)
+    journal.close()
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_tocsin_gateway_serves_signed_slash_commands(prefect_server: str, tmp_path: Path) -> None:
+    from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET
+
+    port = free_port()
+    environment = {**os.environ, "TOCSIN_DATA_DIR": str(tmp_path / "data")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tocsin", "gateway", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "gateway did not start"
+            time.sleep(0.2)
+        body = b"command=%2Ftocsin&text=status+INC-72&user_id=U0SUPPORT&channel_id=C0INCIDENTS"
+        headers = {
+            **sign_slack_request(SANDBOX_SIGNING_SECRET, body),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        answer = httpx.post(f"{url}/slack/commands", content=body, headers=headers)
+        assert answer.status_code == 200
+        assert "no runs recorded for INC-72" in answer.json()["text"]
+        assert httpx.post(f"{url}/slack/commands", content=body).status_code == 401
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert f"Slack interactivity request URL: http://127.0.0.1:{port}/slack/interactions" in output
+    assert "Traceback" not in output
