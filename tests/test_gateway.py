@@ -264,6 +264,7 @@ def test_a_quorum_of_two_approves_through_slack(
     received = [(actor, data) for kind, actor, data in events if kind == "decision.received"]
     assert [actor for actor, _ in received] == ["U0LEAD1", "U0LEAD2"]
     assert all(data["channel"] == "slack" for _, data in received)
+    assert received[0][1]["actor_details"]["name"] == "u0lead1"  # as Slack's users.info says
     refused = [
         (actor, data["reason"]) for kind, actor, data in events if kind == "decision.refused"
     ]

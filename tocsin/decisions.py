@@ -10,8 +10,9 @@ flow's conditional update applies it at most once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from tocsin.errors import TocsinError
@@ -61,6 +62,7 @@ def submit(
     gate_hash: str | None = None,
     vouched: Sequence[str] | Callable[[WaitRequest], Sequence[str]] = (),
     run_id: int | None = None,
+    actor_details: Mapping[str, Any] | None = None,
     wait: bool = True,
     deliver: bool = True,
 ) -> Outcome:
@@ -69,6 +71,7 @@ def submit(
     ``vouched``: Slack user groups the channel checked the person belongs to; or a function
     of the gate's request giving them (asked only when the person is not listed).
     ``run_id``: the run the decision is for, when the channel knows it (a Slack button).
+    ``actor_details``: who the person is according to the channel (name, e-mail), audited.
     ``deliver=False`` only journals it: the caller hands it to the flow later with
     ``deliver_decision`` (the gateway answers Slack first).
     """
@@ -139,6 +142,7 @@ def submit(
                     "channel": channel,
                     "reason": refusal,
                     "comment": comment,
+                    **({"actor_details": dict(actor_details)} if actor_details else {}),
                 },
             ),
         )
@@ -163,6 +167,7 @@ def submit(
                 "comment": comment,
                 "checklist": list(checklist or []),
                 **({"vouched_groups": list(vouched)} if vouched else {}),
+                **({"actor_details": dict(actor_details)} if actor_details else {}),
             },
         ),
     )

@@ -166,6 +166,55 @@ class UsergroupMembers:
         return members
 
 
+class UserDirectory:
+    """Who a Slack user id is (``users.info``: name, real name, e-mail when the token may read
+    it), cached for an hour, so the audit trail names approvers as Slack knew them."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str], dict[str, str]],
+        ttl_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lookup = lookup
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self._cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def details(self, user: str) -> dict[str, str]:
+        """What Slack says of ``user``; empty when it cannot say (never blocks a decision)."""
+        with self._lock:
+            cached = self._cache.get(user)
+        if cached is not None and self.clock() - cached[0] < self.ttl_seconds:
+            return cached[1]
+        try:
+            found = self.lookup(user)
+        except Exception as exc:  # Slack down or the user unknown: the id is what counts
+            _log.warning("cannot look up Slack user %s: %s", user, exc)
+            return cached[1] if cached is not None else {}
+        with self._lock:
+            self._cache[user] = (self.clock(), found)
+        return found
+
+
+def slack_user_details(credentials: Any, user: str) -> dict[str, str]:
+    """``users.info`` reduced to what identifies a person in an audit trail."""
+    response = credentials.get_client().users_info(user=user)
+    info = response.get("user") or {}
+    profile = info.get("profile") or {}
+    details = {
+        "name": str(info.get("name") or ""),
+        "real_name": str(info.get("real_name") or profile.get("real_name") or ""),
+        "email": str(profile.get("email") or ""),
+    }
+    if info.get("deleted"):
+        details["deleted"] = "true"
+    if info.get("is_bot"):
+        details["is_bot"] = "true"
+    return {key: value for key, value in details.items() if value}
+
+
 @dataclass(frozen=True)
 class Click:
     """One Approve or Reject click, as Slack's ``block_actions`` payload says."""
@@ -359,6 +408,13 @@ class Gateway:
             return usergroup_members(lookup_credentials, usergroup)
 
         self.members = UsergroupMembers(lookup, settings.slack.usergroup_cache_seconds)
+
+        def describe(user: str) -> dict[str, str]:
+            if lookup_credentials is None:
+                return {}
+            return slack_user_details(lookup_credentials, user)
+
+        self.people = UserDirectory(describe)
         _warm_up()
         # A few threads do the journalling: more would only queue on the database and
         # fight for the interpreter, and make every acknowledgement slower.
@@ -467,6 +523,7 @@ class Gateway:
                 gate_hash=click.gate_hash,
                 vouched=lambda request: self.vouched_groups(click, request),
                 run_id=click.run_id,
+                actor_details=self.people.details(click.user),
                 deliver=False,
             )
         except DecisionRefused as refused:
