@@ -349,6 +349,14 @@ def test_forged_replayed_and_unsigned_requests_are_refused_and_audited(
     slack_user.click("U0LEAD1", current(slack, message), "tocsin_approve")
     assert flow.finish()["status"] == "succeeded"
 
+    from tocsin.evidence import incident_report
+
+    report = json.loads(
+        incident_report(load_settings(), "GW-3", fmt="json", lang="en", with_prefect=False)
+    )
+    shown = [(r["channel"], r["actor"], r["reason"][:13]) for r in report["refused_decisions"]]
+    assert ("slack", "U0LEAD1", "bad signature") in shown  # in the post-incident report too
+
 
 def test_slack_down_during_a_gate_loses_nothing(
     environment: Path, journal: Journal, slack: FakeSlack

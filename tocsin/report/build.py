@@ -343,6 +343,18 @@ def build_report(
                     reason=str(data.get("reason", "")),
                 )
             )
+        elif kind == "gateway.request_refused":  # a click or webhook that was not authentic
+            claimed = data.get("claimed") or {}
+            refused.append(
+                RefusedDecision(
+                    at=record.at,
+                    step_id=claimed.get("step_id"),
+                    actor=claimed.get("user"),
+                    channel=str(data.get("source", "?")),
+                    decision=str(claimed.get("decision") or "request"),
+                    reason=str(data.get("reason", "")),
+                )
+            )
         elif kind == "approval.escalated" and key in approvals:
             approvals[key].escalated_to = data.get("to")
         elif kind == "message.sent":
@@ -435,4 +447,10 @@ def _detail(record: AuditRecord) -> str:
         return f"sha256:{str(data.get('head', ''))[:16]}… {data.get('where') or data.get('error') or ''}"
     if kind in REQUESTED:
         return str(data.get("group") or "")
+    if kind == "announce.failed":
+        return f"{data.get('announcer', '')} ({data.get('doing', '')}): {data.get('error', '')}"
+    if kind in ("gateway.request_refused", "run.request_refused"):
+        return str(data.get("reason", ""))
+    if kind.endswith(".reminded"):
+        return f"{data.get('minutes_left', '')} min left"
     return ""

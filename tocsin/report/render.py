@@ -271,6 +271,11 @@ EVENT_NAMES: dict[str, dict[str, str]] = {
         "clock.stopped": "clock stopped",
         "audit.checkpoint_anchored": "head published",
         "audit.anchor_failed": "head not published",
+        "approval.reminded": "approvers reminded",
+        "manual.reminded": "reminder sent",
+        "announce.failed": "notification failed",
+        "gateway.request_refused": "request refused (not authentic)",
+        "run.request_refused": "run request refused",
     },
     "fr": {
         "run.started": "exécution démarrée",
@@ -301,6 +306,11 @@ EVENT_NAMES: dict[str, dict[str, str]] = {
         "clock.stopped": "délai arrêté",
         "audit.checkpoint_anchored": "tête publiée",
         "audit.anchor_failed": "tête non publiée",
+        "approval.reminded": "rappel aux approbateurs",
+        "manual.reminded": "rappel envoyé",
+        "announce.failed": "notification échouée",
+        "gateway.request_refused": "requête refusée (non authentique)",
+        "run.request_refused": "demande d'exécution refusée",
     },
 }
 
