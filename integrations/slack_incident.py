@@ -377,6 +377,16 @@ class SlackIncidentAnnouncer:
         text = gate_text(run, gate)
         post = self.journal.post(run.ticket, GATE, key)
         if post is not None and (post.data or {}).get("gate_hash") == gate.request.gate_hash:
+            if gate.request.escalated and not (post.data or {}).get("escalated"):
+                self._announce_escalation(run, gate)
+                self.journal.set_post(
+                    run.ticket,
+                    GATE,
+                    key=key,
+                    channel=post.channel,
+                    ts=post.ts,
+                    data={**(post.data or {}), "escalated": True},
+                )
             self._call(
                 "chat.update",
                 channel=post.channel,
@@ -401,6 +411,15 @@ class SlackIncidentAnnouncer:
                 ts=ts,
                 data={"gate_hash": gate.request.gate_hash},
             )
+
+    def _announce_escalation(self, run: RunFacts, gate: GateState) -> None:
+        request = gate.request
+        self._reply(
+            run,
+            f":rotating_light: *{gate.step_id}* got no decision in time and is escalated: "
+            f"{who_may_decide(request)} may now decide, until {_when(request.deadline)}.",
+            broadcast=True,
+        )
 
     def reminder(self, run: RunFacts, gate: GateState, minutes_left: int) -> None:
         request = gate.request

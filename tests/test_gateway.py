@@ -422,6 +422,7 @@ def test_a_gate_reminds_then_escalates(
             lambda: "managers" in text_of(current(slack, message)), what="the escalation shown"
         )
         assert "<@U0BOSS1>" in text_of(current(slack, message))
+        assert any("is escalated" in (m.text or "") for m in slack.messages)
         slack_user.click("U0BOSS1", current(slack, message), "tocsin_approve")
         assert flow.finish()["status"] == "succeeded"
     finally:
