@@ -38,7 +38,13 @@ from tocsin.announce import (
     RunFacts,
 )
 from tocsin.audit import RecordingSecrets, Redactor
-from tocsin.errors import ConfigurationError, IntegrationError, TemplateError, TocsinError
+from tocsin.errors import (
+    ConfigurationError,
+    IntegrationError,
+    TemplateError,
+    TocsinError,
+    message_of,
+)
 from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
@@ -386,9 +392,7 @@ class RunbookExecution:
             response = client.chat_postMessage(channel=channel, text=text)
             where = f"slack:{response.get('channel', channel)}:{response.get('ts', '')}"
         except Exception as exc:  # Slack down or not configured: audited, never fatal
-            message = (
-                exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
-            )
+            message = message_of(exc)
             self.event(
                 "audit.anchor_failed",
                 seq=checkpoint.seq,
@@ -580,7 +584,7 @@ class RunbookExecution:
             self.report(f"{step.id}: succeeded")
 
     def action_failed(self, step: Step, exc: BaseException) -> None:
-        message = exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
+        message = message_of(exc)
         self.step_event(
             step,
             "step.failed",

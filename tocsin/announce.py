@@ -134,16 +134,14 @@ class Announcements:
         return bool(self.announcers)
 
     def _each(self, doing: str, call: Callable[[Announcer], Any]) -> list[Any]:
-        from tocsin.errors import IntegrationError, TocsinError
+        from tocsin.errors import IntegrationError, message_of
 
         results = []
         for announcer in list(self.announcers):
             try:
                 results.append(call(announcer))
             except Exception as exc:  # an outage of Slack or Jira never stops a run
-                message = (
-                    exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
-                )
+                message = message_of(exc)
                 if isinstance(exc, IntegrationError) and not exc.retryable:
                     # A refusal that will not change (no such ticket, no permission): say it once.
                     self.announcers.remove(announcer)

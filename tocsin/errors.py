@@ -74,6 +74,11 @@ class RunbookError(TocsinError):
         )
 
 
+def message_of(exc: BaseException) -> str:
+    """What to tell a person of an error: Tocsin's own message, else its type and text."""
+    return exc.message if isinstance(exc, TocsinError) else f"{type(exc).__name__}: {exc}"
+
+
 class InputError(TocsinError):
     """The inputs given for a run do not match what the runbook declares."""
 

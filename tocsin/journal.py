@@ -531,23 +531,25 @@ class Journal:
         """Record a decision; with ``audit`` = (incident, event kind, data), its audit record
         is appended in the same transaction (the decision and its evidence exist together)."""
         moment = now()
+        fields: dict[str, Any] = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "kind": kind,
+            "actor": actor,
+            "channel": channel,
+            "comment": comment,
+            "checklist": list(checklist) if checklist is not None else None,
+            "gate_hash": gate_hash,
+            "status": status,
+            "reason": reason,
+            "created_at": moment,
+            "vouched": list(vouched) if vouched else None,
+        }
 
         def write(db: Connection) -> DecisionRecord:
             result = db.execute(
                 insert(decisions).values(
-                    run_id=run_id,
-                    step_id=step_id,
-                    kind=kind,
-                    actor=actor,
-                    channel=channel,
-                    comment=comment,
-                    checklist=list(checklist) if checklist is not None else None,
-                    gate_hash=gate_hash,
-                    status=status,
-                    reason=reason,
-                    created_at=moment,
-                    processed_at=moment if status != "pending" else None,
-                    vouched=list(vouched) if vouched else None,
+                    **fields, processed_at=moment if status != "pending" else None
                 )
             )
             key = result.inserted_primary_key
@@ -555,21 +557,7 @@ class Journal:
             if audit is not None:
                 incident, event_kind, data = audit
                 self._append(db, incident, event_kind, run_id, step_id, actor, data)
-            return DecisionRecord(
-                id=int(key[0]),
-                run_id=run_id,
-                step_id=step_id,
-                kind=kind,
-                actor=actor,
-                channel=channel,
-                comment=comment,
-                checklist=list(checklist) if checklist is not None else None,
-                gate_hash=gate_hash,
-                status=status,
-                reason=reason,
-                created_at=moment,
-                vouched=list(vouched) if vouched else None,
-            )
+            return DecisionRecord(id=int(key[0]), **fields)
 
         return self._write(write)
 
