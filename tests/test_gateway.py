@@ -495,6 +495,14 @@ def test_a_jira_webhook_starts_a_run_that_reports_back_on_the_ticket(
     run = journal.find_run("GW-8", "plain-jira")
     assert run is not None and run.requested_via == "jira"
 
+    # an edit of the ticket sends the webhook again: a run that succeeded is left alone
+    comments = len(jira.comments("GW-8"))
+    again = jira.send_webhook(
+        f"{server.url}/webhooks/jira", SANDBOX_JIRA_WEBHOOK_SECRET, "GW-8", "jira:issue_updated"
+    )
+    assert again.status_code == 200 and "already succeeded" in again.json()["message"]
+    assert len(jira.comments("GW-8")) == comments
+
 
 def test_a_jira_webhook_with_bad_input_or_signature_is_refused_with_a_comment(
     environment: Path, journal: Journal, server: GatewayServer, jira: FakeJira

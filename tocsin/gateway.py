@@ -655,13 +655,23 @@ class Gateway:
         delivery = headers.get("x-atlassian-webhook-identifier") or trigger.delivery_id
         if self._seen_delivery(delivery):
             return JSONResponse({"ok": True, "duplicate": True})
-        ok, message = await run_in_threadpool(self.start_from_ticket, trigger)
-        status = 202 if ok else 422
-        return JSONResponse({"ok": ok, "message": message}, status_code=status)
+        status, message = await run_in_threadpool(self.start_from_ticket, trigger)
+        return JSONResponse({"ok": status < 400, "message": message}, status_code=status)
 
-    def start_from_ticket(self, trigger: TicketTrigger) -> tuple[bool, str]:
-        """Start the runbook a ticket asks for; a refusal is also written on the ticket."""
+    def start_from_ticket(self, trigger: TicketTrigger) -> tuple[int, str]:
+        """Start the runbook a ticket asks for: (HTTP status, message). 202: started; 200:
+        nothing to start; 422: refused, and the reason is also written on the ticket."""
         assert self.tickets is not None
+        existing = (
+            self.journal.find_run(trigger.ticket, trigger.runbook)
+            if trigger.runbook and TICKET_PATTERN.match(trigger.ticket)
+            else None
+        )
+        if existing is not None and (existing.is_alive() or existing.status == "succeeded"):
+            # Jira sends a webhook at each edit of the ticket: a run that is going on, or
+            # went well, is left alone (a failed or stopped one is resumed).
+            state = "is running" if existing.is_alive() else "already succeeded"
+            return 200, f"{trigger.runbook} {state} for {trigger.ticket}; nothing started"
         try:
             if not trigger.runbook:
                 raise InputError(
@@ -682,8 +692,8 @@ class Gateway:
             if error.hint:
                 text += f"\n{error.hint}"
             self._comment(trigger.ticket, text)
-            return False, text
-        return True, message
+            return 422, text
+        return 202, message
 
     def _comment(self, ticket: str, text: str) -> None:
         assert self.tickets is not None
