@@ -389,6 +389,18 @@ def test_slack_down_during_a_gate_loses_nothing(
     assert "Service Unavailable" in failures[0]["error"]
 
 
+def test_a_decision_from_the_cli_also_updates_the_slack_message(
+    environment: Path, journal: Journal, slack: FakeSlack
+) -> None:
+    flow = start(environment, journal, gated("slack-cli", quorum=1), "GW-10")
+    message = gate_message(slack, "GW-10", "approve_cut")
+    flow.decide("approve_cut", "approve", "U0LEAD9", comment="checked by phone")
+    assert flow.finish()["status"] == "succeeded"
+    final = text_of(current(slack, message))
+    assert "Approved by <@U0LEAD9>" in final and "checked by phone" in final
+    assert not any(b["type"] == "actions" for b in current(slack, message).blocks or [])
+
+
 def test_slack_rate_limits_are_waited_out(
     environment: Path, journal: Journal, slack: FakeSlack, slack_user: SimulatedSlack
 ) -> None:
