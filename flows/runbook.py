@@ -858,7 +858,25 @@ class RunbookExecution:
                     }
                 except TemplateError:
                     guarded[step_id] = {"action": step.action, "with": step.with_}
+                    continue
+                touches = self.touches(step, rendered)
+                if touches:
+                    guarded[step_id]["touches"] = self.redactor.scrub(touches)
         return guarded
+
+    def touches(self, step: Step, parameters: Any) -> str | None:
+        """What a guarded step will touch, in the action's own words (as `tocsin plan` says)."""
+        if (
+            step.action is None
+            or step.action not in self.registry
+            or not isinstance(parameters, dict)
+        ):
+            return None
+        definition = self.registry.get(step.action)
+        try:
+            return definition.describe_call(definition.parameters.model_validate(parameters))
+        except Exception:  # parameters the action will refuse: the step fails and says why
+            return None
 
     def approvals_of(self, step_id: str, request: WaitRequest) -> list[str]:
         return [

@@ -111,7 +111,8 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
                 f"{name}={json.dumps(value, ensure_ascii=False, default=str)}"
                 for name, value in (guarded.get("with") or {}).items()
             )
-            lines.append(f"• `{step_id}` {guarded.get('action')}: {parameters}")
+            touches = f" — *{guarded['touches']}*" if guarded.get("touches") else ""
+            lines.append(f"• `{step_id}` {guarded.get('action')}{touches}: {parameters}")
         blocks.append(
             {
                 "type": "section",

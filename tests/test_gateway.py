@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
-from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
+from tocsin.gateway import GATEWAY_CHAIN, MIN_REFRESH_SECONDS, Gateway, GatewayServer
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
 from tocsin.sandbox.jira_api import (
@@ -215,6 +215,7 @@ def test_a_quorum_of_two_approves_through_slack(
     shown = text_of(message)
     assert "Cut office GW-1 off the platform?" in shown
     assert "cut_off" in shown and "test.count_idempotent" in shown  # what the approval covers
+    assert "test.count_idempotent(file=" in shown  # in the action's words, as the plan says
     assert "<!subteam^S0LEADS>" in shown and "quorum 2" in shown
     reject = next(
         e
@@ -292,6 +293,9 @@ def test_a_new_member_of_the_user_group_can_approve_and_reject_stops_the_run(
     with slack.lock:
         slack.usergroups["S0LEADS"] = [*LEADS, "U0NEWLEAD"]  # joined after the gate opened
     try:
+        # The gateway looks a user group up again at most every MIN_REFRESH_SECONDS (the
+        # previous test made it look S0LEADS up a moment ago).
+        time.sleep(MIN_REFRESH_SECONDS)
         slack_user.click("U0NEWLEAD", message, "tocsin_reject")
         result = flow.finish()
     finally:
