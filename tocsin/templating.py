@@ -7,7 +7,12 @@ Rendering uses Jinja2's immutable sandbox, tightened further:
 * no attribute starting with ``_`` is reachable, so nothing leads to Python internals;
 * the environment has no loader and no globals: ``include``, ``import`` and ``extends``
   are refused when the runbook is validated, and no file or network is reachable;
-* ``*`` and ``**`` are capped so that ``{{ 'a' * 10**9 }}`` cannot exhaust memory.
+* nothing a template builds can grow past a limit (``tocsin.template_limits``): widths,
+  repeats, joins, ``%`` and ``format`` fields, products and powers are estimated before they
+  run, every filter and method result is checked, loops share an iteration budget, and the
+  rendered text is counted as it is produced;
+* ``{% macro %}``, ``{% call %}``, ``{% filter %}``, ``{% set %}...{% endset %}`` and
+  recursive loops are refused: they build text outside those checks, and runbooks need none.
 
 A string that is exactly one ``{{ expression }}`` keeps the expression's type
 (an integer stays an integer); anything else renders to text. Values are
@@ -16,33 +21,62 @@ rendered once: an input that itself contains ``{{ }}`` is data, never a template
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, update_wrapper
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
+from tocsin import template_limits as limits
 from tocsin.errors import TemplateError
 
-MAX_OUTPUT_CHARS = 100_000
-MAX_POWER_BITS = 4096
+MAX_OUTPUT_CHARS = limits.MAX_BUILT_CHARS
+MAX_POWER_BITS = limits.MAX_INT_BITS
 TEMPLATE_ROOTS = ("inputs", "steps", "incident", "runbook")
-_FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
-    nodes.Include: "include",
-    nodes.Import: "import",
-    nodes.FromImport: "from ... import",
-    nodes.Extends: "extends",
-    nodes.Block: "block",
+_NO_FILES = "templates cannot read files or other templates; put the text in the runbook"
+_NO_BLOCKS = "write the text out, or use a filter on a value: {{ inputs.name | upper }}"
+_FORBIDDEN_TAGS: dict[type[nodes.Node], tuple[str, str]] = {
+    nodes.Include: ("include", _NO_FILES),
+    nodes.Import: ("import", _NO_FILES),
+    nodes.FromImport: ("from ... import", _NO_FILES),
+    nodes.Extends: ("extends", _NO_FILES),
+    nodes.Block: ("block", _NO_FILES),
+    nodes.Macro: ("macro", _NO_BLOCKS),
+    nodes.CallBlock: ("call", _NO_BLOCKS),
+    nodes.FilterBlock: ("filter", _NO_BLOCKS),
+    nodes.AssignBlock: ("set %}...{% endset", _NO_BLOCKS),
+}
+_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "*": limits.multiply,
+    "**": limits.power,
+    "+": limits.add,
+    "%": limits.modulo,
 }
 
 
+class _CappedCodeGenerator(CodeGenerator):
+    """Jinja's code generator with ``~`` routed through the sandbox's capped join."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            markup = "context.eval_ctx.volatile"
+        else:
+            markup = "True" if frame.eval_ctx.autoescape else "False"
+        self.write("environment.join_pieces((")
+        for argument in node.nodes:
+            self.visit(argument, frame)
+            self.write(", ")
+        self.write(f"), {markup})")
+
+
 class _RunbookSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset(_BINOPS)
+    code_generator_class = _CappedCodeGenerator
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr.startswith("_"):
@@ -65,24 +99,60 @@ class _RunbookSandbox(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        if operator_name == "**":
-            if isinstance(left, int | float) and isinstance(right, int | float):
-                magnitude = math.log2(abs(left)) if abs(left) > 1 else 0.0
-                if right > 0 and magnitude * right > MAX_POWER_BITS:
-                    raise SecurityError("the power in this template is too large to compute")
-            return operator.pow(left, right)
-        # operator_name == "*": repeating a string or list is capped
-        for sequence, count in ((left, right), (right, left)):
-            if isinstance(sequence, str | list | tuple) and isinstance(count, int):
-                if len(sequence) * count > MAX_OUTPUT_CHARS:
-                    raise SecurityError("this template would build a value that is too large")
-        return operator.mul(left, right)
+        return _BINOPS[operator_name](left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        limits.check_call(__obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        name = getattr(__obj, "__name__", "this call")
+        return limits.check_built(f"`{name}()`", result)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` and ``format_map`` through a formatter whose fields are capped."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text: str = value.__self__
+        formatter: limits.CappedFormatter | limits.CappedEscapeFormatter
+        if isinstance(text, Markup):
+            formatter = limits.CappedEscapeFormatter(self, escape=text.escape)
+        else:
+            formatter = limits.CappedFormatter(self)
+        is_format_map = value.__name__ == "format_map"
+
+        def capped_format(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                mapping: Mapping[str, Any] = args[0]
+                args, kwargs = (), dict(mapping)
+            result: str = type(text)(formatter.vformat(text, args, kwargs))
+            limits.check_built("this `format` call", result)
+            return result
+
+        return update_wrapper(capped_format, value)
+
+    def join_pieces(self, pieces: tuple[Any, ...], markup: bool) -> str:
+        return limits.join_pieces(pieces, markup)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):  # every loop draws on the rendering's budget
+            loop.iter = nodes.Filter(
+                loop.iter, "tocsin_counted_loop", [], [], None, None, lineno=loop.lineno
+            )
+        tree.set_environment(self)
+        return tree
 
 
 ENVIRONMENT = _RunbookSandbox(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    undefined=StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    finalize=limits.check_output,
 )
 ENVIRONMENT.globals.clear()
+ENVIRONMENT.filters = limits.capped_filters(ENVIRONMENT.filters)
 
 
 def is_template(text: object) -> bool:
@@ -198,13 +268,19 @@ class _ReferenceCollector:
             and node.name not in self.local_names
         ):
             self.references.append(Reference(node.name, (), node.lineno))
-        for tag_type, tag in _FORBIDDEN_TAGS.items():
+        if isinstance(node, nodes.For) and node.recursive:
+            self.issues.append(
+                TemplateIssue(
+                    "a recursive `{% for %}` loop is not allowed in a runbook template",
+                    "loop over the values themselves; runbook data is at most a few levels deep",
+                    node.lineno,
+                )
+            )
+        for tag_type, (tag, hint) in _FORBIDDEN_TAGS.items():
             if isinstance(node, tag_type):
                 self.issues.append(
                     TemplateIssue(
-                        f"`{{% {tag} %}}` is not allowed in a runbook template",
-                        "templates cannot read files or other templates; put the text in the runbook",
-                        node.lineno,
+                        f"`{{% {tag} %}}` is not allowed in a runbook template", hint, node.lineno
                     )
                 )
                 return
@@ -254,12 +330,30 @@ def _flatten(node: nodes.Node) -> tuple[nodes.Node, list[str | int], list[nodes.
 
 @lru_cache(maxsize=4096)
 def _compiled_template(source: str) -> Any:
+    # validation refuses these already; a template that skipped it is refused here too
+    for issue in parse_template(source).issues:
+        raise SecurityError(issue.message)
     return ENVIRONMENT.from_string(source)
 
 
 @lru_cache(maxsize=4096)
-def _compiled_expression(source: str) -> Callable[..., Any]:
-    return ENVIRONMENT.compile_expression(source, undefined_to_none=False)
+def _compiled_expression(source: str) -> tuple[Callable[..., Any], bool]:
+    """The expression, and whether it builds a value (rather than only reading one)."""
+    tree = ENVIRONMENT.parse("{{ " + source + " }}")
+    builds = True
+    if len(tree.body) == 1 and isinstance(tree.body[0], nodes.Output):
+        outputs = tree.body[0].nodes
+        builds = len(outputs) != 1 or not _is_plain_reference(outputs[0])
+    return ENVIRONMENT.compile_expression(source, undefined_to_none=False), builds
+
+
+def _is_plain_reference(node: nodes.Node | None) -> bool:
+    """``steps.x.outputs.body`` or ``inputs['user']``: data passed on, not built."""
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getitem) and not isinstance(node.arg, nodes.Const):
+            return False
+        node = node.node
+    return isinstance(node, nodes.Name)
 
 
 def _single_expression(text: str) -> str | None:
@@ -276,47 +370,87 @@ def _single_expression(text: str) -> str | None:
     return None
 
 
+def _shown(text: str) -> str:
+    """A template as quoted in an error: its first characters, never megabytes of it."""
+    stripped = text.strip()
+    return repr(stripped if len(stripped) <= 80 else stripped[:77] + "...")
+
+
+def _render_text(source: str, context: Mapping[str, Any]) -> str:
+    """Render a template, counting its output as it is produced."""
+    pieces: list[str] = []
+    size = 0
+    for piece in _compiled_template(source).generate(**context):
+        size += len(piece)
+        if size > MAX_OUTPUT_CHARS:
+            raise TemplateError(
+                f"template {_shown(source)} renders to more than {MAX_OUTPUT_CHARS:,} "
+                "characters, the most a rendered string may hold",
+                "shorten the text, or pass a long value on as `{{ steps.ID.outputs.NAME }}` alone",
+            )
+        pieces.append(piece)
+    return "".join(pieces)
+
+
 def render_string(text: str, context: Mapping[str, Any]) -> Any:
     """Render one string; a lone ``{{ expr }}`` keeps its type."""
     if not is_template(text):
         return text
+    budget = limits.CURRENT_LOOP_BUDGET.set(limits.LoopBudget())
     try:
         expression = _single_expression(text)
-        if expression is not None:
-            value = _compiled_expression(expression)(**context)
-            if isinstance(value, Undefined):
-                str(value)  # StrictUndefined raises the UndefinedError that names what is missing
-            return value
-        rendered = _compiled_template(text).render(**context)
+        if expression is None:
+            return _render_text(text, context)
+        function, builds = _compiled_expression(expression)
+        value = function(**context)
+        if isinstance(value, Undefined):
+            str(value)  # StrictUndefined raises the UndefinedError that names what is missing
+        if builds:
+            limits.check_built("this expression", value)
+        return value
     except UndefinedError as exc:
         raise TemplateError(
-            f"template {text.strip()!r} reads a value that does not exist: {exc.message}",
+            f"template {_shown(text)} reads a value that does not exist: {exc.message}",
             "check the name against the runbook's inputs and the outputs of earlier steps",
         ) from None
     except SecurityError as exc:
-        raise TemplateError(f"template {text.strip()!r} was refused: {exc}") from None
-    except TemplateSyntaxError as exc:
         raise TemplateError(
-            f"template {text.strip()!r} has a syntax error: {exc.message}"
+            f"template {_shown(text)} was refused: {exc}",
+            'see "Limits" in docs/runbook-format.md for what a template may build',
         ) from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        raise TemplateError(f"template {text.strip()!r} failed: {exc}") from None
-    if len(rendered) > MAX_OUTPUT_CHARS:
-        raise TemplateError(
-            f"template {text.strip()[:60]!r}... renders to {len(rendered)} characters, "
-            f"more than the {MAX_OUTPUT_CHARS} allowed"
-        )
-    return rendered
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template {_shown(text)} has a syntax error: {exc.message}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise TemplateError(f"template {_shown(text)} failed: {exc}") from None
+    except RecursionError:
+        raise TemplateError(f"template {_shown(text)} failed: it nests too deeply") from None
+    finally:
+        limits.CURRENT_LOOP_BUDGET.reset(budget)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every template string inside ``value`` (dicts and lists included)."""
+    """Render every template string inside ``value`` (dicts and lists included).
+
+    A failure names the field it happened in (``body.text``, ``to[0]``), after the message.
+    """
+    return _render_at(value, context, "")
+
+
+def _render_at(value: Any, context: Mapping[str, Any], field: str) -> Any:
     if isinstance(value, dict):
-        return {key: render_value(item, context) for key, item in value.items()}
+        return {
+            key: _render_at(item, context, f"{field}.{key}" if field else str(key))
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [render_value(item, context) for item in value]
+        return [_render_at(item, context, f"{field}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, str):
-        return render_string(value, context)
+        try:
+            return render_string(value, context)
+        except TemplateError as exc:
+            if not field:
+                raise
+            raise TemplateError(f"`{field}`: {exc.message}", exc.hint) from None
     return value
 
 
