@@ -481,7 +481,9 @@ class RunbookExecution:
 
     def render_parameters(self, step: Step) -> dict[str, Any]:
         try:
-            rendered = render_value(step.with_, self.template_context())
+            rendered = self.registry.get(step.action or "").render_parameters(
+                step.with_, self.template_context()
+            )
         except TemplateError as exc:
             raise StepFailed(step.id, exc.message) from None
         return rendered if isinstance(rendered, dict) else {}
@@ -699,7 +701,9 @@ class RunbookExecution:
             assert step.undo is not None
             definition = self.registry.get(step.undo.action)
             try:
-                parameters = render_value(step.undo.with_, self.template_context())
+                parameters = definition.render_parameters(
+                    step.undo.with_, self.template_context()
+                )
                 context = ActionContext(
                     incident=self.incident.ticket,
                     step_id=step.id,
@@ -849,7 +853,9 @@ class RunbookExecution:
             step = self.runbook.step(step_id)
             if step.action is not None:
                 try:
-                    rendered = render_value(step.with_, self.template_context())
+                    rendered = self.registry.get(step.action).render_parameters(
+                        step.with_, self.template_context()
+                    )
                     guarded[step_id] = {
                         "action": step.action,
                         "with": self.redactor.fields(rendered, self.secret_fields(step))

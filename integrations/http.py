@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
-from tocsin.actions import ActionContext, SecretName, action
+from tocsin.actions import ActionContext, SecretName, UrlTemplate, action
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
+from tocsin.outbound import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BearerToken,
+    BoundedResponse,
+    ServiceEndpoint,
+)
 
 ACTION = "http.request"
 BODY_TEXT_LIMIT = 64 * 1024
@@ -86,11 +92,12 @@ def request(
         Literal["GET", "POST", "PUT", "PATCH", "DELETE"], Field(description="HTTP method")
     ] = "GET",
     url: Annotated[
-        str,
+        UrlTemplate,
         AfterValidator(_http_url),
         Field(
             description="Full http:// or https:// URL without credentials, "
-            "or a path starting with / when `service` is given"
+            "or a path starting with / when `service` is given; each {{ }} value in it is "
+            "percent-encoded, and the URL must stay under the service's base URL"
         ),
     ],
     service: Annotated[
@@ -122,8 +129,57 @@ def request(
             description="Seconds to wait for the service; default: settings.http_timeout_seconds",
         ),
     ] = None,
+    max_response_bytes: Annotated[
+        int,
+        Field(gt=0, description="Largest response body read; a larger one fails the step"),
+    ] = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> HttpResponse:
     """Send one HTTP request and return the status and the (JSON or text) body."""
+    endpoint = _endpoint(context, url, service, bearer_token_secret, max_response_bytes)
+    sent_headers = dict(headers)
+    if bearer_token_secret is not None and any(
+        name.lower() == "authorization" for name in sent_headers
+    ):
+        raise ActionError(
+            ACTION,
+            "both headers.Authorization and bearer_token_secret are given",
+            "keep bearer_token_secret and remove the Authorization header",
+        )
+    timeout = timeout_seconds or float(context.settings.http_timeout_seconds)
+
+    started = time.monotonic()
+    response = endpoint.send(
+        method, url, headers=sent_headers, query=query, json_body=json_body, timeout=timeout
+    )
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    context.logger.info(
+        "[%s %s] %s %s -> %s in %d ms",
+        context.incident,
+        context.step_id,
+        method,
+        response.url,
+        response.status_code,
+        elapsed_ms,
+    )
+
+    status = response.status_code
+    expected = status in expect_status if expect_status else 200 <= status < 300
+    if not expected:
+        raise _unexpected_status(endpoint, response, method, expect_status, bearer_token_secret)
+    return HttpResponse(status_code=status, body=_body(response), elapsed_ms=elapsed_ms)
+
+
+def _endpoint(
+    context: ActionContext,
+    url: str,
+    service: str | None,
+    secret_name: str | None,
+    max_response_bytes: int,
+) -> ServiceEndpoint:
+    """The endpoint a call goes to: the configured service's base URL, or the URL's own origin.
+
+    Either way the token is bound to it: ``ServiceEndpoint`` refuses any URL outside it.
+    """
     if service is not None:
         base_url = context.settings.services.get(service)
         if not base_url:
@@ -132,94 +188,45 @@ def request(
                 f"set TOCSIN_SERVICES__{service.upper()}=https://... (its base URL), "
                 f'or `{service} = "https://..."` under [services] in the settings file',
             )
-        url = base_url.rstrip("/") + url
-    host = urlsplit(url).hostname or url
-    sent_headers = dict(headers)
-    token: str | None = None
-    if bearer_token_secret is not None:
-        if any(name.lower() == "authorization" for name in sent_headers):
-            raise ActionError(
-                ACTION,
-                "both headers.Authorization and bearer_token_secret are given",
-                "keep bearer_token_secret and remove the Authorization header",
-            )
-        token = context.secret(bearer_token_secret)
-        sent_headers["Authorization"] = f"Bearer {token}"
-    timeout = timeout_seconds or float(context.settings.http_timeout_seconds)
-
-    started = time.monotonic()
-    try:
-        with httpx.Client(timeout=timeout) as client:
-            # httpx's params= would replace a query already in the URL; merge instead.
-            target = httpx.URL(url).copy_merge_params(query)
-            response = client.request(method, target, headers=sent_headers, json=json_body)
-    except httpx.TimeoutException:
-        raise IntegrationError(
-            ACTION,
-            host,
-            f"did not answer {method} {url} within {timeout:g} s",
-            "retry the step; raise timeout_seconds if the service is known to be slow",
-            retryable=True,
-        ) from None
-    except httpx.TransportError as exc:
-        raise IntegrationError(
-            ACTION,
-            host,
-            f"cannot be reached for {method} {url}: {_redacted(str(exc) or type(exc).__name__, token)}",
-            "check the URL and that the service is up; the step can be retried",
-            retryable=True,
-        ) from None
-    except httpx.HTTPError as exc:
-        raise IntegrationError(
-            ACTION,
-            host,
-            f"failed on {method} {url}: {_redacted(str(exc) or type(exc).__name__, token)}",
-        ) from None
-    elapsed_ms = round((time.monotonic() - started) * 1000)
-    context.logger.info(
-        "[%s %s] %s %s -> %s in %d ms",
-        context.incident,
-        context.step_id,
-        method,
-        url,
-        response.status_code,
-        elapsed_ms,
+        name = service
+    else:
+        parts = urlsplit(url)
+        base_url = f"{parts.scheme}://{parts.netloc}"
+        name = parts.hostname or url
+    credential = BearerToken(context.secret(secret_name)) if secret_name is not None else None
+    return ServiceEndpoint(
+        name,
+        base_url,
+        action=ACTION,
+        credential=credential,
+        max_response_bytes=max_response_bytes,
+        limit_hint="set max_response_bytes under the step's `with:`",
     )
 
-    status = response.status_code
-    expected = status in expect_status if expect_status else 200 <= status < 300
-    if not expected:
-        raise _unexpected_status(
-            response, method, url, host, expect_status, bearer_token_secret, token
-        )
-    return HttpResponse(status_code=status, body=_body(response), elapsed_ms=elapsed_ms)
 
-
-def _body(response: httpx.Response) -> Any:
+def _body(response: BoundedResponse) -> Any:
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json" or content_type.endswith("+json"):
         if not response.content:
             return None
         try:
-            return response.json()
+            return json.loads(response.content)
         except ValueError:
             pass  # announced as JSON but is not: keep it as text
-    encoding = response.encoding or "utf-8"
-    return response.content[:BODY_TEXT_LIMIT].decode(encoding, errors="replace")
+    return response.content[:BODY_TEXT_LIMIT].decode(response.encoding, errors="replace")
 
 
 def _unexpected_status(
-    response: httpx.Response,
+    endpoint: ServiceEndpoint,
+    response: BoundedResponse,
     method: str,
-    url: str,
-    host: str,
     expect_status: list[int],
     secret_name: str | None,
-    token: str | None,
 ) -> IntegrationError:
     status = response.status_code
+    url = response.url
     wanted = ", ".join(str(code) for code in expect_status) if expect_status else "a 2xx status"
-    excerpt = _redacted(" ".join(response.text[:300].split()), token)
+    excerpt = endpoint.hidden(" ".join(response.text[:300].split()))
     message = f"answered {status} {response.reason_phrase} to {method} {url} (expected {wanted})"
     if excerpt:
         message += f": {excerpt}"
@@ -240,13 +247,21 @@ def _unexpected_status(
         hint = "the service failed; retry the step later"
     elif 300 <= status < 400:
         location = response.headers.get("location", "another URL")
-        hint = f"the service redirects to {location} (redirects are not followed); call that URL"
+        elsewhere = endpoint.redirect_leaves(response)
+        if elsewhere is not None:
+            message += (
+                f"; it redirects to {elsewhere}, outside the {endpoint.service} service, "
+                "so the redirect was not followed and nothing (no token) was sent there"
+            )
+            hint = "call that host in a step of its own if it is meant to be called"
+        else:
+            hint = (
+                f"the service redirects to {location} (redirects are not followed); call that URL"
+            )
     elif 200 <= status < 300:
         hint = "the call went through but answered another status; check expect_status"
     else:
         hint = "the service refused the request; check the parameters against its API"
-    return IntegrationError(ACTION, host, message, hint, status_code=status, retryable=retryable)
-
-
-def _redacted(text: str, secret: str | None) -> str:
-    return text.replace(secret, "<hidden>") if secret else text
+    return IntegrationError(
+        ACTION, endpoint.service, message, hint, status_code=status, retryable=retryable
+    )

@@ -30,6 +30,7 @@ import httpx
 
 from tocsin.actions import SecretStore
 from tocsin.errors import ConfigurationError, InputError, IntegrationError
+from tocsin.outbound import path_segment
 from tocsin.settings import Settings
 from tocsin.tickets import TicketTrigger, parse_inputs_text
 
@@ -412,7 +413,7 @@ def _token_hint(user: str | None, verb: str) -> str:
 
 
 def _issue_path(ticket: str) -> str:
-    return f"/rest/api/2/issue/{quote(ticket, safe='')}"
+    return f"/rest/api/2/issue/{path_segment(ticket, what='the ticket key')}"
 
 
 def _json(response: httpx.Response, action: str) -> Any:

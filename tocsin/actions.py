@@ -33,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
+from tocsin.outbound import render_url_template
 from tocsin.settings import Settings
+from tocsin.templating import render_value
 
 ENTRY_POINT_GROUP = "tocsin.actions"
 BUILTIN_MODULES = (
@@ -53,6 +55,18 @@ SecretName = Annotated[
     ),
 ]
 """A parameter that names a secret; the secret's value never appears in the runbook."""
+
+
+class _UrlTemplateMarker:
+    """Annotated metadata marking a URL parameter (kept out of the JSON schema)."""
+
+
+_URL_TEMPLATE = _UrlTemplateMarker()
+
+UrlTemplate = Annotated[str, _URL_TEMPLATE]
+"""A URL parameter: each ``{{ }}`` value in it is percent-encoded when the step is rendered
+(``tocsin.outbound.render_url_template``), so an input fills a path segment or a query
+value and never moves the request elsewhere."""
 
 
 class SecretStore(Protocol):
@@ -118,6 +132,30 @@ class ActionDefinition:
         return [
             name for name, info in self.parameters.model_fields.items() if _is_secret_name(info)
         ]
+
+    def url_parameters(self) -> list[str]:
+        """Names of the parameters that are URLs, rendered with their values percent-encoded."""
+        return [
+            name
+            for name, info in self.parameters.model_fields.items()
+            if _URL_TEMPLATE in info.metadata
+            or any(
+                _URL_TEMPLATE in getattr(member, "__metadata__", ())
+                for member in typing.get_args(info.annotation)
+            )
+        ]
+
+    def render_parameters(
+        self, with_: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Render a step's ``with:`` for this action: URL parameters encode their values."""
+        urls = self.url_parameters()
+        return {
+            name: render_url_template(value, context)
+            if name in urls and isinstance(value, str)
+            else render_value(value, context)
+            for name, value in with_.items()
+        }
 
     def secrets_needed(self, parameters: Mapping[str, Any]) -> list[str]:
         """Every secret a call with these parameters reads."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tocsin.actions import ActionRegistry
+from tocsin.actions import ActionDefinition, ActionRegistry
 from tocsin.durations import format_duration
 from tocsin.errors import TemplateError
 from tocsin.incident import Incident
@@ -158,6 +158,16 @@ class _Planner:
         except TemplateError as exc:
             return Unresolved(f"cannot render: {exc.message}")
 
+    def render_call(self, definition: ActionDefinition, with_: dict[str, Any]) -> Any:
+        """A call's parameters as the run will render them (URL values encoded), when known."""
+        rendered = self.render(with_)
+        if _has_unresolved(rendered):
+            return rendered  # placeholders stay readable; encoded at run time
+        try:
+            return definition.render_parameters(with_, self.context)
+        except TemplateError as exc:
+            return Unresolved(f"cannot render: {exc.message}")
+
     def plan_steps(self, steps: list[Step], *, prefix: str, depth: int) -> list[PlannedStep]:
         planned: list[PlannedStep] = []
         for index, step in enumerate(steps, start=1):
@@ -218,7 +228,7 @@ class _Planner:
         definition = self.registry.get(step.action)
         planned.action = definition.name
         planned.destructive = definition.destructive
-        parameters = self.render(step.with_)
+        parameters = self.render_call(definition, step.with_)
         planned.parameters = parameters if isinstance(parameters, dict) else {}
         self.secrets.update(definition.secrets)
         if _has_unresolved(planned.parameters):
@@ -260,7 +270,7 @@ class _Planner:
             planned.details.append(" · ".join(policies))
         if step.undo is not None:
             undo = self.registry.get(step.undo.action)
-            parameters = self.render(step.undo.with_)
+            parameters = self.render_call(undo, step.undo.with_)
             planned.undo = f"{undo.name}"
             if isinstance(parameters, dict) and not _has_unresolved(parameters):
                 try:
