@@ -38,11 +38,12 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
-from jinja2 import TemplateSyntaxError, UndefinedError
+from jinja2 import TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.exceptions import SecurityError
 
+from tocsin import template_limits
 from tocsin.errors import InputError, IntegrationError, TemplateError
-from tocsin.templating import ENVIRONMENT, MAX_OUTPUT_CHARS
+from tocsin.templating import ENVIRONMENT, MAX_OUTPUT_CHARS, parse_template
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -215,11 +216,17 @@ _collected: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("tocsin_u
 
 def _hold_value(value: Any) -> str:
     """Jinja ``finalize``: keep each ``{{ }}`` value aside and leave a numbered hole."""
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises the UndefinedError that names what is missing
+    if _BASE_FINALIZE is not None:
+        value = _BASE_FINALIZE(value)  # the sandbox's own checks (a value's size) come first
     held = _collected.get()
     held.append(value)
     return f"{_HOLE}{len(held) - 1}{_HOLE}"
 
 
+_BASE_FINALIZE = ENVIRONMENT.finalize
+# Same sandbox, filters and limits as every other template; only finalize differs.
 _URL_ENVIRONMENT = ENVIRONMENT.overlay(finalize=_hold_value)
 
 
@@ -228,8 +235,18 @@ def render_url_template(template: str, context: Mapping[str, Any]) -> str:
     if "{{" not in template and "{%" not in template and "{#" not in template:
         return template
     token = _collected.set([])
+    budget = template_limits.CURRENT_LOOP_BUDGET.set(template_limits.LoopBudget())
     try:
-        skeleton = _URL_ENVIRONMENT.from_string(template).render(**context)
+        for issue in parse_template(template).issues:
+            raise SecurityError(issue.message)
+        pieces_rendered: list[str] = []
+        size = 0
+        for rendered in _URL_ENVIRONMENT.from_string(template).generate(**context):
+            size += len(rendered)
+            if size > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"it renders to more than {MAX_OUTPUT_CHARS:,} characters")
+            pieces_rendered.append(rendered)
+        skeleton = "".join(pieces_rendered)
         values = _collected.get()
     except UndefinedError as exc:
         raise TemplateError(
@@ -242,9 +259,12 @@ def render_url_template(template: str, context: Mapping[str, Any]) -> str:
         raise TemplateError(
             f"template {template.strip()!r} has a syntax error: {exc.message}"
         ) from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
         raise TemplateError(f"template {template.strip()!r} failed: {exc}") from None
+    except RecursionError:
+        raise TemplateError(f"template {template.strip()!r} failed: it nests too deeply") from None
     finally:
+        template_limits.CURRENT_LOOP_BUDGET.reset(budget)
         _collected.reset(token)
     pieces: list[str | _Hole] = []
     for position, piece in enumerate(skeleton.split(_HOLE)):
