@@ -128,8 +128,10 @@ def multiply(left: Any, right: Any) -> Any:
     """``*``: repeating a sequence and multiplying integers are capped."""
     for sequence, count in ((left, right), (right, left)):
         if isinstance(sequence, _SEQUENCES) and isinstance(count, int):
-            unit = "characters" if isinstance(sequence, str | bytes) else "items"
-            check_size("repeating a value (`*`)", len(sequence) * max(count, 0), unit)
+            # a list is measured as the text its items stand for: `[body] * 10000` is
+            # ten thousand references, but a copy of each once a filter maps over them
+            size = len(sequence) if isinstance(sequence, str | bytes) else text_size(sequence)
+            check_size("repeating a value (`*`)", size * max(count, 0))
     if _is_int(left) and _is_int(right):
         bits = left.bit_length() + right.bit_length()
         if bits > MAX_INT_BITS:
@@ -148,9 +150,10 @@ def power(left: Any, right: Any) -> Any:
 
 def add(left: Any, right: Any) -> Any:
     """``+``: concatenating sequences is capped."""
-    if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
-        unit = "characters" if isinstance(left, str | bytes) else "items"
-        check_size("concatenating values (`+`)", len(left) + len(right), unit)
+    if isinstance(left, str | bytes) and isinstance(right, str | bytes):
+        check_size("concatenating values (`+`)", len(left) + len(right))
+    elif isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        check_size("concatenating values (`+`)", text_size(left) + text_size(right))
     return left + right
 
 

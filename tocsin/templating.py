@@ -73,6 +73,26 @@ class _CappedCodeGenerator(CodeGenerator):
             self.write(", ")
         self.write(f"), {markup})")
 
+    # A literal list, tuple or mapping of references is measured as the text it stands for:
+    # `[inputs.body, inputs.body, ...]` would otherwise let `| map('upper')` copy each one.
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.built_literal(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.built_literal(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # `{% for a, b in ... %}` assigns to a tuple: nothing is built
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.built_literal(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
+
 
 class _RunbookSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_BINOPS)
@@ -134,6 +154,10 @@ class _RunbookSandbox(ImmutableSandboxedEnvironment):
 
     def join_pieces(self, pieces: tuple[Any, ...], markup: bool) -> str:
         return limits.join_pieces(pieces, markup)
+
+    def built_literal(self, value: Any) -> Any:
+        limits.check_size("this literal", limits.text_size(value))
+        return value
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
