@@ -18,6 +18,25 @@ SERVICE = "Slack"
 TOKEN_SECRET = "slack_bot_token"
 RATE_LIMIT_RETRIES = 2
 """How many times a call answered 429 is sent again, after Slack's Retry-After."""
+_INERT_BACKTICK = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT: looks like ` but opens no code span
+
+
+def slack_text(value: object) -> str:
+    """``value`` as literal text inside Slack mrkdwn: no mention, link, date or code span.
+
+    Slack's rules: ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;``, ``&gt;``, so
+    ``<!channel>``, ``<@U123>`` and ``<https://evil|Approve>`` are shown, not parsed.
+    A backtick cannot be escaped in mrkdwn, so it is replaced by a look-alike (U+02CB)
+    and the value can sit inside a code span without closing it. ``*``, ``_`` and ``~``
+    have no escape either: put free text in a ``plain_text`` object or in a code span.
+    """
+    text = str(value)
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("`", _INERT_BACKTICK)
+    )
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,12 @@ def post_message(
         Field(pattern=r"^\d+\.\d+$", description="ts of the message to reply under"),
     ] = None,
 ) -> PostedMessage:
-    """Post a message to a Slack channel, or as a reply in a thread."""
+    """Post a message to a Slack channel, or as a reply in a thread.
+
+    ``text`` and ``blocks`` are the runbook author's own mrkdwn and are sent as they are,
+    values templated into them included: a runbook quoting an input escapes it in the
+    template (docs/gateway.md, "What is escaped"); ``slack_text`` is the same escaping.
+    """
     client = SlackCredentials.from_context(context).get_client()
     try:
         response = client.chat_postMessage(

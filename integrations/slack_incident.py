@@ -9,6 +9,12 @@ approvals are still needed, and, once decided, the outcome without buttons.
 
 Where the thread and each gate message are is kept in the journal (``posts``), so the
 gateway, a resumed run or another runbook of the same incident update the same messages.
+
+Every value that comes from a run (inputs, step outputs and errors, prompts and
+checklists rendered with them, decision comments, names that are not Slack ids) is
+shown as data: free text in ``plain_text`` objects, short values in mrkdwn through
+``slack_text`` and inside a code span, so no value can mention ``@channel``, dress a
+link up as a button or format the message.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from slack_sdk.errors import SlackApiError
 
 from tocsin.announce import FinishedStep, GateState, RefusedDecision, RunFacts
 from tocsin.errors import IntegrationError
-from tocsin.integrations.slack import SlackCredentials, api_error
+from tocsin.integrations.slack import SlackCredentials, api_error, slack_text
 from tocsin.journal import Journal
 from tocsin.settings import SlackSettings
 
@@ -66,12 +72,23 @@ def parse_button_value(value: str) -> dict[str, Any]:
 
 
 def mention(person: str) -> str:
-    """A Slack mention for a user id (U...) or user group id (S...); other names as they are."""
+    """A Slack mention for a user id (U...) or user group id (S...); other names as code."""
     if re.fullmatch(r"[UW][A-Z0-9]{2,}", person):
         return f"<@{person}>"
     if re.fullmatch(r"S[A-Z0-9]{2,}", person):
         return f"<!subteam^{person}>"
-    return person
+    return code(person)
+
+
+def code(value: object) -> str:
+    """``value`` as an inline code span in mrkdwn: shown as it is, on one line."""
+    text = " ".join(str(value).split()) or " "
+    return f"`{slack_text(text)}`"
+
+
+def plain(text: str, limit: int = 0) -> dict[str, Any]:
+    """A ``plain_text`` object: Slack shows it as it is, without mrkdwn or mentions."""
+    return {"type": "plain_text", "text": _clip(text, limit) if limit else _clip(text)}
 
 
 def _clip(text: str, limit: int = MAX_FIELD) -> str:
@@ -88,7 +105,7 @@ def who_may_decide(request: Any) -> str:
         mention(person) for person in request.approvers if person != request.requester
     ]
     shown = ", ".join(people[:12]) + (f" and {len(people) - 12} more" if len(people) > 12 else "")
-    return f"group *{request.group}*: {shown or 'nobody listed'}"
+    return f"group *{slack_text(request.group)}*: {shown or 'nobody listed'}"
 
 
 def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
@@ -102,7 +119,7 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
             "type": "header",
             "text": {"type": "plain_text", "text": _clip(f"{kind}: {gate.title}", 150)},
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(request.prompt)}},
+        {"type": "section", "text": plain(request.prompt or kind)},
     ]
     if request.guarded:
         lines = []
@@ -111,8 +128,9 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
                 f"{name}={json.dumps(value, ensure_ascii=False, default=str)}"
                 for name, value in (guarded.get("with") or {}).items()
             )
-            touches = f" — *{guarded['touches']}*" if guarded.get("touches") else ""
-            lines.append(f"• `{step_id}` {guarded.get('action')}{touches}: {parameters}")
+            touches = f" — {code(guarded['touches'])}" if guarded.get("touches") else ""
+            shown = f": {code(parameters)}" if parameters else ""
+            lines.append(f"• {code(step_id)} {slack_text(guarded.get('action'))}{touches}{shown}")
         blocks.append(
             {
                 "type": "section",
@@ -124,10 +142,11 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
         )
     if request.checklist:
         items = "\n".join(f"{n}. {item}" for n, item in enumerate(request.checklist, start=1))
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Checklist:*\n{items}")}}
-        )
-    context = [f"Incident *{run.ticket}* · runbook `{run.runbook}` v{run.version}"]
+        blocks.append({"type": "section", "text": plain(f"Checklist:\n{items}")})
+    context = [
+        f"Incident *{slack_text(run.ticket)}* · runbook {code(run.runbook)} "
+        f"v{slack_text(run.version)}"
+    ]
     if request.kind == "approval":
         context.append(
             f"Who may decide: {who_may_decide(request)} · quorum {request.quorum}"
@@ -138,6 +157,8 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(" · ".join(context))}]}
     )
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _status_line(gate)}})
+    if gate.outcome is not None and gate.comment:
+        blocks.append({"type": "context", "elements": [plain(f"“{_clip(gate.comment, 300)}”")]})
     if gate.outcome is None and request.kind == "approval":
         value = gate_button_value(run, gate)
         blocks.append(
@@ -163,8 +184,8 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
                             "text": {
                                 "type": "mrkdwn",
                                 "text": _clip(
-                                    f"Rejecting *{gate.step_id}* stops the runbook for "
-                                    f"{run.ticket}; the steps it guards will not run.",
+                                    f"Rejecting {code(gate.step_id)} stops the runbook for "
+                                    f"{slack_text(run.ticket)}; the steps it guards will not run.",
                                     300,
                                 ),
                             },
@@ -184,8 +205,10 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
                 "elements": [
                     {
                         "type": "mrkdwn",
-                        "text": f"`tocsin {verb} {run.ticket} {gate.step_id} --as YOUR_ID"
-                        f"{' --all' if request.checklist else ''}`",
+                        "text": code(
+                            f"tocsin {verb} {run.ticket} {gate.step_id} --as YOUR_ID"
+                            f"{' --all' if request.checklist else ''}"
+                        ),
                     }
                 ],
             }
@@ -210,15 +233,14 @@ def _status_line(gate: GateState) -> str:
         "done": f"Done by {deciders}",
         "failed": f"Not done ({deciders})",
     }.get(gate.outcome, gate.outcome)
-    comment = f" — “{_clip(gate.comment, 300)}”" if gate.comment else ""
-    return f"{icon} *{words}*{comment}"
+    return f"{icon} *{words}*"  # the comment follows in a plain_text block
 
 
 def gate_text(run: RunFacts, gate: GateState) -> str:
     """The notification text (and screen-reader fallback) of a gate message."""
     if gate.outcome is not None:
-        return f"{run.ticket} {gate.step_id}: {gate.outcome}"
-    return f"{run.ticket}: {gate.title} — {gate.request.prompt}"[:300]
+        return slack_text(f"{run.ticket} {gate.step_id}: {gate.outcome}")
+    return slack_text(f"{run.ticket}: {gate.title} — {gate.request.prompt}"[:300])
 
 
 class SlackIncidentAnnouncer:
@@ -272,8 +294,9 @@ class SlackIncidentAnnouncer:
         verb = "resumed" if run.resumed else "started"
         self._reply(
             run,
-            f":arrow_forward: Runbook *{run.runbook_title}* (`{run.runbook}` v{run.version}) "
-            f"{verb} by {mention(run.requested_by)} from {run.requested_via}.",
+            f":arrow_forward: Runbook *{slack_text(run.runbook_title)}* ({code(run.runbook)} "
+            f"v{slack_text(run.version)}) {verb} by {mention(run.requested_by)} "
+            f"from {slack_text(run.requested_via)}.",
         )
 
     def _open_thread(self, run: RunFacts) -> tuple[str, str] | None:
@@ -287,7 +310,7 @@ class SlackIncidentAnnouncer:
         response = self._call(
             "chat.postMessage",
             channel=channel,
-            text=f"Incident {run.ticket}: {run.runbook_title}",
+            text=slack_text(f"Incident {run.ticket}: {run.runbook_title}"),
             blocks=self._header_blocks(run),
         )
         where = str(response["channel"]), str(response["ts"])
@@ -295,19 +318,25 @@ class SlackIncidentAnnouncer:
         return where
 
     def _header_blocks(self, run: RunFacts) -> list[dict[str, Any]]:
-        ticket = f"<{run.ticket_url}|{run.ticket}>" if run.ticket_url else run.ticket
+        ticket = slack_text(run.ticket)
+        if run.ticket_url:  # the ticket system's own address for a checked ticket key
+            ticket = f"<{slack_text(run.ticket_url).replace('|', '%7C')}|{ticket}>"
         title = f" — {run.incident_title}" if run.incident_title else ""
         inputs = "\n".join(
-            f"• {name}: `{json.dumps(value, ensure_ascii=False, default=str)}`"
+            f"• {slack_text(name)}: {code(json.dumps(value, ensure_ascii=False, default=str))}"
             for name, value in run.inputs.items()
         )
         fields = [
             {"type": "mrkdwn", "text": f"*Ticket*\n{ticket}"},
-            {"type": "mrkdwn", "text": f"*Severity*\n{run.severity}"},
-            {"type": "mrkdwn", "text": f"*Runbook*\n`{run.runbook}` v{run.version}"},
+            {"type": "mrkdwn", "text": f"*Severity*\n{slack_text(run.severity)}"},
             {
                 "type": "mrkdwn",
-                "text": f"*Requested by*\n{mention(run.requested_by)} ({run.requested_via})",
+                "text": f"*Runbook*\n{code(run.runbook)} v{slack_text(run.version)}",
+            },
+            {
+                "type": "mrkdwn",
+                "text": f"*Requested by*\n{mention(run.requested_by)} "
+                f"({slack_text(run.requested_via)})",
             },
         ]
         blocks: list[dict[str, Any]] = [
@@ -317,7 +346,10 @@ class SlackIncidentAnnouncer:
             },
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": f":rotating_light: *{run.runbook_title}*"},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f":rotating_light: *{slack_text(run.runbook_title)}*",
+                },
                 "fields": fields,
             },
         ]
@@ -366,8 +398,9 @@ class SlackIncidentAnnouncer:
 
     def steps_finished(self, run: RunFacts, steps: Sequence[FinishedStep]) -> None:
         lines = [
-            f"{STATUS_ICONS.get(s.status, ':grey_question:')} `{s.step_id}` {s.title}: {s.status}"
-            + (f" — {s.detail}" if s.detail else "")
+            f"{STATUS_ICONS.get(s.status, ':grey_question:')} {code(s.step_id)} "
+            f"{slack_text(s.title)}: {slack_text(s.status)}"
+            + (f" — {code(s.detail)}" if s.detail else "")
             for s in steps
         ]
         self._reply(run, _clip("\n".join(lines), 3000))
@@ -417,7 +450,7 @@ class SlackIncidentAnnouncer:
         request = gate.request
         self._reply(
             run,
-            f":rotating_light: *{gate.step_id}* got no decision in time and is escalated: "
+            f":rotating_light: {code(gate.step_id)} got no decision in time and is escalated: "
             f"{who_may_decide(request)} may now decide, until {_when(request.deadline)}.",
             broadcast=True,
         )
@@ -431,7 +464,7 @@ class SlackIncidentAnnouncer:
         needed = gate.still_needed if request.kind == "approval" else 1
         self._reply(
             run,
-            f":alarm_clock: *{gate.step_id}* still needs {needed} decision"
+            f":alarm_clock: {code(gate.step_id)} still needs {needed} decision"
             f"{'s' if needed != 1 else ''}; {minutes_left} min left before its timeout. {people}",
             broadcast=True,
         )
@@ -447,24 +480,34 @@ class SlackIncidentAnnouncer:
             "chat.postEphemeral",
             channel=where[0],
             user=refused.actor,
-            text=f":no_entry_sign: Your {refused.decision} of {refused.step_id} was not counted: {refused.reason}",
+            text=":no_entry_sign: "
+            + slack_text(
+                f"Your {refused.decision} of {refused.step_id} was not counted: {refused.reason}"
+            ),
         )
 
     def run_finished(self, run: RunFacts, status: str, reason: str) -> None:
         icon = ":white_check_mark:" if status == "succeeded" else ":x:"
+        outcome = f"{icon} Runbook {code(run.runbook)} {slack_text(status)}"
+        report = f"Report: {code(f'tocsin report {run.ticket} -o {run.ticket}.pdf')}"
         self._reply(
             run,
-            f"{icon} Runbook `{run.runbook}` {status}: {reason}. "
-            f"Report: `tocsin report {run.ticket} -o {run.ticket}.pdf`",
+            f"{outcome}: {slack_text(reason)}. {report}",
+            blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"{outcome}:"}},
+                {"type": "section", "text": plain(f"{reason}.")},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": report}]},
+            ],
             broadcast=True,
         )
 
     def anchor(self, run: RunFacts, seq: int, head: str, key_id: str) -> str:
         where = self._reply(
             run,
-            f":lock: Audit checkpoint for {run.ticket}: record {seq}, head `sha256:{head}` "
-            f"(key {key_id}). Keep this message: `tocsin audit verify {run.ticket} --anchor "
-            f"sha256:{head}` proves later that the audit trail was not cut short.",
+            f":lock: Audit checkpoint for {slack_text(run.ticket)}: record {seq}, head "
+            f"{code(f'sha256:{head}')} (key {slack_text(key_id)}). Keep this message: "
+            f"{code(f'tocsin audit verify {run.ticket} --anchor sha256:{head}')} proves later "
+            "that the audit trail was not cut short.",
         )
         return f"slack:{where[0]}:{where[1]}" if where else ""
 
