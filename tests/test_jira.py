@@ -109,6 +109,18 @@ def test_progress_comment_lands_on_the_ticket(cloud_jira: FakeJira) -> None:
     assert request.json() == {"body": "Step disconnect done: 3 sessions closed"}
 
 
+def test_markup_in_a_comment_reaches_jira_as_text(cloud_jira: FakeJira) -> None:
+    cloud(cloud_jira).comment(
+        "INC-12", "Office [click|http://evil.example] {noformat} [~accountid:5b10]\nh1. boom"
+    )
+
+    (comment,) = cloud_jira.comments("INC-12")
+    assert comment.body == (
+        r"Office \[click\|http://evil.example\] \{noformat\} \[\~accountid:5b10\]"
+        "\n\u200bh1. boom"
+    )
+
+
 def test_report_is_attached_with_its_bytes_name_and_media_type(cloud_jira: FakeJira) -> None:
     report = b"<html>\r\n<p>r\xc3\xa9sum\xc3\xa9</p>\n--boundary-like\r\n" + bytes(range(256))
 

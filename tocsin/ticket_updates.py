@@ -4,6 +4,10 @@
 ``TicketSystem`` (Jira today). Support engineers live in their ticket tool, so it says
 there when the runbook started, which steps finished (batched like the Slack thread),
 what waits for whom, how it ended, and attaches the post-incident report at the end.
+
+Comments are plain text, as ``TicketSystem.comment`` takes them: the ticket system makes
+them literal (``JiraTickets`` escapes Jira's wiki markup), so an input, an error or a
+decision comment quoted here can never become a link, a mention or a table.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class TicketAnnouncer:
         if self.report is not None:
             filename, content, media_type = self.report(run.ticket)
             self.tickets.attach(run.ticket, filename, content, media_type)
-            text += f"\nPost-incident report attached: [^{filename}]"
+            text += f"\nPost-incident report attached: {filename}"
         else:
             text += f"\nPost-incident report: tocsin report {run.ticket} -o {run.ticket}.pdf"
         self.tickets.comment(run.ticket, text)
