@@ -1,27 +1,44 @@
-"""What the runs of an incident are doing and waiting for: `tocsin status` and `/tocsin status`."""
+"""What the runs of an incident are doing and waiting for: `tocsin status` and `/tocsin status`.
+
+Every value shown (names, prompts, checklist items, the requester) goes through
+``terminal_text``: an input holding ANSI escape sequences or other control characters
+cannot recolour, move the cursor, retitle or clear the terminal of whoever reads it.
+"""
 
 from __future__ import annotations
+
+import re
 
 from tocsin.gates import WaitRequest
 from tocsin.journal import Journal, now
 
+# C0 and C1 control characters (ESC, BEL, CR, backspace, CSI...), DEL, and the Unicode
+# line separators and bidirectional overrides that reorder what a line shows.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(value: object) -> str:
+    """``value`` on one line without control characters: a tab is a space, the others ``?``."""
+    return _CONTROL.sub("?", str(value).replace("\t", " "))
+
 
 def status_lines(journal: Journal, ticket: str | None) -> list[str]:
     """One line per run, then what each waiting step waits for and who may decide it."""
+    t = terminal_text
     runs = journal.runs_of(ticket)
     if not runs:
-        return [f"no runs recorded{' for ' + ticket if ticket else ''}"]
+        return [f"no runs recorded{' for ' + t(ticket) if ticket else ''}"]
     lines: list[str] = []
     for run in runs:
         lines.append(
-            f"{run.incident}  {run.runbook_id} v{run.runbook_version}  {run.status}"
-            f"  (started by {run.requested_by} via {run.requested_via}, "
+            f"{t(run.incident)}  {t(run.runbook_id)} v{t(run.runbook_version)}  {t(run.status)}"
+            f"  (started by {t(run.requested_by)} via {t(run.requested_via)}, "
             f"{run.created_at:%Y-%m-%d %H:%M} UTC)"
         )
         if run.status in ("running", "waiting") and not run.is_alive():
             lines.append(
-                f"    no process is running it any more: run `tocsin run {run.runbook_id} "
-                f"--ticket {run.incident}` again to continue where it stopped"
+                f"    no process is running it any more: run `tocsin run {t(run.runbook_id)} "
+                f"--ticket {t(run.incident)}` again to continue where it stopped"
             )
         for record in journal.steps_of(run.id):
             if record.status != "waiting" or not record.request:
@@ -35,19 +52,21 @@ def status_lines(journal: Journal, ticket: str | None) -> list[str]:
                     for d in journal.decisions_of(run.id, record.step_id)
                     if d.status == "applied" and d.kind == "approve"
                 ]
-                agreed = f": {', '.join(approvals)}" if approvals else ""
-                what = f"approval by {request.group} ({len(approvals)} of {request.quorum}{agreed})"
+                agreed = f": {t(', '.join(approvals))}" if approvals else ""
+                what = (
+                    f"approval by {t(request.group)} ({len(approvals)} of {request.quorum}{agreed})"
+                )
             elif request.kind == "manual":
                 what = f"manual task ({len(request.checklist)} checklist items)"
             else:
                 what = "a decision about a step interrupted by a crash"
             lines.append(
-                f"    waiting: {record.step_id} — {what}, for {minutes} min, until "
+                f"    waiting: {t(record.step_id)} — {what}, for {minutes} min, until "
                 f"{request.deadline_at:%Y-%m-%d %H:%M} UTC, hash {request.gate_hash[:12]}"
             )
-            lines.append(f"      {request.prompt}")
+            lines += [f"      {t(line)}" for line in request.prompt.splitlines()]
             for number, item in enumerate(request.checklist, start=1):
-                lines.append(f"      [{number}] {item}")
+                lines.append(f"      [{number}] {t(item)}")
             if request.kind == "approval":
-                lines.append(f"      may decide: {', '.join(request.approvers) or 'nobody yet'}")
+                lines.append(f"      may decide: {t(', '.join(request.approvers)) or 'nobody yet'}")
     return lines

@@ -3,12 +3,17 @@
 The report is first laid out as a list of blocks (headings, facts, tables, paragraphs)
 in the chosen language; Markdown and HTML write the same blocks, and the PDF is the HTML
 printed by WeasyPrint, so the formats never say different things.
+
+Every value from the trail (inputs, step titles and errors, decision comments, names) is
+written as text: ``markdown_text`` escapes it for Markdown, ``html.escape`` for HTML, so
+a value can add no link, image, raw HTML, heading or table cell to the report.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -612,8 +617,25 @@ def _layout(report: IncidentReport, t: _Words, *, printed: bool = False) -> list
 # Markdown -------------------------------------------------------------------------------------
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+# Backslash-escaped wherever they stand: they open emphasis, code, links, images,
+# strikethrough or a table cell. ``_`` only emphasises at a word's edge (CommonMark), so
+# ``reset_account`` stays as it is.
+_MARKDOWN_ESCAPED = re.compile(r"[\\`*\[\]!|~]|(?<![^\W_])_|_(?![^\W_])")
+_MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def markdown_text(value: object) -> str:
+    """``value`` as literal text on one line of Markdown (a table cell, a list item, a heading).
+
+    Line breaks and control characters become a space (no new block, no broken table);
+    ``&``, ``<`` and ``>`` become entities (no raw HTML, no ``<https://...>`` link);
+    the characters that open emphasis, code, links, images, strikethrough or a cell get a
+    backslash. A renderer that links bare addresses still shows the address itself.
+    """
+    text = _CONTROL.sub(" ", str(value))
+    text = _MARKDOWN_ESCAPED.sub(lambda m: "\\" + m.group(0), text)
+    return re.sub(r"[&<>]", lambda m: _MARKDOWN_ENTITIES[m.group(0)], text)
 
 
 def _markdown(blocks: list[Block]) -> str:
@@ -621,23 +643,31 @@ def _markdown(blocks: list[Block]) -> str:
     for block in blocks:
         kind = block[0]
         if kind == "h1":
-            out.append(f"# {block[1]}\n")
+            out.append(f"# {markdown_text(block[1])}\n")
         elif kind == "h2":
-            out.append(f"## {block[1]}\n")
+            out.append(f"## {markdown_text(block[1])}\n")
         elif kind == "h3":
-            out.append(f"### {block[1]}\n")
+            out.append(f"### {markdown_text(block[1])}\n")
         elif kind == "p":
-            out.append(f"{block[1]}\n")
+            out.append(f"{markdown_text(block[1])}\n")
         elif kind == "facts":
-            out.append("\n".join(f"- **{label}**: {_md_cell(value)}" for label, value in block[1]))
+            out.append(
+                "\n".join(
+                    f"- **{markdown_text(label)}**: {markdown_text(value)}"
+                    for label, value in block[1]
+                )
+            )
             out.append("")
         elif kind == "list":
-            out.append("\n".join(f"- {_md_cell(item)}" for item in block[1]))
+            out.append("\n".join(f"- {markdown_text(item)}" for item in block[1]))
             out.append("")
         elif kind == "table":
             headers, rows = block[1], block[2]
-            lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-            lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
+            lines = [
+                "| " + " | ".join(markdown_text(h) for h in headers) + " |",
+                "|" + "---|" * len(headers),
+            ]
+            lines += ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
             out.append("\n".join(lines) + "\n")
         elif kind == "blank":
             out.append("\n\n")
