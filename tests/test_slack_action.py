@@ -76,6 +76,15 @@ def test_message_is_posted_to_the_channel(slack: FakeSlack) -> None:
     assert call.header("authorization") == f"Bearer {TOKEN}"
 
 
+def test_authors_mrkdwn_is_posted_as_written(slack: FakeSlack) -> None:
+    # The runbook's own text is trusted mrkdwn (docs/gateway.md, "What is escaped").
+    text = "<!subteam^S0123ABCD> office OF-1 is *down*: <https://status.example|status page>"
+    post({"channel": "C0INCIDENTS", "text": text}, slack_url=api(slack))
+
+    (message,) = slack.messages
+    assert message.text == text
+
+
 def test_channel_given_by_name_is_answered_with_its_id(slack: FakeSlack) -> None:
     outputs = post({"channel": "#incidents", "text": "hello"}, slack_url=api(slack))
 
