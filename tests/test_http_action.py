@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli_runner import run_tocsin
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
 from tocsin.sandbox import (
@@ -22,6 +23,7 @@ from tocsin.sandbox import (
 from tocsin.settings import Settings, StaticSecrets
 
 TOKEN = "plt-0123456789-very-secret"
+OFFICE_RUNBOOK = "runbooks/office-compromise.yaml"
 OFFICE = Office(
     id="OF-1",
     name="Courtier Dupont",
@@ -390,3 +392,40 @@ def test_the_plan_sentence_names_the_service() -> None:
     assert (
         definition.describe_call(checked) == "POST /offices/OF-1/disconnect on the platform service"
     )
+
+
+def test_the_plan_shows_the_url_as_the_run_will_send_it_and_warns_when_an_input_would_move_it() -> (
+    None
+):
+    office = ("--set", "office_name=Dupont", "--set", "slack_channel=C0INCIDENT")
+
+    encoded = run_tocsin("plan", OFFICE_RUNBOOK, "--set", "office_id=OF-1?x", *office)
+    moved = run_tocsin("plan", OFFICE_RUNBOOK, "--set", "office_id=../admin", *office)
+
+    assert encoded.returncode == 0, encoded.stderr
+    assert "would touch: POST /offices/OF-1%3Fx/disconnect on the platform service" in (
+        encoded.stdout
+    )
+    assert (
+        "Step disconnect_office would fail: a value of url "
+        "'/offices/{{ inputs.office_id }}/disconnect' makes the URL path segment '../admin', "
+        "which would move the request to another path of the service"
+    ) in moved.stdout
+
+
+def test_the_engine_renders_url_values_percent_encoded_and_other_parameters_as_they_are() -> None:
+    definition = ActionRegistry.discover().get("http.request")
+    context = {"inputs": {"office": "OF-1/x", "reason": "a/b?c"}}
+
+    rendered = definition.render_parameters(
+        {
+            "url": "https://platform.example/offices/{{ inputs.office }}?why={{ inputs.reason }}",
+            "json_body": {"reason": "{{ inputs.reason }}"},
+        },
+        context,
+    )
+
+    assert rendered == {
+        "url": "https://platform.example/offices/OF-1%2Fx?why=a%2Fb%3Fc",
+        "json_body": {"reason": "a/b?c"},
+    }

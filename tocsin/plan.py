@@ -159,14 +159,19 @@ class _Planner:
             return Unresolved(f"cannot render: {exc.message}")
 
     def render_call(self, definition: ActionDefinition, with_: dict[str, Any]) -> Any:
-        """A call's parameters as the run will render them (URL values encoded), when known."""
+        """A call's parameters as the run will render them (URL values encoded), when known.
+
+        Raises ``TemplateError`` when the run would refuse them (a value that moves a URL).
+        """
         rendered = self.render(with_)
-        if _has_unresolved(rendered):
-            return rendered  # placeholders stay readable; encoded at run time
-        try:
-            return definition.render_parameters(with_, self.context)
-        except TemplateError as exc:
-            return Unresolved(f"cannot render: {exc.message}")
+        if not isinstance(rendered, dict):
+            return rendered
+        known_urls = {
+            name: with_[name]
+            for name in definition.url_parameters()
+            if name in with_ and not _has_unresolved(rendered.get(name))
+        }  # a URL with placeholders stays readable; it is encoded at run time
+        return {**rendered, **definition.render_parameters(known_urls, self.context)}
 
     def plan_steps(self, steps: list[Step], *, prefix: str, depth: int) -> list[PlannedStep]:
         planned: list[PlannedStep] = []
@@ -228,7 +233,11 @@ class _Planner:
         definition = self.registry.get(step.action)
         planned.action = definition.name
         planned.destructive = definition.destructive
-        parameters = self.render_call(definition, step.with_)
+        try:
+            parameters = self.render_call(definition, step.with_)
+        except TemplateError as exc:
+            planned.failure = exc.message
+            return
         planned.parameters = parameters if isinstance(parameters, dict) else {}
         self.secrets.update(definition.secrets)
         if _has_unresolved(planned.parameters):
@@ -270,8 +279,12 @@ class _Planner:
             planned.details.append(" · ".join(policies))
         if step.undo is not None:
             undo = self.registry.get(step.undo.action)
-            parameters = self.render_call(undo, step.undo.with_)
             planned.undo = f"{undo.name}"
+            try:
+                parameters = self.render_call(undo, step.undo.with_)
+            except TemplateError as exc:
+                planned.undo = f"{undo.name} (would fail: {exc.message})"
+                return
             if isinstance(parameters, dict) and not _has_unresolved(parameters):
                 try:
                     planned.undo = undo.describe_call(undo.parameters.model_validate(parameters))
