@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
-from jinja2 import TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import Environment, TemplateSyntaxError, Undefined, UndefinedError, pass_environment
 from jinja2.exceptions import SecurityError
 
 from tocsin import template_limits
@@ -214,7 +214,8 @@ def _template_pieces(path_template: str, values: Mapping[str, Any]) -> list[str 
 _collected: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("tocsin_url_values")
 
 
-def _hold_value(value: Any) -> str:
+@pass_environment  # never called at compile time: Jinja folds constants only for plain finalizers
+def _hold_value(environment: Environment, value: Any) -> str:
     """Jinja ``finalize``: keep each ``{{ }}`` value aside and leave a numbered hole."""
     if isinstance(value, Undefined):
         str(value)  # StrictUndefined raises the UndefinedError that names what is missing
@@ -428,7 +429,9 @@ class ServiceEndpoint:
         if query:
             # httpx's params= would replace a query already in the URL; merge instead.
             target = target.copy_merge_params(dict(query))
-        sent = dict(headers or {})
+        # Uncompressed, so that Content-Length announces the size and no small gzip body
+        # inflates past the limit within one chunk.
+        sent = {"Accept-Encoding": "identity", **(headers or {})}
         if self.credential is not None:
             sent.update(self.credential.headers())
         shown = f"{method} {target}"
