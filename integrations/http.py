@@ -1,4 +1,9 @@
-"""A plain HTTP call, for services without an integration of their own (the provider's platform API)."""
+"""A plain HTTP call, for services without an integration of their own (the provider's platform API).
+
+Where a call may go is decided by ``tocsin.outbound``: the engine renders ``url`` with each
+``{{ }}`` value percent-encoded, and ``ServiceEndpoint`` keeps the call (and the token) under
+the service's base URL, does not follow redirects and caps the response.
+"""
 
 from __future__ import annotations
 

@@ -451,6 +451,20 @@ def test_the_credential_is_refused_for_another_host(
     assert "credentials are bound to its own host" in caught.value.message
 
 
+def test_a_service_on_two_hosts_gets_its_token_on_both_and_only_under_their_paths(
+    platform: Recorder, elsewhere: Recorder
+) -> None:
+    service = endpoint(platform, also_under=(f"{elsewhere.url}/sign-in",))
+
+    service.send("POST", f"{elsewhere.url}/sign-in/token")
+    with pytest.raises(IntegrationError, match="outside the service's base URL"):
+        service.send("GET", f"{elsewhere.url}/sign-in-admin/keys")
+
+    assert [(seen.path, seen.bearer_token()) for seen in elsewhere.requests] == [
+        ("/sign-in/token", TOKEN)
+    ]
+
+
 def test_a_runbook_url_keeps_its_literal_parts_and_encodes_its_values() -> None:
     context = {"inputs": {"office": "OF-1/x?y#z", "page": "2&all=1"}}
 

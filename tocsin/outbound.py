@@ -363,9 +363,13 @@ class ServiceEndpoint:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     limit_hint: str = "ask the service for less (a filter, a smaller page)"
     """How to raise ``max_response_bytes``, said when a response is too large."""
+    also_under: tuple[str, ...] = ()
+    """Other base URLs of the same service (its sign-in host...): absolute URLs under them
+    are accepted too, with the credential; paths always join ``base_url``."""
 
     def __post_init__(self) -> None:
-        self._base()  # refuse a wrong base URL when the endpoint is made
+        for base_url in (self.base_url, *self.also_under):
+            self._base(base_url)  # refuse a wrong base URL when the endpoint is made
 
     def url(self, path_template: str = "", /, **values: Any) -> str:
         """The absolute URL of ``path_template`` under the base URL, each ``{name}`` an encoded value."""
@@ -386,14 +390,17 @@ class ServiceEndpoint:
             candidate = _parse(joined)
         except _Refused as exc:
             raise self._error(f"refuses the URL {joined!r}: {exc.message}", exc.hint) from None
-        outside = (
-            candidate.scheme != base.scheme
-            or candidate.host != base.host
-            or candidate.port != base.port
-        )
-        if outside:
+        bases = [base, *(self._base(other) for other in self.also_under)]
+        same_origin = [
+            known
+            for known in bases
+            if (candidate.scheme, candidate.host, candidate.port)
+            == (known.scheme, known.host, known.port)
+        ]
+        if not same_origin:
+            where = ", ".join(f"{known.origin()}{known.path}" for known in bases)
             raise self._error(
-                f"is at {base.origin()}{base.path}; refusing to send a request to "
+                f"is at {where}; refusing to send a request to "
                 f"{candidate.origin()}, another host"
                 + (
                     ": the service's credentials are bound to its own host"
@@ -403,12 +410,16 @@ class ServiceEndpoint:
                 "call that host without this service's credentials, or configure it as a service "
                 "of its own",
             )
-        if base.path and not (
-            candidate.path == base.path or candidate.path.startswith(base.path + "/")
+        if not any(
+            not known.path
+            or candidate.path == known.path
+            or candidate.path.startswith(known.path + "/")
+            for known in same_origin
         ):
+            where = ", ".join(f"{known.origin()}{known.path}" for known in same_origin)
             raise self._error(
                 f"refuses {candidate.origin()}{candidate.path}: it is outside the service's base "
-                f"URL {base.origin()}{base.path} (after resolving dot segments)",
+                f"URL {where} (after resolving dot segments)",
                 "check the URL and the values in it; a value cannot climb out of the base path",
             )
         query = urlsplit(joined).query
@@ -514,22 +525,23 @@ class ServiceEndpoint:
     def _error(self, message: str, hint: str = "") -> IntegrationError:
         return IntegrationError(self.action, self.service, message, hint)
 
-    def _base(self) -> _Base:
+    def _base(self, base_url: str | None = None) -> _Base:
+        base_url = self.base_url if base_url is None else base_url
         try:
-            base = _parse(self.base_url)
+            base = _parse(base_url)
         except _Refused as exc:
             raise IntegrationError(
                 self.action,
                 self.service,
-                f"has a base URL that cannot be used ({self.base_url!r}): {exc.message}",
+                f"has a base URL that cannot be used ({base_url!r}): {exc.message}",
                 "set the service's base URL to http(s)://host[:port][/path], without "
                 "user:password@, ?query or #fragment",
             ) from None
-        if urlsplit(self.base_url).query or "#" in self.base_url:
+        if urlsplit(base_url).query or "#" in base_url:
             raise IntegrationError(
                 self.action,
                 self.service,
-                f"has a base URL with a query or a fragment ({self.base_url!r})",
+                f"has a base URL with a query or a fragment ({base_url!r})",
                 "set the service's base URL to http(s)://host[:port][/path] only",
             )
         return _Base(base.scheme, base.host, base.port, base.path.rstrip("/"))
