@@ -507,3 +507,18 @@ def test_a_jira_ticket_key_cannot_reach_another_jira_path(platform: Recorder, ke
 def test_a_normal_ticket_key_is_one_segment() -> None:
     assert path_segment("INC-42") == "INC-42"
     assert path_segment("A/B") == "A%2FB"
+
+
+def test_the_outbound_module_exports_exactly_its_documented_names() -> None:
+    import inspect
+
+    import tocsin.outbound as outbound
+
+    public = {
+        name
+        for name, value in vars(outbound).items()
+        if not name.startswith("_")
+        and (getattr(value, "__module__", None) == outbound.__name__ or name.isupper())
+        and not inspect.ismodule(value)
+    }
+    assert public == set(outbound.__all__)

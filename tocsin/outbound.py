@@ -41,9 +41,8 @@ import httpx
 from jinja2 import Environment, TemplateSyntaxError, Undefined, UndefinedError, pass_environment
 from jinja2.exceptions import SecurityError
 
-from tocsin import template_limits
+from tocsin import template_limits, templating
 from tocsin.errors import InputError, IntegrationError, TemplateError
-from tocsin.templating import ENVIRONMENT, MAX_OUTPUT_CHARS, parse_template
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -226,9 +225,9 @@ def _hold_value(environment: Environment, value: Any) -> str:
     return f"{_HOLE}{len(held) - 1}{_HOLE}"
 
 
-_BASE_FINALIZE = ENVIRONMENT.finalize
+_BASE_FINALIZE = templating.ENVIRONMENT.finalize
 # Same sandbox, filters and limits as every other template; only finalize differs.
-_URL_ENVIRONMENT = ENVIRONMENT.overlay(finalize=_hold_value)
+_URL_ENVIRONMENT = templating.ENVIRONMENT.overlay(finalize=_hold_value)
 
 
 def render_url_template(template: str, context: Mapping[str, Any]) -> str:
@@ -238,14 +237,16 @@ def render_url_template(template: str, context: Mapping[str, Any]) -> str:
     token = _collected.set([])
     budget = template_limits.CURRENT_LOOP_BUDGET.set(template_limits.LoopBudget())
     try:
-        for issue in parse_template(template).issues:
+        for issue in templating.parse_template(template).issues:
             raise SecurityError(issue.message)
         pieces_rendered: list[str] = []
         size = 0
         for rendered in _URL_ENVIRONMENT.from_string(template).generate(**context):
             size += len(rendered)
-            if size > MAX_OUTPUT_CHARS:
-                raise SecurityError(f"it renders to more than {MAX_OUTPUT_CHARS:,} characters")
+            if size > templating.MAX_OUTPUT_CHARS:
+                raise SecurityError(
+                    f"it renders to more than {templating.MAX_OUTPUT_CHARS:,} characters"
+                )
             pieces_rendered.append(rendered)
         skeleton = "".join(pieces_rendered)
         values = _collected.get()
@@ -277,10 +278,10 @@ def render_url_template(template: str, context: Mapping[str, Any]) -> str:
         url = _assemble(pieces)
     except _Refused as exc:
         raise TemplateError(exc.message, exc.hint) from None
-    if len(url) > MAX_OUTPUT_CHARS:
+    if len(url) > templating.MAX_OUTPUT_CHARS:
         raise TemplateError(
             f"url {template.strip()[:60]!r}... renders to {len(url)} characters, "
-            f"more than the {MAX_OUTPUT_CHARS} allowed"
+            f"more than the {templating.MAX_OUTPUT_CHARS} allowed"
         )
     return url
 
