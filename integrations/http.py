@@ -30,6 +30,13 @@ BODY_TEXT_LIMIT = 64 * 1024
 
 
 def _http_url(value: str) -> str:
+    if "#" in value or "\\" in value or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        # A value templated in is encoded, so these can only be written in the runbook.
+        raise PydanticCustomError(
+            "http_url_characters",
+            "must not contain a #fragment (never sent), a backslash, a space or a control "
+            "character; give query parameters under `query:` and percent-encode the rest",
+        )
     if value.startswith("/") and not value.startswith("//"):
         return value  # a path under a configured service's base URL; see _url_fits_service
     try:

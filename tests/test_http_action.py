@@ -165,6 +165,19 @@ def test_url_that_is_not_http_is_refused_before_any_call(url: str) -> None:
     assert "http:// or https://" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://platform.example/api#top", "/offices\\OF-1", "/offices/OF 1", "/offices/OF-1\n"],
+)
+def test_url_with_a_fragment_backslash_or_space_is_refused_before_any_call(url: str) -> None:
+    definition = ActionRegistry.discover().get("http.request")
+
+    with pytest.raises(ActionError, match="must not contain a #fragment"):
+        definition.check_parameters(
+            {"service": "platform", "url": url} if url[0] == "/" else {"url": url}
+        )
+
+
 def test_url_with_credentials_is_refused_so_they_stay_out_of_the_plan() -> None:
     definition = ActionRegistry.discover().get("http.request")
 
