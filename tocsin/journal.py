@@ -176,6 +176,17 @@ checkpoints = Table(
     UniqueConstraint("incident", "seq", name="one_checkpoint_per_record"),
 )
 
+webhook_deliveries = Table(
+    # Webhook deliveries the gateway has handled, by digest (of the signed body, of the
+    # delivery id), so that a replay is refused even after the gateway restarts.
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("source", String(16), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 ACTIVE_RUN = ("running", "waiting")
 FINISHED_STEP = ("succeeded", "skipped", "approved", "done", "timed_out")
 HEARTBEAT_STALE_AFTER = timedelta(seconds=45)
@@ -908,6 +919,43 @@ class Journal:
             public_key,
             anchor=anchor,
         )
+
+    # webhook deliveries (the gateway's replay protection)
+
+    def claim_delivery(
+        self, source: str, digests: Sequence[str], *, keep_for: timedelta
+    ) -> str | None:
+        """Record a webhook delivery by its ``digests``: the first of them already recorded
+        (nothing is recorded then), or None when the delivery is new. Deliveries recorded
+        more than ``keep_for`` ago are forgotten."""
+        moment = now()
+        table = webhook_deliveries
+        for _ in range(2):
+            try:
+                with self.transaction() as db:
+                    db.execute(table.delete().where(table.c.received_at < moment - keep_for))
+                    found = set(
+                        db.execute(
+                            select(table.c.digest).where(table.c.digest.in_(list(digests)))
+                        ).scalars()
+                    )
+                    if found:
+                        return next(d for d in digests if d in found)
+                    db.execute(
+                        table.insert(),
+                        [{"digest": d, "source": source, "received_at": moment} for d in digests],
+                    )
+                    return None
+            except IntegrityError:  # another process recorded it at the same moment
+                continue
+        return digests[0]
+
+    def release_delivery(self, digests: Sequence[str]) -> None:
+        """Forget a delivery (it could not be handled: its retry will be)."""
+        with self.transaction() as db:
+            db.execute(
+                webhook_deliveries.delete().where(webhook_deliveries.c.digest.in_(list(digests)))
+            )
 
 
 def _checkpoint_from_row(row: RowMapping) -> Checkpoint:

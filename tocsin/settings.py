@@ -129,6 +129,33 @@ class GatewaySettings(BaseModel):
         description="Prefect deployment that runs triggered runbooks (a worker runs them); "
         "none: the gateway runs them itself",
     )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request body the gateway reads (Slack's and Jira's are a few KiB); "
+        "a larger one is answered 413 before it is read",
+    )
+    body_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request body not received within this time is answered 408"
+    )
+    max_connections: int = Field(
+        200,
+        ge=1,
+        description="Connections and requests served at once; more are answered 503 (uvicorn's "
+        "limit_concurrency)",
+    )
+    refusals_audited_per_minute: int = Field(
+        20,
+        ge=1,
+        description="Refused requests from one address audited one by one each minute; the "
+        "rest of that minute are counted in one summary record",
+    )
+    jira_event_max_age_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A Jira webhook whose body's timestamp is older than this is refused "
+        "(Jira retries a delivery for a while; replays of older ones are refused)",
+    )
 
 
 class Settings(BaseSettings):
