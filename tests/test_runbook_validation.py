@@ -378,6 +378,32 @@ EXPECTED: dict[str, list[tuple[int, int, str, str]]] = {
             "did you mean 'contain'?",
         ),
     ],
+    "53-nested-too-deep.yaml": [
+        (
+            13,
+            76,
+            "values are nested more than 64 levels deep",
+            "a runbook needs a handful of levels (steps, a step, its `with:`, a value); "
+            "flatten the structure",
+        ),
+    ],
+    "54-alias-text-bomb.yaml": [
+        (
+            10,
+            61,
+            "the document expands to more than 2048 KiB of text once its aliases are expanded",
+            "each alias repeats its anchor's whole value; write shared values once "
+            "or split the runbook",
+        ),
+    ],
+    "55-template-macro.yaml": [
+        (
+            13,
+            16,
+            "`{% macro %}` is not allowed in a runbook template",
+            "write the text out, or use a filter on a value: {{ inputs.name | upper }}",
+        ),
+    ],
 }
 
 

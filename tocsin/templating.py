@@ -274,6 +274,8 @@ class _ReferenceCollector:
         for store in node.find_all(nodes.Name):
             if store.ctx in ("store", "param"):
                 self.local_names.add(store.name)
+        for macro in node.find_all(nodes.Macro):  # refused, and reported once as such
+            self.local_names.add(macro.name)
         self._walk(node)
 
     def _walk(self, node: nodes.Node) -> None:
