@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
-from tocsin.actions import ActionContext, SecretName, UrlTemplate, action
+from tocsin.actions import WRITTEN_AS_IS, ActionContext, SecretName, UrlTemplate, action
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
 from tocsin.outbound import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -114,6 +114,7 @@ def request(
     ],
     service: Annotated[
         str | None,
+        WRITTEN_AS_IS,
         Field(
             pattern=r"^[a-z][a-z0-9_]*$",
             description="Name of a configured service (settings `services`); url is then a path",
@@ -132,6 +133,7 @@ def request(
     ] = [],  # noqa: B006
     bearer_token_secret: Annotated[
         SecretName | None,
+        WRITTEN_AS_IS,
         Field(description="Name of the secret holding a token sent as Authorization: Bearer"),
     ] = None,
     timeout_seconds: Annotated[

@@ -241,6 +241,43 @@ def test_bearer_token_is_never_sent_to_another_host(
     assert "would choose the scheme or the host" in step_error(handle, "report_back")
 
 
+CHOSEN_SECRET = """\
+  - id: disconnect_office
+    title: Disconnect the office
+    action: http.request
+    with:
+      service: platform
+      method: POST
+      url: "/offices/OF-1/disconnect"
+      bearer_token_secret: "{{ inputs.office_id }}"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("deployment")
+def test_an_input_cannot_choose_which_secret_is_sent(
+    journal: Journal, platform: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOCSIN_SECRET_JIRA_API_TOKEN", "jira-token-of-another-service")
+
+    handle = run_runbook(journal, tmp_path, CHOSEN_SECRET, office_id="jira_api_token")
+
+    assert platform.requests == []
+    assert "decides where the call goes or which secret it sends" in step_error(
+        handle, "disconnect_office"
+    )
+
+
+def test_an_input_cannot_choose_the_service_a_token_goes_to() -> None:
+    definition = ActionRegistry.discover().get("http.request")
+
+    with pytest.raises(TemplateError, match="`service` of http.request is templated"):
+        definition.render_parameters(
+            {"service": "{{ inputs.where }}", "url": "/x", "bearer_token_secret": "platform_token"},
+            {"inputs": {"where": "partner"}},
+        )
+
+
 # -- the action, called the way the engine calls it ----------------------------------------
 
 

@@ -32,10 +32,10 @@ from typing import Annotated, Any, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
+from tocsin.errors import ActionError, ConfigurationError, TemplateError, UnknownActionError
 from tocsin.outbound import render_url_template
 from tocsin.settings import Settings
-from tocsin.templating import render_value
+from tocsin.templating import contains_template, render_value
 
 ENTRY_POINT_GROUP = "tocsin.actions"
 BUILTIN_MODULES = (
@@ -67,6 +67,16 @@ UrlTemplate = Annotated[str, _URL_TEMPLATE]
 """A URL parameter: each ``{{ }}`` value in it is percent-encoded when the step is rendered
 (``tocsin.outbound.render_url_template``), so an input fills a path segment or a query
 value and never moves the request elsewhere."""
+
+
+class _WrittenAsIs:
+    """Annotated metadata: the parameter must be written in the runbook, never templated."""
+
+
+WRITTEN_AS_IS = _WrittenAsIs()
+"""Put in a parameter's ``Annotated[...]`` when its value decides where a call goes or which
+secret it sends (``service``, ``bearer_token_secret``): an input or an earlier step's
+output must not choose it, so a template there fails the step when it is rendered."""
 
 
 class SecretStore(Protocol):
@@ -149,6 +159,14 @@ class ActionDefinition:
         self, with_: Mapping[str, Any], context: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Render a step's ``with:`` for this action: URL parameters encode their values."""
+        for name, info in self.parameters.model_fields.items():
+            if WRITTEN_AS_IS in info.metadata and contains_template(with_.get(name)):
+                raise TemplateError(
+                    f"`{name}` of {self.name} is templated ({with_[name]!r}), but it decides "
+                    "where the call goes or which secret it sends, so an input or a step's "
+                    "output must not choose it",
+                    f"write the {name} itself in the runbook",
+                )
         urls = self.url_parameters()
         return {
             name: render_url_template(value, context)
