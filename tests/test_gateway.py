@@ -336,7 +336,10 @@ def test_forged_replayed_and_unsigned_requests_are_refused_and_audited(
     assert first.status_code == 200 and "approve_cut" in first.json()["text"]
     assert again.status_code == 401 and "replayed" in again.json()["error"]
 
-    refused = [d for k, _, d in kinds(journal, "GW-3") if k == "gateway.request_refused"]
+    # refusals at the door are in the gateway's own chain, never in the incident's
+    assert "gateway.request_refused" not in [k for k, _, _ in kinds(journal, "GW-3")]
+    at_the_door = [e["data"] for e in journal.events_of(GATEWAY_CHAIN)]
+    refused = [d for d in at_the_door if d["claimed"].get("ticket") == "GW-3"]
     reasons = [d["reason"].split(":")[0] for d in refused]
     assert reasons == ["bad signature", "stale request", "unsigned request"]
     assert refused[0]["claimed"] == {
@@ -345,9 +348,11 @@ def test_forged_replayed_and_unsigned_requests_are_refused_and_audited(
         "ticket": "GW-3",
         "step_id": "approve_cut",
     }
-    at_the_door = [d["reason"] for d in (e["data"] for e in journal.events_of(GATEWAY_CHAIN))]
-    assert any(r.startswith("replayed request") for r in at_the_door)
-    assert any(r.startswith("bad signature") for r in at_the_door)  # the slash command
+    assert refused[0]["status"] == 401 and refused[0]["peer"] == "127.0.0.1"
+    assert any(d["reason"].startswith("replayed request") for d in at_the_door)
+    assert any(  # the slash command
+        d["reason"].startswith("bad signature") and d["claimed"].get("command") for d in at_the_door
+    )
     assert journal.decisions_of(flow.run().id) == []  # nothing was decided
     assert flow.step("approve_cut").status == "waiting"  # type: ignore[union-attr]
     slack_user.click("U0LEAD1", current(slack, message), "tocsin_approve")
@@ -359,7 +364,7 @@ def test_forged_replayed_and_unsigned_requests_are_refused_and_audited(
         incident_report(load_settings(), "GW-3", fmt="json", lang="en", with_prefect=False)
     )
     shown = [(r["channel"], r["actor"], r["reason"][:13]) for r in report["refused_decisions"]]
-    assert ("slack", "U0LEAD1", "bad signature") in shown  # in the post-incident report too
+    assert ("slack", "U0LEAD1", "bad signature") not in shown  # unauthenticated: not the report's
 
 
 def test_slack_down_during_a_gate_loses_nothing(
@@ -537,5 +542,13 @@ def test_a_jira_webhook_with_bad_input_or_signature_is_refused_with_a_comment(
     unsigned = httpx.post(f"{server.url}/webhooks/jira", json={"issue": {"key": "GW-9"}})
     assert unsigned.status_code == 401
     events = kinds(journal, "GW-9")
-    assert [k for k, _, _ in events].count("gateway.request_refused") == 2
+    assert [k for k, _, _ in events].count("gateway.request_refused") == 0
     assert [k for k, _, _ in events].count("run.request_refused") == 1
+    at_the_door = [
+        e["data"]
+        for e in journal.events_of(GATEWAY_CHAIN)
+        if e["data"]["source"] == "jira" and e["data"]["claimed"].get("ticket") == "GW-9"
+    ]
+    assert [d["reason"].split(":")[0] for d in at_the_door] == [
+        "bad or missing X-Hub-Signature"
+    ] * 2

@@ -18,7 +18,15 @@ import pytest
 from tocsin.announce import Announcements, FinishedStep, GateState, RunFacts
 from tocsin.errors import IntegrationError
 from tocsin.gates import WaitRequest
-from tocsin.gateway import MIN_REFRESH_SECONDS, SlackRequestCheck, UsergroupMembers
+from tocsin.gateway import (
+    GATEWAY_CHAIN,
+    MAX_CLAIM_CHARS,
+    MIN_REFRESH_SECONDS,
+    RefusalAudit,
+    SlackRequestCheck,
+    UsergroupMembers,
+    claim_text,
+)
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeSlack, SlackChannel
 from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
@@ -88,6 +96,46 @@ def test_a_tampered_body_or_a_malformed_timestamp_is_refused() -> None:
     assert "bad signature" in (check.refusal(b"text=status+INC-2", headers) or "")
     headers["x-slack-request-timestamp"] = "yesterday"
     assert "malformed" in (check.refusal(b"text=status+INC-1", headers) or "")
+
+
+# -- refusals at the door ----------------------------------------------------------------
+
+
+def test_refusals_past_the_limit_are_summarised_once_the_minute_is_over(tmp_path: Path) -> None:
+    clock = Clock(0.0)
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    audit = RefusalAudit(journal, per_minute=2, clock=clock)
+    for _ in range(5):
+        audit.refused("10.0.0.1", "gateway.request_refused", "slack", 401, "bad signature: x", {})
+    audit.refused("10.0.0.2", "gateway.request_refused", "jira", 413, "request body too large", {})
+    kinds = [(e["kind"], e["data"]["peer"]) for e in journal.events_of(GATEWAY_CHAIN)]
+    assert kinds == [("gateway.request_refused", "10.0.0.1")] * 2 + [
+        ("gateway.request_refused", "10.0.0.2")
+    ]
+    clock.now = 59.0
+    audit.flush()
+    assert len(journal.events_of(GATEWAY_CHAIN)) == 3  # the minute is not over
+    clock.now = 61.0
+    audit.flush()
+    summary = journal.events_of(GATEWAY_CHAIN)[-1]
+    assert summary["kind"] == "gateway.refusals_summarised"
+    assert summary["data"]["count"] == 3 and summary["data"]["peer"] == "10.0.0.1"
+    assert summary["data"]["reasons"] == {"401 bad signature": 3}
+    # a new minute: audited one by one again
+    audit.refused("10.0.0.1", "gateway.request_refused", "slack", 401, "bad signature: x", {})
+    assert journal.events_of(GATEWAY_CHAIN)[-1]["kind"] == "gateway.request_refused"
+    audit.close()
+    assert len(journal.events_of(GATEWAY_CHAIN)) == 5  # nothing counted: no empty summary
+    journal.close()
+
+
+def test_claims_are_cut_short_and_stripped_of_markup() -> None:
+    assert claim_text("approve_cut") == "approve_cut"
+    assert claim_text("<!channel> *x* `y`") == "??channel? ?x? ?y?"
+    assert claim_text("s" * 1000) == "s" * MAX_CLAIM_CHARS + "..."
+    assert claim_text("a\u202eb\x00c\n") == "a?b?c?"
+    assert claim_text(10**40) == "1e+40" and claim_text(None) == "none"
+    assert claim_text({"nested": "dict"}) == "?dict?"
 
 
 # -- user groups --------------------------------------------------------------------------

@@ -7,9 +7,17 @@ A small ASGI application (Starlette, served by uvicorn):
 - ``POST /webhooks/jira``: a Jira webhook starting the runbook named in a ticket field;
 - ``GET /healthz``.
 
-Every Slack request's signature is checked (v0 HMAC-SHA256 with the app's signing secret,
-timestamp within 5 minutes, the same signed request never twice); Jira's with the shared
-secret (``X-Hub-Signature``). A request that fails the check is answered 401 and audited.
+Every request body is read only up to ``gateway.max_body_bytes`` (a larger one is answered
+413 before it is read). Every Slack request's signature is checked (v0 HMAC-SHA256 with
+the app's signing secret, timestamp within 5 minutes, the same signed request never
+twice); Jira's with the shared secret (``X-Hub-Signature``), its body's timestamp within
+``gateway.jira_event_max_age_seconds`` and the same signed body never twice (remembered
+in the journal). A request that fails the check is answered 401; a malformed one 400.
+Every refusal is audited in the gateway's own chain (``GATEWAY``), never in an incident's:
+what an unauthenticated request claims is kept short and printable, and past
+``gateway.refusals_audited_per_minute`` refusals from one address a minute, the rest are
+counted in one summary record. An unexpected error is answered 500 without detail, and
+audited there too.
 
 A click is judged, then journalled (decision and audit record in one transaction)
 before Slack gets its answer, so an acknowledged click is never lost; resuming the paused
@@ -20,21 +28,25 @@ The flow applies decisions at most once and updates the gate message (``chat.upd
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
+import string
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from slack_sdk.signature import Clock, SignatureVerifier
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -46,7 +58,7 @@ from tocsin.incident import TICKET_PATTERN, Incident, check_ticket
 from tocsin.inputs import parse_assignments, resolve_inputs
 from tocsin.integrations.slack_incident import APPROVE_ACTION, REJECT_ACTION
 from tocsin.journal import Journal
-from tocsin.settings import EnvironmentSecrets, Settings
+from tocsin.settings import EnvironmentSecrets, GatewaySettings, Settings
 from tocsin.tickets import TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
 
@@ -55,13 +67,30 @@ _T = TypeVar("_T")
 
 SIGNING_SECRET = "slack_signing_secret"
 GATEWAY_CHAIN = "GATEWAY"
-"""Audit chain of refused requests that name no incident Tocsin knows (not a ticket key)."""
+"""The gateway's own audit chain: every request refused at the door (not a ticket key, so
+never an incident's chain)."""
 SLACK_WINDOW_SECONDS = 300
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after Slack got its acknowledgement."""
 MIN_REFRESH_SECONDS = 2.0
 """A user group is not looked up again sooner than this, whoever clicks."""
+MAX_CLAIM_CHARS = 64
+"""What an unauthenticated request claims (user, ticket, step) is cut to this many characters."""
+CLAIM_CHARACTERS = frozenset(string.ascii_letters + string.digits + " -_.:/=#@+,")
+MAX_REASON_CHARS = 300
+MAX_REFUSAL_WINDOWS = 1000
+"""Addresses whose refusals are counted separately; past that, together."""
+MAX_FORM_FIELDS = 64
+MAX_BUTTON_VALUE = 512
+MAX_HEADER_BYTES = 16 * 1024
+"""Request line and headers, at most (uvicorn's h11 parser refuses more with 400)."""
+JIRA_CLOCK_SKEW_SECONDS = 300
+"""A Jira event may be dated this much in the future (the two clocks differ a little)."""
+STEP_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+GATE_HASH_PATTERN = re.compile(r"^[0-9a-f]{8,64}$")
+SLACK_USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+SLACK_CHANNEL_PATTERN = re.compile(r"^[A-Z0-9]{2,32}$")
 USAGE = (
     "Usage:\n"
     "• `/tocsin run <runbook> <ticket> name=value ...` — start a runbook for an incident\n"
@@ -96,13 +125,15 @@ class SlackRequestCheck:
         try:
             signed_at = int(timestamp)
         except ValueError:
-            return f"malformed X-Slack-Request-Timestamp {timestamp[:20]!r}"
+            return f"malformed X-Slack-Request-Timestamp {claim_text(timestamp[:20])!r}"
         age = self.clock() - signed_at
         if abs(age) > SLACK_WINDOW_SECONDS:
             return (
                 f"stale request: signed {int(age)} s ago, outside Slack's 5-minute window "
                 "(a replay, or this machine's clock is wrong)"
             )
+        if not signature.isascii() or not _is_utf8(body):  # slack-sdk would raise on either
+            return "bad signature: not signed with this Slack app's signing secret"
         if not self.verifier.is_valid(body, timestamp, signature):
             return "bad signature: not signed with this Slack app's signing secret"
         with self._lock:
@@ -114,6 +145,14 @@ class SlackRequestCheck:
                 return "replayed request: this signed request was already received"
             self._seen[signature] = signed_at
         return None
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class UsergroupMembers:
@@ -229,62 +268,299 @@ class Click:
 
 
 def click_from_payload(payload: Mapping[str, Any]) -> Click | None:
-    """The click a payload carries; None when it is not a click on a Tocsin gate button."""
+    """The click a payload carries; None when it is not a click on a Tocsin gate button.
+
+    ``RequestRefused`` (400) when it is a click on one, or a ``block_actions`` payload, that
+    is not shaped as Slack sends them (what a hand-made request would get wrong).
+    """
     if payload.get("type") != "block_actions":
         return None
-    actions = payload.get("actions") or []
-    if not actions:
-        return None
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions:
+        raise _malformed("block_actions without a list of actions")
     action = actions[0]
-    kind = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action.get("action_id"))
+    if not isinstance(action, dict) or not isinstance(action.get("action_id"), str):
+        raise _malformed("an action without an action_id")
+    kind = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action["action_id"])
     if kind is None:
-        return None
+        return None  # another app's button, or one of ours Tocsin does not answer
+    value = action.get("value")
+    if not isinstance(value, str) or len(value) > MAX_BUTTON_VALUE:
+        raise _malformed("a gate button without its value")
+    gate = _parse_json(value, "the gate button's value")
+    if not isinstance(gate, dict):
+        raise _malformed("the gate button's value is not an object")
+    ticket, run, step, gate_hash = (gate.get(k) for k in ("ticket", "run", "step", "hash"))
+    if not isinstance(ticket, str) or not TICKET_PATTERN.match(ticket):
+        raise _malformed("the gate button names no ticket key")
+    if type(run) is not int or not 0 < run < 2**63:
+        raise _malformed("the gate button names no run number")
+    if not isinstance(step, str) or not STEP_ID_PATTERN.match(step):
+        raise _malformed("the gate button names no step id")
+    if not isinstance(gate_hash, str) or not GATE_HASH_PATTERN.match(gate_hash):
+        raise _malformed("the gate button carries no gate hash")
+    user = payload.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(user_id, str) or not SLACK_USER_PATTERN.match(user_id):
+        raise _malformed("no Slack user id in user.id")
+    return Click(
+        user=user_id,
+        kind=kind,
+        ticket=ticket,
+        run_id=run,
+        step_id=step,
+        gate_hash=gate_hash,
+        channel=_channel_of(payload),
+    )
+
+
+def _channel_of(payload: Mapping[str, Any]) -> str:
+    """The channel a click came from ("" when the payload does not say)."""
+    channel = payload.get("channel")
+    container = payload.get("container")
+    for found in (
+        channel.get("id") if isinstance(channel, dict) else None,
+        container.get("channel_id") if isinstance(container, dict) else None,
+    ):
+        if isinstance(found, str) and SLACK_CHANNEL_PATTERN.match(found):
+            return found
+    return ""
+
+
+class RequestRefused(TocsinError):
+    """A request the gateway answers with ``status`` and ``message`` (and audits)."""
+
+    def __init__(self, status: int, message: str, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+def _malformed(what: str) -> RequestRefused:
+    return RequestRefused(400, f"malformed Slack interaction: {what}")
+
+
+def _parse_json(text: str | bytes, what: str) -> Any:
+    """``text`` as JSON; ``RequestRefused`` (400) when it is not, or nests too deep to read."""
     try:
-        value = json.loads(action.get("value") or "")
-        user = str(payload["user"]["id"])
-        channel = str(
-            (payload.get("channel") or {}).get("id")
-            or (payload.get("container") or {}).get("channel_id")
-            or ""
-        )
-        return Click(
-            user=user,
-            kind=kind,
-            ticket=str(value["ticket"]),
-            run_id=int(value["run"]),
-            step_id=str(value["step"]),
-            gate_hash=str(value["hash"]),
-            channel=channel,
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: thousands of [ or {
+        problem = "nested too deep" if isinstance(exc, RecursionError) else "not JSON"
+        raise RequestRefused(400, f"malformed request: {what} is {problem}") from None
 
 
-def _claimed(body: bytes) -> dict[str, Any]:
-    """What an unauthenticated request says it is (for the audit record only; not trusted)."""
-    fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+def _form(body: bytes) -> dict[str, str]:
+    """A form-encoded body's fields (the last value of a repeated one); 400 when it is not
+    UTF-8 or has too many fields."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), errors="strict", max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:  # UnicodeDecodeError is one
+        problem = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else "has too many fields"
+        raise RequestRefused(400, f"malformed request: the form {problem}") from None
+    return dict(pairs)
+
+
+def claim_text(value: object) -> str:
+    """What an unauthenticated request says, made harmless to record and to show: at most
+    ``MAX_CLAIM_CHARS`` characters, each outside a small printable set replaced by ``?``
+    (no markup, no control characters), and ``...`` when it was cut."""
+    if isinstance(value, bool) or value is None:
+        text = str(value).lower()
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, (int, float)):
+        text = f"{value:.6g}" if isinstance(value, float) or abs(value) > 10**18 else str(value)
+    else:
+        text = f"<{type(value).__name__}>"
+    shown = "".join(c if c in CLAIM_CHARACTERS else "?" for c in text[:MAX_CLAIM_CHARS])
+    return shown + ("..." if len(text) > MAX_CLAIM_CHARS else "")
+
+
+def _claimed(source: str, body: bytes) -> dict[str, str]:
+    """What a refused request says it is (for the gateway's audit record only; not trusted)."""
     claimed: dict[str, Any] = {}
-    if "payload" in fields:
-        try:
-            payload = json.loads(fields["payload"])
-            click = click_from_payload(payload)
-            if click is not None:
+    try:
+        if source == "jira":
+            document = _parse_json(body, "the body")
+            issue = document.get("issue") if isinstance(document, dict) else None
+            claimed = {"ticket": issue.get("key") if isinstance(issue, dict) else None}
+        else:
+            fields = dict(parse_qsl(body.decode("utf-8", "replace"), max_num_fields=100))
+            if "payload" in fields:
+                claimed = _claimed_click(_parse_json(fields["payload"], "the payload"))
+            elif "command" in fields:
                 claimed = {
-                    "user": click.user,
-                    "decision": click.kind,
-                    "ticket": click.ticket,
-                    "step_id": click.step_id,
+                    "user": fields.get("user_id"),
+                    "command": f"{fields.get('command', '')} {fields.get('text', '')}",
                 }
+    except (RequestRefused, ValueError):
+        pass  # nothing readable: the record says what was refused and why, not what it claimed
+    return {key: claim_text(value) for key, value in claimed.items() if value not in (None, "")}
+
+
+def _claimed_click(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        return {}
+    user = payload.get("user")
+    actions = payload.get("actions")
+    action = actions[0] if isinstance(actions, list) and actions else None
+    action = action if isinstance(action, dict) else {}
+    action_id = action.get("action_id")
+    value = action.get("value")
+    gate = _parse_json(value, "the value") if isinstance(value, str) else None
+    gate = gate if isinstance(gate, dict) else {}
+    return {
+        "user": user.get("id") if isinstance(user, dict) else None,
+        "decision": {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}.get(action_id)
+        if isinstance(action_id, str)
+        else None,
+        "ticket": gate.get("ticket"),
+        "step_id": gate.get("step"),
+    }
+
+
+@dataclass
+class _RefusalWindow:
+    """Refusals from one address in the current minute."""
+
+    started: float
+    audited: int = 0
+    counted: int = 0
+    first_counted_at: str = ""
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+class RefusalAudit:
+    """Audits requests refused at the door, in the gateway's own chain (``GATEWAY``).
+
+    Up to ``per_minute`` refusals from one address each minute are recorded one by one
+    (``gateway.request_refused``); the rest of that minute are only counted, and one
+    ``gateway.refusals_summarised`` record says how many there were and why, when the minute
+    is over. So a flood of forged requests costs the journal a few writes a minute, and the
+    chain stays readable.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        window_seconds: float = 60.0,
+    ) -> None:
+        self.journal = journal
+        self.per_minute = per_minute
+        self.clock = clock
+        self.window_seconds = window_seconds
+        self._windows: dict[str, _RefusalWindow] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def refused(
+        self,
+        peer: str,
+        kind: str,
+        source: str,
+        status: int,
+        reason: str,
+        claimed: Mapping[str, str],
+    ) -> bool:
+        """Audit one refusal (``kind``: the record's kind); False when it was only counted."""
+        with self._lock:
+            expired = self._expired(self.clock())
+            if peer not in self._windows and len(self._windows) >= MAX_REFUSAL_WINDOWS:
+                peer = "(many addresses)"  # thousands of addresses at once: count them together
+            window = self._windows.setdefault(peer, _RefusalWindow(self.clock()))
+            audit = window.audited < self.per_minute
+            if audit:
+                window.audited += 1
             else:
-                claimed = {"user": str((payload.get("user") or {}).get("id", ""))}
-        except (ValueError, AttributeError):
-            pass
-    elif "command" in fields:
-        claimed = {
-            "user": fields.get("user_id", ""),
-            "command": f"{fields.get('command', '')} {fields.get('text', '')}"[:200],
-        }
-    return claimed
+                if not window.counted:
+                    window.first_counted_at = _utc_now()
+                window.counted += 1
+                window.reasons[f"{status} {reason.split(':')[0][:60]}"] += 1
+        self._summarise(expired)
+        if audit:
+            self.journal.record(
+                GATEWAY_CHAIN,
+                kind,
+                source=source,
+                status=status,
+                reason=reason[:MAX_REASON_CHARS],
+                peer=peer,
+                claimed=dict(claimed),
+            )
+        return audit
+
+    def flush(self, everything: bool = False) -> None:
+        """Write the summaries of the minutes that are over (``everything``: of all)."""
+        with self._lock:
+            expired = self._expired(float("inf") if everything else self.clock())
+        self._summarise(expired)
+
+    def start(self) -> None:
+        """Summarise finished minutes in the background, even when no more refusals come."""
+
+        def sweep() -> None:
+            signed_at = self.clock()
+            while not self._stop.wait(min(5.0, self.window_seconds / 4)):
+                try:
+                    self.flush()
+                    if self.clock() - signed_at >= self.window_seconds:
+                        # The chain's head is signed at most once a minute, when it grew.
+                        self.journal.checkpoint(GATEWAY_CHAIN, "periodic")
+                        signed_at = self.clock()
+                except Exception:  # the journal is away for a moment: try again later
+                    _log.exception("cannot write the summary of refused requests")
+
+        self._sweeper = threading.Thread(target=sweep, name="gateway-refusals", daemon=True)
+        self._sweeper.start()
+
+    def close(self) -> None:
+        """Write what is still counted and sign the chain's head (the gateway stops)."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+        self.flush(everything=True)
+        self.journal.checkpoint(GATEWAY_CHAIN, "gateway_stopped")
+
+    def _expired(self, moment: float) -> list[tuple[str, _RefusalWindow]]:
+        """Take out the windows that are over (the caller holds the lock)."""
+        over = [
+            (peer, window)
+            for peer, window in self._windows.items()
+            if moment - window.started >= self.window_seconds
+        ]
+        for peer, _ in over:
+            del self._windows[peer]
+        return over
+
+    def _summarise(self, expired: list[tuple[str, _RefusalWindow]]) -> None:
+        for peer, window in expired:
+            if window.counted:
+                self.journal.record(
+                    GATEWAY_CHAIN,
+                    "gateway.refusals_summarised",
+                    peer=peer,
+                    count=window.counted,
+                    reason=f"{window.counted} more requests refused and not audited one by one "
+                    f"(over {self.per_minute} a minute from {peer})",
+                    since=window.first_counted_at,
+                    until=_utc_now(),
+                    reasons=dict(window.reasons.most_common(10)),
+                )
+
+
+def _delivery_digests(body: bytes, delivery_id: str | None) -> list[str]:
+    """What identifies a webhook delivery: its delivery id (if any), then its signed body."""
+    digests = [hashlib.sha256(b"jira-body:" + body).hexdigest()]
+    if delivery_id:
+        by_id = hashlib.sha256(b"jira-delivery:" + delivery_id.encode("utf-8", "replace"))
+        digests.insert(0, by_id.hexdigest())
+    return digests
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RunLauncher:
@@ -424,15 +700,21 @@ class Gateway:
         self.background = ThreadPoolExecutor(
             max_workers=BACKGROUND_THREADS, thread_name_prefix="gateway-background"
         )
-        self._known_chains: set[str] = set()
-        self._deliveries: OrderedDict[str, float] = OrderedDict()
-        self._deliveries_lock = threading.Lock()
+        self.clock = clock
+        self.refusals = RefusalAudit(self.journal, settings.gateway.refusals_audited_per_minute)
+        self.refusals.start()
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/slack/interactions", self.slack_interactions, methods=["POST"]),
-                Route("/slack/commands", self.slack_commands, methods=["POST"]),
-                Route("/webhooks/jira", self.jira_webhook, methods=["POST"]),
+                Route(
+                    "/slack/interactions",
+                    self._guarded("slack", self.slack_interactions),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/slack/commands", self._guarded("slack", self.slack_commands), methods=["POST"]
+                ),
+                Route("/webhooks/jira", self._guarded("jira", self.jira_webhook), methods=["POST"]),
             ]
         )
 
@@ -443,56 +725,122 @@ class Gateway:
     def close(self) -> None:
         self.journalling.shutdown(wait=True, cancel_futures=False)
         self.background.shutdown(wait=True, cancel_futures=False)
+        self.refusals.close()
         self.journal.close()
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve the gateway with uvicorn until interrupted (``tocsin gateway``)."""
+        import uvicorn
+
+        uvicorn.Server(server_config(self.app, self.settings.gateway, host, port)).run()
 
     # -- common ---------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    def audit_refused_request(self, source: str, reason: str, claimed: Mapping[str, Any]) -> None:
-        """Record a request refused at the door (bad signature...) in the incident it names, if
-        Tocsin knows it, else in the gateway's own chain."""
-        ticket = str(claimed.get("ticket") or "")
-        chain = GATEWAY_CHAIN
-        if TICKET_PATTERN.match(ticket):
-            if ticket in self._known_chains or self.journal.has_chain(ticket):
-                self._known_chains.add(ticket)  # a chain, once started, is never removed
-                chain = ticket
-        self.journal.record(
-            chain,
-            "gateway.request_refused",
-            source=source,
-            reason=reason,
-            claimed=dict(claimed),
-        )
+    def _guarded(
+        self, source: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` answering every refusal with its status and one sentence, and anything
+        unexpected with 500 and no detail; each audited in the gateway's chain."""
 
-    async def _refuse(
-        self, source: str, reason: str, claimed: Mapping[str, Any], status: int = 401
-    ) -> Response:
-        await self._journalling(self.audit_refused_request, source, reason, claimed)
-        return JSONResponse({"ok": False, "error": reason}, status_code=status)
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestRefused as refused:
+                await self._audit_refusal(request, source, refused.status, refused.message)
+                body: dict[str, Any] = {"ok": False, "error": refused.message}
+                if refused.hint:
+                    body["hint"] = refused.hint
+                return JSONResponse(body, status_code=refused.status)
+            except Exception as exc:
+                _log.exception("the gateway failed on %s %s", request.method, request.url.path)
+                reason = f"internal error ({type(exc).__name__}); the gateway's log has the details"
+                await self._audit_refusal(request, source, 500, reason, "gateway.request_failed")
+                return JSONResponse(
+                    {"ok": False, "error": "the gateway could not handle this request (logged)"},
+                    status_code=500,
+                )
+
+        return guarded
+
+    async def _audit_refusal(
+        self,
+        request: Request,
+        source: str,
+        status: int,
+        reason: str,
+        kind: str = "gateway.request_refused",
+    ) -> None:
+        body: bytes = getattr(request.state, "body", b"")
+        peer = request.client.host if request.client else "unknown"
+        try:
+            await self._journalling(
+                self.refusals.refused, peer, kind, source, status, reason, _claimed(source, body)
+            )
+        except Exception:  # the answer still goes out; the log says what could not be audited
+            _log.exception("cannot audit a refused request from %s: %s", peer, reason)
+
+    async def _body(self, request: Request) -> bytes:
+        """The request's body, read only up to ``gateway.max_body_bytes`` (413 past it, before
+        reading when Content-Length says so) and within ``gateway.body_timeout_seconds``."""
+        limit = self.settings.gateway.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not re.fullmatch(r"[0-9]{1,19}", declared.strip()):
+                raise RequestRefused(400, "malformed request: Content-Length is not a number")
+            if int(declared) > limit:
+                raise RequestRefused(
+                    413,
+                    f"request body too large: {int(declared)} bytes, the gateway reads at most "
+                    f"{limit} (setting gateway.max_body_bytes); not read",
+                )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.settings.gateway.body_timeout_seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestRefused(
+                            413,
+                            f"request body too large: over {limit} bytes (setting "
+                            "gateway.max_body_bytes); reading stopped there",
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestRefused(
+                408,
+                f"request body not received within {self.settings.gateway.body_timeout_seconds:g} s",
+            ) from None
+        except ClientDisconnect:
+            raise RequestRefused(
+                400, "the client went away before sending its whole body"
+            ) from None
+        body = b"".join(chunks)
+        request.state.body = body  # for the audit record, if the request is refused
+        return body
 
     # -- Slack ----------------------------------------------------------------------------
 
-    async def _slack_form(self, request: Request) -> tuple[bytes, dict[str, str] | Response]:
-        body = await request.body()
+    async def _slack_form(self, request: Request) -> dict[str, str]:
+        """The fields of a request Slack signed; ``RequestRefused`` otherwise."""
+        body = await self._body(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         refusal = self.slack_check.refusal(body, headers)
         if refusal is not None:
-            return body, await self._refuse("slack", refusal, _claimed(body))
-        fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        return body, fields
+            raise RequestRefused(401, refusal)
+        return _form(body)
 
     async def slack_interactions(self, request: Request) -> Response:
-        _, form = await self._slack_form(request)
-        if isinstance(form, Response):
-            return form
-        try:
-            payload = json.loads(form.get("payload") or "")
-        except ValueError:
-            return JSONResponse({"ok": False, "error": "no interaction payload"}, status_code=400)
-        click = click_from_payload(payload) if isinstance(payload, dict) else None
+        form = await self._slack_form(request)
+        if "payload" not in form:
+            raise _malformed("no payload field")
+        payload = _parse_json(form["payload"], "the interaction payload")
+        if not isinstance(payload, dict):
+            raise _malformed("the payload is not an object")
+        click = click_from_payload(payload)
         if click is None:
             return Response(status_code=200)  # another kind of interaction: nothing to do
         accepted, message, delivery = await self._journalling(self.decide, click)
@@ -554,11 +902,15 @@ class Gateway:
             _log.warning("cannot tell %s why the click was refused: %s", click.user, exc)
 
     async def slack_commands(self, request: Request) -> Response:
-        _, form = await self._slack_form(request)
-        if isinstance(form, Response):
-            return form
+        form = await self._slack_form(request)
+        if not SLACK_USER_PATTERN.match(form.get("user_id", "")):
+            raise RequestRefused(400, "malformed slash command: no Slack user id in user_id")
+        channel = form.get("channel_id", "")
         text = await run_in_threadpool(
-            self.command, form.get("text", ""), form.get("user_id", ""), form.get("channel_id", "")
+            self.command,
+            form.get("text", ""),
+            form["user_id"],
+            channel if SLACK_CHANNEL_PATTERN.match(channel) else "",
         )
         return JSONResponse({"response_type": "ephemeral", "text": text})
 
@@ -618,16 +970,43 @@ class Gateway:
 
     # -- tickets --------------------------------------------------------------------------
 
-    def _seen_delivery(self, delivery_id: str | None) -> bool:
-        if not delivery_id:
-            return False
-        with self._deliveries_lock:
-            if delivery_id in self._deliveries:
-                return True
-            self._deliveries[delivery_id] = time.time()
-            while len(self._deliveries) > 10_000:
-                self._deliveries.popitem(last=False)
-        return False
+    def jira_event_refusal(self, document: Mapping[str, Any]) -> str | None:
+        """Why a signed Jira event is too old (or dated in the future) to act on; None: it is
+        fresh. Its ``timestamp`` (milliseconds) is in the signed body."""
+        stamp = document.get("timestamp")
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not 0 < stamp < 1e15:
+            return "malformed Jira webhook: no timestamp (milliseconds) in the body"
+        age = self.clock() - stamp / 1000
+        window = self.settings.gateway.jira_event_max_age_seconds
+        if age > window:
+            return (
+                f"stale Jira event: sent {int(age)} s ago, more than {window:g} s "
+                "(setting gateway.jira_event_max_age_seconds): a replay, or a delivery Jira "
+                "kept retrying that long"
+            )
+        if age < -JIRA_CLOCK_SKEW_SECONDS:
+            return (
+                f"Jira event dated {int(-age)} s in the future: this machine's clock or "
+                "Jira's is wrong"
+            )
+        return None
+
+    def claim_jira_delivery(self, body: bytes, delivery_id: str | None) -> str | None:
+        """Remember a Jira delivery (its signed body, and its delivery id) in the journal:
+        ``"delivery"`` when that delivery was handled before (Jira retrying it), ``"body"``
+        when the same signed body came before under another id (a replay), None: new."""
+        digests = _delivery_digests(body, delivery_id)
+        keep_for = timedelta(
+            seconds=self.settings.gateway.jira_event_max_age_seconds + 2 * JIRA_CLOCK_SKEW_SECONDS
+        )
+        seen = self.journal.claim_delivery("jira", digests, keep_for=keep_for)
+        if seen is None:
+            return None
+        return "body" if seen == digests[-1] else "delivery"
+
+    def release_jira_delivery(self, body: bytes, delivery_id: str | None) -> None:
+        """Forget a delivery the gateway failed to handle, so that Jira's retry is handled."""
+        self.journal.release_delivery(_delivery_digests(body, delivery_id))
 
     async def jira_webhook(self, request: Request) -> Response:
         if self.tickets is None:
@@ -635,27 +1014,43 @@ class Gateway:
                 {"ok": False, "error": "Jira is not configured (settings jira.url)"},
                 status_code=404,
             )
-        body = await request.body()
+        body = await self._body(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         if not self.tickets.verify_webhook(headers, body):
-            claimed: dict[str, Any] = {}
-            try:
-                claimed = {"ticket": str(json.loads(body)["issue"]["key"])}
-            except (ValueError, KeyError, TypeError):
-                pass
-            return await self._refuse(
-                "jira",
-                "bad or missing X-Hub-Signature: not signed with the shared webhook secret",
-                claimed,
+            raise RequestRefused(
+                401, "bad or missing X-Hub-Signature: not signed with the shared webhook secret"
+            )
+        document = _parse_json(body, "the Jira webhook body")
+        if not isinstance(document, dict):
+            raise RequestRefused(400, "malformed Jira webhook: the body is not a JSON object")
+        stale = self.jira_event_refusal(document)
+        if stale is not None:
+            raise RequestRefused(400 if stale.startswith("malformed") else 401, stale)
+        delivery = headers.get("x-atlassian-webhook-identifier", "")[:200] or None
+        try:
+            trigger = self.tickets.parse_webhook(body, delivery_id=delivery)
+        except InputError as error:
+            raise RequestRefused(400, error.message, error.hint) from None
+        if not TICKET_PATTERN.match(trigger.ticket):
+            raise RequestRefused(
+                400,
+                f"malformed Jira webhook: the issue key {claim_text(trigger.ticket)!r} "
+                "is not a ticket key",
+            )
+        seen = await self._journalling(self.claim_jira_delivery, body, trigger.delivery_id)
+        if seen == "delivery":  # Jira retrying a delivery it thinks failed: handled once
+            return JSONResponse({"ok": True, "duplicate": True})
+        if seen == "body":
+            raise RequestRefused(
+                401,
+                "replayed Jira webhook: this signed body was already received, under another "
+                "delivery id; nothing started",
             )
         try:
-            trigger = self.tickets.parse_webhook(body)
-        except InputError as error:
-            return JSONResponse({"ok": False, "error": error.message}, status_code=400)
-        delivery = headers.get("x-atlassian-webhook-identifier") or trigger.delivery_id
-        if self._seen_delivery(delivery):
-            return JSONResponse({"ok": True, "duplicate": True})
-        status, message = await run_in_threadpool(self.start_from_ticket, trigger)
+            status, message = await run_in_threadpool(self.start_from_ticket, trigger)
+        except BaseException:
+            await self._journalling(self.release_jira_delivery, body, trigger.delivery_id)
+            raise
         return JSONResponse({"ok": status < 400, "message": message}, status_code=status)
 
     def start_from_ticket(self, trigger: TicketTrigger) -> tuple[int, str]:
@@ -707,11 +1102,37 @@ __all__ = [
     "GATEWAY_CHAIN",
     "Click",
     "Gateway",
+    "RefusalAudit",
+    "RequestRefused",
     "RunLauncher",
     "SlackRequestCheck",
     "UsergroupMembers",
+    "claim_text",
     "click_from_payload",
+    "server_config",
 ]
+
+
+def server_config(app: Any, settings: GatewaySettings, host: str, port: int) -> Any:
+    """uvicorn's configuration for the gateway, with its limits: the h11 parser (which,
+    unlike httptools, bounds the request line and headers: ``MAX_HEADER_BYTES``), at most
+    ``gateway.max_connections`` connections and requests at once (503 past that), idle
+    connections closed after 5 s. Bodies are bounded by the application itself."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
 
 
 class GatewayServer:
@@ -721,7 +1142,13 @@ class GatewayServer:
         httpx.post(server.url + "/slack/interactions", ...)
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: GatewaySettings | None = None,
+    ) -> None:
         import socket
 
         import uvicorn
@@ -730,9 +1157,7 @@ class GatewayServer:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
         self.host, self.port = self.socket.getsockname()[:2]
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
-        )
+        config = server_config(app, settings or GatewaySettings(), self.host, self.port)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run,
