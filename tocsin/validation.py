@@ -35,7 +35,7 @@ from tocsin.model import (
     UndoAction,
 )
 from tocsin.templating import TEMPLATE_ROOTS, Reference, contains_template, parse_template
-from tocsin.yaml_source import PathKey, SourceMap, load_yaml_bytes
+from tocsin.yaml_source import PathKey, SourceMap, load_yaml_bytes, read_runbook_bytes
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
 INCIDENT_FIELDS = (
@@ -81,12 +81,7 @@ def display_path(path: Path) -> str:
 def load_runbook(path: Path, registry: ActionRegistry) -> LoadedRunbook:
     """Load and fully validate one runbook file; raise ``RunbookError`` listing every problem."""
     name = display_path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RunbookError(
-            [Problem(Location(name, 1, 1), f"cannot read file: {exc.strerror or exc}")]
-        ) from None
+    data = read_runbook_bytes(path, name)  # never more than MAX_BYTES read into memory
     return load_runbook_bytes(data, name, registry, path=path)
 
 
