@@ -10,6 +10,8 @@ sized to build tens of megabytes if it were not refused.
 from __future__ import annotations
 
 import re
+import resource
+import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import run_tocsin
+from tests.cli_runner import TOCSIN, run_tocsin
 from tocsin.errors import TemplateError
 from tocsin.templating import ENVIRONMENT, parse_template, render_string, render_value
 
@@ -127,6 +129,29 @@ def test_many_values_without_aliases_are_refused_before_they_are_built(tmp_path:
     result = run_tocsin("validate", str(path))
     assert result.returncode == 1
     _assert_located_refusal(result.stdout, str(path), "the document holds more than 50000 values")
+
+
+def test_a_huge_runbook_file_is_refused_without_being_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as stream:  # 8 GiB, sparse: nothing is written to the disk
+        stream.write(b"runbook: huge\nsummary: '")
+        stream.truncate(8 * 1024**3)
+
+    def limit_memory() -> None:  # the command gets 2 GiB of address space: not enough to read it
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+
+    result = subprocess.run(
+        [str(TOCSIN), "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_memory,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    _assert_located_refusal(
+        result.stdout, str(path), "the file is larger than 1024 KiB; a runbook may be at most"
+    )
 
 
 def test_one_broken_runbook_does_not_hide_the_others(tmp_path: Path) -> None:
