@@ -128,7 +128,9 @@ def test_many_values_without_aliases_are_refused_before_they_are_built(tmp_path:
     path.write_text(_runbook("wide", "x-wide: [" + "1," * 120_000 + "1]\n" + GOOD_STEPS))
     result = run_tocsin("validate", str(path))
     assert result.returncode == 1
-    _assert_located_refusal(result.stdout, str(path), "the document holds more than 50000 values")
+    _assert_located_refusal(
+        result.stdout, str(path), "the document holds more than 100000 keys and values"
+    )
 
 
 def test_a_huge_runbook_file_is_refused_without_being_read(tmp_path: Path) -> None:

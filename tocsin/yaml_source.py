@@ -124,7 +124,7 @@ class _BoundedLoader(yaml.SafeLoader):
         if self.composed > 2 * MAX_NODES:  # keys and values: memory, before expansion
             raise _LimitExceeded(
                 mark,
-                f"the document holds more than {MAX_NODES} values",
+                f"the document holds more than {2 * MAX_NODES} keys and values",
                 "split the procedure into several runbooks",
             )
         try:
