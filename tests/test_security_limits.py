@@ -191,6 +191,19 @@ def test_one_broken_runbook_does_not_hide_the_others(tmp_path: Path) -> None:
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert "Sample" in planned.stdout
 
+    # asking for a runbook that is not found says that some files could not be read
+    missing = run_tocsin(
+        "plan",
+        "deep-book",
+        cwd=tmp_path,
+        env={"TOCSIN_RUNBOOK_PATHS": f'["{folder}"]'},
+        timeout=45,
+    )
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "no runbook with id 'deep-book'" in missing.stderr
+    assert "2 runbook files on the search path have problems" in missing.stderr
+    assert "internal error" not in missing.stderr
+
 
 # --- templates ---------------------------------------------------------------------------------
 
