@@ -133,6 +133,29 @@ def test_many_values_without_aliases_are_refused_before_they_are_built(tmp_path:
     )
 
 
+@pytest.mark.parametrize(
+    "expression",
+    ["(" * 5000 + "1" + ")" * 5000, "not " * 5000 + "1", "1" + " + 1" * 20_000],
+    ids=["brackets", "nots", "sum"],
+)
+def test_a_template_nested_thousands_deep_is_a_located_error(
+    tmp_path: Path, expression: str
+) -> None:
+    path = tmp_path / "deep-template.yaml"
+    message = "{{ " + expression + " }}"
+    path.write_text(
+        _runbook(
+            "deep-template",
+            f'steps:\n  - {{id: a, title: A, action: log, with: {{message: "{message}"}}}}\n',
+        )
+    )
+    result = run_tocsin("validate", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    _assert_located_refusal(
+        result.stdout + result.stderr, str(path), "this template nests too deeply to be read"
+    )
+
+
 def test_a_huge_runbook_file_is_refused_without_being_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.yaml"
     with path.open("wb") as stream:  # 8 GiB, sparse: nothing is written to the disk

@@ -222,6 +222,23 @@ class ParsedTemplate:
 
 def parse_template(source: str, *, expression: bool = False) -> ParsedTemplate:
     """Parse a template (or a bare ``when:`` expression) and list what it reads and refuses."""
+    try:
+        return _parse_template(source, expression=expression)
+    except RecursionError:  # Jinja's parser recurses: `((((...))))` or `not not ...` thousands deep
+        return ParsedTemplate(
+            (),
+            (
+                TemplateIssue(
+                    "this template nests too deeply to be read (brackets, operators or "
+                    "`not`s hundreds of levels deep)",
+                    "split it into simpler expressions, for example with {% set %}",
+                    1,
+                ),
+            ),
+        )
+
+
+def _parse_template(source: str, *, expression: bool) -> ParsedTemplate:
     if expression and ("{{" in source or "{%" in source):
         return ParsedTemplate(
             (),
