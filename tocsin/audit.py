@@ -15,10 +15,12 @@ the canonical form, the hashing, the signatures, and the verifier.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import json
 import os
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tocsin.actions import SecretStore
 from tocsin.errors import ConfigurationError, InputError
+from tocsin.private_paths import private_folder, write_file_atomically
 
 EXPORT_FORMAT = "tocsin-audit/1"
 GENESIS = "0" * 64
@@ -270,37 +273,69 @@ class AuditKey:
 
     @classmethod
     def generate(cls, path: Path, *, overwrite: bool = False) -> AuditKey:
-        """Create a key pair: ``path`` (private, mode 0600) and ``path.pub`` (public)."""
+        """Create a key pair: ``path`` (private, mode 0600) and ``path.pub`` (public).
+
+        Both are written atomically through a new file of a random name (never a file or
+        symbolic link planted beforehand); a symbolic link at ``path`` is refused.
+        """
+        if path.is_symlink():
+            raise ConfigurationError(
+                f"the audit key path {path} is a symbolic link; Tocsin does not write a key "
+                "through a link",
+                "remove the link and give the real file's path (TOCSIN_AUDIT__KEY_PATH)",
+            )
         if path.exists() and not overwrite:
             raise InputError(
                 f"an audit key already exists at {path}",
                 "keep it (checkpoints already signed need its public key), or pass --force "
                 "to replace it after saving the old public key",
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         key = cls(Ed25519PrivateKey.generate(), path)
         pem = key._private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        temporary = path.with_name(path.name + ".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(pem)
-        os.replace(temporary, path)
-        public_path(path).write_bytes(key.public_pem())
+        write_file_atomically(path, pem, mode=0o600)
+        write_file_atomically(public_path(path), key.public_pem(), mode=0o644)
         return key
 
     @classmethod
     def load(cls, path: Path) -> AuditKey:
+        """The key in ``path``; refused when it is a symbolic link or others may read it."""
         try:
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             raise ConfigurationError(
                 f"no audit signing key at {path}",
                 "create one with `tocsin audit keygen` (or set TOCSIN_AUDIT__KEY_PATH)",
             ) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigurationError(
+                    f"the audit signing key {path} is a symbolic link; Tocsin does not follow it",
+                    "point TOCSIN_AUDIT__KEY_PATH at the key file itself, readable only by "
+                    "the Tocsin service user",
+                ) from None
+            raise ConfigurationError(
+                f"cannot read the audit signing key {path}: {exc.strerror}",
+                "the key must be readable by the user Tocsin runs as",
+            ) from None
+        with os.fdopen(descriptor, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise ConfigurationError(f"the audit signing key {path} is not a regular file")
+            if status.st_mode & 0o077:
+                raise ConfigurationError(
+                    f"the audit signing key {path} may be read or changed by other users "
+                    f"(mode {stat.S_IMODE(status.st_mode):04o}); Tocsin refuses to use it",
+                    f"chmod 600 {path} (owned by the Tocsin service user); if others could "
+                    "read it, create a new key with `tocsin audit keygen --force`",
+                )
+            content = handle.read()
+        try:
+            loaded = serialization.load_pem_private_key(content, password=None)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(
                 f"{path} is not an Ed25519 private key in PEM form: {exc}",

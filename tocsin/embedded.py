@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from tocsin.errors import ConfigurationError
+from tocsin.private_paths import private_file
 from tocsin.settings import Settings
 
 START_TIMEOUT_SECONDS = 90.0
@@ -88,7 +89,7 @@ def ensure_server(settings: Settings) -> str:
         os.environ.update(PREFECT_API_URL=url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
         return url
     home = prefect_home(settings)
-    home.mkdir(parents=True, exist_ok=True)
+    private_file(home / "prefect.db")  # in a 0700 folder, mode 0600: it holds the run inputs
     with (home / "server.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two commands starting at once share one server
         found = running_server(settings)

@@ -64,6 +64,7 @@ from tocsin.audit import (
     verify_chain,
 )
 from tocsin.errors import ConfigurationError
+from tocsin.private_paths import private_file
 
 _T = TypeVar("_T")
 _APPEND_ATTEMPTS = 50
@@ -324,8 +325,11 @@ class Journal:
         self.audit_key = audit_key
         self.checkpoint_every = checkpoint_every
         try:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            database = url.removeprefix("sqlite:///").split("?")[0]
+            if url.startswith("sqlite:///") and database not in ("", ":memory:"):
+                # The journal holds the audit trail and the runs' inputs: only Tocsin's
+                # user may read it (SQLite gives its -wal and -shm files the same mode).
+                _private_database(Path(database))
             self.engine: Engine = create_engine(url, future=True)
             self._sqlite_lock = threading.RLock() if self.engine.dialect.name == "sqlite" else None
             if self.engine.dialect.name == "sqlite":
@@ -1010,6 +1014,17 @@ def _refuse_unchained_journal(engine: Engine, url: str) -> None:
                 "move that database aside (keep it as evidence) and start again; "
                 "Tocsin will create a new one",
             )
+
+
+def _private_database(path: Path) -> None:
+    try:
+        private_file(path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the run journal {path}: {exc.strerror}",
+            "the data folder (TOCSIN_DATA_DIR) must be writable by the user Tocsin runs as, "
+            "and the journal a regular file, not a symbolic link",
+        ) from None
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -13,6 +13,7 @@ from tocsin.errors import ConfigurationError, InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
+from tocsin.private_paths import private_folder
 from tocsin.settings import Settings
 from tocsin.validation import LoadedRunbook
 
@@ -28,6 +29,7 @@ def journal_for(settings: Settings, *, signing: bool = False) -> Journal:
     ``signing``: this process writes a run's events, so it must sign checkpoints. In the
     sandbox a missing key is created; live, it is a configuration error.
     """
+    private_folder(settings.data_dir)  # 0700 when Tocsin creates it: it holds the journal
     return Journal(
         settings.journal_url or default_url(settings.data_dir),
         audit_key=audit_key_for(settings, required=signing),
@@ -36,8 +38,9 @@ def journal_for(settings: Settings, *, signing: bool = False) -> Journal:
 
 
 def audit_key_for(settings: Settings, *, required: bool = False) -> AuditKey | None:
+    """The configured signing key; refused when it is a link or others may read it."""
     path = settings.audit_key_path
-    if path.exists():
+    if path.exists() or path.is_symlink():
         return AuditKey.load(path)
     if settings.mode == "sandbox":
         return AuditKey.generate(path)
