@@ -37,7 +37,7 @@ from tocsin.announce import (
     RefusedDecision,
     RunFacts,
 )
-from tocsin.audit import RecordingSecrets, Redactor
+from tocsin.audit import RecordingSecrets, Redactor, redacting_logger
 from tocsin.errors import (
     ConfigurationError,
     IntegrationError,
@@ -49,9 +49,10 @@ from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.integrations.slack import SlackCredentials, usergroup_members
-from tocsin.journal import FINISHED_STEP, Journal, StepRecord, now
-from tocsin.model import RunHandlers, Step
+from tocsin.journal import FINISHED_STEP, DecisionRecord, Journal, StepRecord, now
+from tocsin.model import ApproverGroup, RunHandlers, Step, is_slack_user_id
 from tocsin.running import journal_for
+from tocsin.sealed_inputs import discard, unseal
 from tocsin.settings import EnvironmentSecrets, Settings, load_settings
 from tocsin.templating import evaluate_condition, render_value
 from tocsin.validation import LoadedRunbook, load_runbook_bytes
@@ -125,6 +126,7 @@ class RunbookExecution:
         self.secrets = RecordingSecrets(EnvironmentSecrets(), redactor)
         self.secret_inputs = [n for n, spec in self.runbook.inputs.items() if spec.secret]
         redactor.fields(inputs, self.secret_inputs)  # remembered, so scrubbed everywhere
+        self.action_logger = redacting_logger("tocsin.actions", redactor)
         self.lock = threading.Lock()
         self.run_id = 0
         self.completed: list[Step] = []
@@ -282,6 +284,7 @@ class RunbookExecution:
             status, reason = stop.status, stop.reason
         finally:
             stop_heartbeat.set()
+        self.refuse_late_decisions(run_over=True)
         self.journal.set_run(run.id, status=status, heartbeat_at=None)
         self.event("run.finished", status=status, reason=reason)
         self.report(f"run {status}: {reason}")
@@ -524,6 +527,7 @@ class RunbookExecution:
             step_id=step.id,
             secrets=self.secrets,
             settings=self.settings,
+            logger=self.action_logger,
         )
         try:
             result = definition.invoke(context, parameters)
@@ -709,6 +713,7 @@ class RunbookExecution:
                     step_id=step.id,
                     secrets=self.secrets,
                     settings=self.settings,
+                    logger=self.action_logger,
                 )
                 Task(
                     definition.invoke,
@@ -738,6 +743,7 @@ class RunbookExecution:
         existing = self.journal.step(self.run_id, step.id)
         requester = self.incident.requested_by
         if in_doubt:
+            doubt_group, deciding = self.in_doubt_deciders(step)
             request = WaitRequest(
                 kind="in_doubt",
                 prompt=(
@@ -748,6 +754,7 @@ class RunbookExecution:
                 deadline=(now() + MANUAL_TASK_DEFAULT_TIMEOUT).isoformat(),
                 requester=requester,
                 gate_hash=gate_hash(self.loaded.digest, step.id, {"in_doubt": step.id}),
+                **self.deciders(step.id, doubt_group, deciding),
             )
         elif step.approval is not None:
             gate = step.approval
@@ -759,6 +766,9 @@ class RunbookExecution:
                 previous = WaitRequest.from_data(existing.request)
                 if previous.gate_hash == digest:
                     deadline = previous.deadline_at
+            # A requester without a Slack identity could approve their own run unnoticed:
+            # one more approver than the quorum is needed then (said at the gate).
+            known = is_slack_user_id(requester) or self.settings.mode == "sandbox"
             request = WaitRequest(
                 kind="approval",
                 prompt=str(render_value(gate.prompt, self.template_context())),
@@ -768,12 +778,18 @@ class RunbookExecution:
                 approvers=self.eligible_approvers(step.id, group.users, group.usergroup),
                 usergroups=[group.usergroup] if group.usergroup else [],
                 group=gate.approvers,
-                quorum=gate.quorum,
+                quorum=gate.quorum + (0 if known else 1),
                 guarded=guarded,
+                requester_known=known,
             )
         else:
             assert step.manual is not None
             timeout = step.timeout or MANUAL_TASK_DEFAULT_TIMEOUT
+            assignee = step.manual.assignee
+            if assignee is not None and assignee in self.runbook.approver_groups:
+                group_name: str | None = assignee
+            else:
+                group_name = self.runbook.operators
             request = WaitRequest(
                 kind="manual",
                 prompt=str(render_value(step.manual.instructions, self.template_context())).strip(),
@@ -784,7 +800,14 @@ class RunbookExecution:
                     str(render_value(item, self.template_context()))
                     for item in step.manual.checklist
                 ],
+                **self.deciders(
+                    step.id,
+                    group_name,
+                    self.runbook.approver_groups.get(group_name) if group_name else None,
+                ),
             )
+        # A secret input templated into a prompt or a checklist is shown and stored redacted.
+        request = WaitRequest.from_data(self.redactor.scrub(request.as_data()))
         self.journal.set_step(
             self.run_id,
             step.id,
@@ -803,6 +826,11 @@ class RunbookExecution:
         self.announce.gate_changed(
             GateState(step.id, step.title, request, tuple(self.approvals_of(step.id, request)))
         )
+        if not request.requester_known:
+            self.report(
+                f"{step.id}: {requester} has no known Slack identity, so they could not be told "
+                f"apart from an approver: one more approval is needed (quorum {request.quorum})"
+            )
         verb = {"approval": "approve", "manual": "done", "in_doubt": "approve"}[request.kind]
         who = f" by {request.group} (quorum {request.quorum})" if request.kind == "approval" else ""
         self.report(
@@ -834,22 +862,52 @@ class RunbookExecution:
                 people.update(members)
         return sorted(people)
 
-    def guarded_parameters(self, gate_step: Step) -> dict[str, Any]:
+    def deciders(
+        self, step_id: str, group_name: str | None, group: ApproverGroup | None
+    ) -> dict[str, Any]:
+        """Who may decide a manual task or an in-doubt step: a group, or (sandbox) anyone."""
+        if group is None:
+            # Deny by default live; the sandbox lets anyone try a runbook that names nobody.
+            return {"open_to_anyone": self.settings.mode == "sandbox", "group": ""}
+        return {
+            "approvers": self.eligible_approvers(step_id, group.users, group.usergroup),
+            "usergroups": [group.usergroup] if group.usergroup else [],
+            "group": group_name or "",
+        }
+
+    def in_doubt_deciders(self, step: Step) -> tuple[str | None, ApproverGroup | None]:
+        """Running an interrupted destructive step again takes the people of the gate that
+        guarded it, else the runbook's operators."""
+        for candidate, _ in self.runbook.iter_steps():
+            if candidate.approval is None:
+                continue
+            covered = [self.runbook.step(i) for i in self.guarded_ids(candidate)]
+            if step.id in {s.id for s in _flatten(covered)} | {s.id for s in covered}:
+                gate_group = candidate.approval.approvers
+                return gate_group, self.runbook.approver_groups[gate_group]
+        operators = self.runbook.operators
+        return operators, self.runbook.approver_groups.get(operators) if operators else None
+
+    def guarded_ids(self, gate_step: Step) -> list[str]:
+        """The steps a gate's decision covers: its ``guards:``, else the steps up to the next gate."""
         assert gate_step.approval is not None
-        ids = gate_step.approval.guards
-        if ids is None:
-            ids = []
-            found = False
-            for step in self.runbook.steps:
-                if step.id == gate_step.id:
-                    found = True
-                    continue
-                if found:
-                    if step.approval is not None:
-                        break
-                    ids.append(step.id)
+        if gate_step.approval.guards is not None:
+            return list(gate_step.approval.guards)
+        ids: list[str] = []
+        found = False
+        for step in self.runbook.steps:
+            if step.id == gate_step.id:
+                found = True
+                continue
+            if found:
+                if step.approval is not None:
+                    break
+                ids.append(step.id)
+        return ids
+
+    def guarded_parameters(self, gate_step: Step) -> dict[str, Any]:
         guarded: dict[str, Any] = {}
-        for step_id in ids:
+        for step_id in self.guarded_ids(gate_step):
             step = self.runbook.step(step_id)
             if step.action is not None:
                 try:
@@ -936,24 +994,68 @@ class RunbookExecution:
                 # The server still shows the run Paused: take it back, or the next pause is refused.
                 _back_to_running()
                 continue
-            if answer.decision_id is None:  # from the Prefect UI form: journal it like any other
-                self.journal.add_decision(
-                    run_id=self.run_id,
-                    step_id=answer.step_id,
-                    kind=answer.decision,
-                    actor=answer.actor,
-                    channel="prefect-ui",
-                    comment=answer.comment,
-                    checklist=answer.checklist,
-                    gate_hash=answer.gate_hash,
-                )
+            self.check_run_input(answer)
         self.journal.set_run(self.run_id, status="running")
+        self.refuse_late_decisions()
         for step in reruns:
             self.run_action(step)
         if failures:
             raise failures[0]
         if rejected:
             raise RunStopped("rejected", f"{', '.join(rejected)} rejected")
+
+    def check_run_input(self, answer: HumanDecision) -> None:
+        """A resume of this flow run is only a wake-up: decisions are read from the journal.
+
+        Prefect's API has no authentication, so anyone who reaches it can resume a paused run
+        with any input. An input that is not the delivery of a decision the CLI or the gateway
+        judged and journalled is refused and audited; it never decides anything.
+        """
+        if answer.decision_id is not None:
+            recorded = self.journal.decision(answer.decision_id)
+            if (
+                recorded is not None
+                and recorded.run_id == self.run_id
+                and recorded.step_id == answer.step_id
+                and recorded.kind == answer.decision
+                and recorded.actor == answer.actor
+            ):
+                return
+        reason = (
+            "not a decision judged and journalled by Tocsin (a resume through the Prefect API "
+            "or UI carries no proof of who decided); decide with `tocsin approve` or in Slack"
+        )
+        self.event(
+            "decision.refused",
+            answer.step_id[:64] or None,
+            answer.actor[:64] or None,
+            decision=answer.decision,
+            channel="prefect-api",
+            reason=reason,
+            claimed_decision_id=answer.decision_id,
+        )
+        self.report(
+            f"{answer.step_id[:64]}: refused a {answer.decision} sent through the Prefect API: {reason}"
+        )
+
+    def refuse_late_decisions(self, *, run_over: bool = False) -> None:
+        """Decisions journalled after their step was settled: each gets its answer, refused."""
+        for decision in self.journal.pending_decisions(self.run_id):
+            record = self.journal.step(self.run_id, decision.step_id)
+            if record is not None and record.status == "waiting" and not run_over:
+                continue  # another wait of this run (a parallel branch) will apply it
+            status = record.status if record else None
+            if run_over and status == "waiting":
+                status = f"{status}, but the run stopped"
+            refusal = judge(
+                status,
+                None,
+                Proposal(decision.kind, decision.actor),
+                [],
+                decision.step_id,
+            )
+            assert refusal is not None  # nothing waits, so judge always refuses
+            self.settle_refused(decision, refusal)
 
     def wait_length(self, step: Step) -> timedelta:
         if step.approval is not None:
@@ -1004,28 +1106,7 @@ class RunbookExecution:
                 record.status if record else None, request, proposal, approvals, decision.step_id
             )
             if refusal is not None:
-                if self.journal.settle_decision(decision.id, "refused", refusal):
-                    self.event(
-                        "decision.refused",
-                        decision.step_id,
-                        decision.actor,
-                        decision=decision.kind,
-                        channel=decision.channel,
-                        reason=refusal,
-                        comment=decision.comment,
-                    )
-                    self.report(
-                        f"{decision.step_id}: refused {decision.kind} from {decision.actor}: {refusal}"
-                    )
-                    self.announce.decision_refused(
-                        RefusedDecision(
-                            decision.step_id,
-                            decision.actor,
-                            decision.kind,
-                            decision.channel,
-                            refusal,
-                        )
-                    )
+                self.settle_refused(decision, refusal)
                 continue
             if not self.journal.settle_decision(decision.id, "applied"):
                 continue  # another process applied it first
@@ -1041,6 +1122,26 @@ class RunbookExecution:
                 checklist=decision.checklist,
             )
             self.close_if_decided(step, request, decision, open_steps, rejected, failures, reruns)
+
+    def settle_refused(self, decision: DecisionRecord, refusal: str) -> None:
+        """Refuse a journalled decision once: audited, and the person is told why."""
+        if not self.journal.settle_decision(decision.id, "refused", refusal):
+            return  # another process settled it first
+        self.event(
+            "decision.refused",
+            decision.step_id,
+            decision.actor,
+            decision=decision.kind,
+            channel=decision.channel,
+            reason=refusal,
+            comment=decision.comment,
+        )
+        self.report(f"{decision.step_id}: refused {decision.kind} from {decision.actor}: {refusal}")
+        self.announce.decision_refused(
+            RefusedDecision(
+                decision.step_id, decision.actor, decision.kind, decision.channel, refusal
+            )
+        )
 
     def close_if_decided(
         self,
@@ -1278,8 +1379,12 @@ def run_runbook(
     runbook_name: str,
     incident: dict[str, Any],
     inputs: dict[str, Any],
+    sealed_inputs: str | None = None,
 ) -> Any:
     """Run a runbook (its YAML text) for an incident, resuming what an earlier run did.
+
+    ``sealed_inputs``: a reference to the secret inputs in the journal (never the values:
+    Prefect stores and serves parameters); they are removed when the run ends.
 
     Returns the outcome (status, reason, steps); a run that did not succeed ends as a
     Failed state carrying that outcome (read it with ``outcome_of``).
@@ -1287,9 +1392,16 @@ def run_runbook(
     settings = load_settings()
     registry = ActionRegistry.discover(settings.action_modules)
     loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
-    values, _ = resolve_inputs(loaded.runbook, inputs)
     journal = journal_for(settings, signing=True)
     assert journal.audit_key is not None  # signing=True gives a key or raises
+    try:
+        given = dict(inputs)
+        if sealed_inputs:
+            given.update(unseal(journal, str(incident["ticket"]), sealed_inputs))
+        values, _ = resolve_inputs(loaded.runbook, given)
+    except BaseException:
+        journal.close()
+        raise
     context = FlowRunContext.get()
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
     if context is not None and context.flow_run is not None:
@@ -1299,6 +1411,7 @@ def run_runbook(
             client.update_flow_run(
                 context.flow_run.id, tags=sorted(set(context.flow_run.tags) | wanted)
             )
+    redactor = Redactor(journal.audit_key)
     execution = RunbookExecution(
         loaded,
         Incident(**incident),
@@ -1306,8 +1419,8 @@ def run_runbook(
         journal=journal,
         registry=registry,
         settings=settings,
-        report=_report,
-        redactor=Redactor(journal.audit_key),
+        report=lambda line: _report(redactor.scrub(line)),
+        redactor=redactor,
     )
     execution.announcers, execution.announce_problems = announcers_for(
         settings, journal, execution.secrets
@@ -1315,6 +1428,8 @@ def run_runbook(
     try:
         outcome = execution.run(flow_run_id)
     finally:
+        if sealed_inputs:
+            discard(journal, sealed_inputs)
         journal.close()
     if outcome["status"] != "succeeded":
         # The Prefect UI must show a failed, rejected or timed-out runbook as Failed.

@@ -240,6 +240,8 @@ class JiraTickets:
             requested_by=_requested_by(document.get("user")),
             event=event,
             delivery_id=delivery_id or None,
+            requester_email=_requester_email(document.get("user")),
+            issue_type=_issue_type(fields.get("issuetype")),
         )
 
     # -- more of the REST API --------------------------------------------------
@@ -509,3 +511,14 @@ def _requested_by(user: Any) -> str:
             if isinstance(value, str) and value.strip():
                 return value.strip()
     return "unknown Jira user"
+def _requester_email(user: Any) -> str:
+    # Jira Cloud shares it only when the user's profile visibility allows; Data Center does.
+    email = user.get("emailAddress") if isinstance(user, dict) else None
+    return email.strip() if isinstance(email, str) and "@" in email else ""
+
+
+def _issue_type(value: Any) -> str:
+    name = value.get("name") if isinstance(value, dict) else None
+    return name.strip()[:64] if isinstance(name, str) else ""
+
+

@@ -148,9 +148,14 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
         f"v{slack_text(run.version)}"
     ]
     if request.kind == "approval":
+        requester = (
+            f"not {mention(request.requester)} (started the run)"
+            if request.requester_known
+            else f"{code(request.requester)} started the run and has no known Slack identity, "
+            "so one more approval than usual is needed"
+        )
         context.append(
-            f"Who may decide: {who_may_decide(request)} · quorum {request.quorum}"
-            f" · not {mention(request.requester)} (started the run)"
+            f"Who may decide: {who_may_decide(request)} · quorum {request.quorum} · {requester}"
         )
     context.append(f"Deadline {_when(request.deadline)}")
     blocks.append(

@@ -123,3 +123,62 @@ def test_an_unknown_deployment_is_a_clear_error(prefect_server: str, tmp_path: P
     result = run_tocsin("run", str(runbook), "--ticket", "DEP-2", "--deployment", "nope/missing")
     assert result.returncode == 2
     assert "no Prefect deployment named 'nope/missing'" in result.stderr
+
+
+def test_a_secret_input_sent_through_the_deployment_never_reaches_prefect(
+    worker: None, tmp_path: Path
+) -> None:
+    from tests.test_security_secrets import everything_written, files_containing
+
+    secret = "Zq7-deployment-SECRET-51c3"
+    runbook = tmp_path / "deployed-secret.yaml"
+    runbook.write_text(
+        RUNBOOK.replace("runbook: deployed", "runbook: deployed-secret")
+        .replace(
+            "approver_groups:",
+            "inputs:\n  code: {type: string, secret: true, description: A one-time code}\n"
+            "approver_groups:",
+        )
+        .replace('prompt: "Go?"', 'prompt: "Go with {{ inputs.code }}?"')
+        .replace("message: bye", 'message: "bye {{ inputs.code }}"')
+    )
+    process = subprocess.Popen(
+        [
+            str(TOCSIN),
+            "run",
+            str(runbook),
+            "--ticket",
+            "DEP-3",
+            "--as",
+            "U0REQUESTER",
+            "--set",
+            f"code={secret}",
+            "--deployment",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    journal = settings_journal()
+    try:
+
+        def gate_waiting() -> bool:
+            run = journal.find_run("DEP-3", "deployed-secret")
+            record = journal.step(run.id, "gate") if run else None
+            return record is not None and record.status == "waiting"
+
+        wait_until(gate_waiting, timeout=120, what="the deployed run to reach its gate")
+        approved = run_tocsin("approve", "DEP-3", "gate", "--as", "U0LEAD1")
+        assert approved.returncode == 0, approved.stderr
+        output, _ = process.communicate(timeout=120)
+        run = journal.find_run("DEP-3", "deployed-secret")
+    finally:
+        journal.close()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output
+    assert run is not None and run.status == "succeeded"
+    assert secret not in output
+    assert files_containing(secret, *everything_written(tmp_path)) == []

@@ -347,33 +347,6 @@ def test_a_manual_task_waits_for_done_with_the_checklist(journal: Journal, tmp_p
     assert flow.step("after").outputs["message"] == "done by U0SUPPORT"  # type: ignore[union-attr]
 
 
-def test_a_decision_given_in_the_prefect_ui_form_is_applied(
-    journal: Journal, tmp_path: Path
-) -> None:
-    from uuid import UUID
-
-    from prefect.flow_runs import resume_flow_run
-
-    flow = run(journal, gate_runbook("prefect-ui"), tmp_path)
-    flow.request("gate")
-    flow_run_id = wait_until(lambda: flow.run().flow_run_id, what="the flow run id")
-
-    def resumed() -> bool:
-        try:
-            resume_flow_run(
-                UUID(flow_run_id),
-                run_input={"step_id": "gate", "decision": "approve", "actor": "U0LEAD2"},
-            )
-        except Exception:
-            return False
-        return True
-
-    wait_until(resumed, what="the paused flow")
-    assert flow.finish()["status"] == "succeeded"
-    [decision] = journal.decisions_of(flow.run().id, "gate")
-    assert decision.channel == "prefect-ui" and decision.status == "applied"
-
-
 def test_runs_are_tagged_and_tasks_named_like_the_runbook(journal: Journal, tmp_path: Path) -> None:
     from uuid import UUID
 

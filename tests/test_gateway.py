@@ -19,15 +19,14 @@ import httpx
 import pytest
 
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
+from tests.gateway_support import environment_variables, service_settings, settings_journal
 from tocsin.gateway import GATEWAY_CHAIN, MIN_REFRESH_SECONDS, Gateway, GatewayServer
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
 from tocsin.sandbox.jira_api import (
-    SANDBOX_JIRA_TOKEN,
-    SANDBOX_JIRA_USER,
     SANDBOX_JIRA_WEBHOOK_SECRET,
 )
-from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN, PostedSlackMessage
+from tocsin.sandbox.slack_api import PostedSlackMessage
 from tocsin.sandbox.slack_user import SimulatedSlack
 from tocsin.settings import load_settings
 
@@ -109,27 +108,11 @@ def environment(
     """Settings (environment variables) every run and the gateway of this module read."""
     folder = tmp_path_factory.mktemp("gateway")
     values = {
-        "TOCSIN_DATA_DIR": str(folder / "data"),
-        "TOCSIN_RUNBOOK_PATHS": json.dumps([str(folder / "runbooks")]),
-        "TOCSIN_SLACK_API_URL": f"{slack.url}/api/",
+        **service_settings(folder, signing_secret=SIGNING_SECRET, slack=slack, jira=jira),
         "TOCSIN_SLACK__INCIDENT_CHANNEL": "#support-incidents",
-        "TOCSIN_SLACK__PROGRESS_EVERY_SECONDS": "0",
-        "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
-        "TOCSIN_SECRET_SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "TOCSIN_JIRA__URL": jira.url,
-        "TOCSIN_JIRA__USER": SANDBOX_JIRA_USER,
-        "TOCSIN_SECRET_JIRA_API_TOKEN": SANDBOX_JIRA_TOKEN,
-        "TOCSIN_SECRET_JIRA_WEBHOOK_SECRET": SANDBOX_JIRA_WEBHOOK_SECRET,
     }
-    (folder / "runbooks").mkdir()
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    yield folder
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment_variables(values):
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +141,8 @@ def slack_user(server: GatewayServer, slack: FakeSlack) -> Iterator[SimulatedSla
 
 @pytest.fixture
 def journal(environment: Path) -> Iterator[Journal]:
-    from tocsin.running import journal_for
-
-    opened = journal_for(load_settings())
-    yield opened
-    opened.close()
+    with settings_journal() as opened:
+        yield opened
 
 
 def gate_message(slack: FakeSlack, ticket: str, step_id: str) -> PostedSlackMessage:

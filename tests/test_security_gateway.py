@@ -25,12 +25,11 @@ import httpx
 import pytest
 
 from tests.engine_support import HEAD, wait_until
+from tests.gateway_support import environment_variables, service_settings, settings_journal
 from tocsin.gateway import GATEWAY_CHAIN, MAX_CLAIM_CHARS, Gateway, GatewayServer
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira
 from tocsin.sandbox.jira_api import (
-    SANDBOX_JIRA_TOKEN,
-    SANDBOX_JIRA_USER,
     SANDBOX_JIRA_WEBHOOK_SECRET,
 )
 from tocsin.sandbox.slack_user import sign_slack_request
@@ -74,28 +73,15 @@ def environment(
     """Settings every run and the gateway of this module read (a run reads the environment)."""
     folder = tmp_path_factory.mktemp("gateway-security")
     values = {
-        "TOCSIN_DATA_DIR": str(folder / "data"),
-        "TOCSIN_RUNBOOK_PATHS": json.dumps([str(folder / "runbooks")]),
-        "TOCSIN_SECRET_SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "TOCSIN_JIRA__URL": jira.url,
-        "TOCSIN_JIRA__USER": SANDBOX_JIRA_USER,
-        "TOCSIN_SECRET_JIRA_API_TOKEN": SANDBOX_JIRA_TOKEN,
-        "TOCSIN_SECRET_JIRA_WEBHOOK_SECRET": SANDBOX_JIRA_WEBHOOK_SECRET,
+        **service_settings(folder, signing_secret=SIGNING_SECRET, jira=jira),
         "TOCSIN_GATEWAY__BODY_TIMEOUT_SECONDS": "2",
         # every refusal of this module is looked at one by one (the limit has its own test)
         "TOCSIN_GATEWAY__REFUSALS_AUDITED_PER_MINUTE": "100000",
     }
-    (folder / "runbooks").mkdir()
     (folder / "runbooks" / "breaks.yaml").write_text(FAILING.format(runbook_id="breaks"))
     (folder / "runbooks" / "plain.yaml").write_text(PLAIN.format(runbook_id="plain"))
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    yield folder
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment_variables(values):
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +98,8 @@ def server(environment: Path) -> Iterator[GatewayServer]:
 
 @pytest.fixture
 def journal(environment: Path) -> Iterator[Journal]:
-    from tocsin.running import journal_for
-
-    opened = journal_for(load_settings())
-    yield opened
-    opened.close()
+    with settings_journal() as opened:
+        yield opened
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import errno
 import hashlib
 import hmac
 import json
+import logging
 import os
 import stat
 import threading
@@ -424,6 +425,30 @@ class RecordingSecrets:
 
     def __init__(self, store: SecretStore, redactor: Redactor) -> None:
         self._store = store
+class RedactingFilter(logging.Filter):
+    """A log filter that writes every known secret of a run as its HMAC, like the trail."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._redactor.scrub(record.getMessage())
+        record.args = ()
+        return True
+
+
+def redacting_logger(name: str, redactor: Redactor) -> logging.Logger:
+    """A logger for one run's actions: its lines reach ``name``'s handlers with secrets redacted.
+
+    Not registered with ``logging``: a filter per run on a shared logger would pile up.
+    """
+    logger = logging.Logger(name)
+    logger.parent = logging.getLogger(name)
+    logger.addFilter(RedactingFilter(redactor))
+    return logger
+
+
         self._redactor = redactor
 
     def get(self, name: str) -> str | None:

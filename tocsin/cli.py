@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="an input value; repeat for several inputs or list items",
     )
     run.add_argument(
-        "--as", dest="actor", help="who starts the run (Slack user id); default: your login"
+        "--as",
+        dest="actor",
+        help="who starts the run (Slack user id; required live); sandbox default: your login",
     )
     run.add_argument("--title", default="", help="incident title shown in messages")
     run.add_argument("--detected-at", default="", help="when the breach was discovered (ISO 8601)")
@@ -570,12 +572,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     ticket = check_ticket(args.ticket)
     registry = _registry()
+    from tocsin.errors import InputError
     loaded = resolve_runbook(args.runbook, registry)
     incident = Incident(
+    from tocsin.model import is_slack_user_id
         ticket=ticket,
         title=args.title,
         requested_by=args.actor or getpass.getuser(),
         requested_via="cli",
+    if settings.mode == "live" and not (args.actor and is_slack_user_id(args.actor)):
+        # Approvers are Slack ids: a requester known by another name could approve their own run.
+        raise InputError(
+            "live runs need the requester's Slack user id: --as U…",
+            "your Slack member id is in your Slack profile (⋮ → Copy member ID)",
+        )
         detected_at=args.detected_at,
     )
     if args.deployment:
@@ -750,8 +760,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_gateway(args: argparse.Namespace) -> int:
     import os
 
-    import uvicorn
-
     from tocsin.gateway import Gateway
     from tocsin.settings import load_settings
 
@@ -791,7 +799,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         runs = settings.gateway.deployment or "this process"
         print(f"  runs started from Slack or Jira run on: {runs}")
         try:
-            uvicorn.run(gateway.app, host=host, port=port, log_level="warning")
+            gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
         finally:
             gateway.close()
     finally:
@@ -817,7 +825,7 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from tocsin.errors import InputError
     from tocsin.evidence import verify_export_file, verify_incident
-    from tocsin.incident import check_ticket
+    from tocsin.incident import check_chain
 
     if args.file is not None:
         if args.public_key is None:
@@ -834,7 +842,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             raise InputError("name the incident: tocsin audit verify INC-1 (or --file EXPORT)")
         result, key_used = verify_incident(
             _settings(),
-            check_ticket(args.ticket),
+            check_chain(args.ticket),
             public_key_file=args.public_key,
             anchor=args.anchor,
         )

@@ -114,6 +114,7 @@ def submit(
         refusal is None
         and request is not None
         and request.kind == "manual"
+        and kind == "done"
         and request.checklist
         and not checklist
     ):

@@ -119,6 +119,14 @@ def _click(
         say(f"[scripted approver] the gateway answered {answer.status_code}: {answer.text}")
 
 
+def _decider(request: WaitRequest, preferred: str) -> str:
+    """Who of the people the runbook names decides a manual task or an interrupted step."""
+    if request.open_to_anyone or preferred in request.approvers:
+        return preferred
+    others = [p for p in request.approvers if p != request.requester]
+    return others[0] if others else preferred
+
+
 def _decide(
     journal: Journal, ticket: str, run_id: int, step_id: str, request: WaitRequest, say: Say
 ) -> None:
@@ -133,11 +141,12 @@ def _decide(
     elif request.kind == "manual":
         if done_by:
             return
-        actor, kind, checklist = IT_PARTNER, "done", list(range(1, len(request.checklist) + 1))
+        actor = _decider(request, IT_PARTNER)
+        kind, checklist = "done", list(range(1, len(request.checklist) + 1))
     else:
         if done_by:
             return
-        actor, kind, checklist = "U0ONCALL", "approve", None
+        actor, kind, checklist = _decider(request, "U0ONCALL"), "approve", None
     say(f"[scripted approver] {actor}: {kind} {step_id}")
     try:
         submit(

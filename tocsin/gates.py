@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 WaitKind = Literal["approval", "manual", "in_doubt"]
 DecisionKind = Literal["approve", "reject", "done"]
+DECIDED = frozenset({"approved", "rejected", "done", "timed_out"})
+"""Step statuses a person's decision (or the gate's deadline) settled."""
 ALLOWED_KINDS: dict[str, tuple[str, ...]] = {
     "approval": ("approve", "reject"),
     "manual": ("done", "reject"),
@@ -39,6 +41,13 @@ class WaitRequest:
     reminded: bool = False
     checklist: list[str] = field(default_factory=list)
     guarded: dict[str, Any] = field(default_factory=dict)
+    open_to_anyone: bool = False
+    """Sandbox only: a manual task or in-doubt step for which the runbook names nobody."""
+    requester_known: bool = True
+    """False when the run's requester has no known Slack identity: one more approver is needed."""
+
+    def deciders_named(self) -> bool:
+        return bool(self.approvers or self.usergroups)
 
     def as_data(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +94,11 @@ def judge(
     """Why this decision is refused, or None when it may be applied."""
     if step_status != "waiting" or request is None:
         state = step_status or "not started"
+        if step_status in DECIDED:
+            return (
+                f"step {step_id!r} is not waiting for a decision (it is {state}): it was "
+                f"already decided, and this {proposal.kind} came too late to count"
+            )
         return f"step {step_id!r} is not waiting for a decision (it is {state})"
     allowed = ALLOWED_KINDS[request.kind]
     if proposal.kind not in allowed:
@@ -113,6 +127,10 @@ def judge(
             return f"{proposal.actor} is not in approver group {groups}"
         if proposal.kind == "approve" and proposal.actor in approvals_so_far:
             return f"{proposal.actor} has already approved {step_id!r}; the quorum counts distinct people"
+    else:
+        refusal = _refusal_for_task(request, proposal, step_id)
+        if refusal is not None:
+            return refusal
     if proposal.gate_hash and not request.gate_hash.startswith(proposal.gate_hash):
         return (
             f"this decision was made on another version of {step_id!r} (the runbook or its "
@@ -122,4 +140,33 @@ def judge(
         wrong = [n for n in proposal.checklist if not 1 <= n <= len(request.checklist)]
         if wrong:
             return f"checklist item(s) {', '.join(map(str, wrong))} do not exist (1 to {len(request.checklist)})"
+    return None
+
+
+def _refusal_for_task(request: WaitRequest, proposal: Proposal, step_id: str) -> str | None:
+    """Manual tasks and in-doubt steps: decided by the people the runbook names, deny by default."""
+    if request.kind == "in_doubt" and proposal.kind == "approve":
+        if proposal.actor == request.requester:
+            return (
+                f"{proposal.actor} started this run and cannot alone run {step_id!r} again; "
+                "someone of the group that approved it must decide"
+            )
+    if request.open_to_anyone:
+        return None
+    if not request.deciders_named():
+        return (
+            f"nobody may decide {step_id!r}: the runbook names no group for it (give the manual "
+            "task an `assignee:` that is an approver group, or declare `operators:`)"
+        )
+    member = proposal.actor in request.approvers or bool(
+        set(proposal.vouched) & set(request.usergroups)
+    )
+    if not member:
+        group = request.group or "the runbook's operators"
+        if request.usergroups:
+            return (
+                f"{proposal.actor} is not listed in {group}; membership of Slack user group "
+                f"{', '.join(request.usergroups)} is checked when deciding from Slack"
+            )
+        return f"{proposal.actor} is not in {group}, who decide {step_id!r}"
     return None

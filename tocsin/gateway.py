@@ -28,6 +28,7 @@ The flow applies decisions at most once and updates the gate message (``chat.upd
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -50,14 +51,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tocsin.access import (
+    SlackRequester,
+    StartPolicy,
+    TicketRequester,
+    refusal_for_slack,
+    refusal_for_ticket,
+)
 from tocsin.actions import ActionRegistry
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
-from tocsin.incident import TICKET_PATTERN, Incident, check_ticket
+from tocsin.incident import GATEWAY_CHAIN, TICKET_PATTERN, Incident, check_ticket
 from tocsin.inputs import parse_assignments, resolve_inputs
+from tocsin.integrations.slack import slack_text
 from tocsin.integrations.slack_incident import APPROVE_ACTION, REJECT_ACTION
 from tocsin.journal import Journal
+from tocsin.launch import flow_run_request
+from tocsin.model import is_slack_user_id
 from tocsin.settings import EnvironmentSecrets, GatewaySettings, Settings
 from tocsin.tickets import TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
@@ -66,9 +77,6 @@ _log = logging.getLogger("tocsin.gateway")
 _T = TypeVar("_T")
 
 SIGNING_SECRET = "slack_signing_secret"
-GATEWAY_CHAIN = "GATEWAY"
-"""The gateway's own audit chain: every request refused at the door (not a ticket key, so
-never an incident's chain)."""
 SLACK_WINDOW_SECONDS = 300
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
@@ -581,14 +589,8 @@ class RunLauncher:
                 f"{loaded.runbook.runbook} is already running for {incident.ticket}",
                 f"`/tocsin status {incident.ticket}` shows what it waits for",
             )
-        parameters = {
-            "runbook_source": loaded.path.read_text(encoding="utf-8"),
-            "runbook_name": str(loaded.path),
-            "incident": asdict(incident),
-            "inputs": inputs,
-        }
-        name = f"{incident.ticket}-{loaded.runbook.runbook}"
-        tags = [f"incident:{incident.ticket}", f"runbook:{loaded.runbook.runbook}"]
+        request = flow_run_request(loaded, incident, inputs, self.journal)
+        parameters, name, tags = request.parameters, request.name, request.tags
         if self.settings.gateway.deployment:
             from prefect.deployments import run_deployment
 
@@ -657,6 +659,7 @@ class Gateway:
         self.journal = journal or journal_for(settings, signing=True)
         self.registry = registry or ActionRegistry.discover(settings.action_modules)
         self.launcher = launcher or RunLauncher(settings, self.journal)
+        self.policy = StartPolicy(settings)
         self.tickets = tickets
         signing_secret = self.secrets.get(SIGNING_SECRET)
         if not signing_secret:
@@ -854,7 +857,7 @@ class Gateway:
 
     def vouched_groups(self, click: Click, request: WaitRequest) -> list[str]:
         """The gate's Slack user groups the clicker belongs to, as Slack says now (cached)."""
-        if request.kind != "approval" or click.user in request.approvers:
+        if click.user in request.approvers:
             return []
         return [g for g in request.usergroups if self.members.is_member(click.user, g)]
 
@@ -880,9 +883,10 @@ class Gateway:
 
         def delivery() -> None:
             if run is not None:
-                # After Slack has its answer: keep trying until the flow takes it (it may be
-                # between two pauses), for up to 20 s; past that the flow finds it itself.
-                deliver_decision(self.journal, run, outcome.decision, wait=True)
+                # After Slack has its answer: wake the flow (retried for 2 s if it is between
+                # two pauses) and free the thread. The flow applies or refuses the decision
+                # and tells the person; it reads pending decisions before each pause anyway.
+                deliver_decision(self.journal, run, outcome.decision, wait=False)
 
         return True, outcome.message, delivery
 
@@ -919,19 +923,63 @@ class Gateway:
         words = text.split()
         if not words or words[0] in ("help", "-h", "--help"):
             return USAGE
+        who = SlackRequester(user, channel)
         try:
             if words[0] == "status" and len(words) == 2:
                 from tocsin.status import status_lines
 
-                lines = status_lines(self.journal, check_ticket(words[1]))
+                ticket = check_ticket(words[1])
+                if not self.may_see(ticket, who):
+                    self.refused_start(who, "status", ticket, "not allowed to see this incident")
+                    # The same answer as for an unknown ticket: a stranger learns nothing.
+                    return f":warning: no incident {ticket} that you may see"
+                lines = [slack_text(line) for line in status_lines(self.journal, ticket)]
                 return "```\n" + "\n".join(lines)[:2900] + "\n```"
             if words[0] == "run" and len(words) >= 3:
                 return self.start_run(
-                    words[1], words[2], parse_assignments(words[3:]), user, "slack"
+                    words[1], words[2], parse_assignments(words[3:]), user, "slack", who=who
                 )
         except TocsinError as error:
             return f":warning: {error.message}" + (f"\n{error.hint}" if error.hint else "")
         return f":warning: I do not understand `{text[:100]}`.\n{USAGE}"
+
+    def member_of(self, user: str, usergroup: str) -> bool:
+        try:
+            return self.members.is_member(user, usergroup)
+        except TocsinError:
+            return False  # Slack cannot say: deny
+
+    def may_see(self, ticket: str, who: SlackRequester) -> bool:
+        """Whether this person may read the incident's status: they may start one of its
+        runbooks, started one of its runs, or may decide one of its steps."""
+        for run in self.journal.runs_of(ticket):
+            if run.requested_by == who.user or self.policy.slack_may_start(
+                run.runbook_id, who, self.member_of
+            ):
+                return True
+            for record in self.journal.steps_of(run.id):
+                if not record.request:
+                    continue
+                request = WaitRequest.from_data(record.request)
+                if who.user in request.approvers or any(
+                    self.member_of(who.user, g) for g in request.usergroups
+                ):
+                    return True
+        return False
+
+    def refused_start(self, who: SlackRequester, runbook: str, ticket: str, reason: str) -> None:
+        """A signed request from someone not allowed: in the gateway's own chain, not the
+        incident's (the ticket is only what they typed)."""
+        self.journal.record(
+            GATEWAY_CHAIN,
+            "run.request_refused",
+            actor=who.user[:64],
+            via="slack",
+            channel=who.channel[:64],
+            runbook=runbook[:64],
+            ticket=ticket[:64],
+            reason=reason,
+        )
 
     def start_run(
         self,
@@ -943,12 +991,31 @@ class Gateway:
         *,
         title: str = "",
         url: str = "",
+        who: SlackRequester | None = None,
     ) -> str:
-        from tocsin.catalogue import runbook_by_id
+        """Start a runbook for a ticket; ``who``: the Slack person asking, whose right is checked."""
+        from tocsin.catalogue import runbook_by_id, runbook_ids
 
         key = check_ticket(ticket)
+        if who is not None and not self.policy.slack_may_start(runbook_id, who, self.member_of):
+            self.refused_start(who, runbook_id, key, "not allowed by access.start")
+            raise InputError(refusal_for_slack(runbook_id, who))
         try:
-            loaded = runbook_by_id(runbook_id, self.registry, self.settings)
+            try:
+                loaded = runbook_by_id(runbook_id, self.registry, self.settings)
+            except InputError as missing:
+                if who is None or self.policy.open:
+                    raise
+                # Only the runbooks this person may start: the catalogue is not for everyone.
+                allowed = self.policy.slack_runbooks(
+                    runbook_ids(self.registry, self.settings), who, self.member_of
+                )
+                close = difflib.get_close_matches(runbook_id, allowed, n=1)
+                raise InputError(
+                    missing.message,
+                    f"did you mean {close[0]!r}? " * bool(close)
+                    + f"runbooks you may start: {', '.join(allowed) or 'none'}",
+                ) from None
             incident = Incident(
                 ticket=key, title=title, url=url, requested_by=requested_by, requested_via=via
             )
@@ -958,7 +1025,7 @@ class Gateway:
                 key,
                 "run.request_refused",
                 actor=requested_by,
-                runbook=runbook_id,
+                runbook=runbook_id[:64],
                 via=via,
                 reason=error.message,
             )
@@ -1073,11 +1140,24 @@ class Gateway:
                     "the ticket names no runbook",
                     f"fill the field {self.settings.jira.runbook_field} with a runbook id",
                 )
+            origin = TicketRequester(trigger.project, trigger.issue_type)
+            if not self.policy.ticket_may_start(trigger.runbook, origin):
+                reason = refusal_for_ticket(trigger.runbook, origin)
+                self.journal.record(
+                    GATEWAY_CHAIN,
+                    "run.request_refused",
+                    actor=trigger.requested_by[:64],
+                    via=self.tickets.name,
+                    runbook=trigger.runbook[:64],
+                    ticket=trigger.ticket[:64],
+                    reason=reason,
+                )
+                raise InputError(reason)
             message = self.start_run(
                 trigger.runbook,
                 trigger.ticket,
                 dict(trigger.inputs),
-                trigger.requested_by or self.tickets.name,
+                self.requester_of(trigger),
                 self.tickets.name,
                 title=trigger.title,
                 url=trigger.url,
@@ -1089,6 +1169,22 @@ class Gateway:
             self._comment(trigger.ticket, text)
             return 422, text
         return 202, message
+
+    def requester_of(self, trigger: TicketTrigger) -> str:
+        """The ticket's author as a Slack user id (``users.lookupByEmail``), so that they cannot
+        approve their own run; else ``jira:<name>``, which gates treat as unknown."""
+        assert self.tickets is not None
+        if trigger.requester_email and self.slack is not None:
+            from slack_sdk.errors import SlackApiError
+
+            try:
+                found = self.slack.get_client().users_lookupByEmail(email=trigger.requester_email)
+                user_id = (found.get("user") or {}).get("id")
+                if isinstance(user_id, str) and is_slack_user_id(user_id):
+                    return user_id
+            except (SlackApiError, OSError) as exc:
+                _log.warning("cannot find %s in Slack: %s", trigger.requester_email, exc)
+        return f"{self.tickets.name}:{trigger.requested_by or 'unknown'}"[:128]
 
     def _comment(self, ticket: str, text: str) -> None:
         assert self.tickets is not None

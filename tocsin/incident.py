@@ -23,6 +23,15 @@ def check_ticket(ticket: str) -> str:
     return key
 
 
+GATEWAY_CHAIN = "GATEWAY"
+"""The gateway's own audit chain: requests refused at the door, refused starts."""
+
+
+def check_chain(name: str) -> str:
+    """An incident's ticket key, or the gateway's own chain (for the audit commands)."""
+    return GATEWAY_CHAIN if name.strip() == GATEWAY_CHAIN else check_ticket(name)
+
+
 @dataclass(frozen=True)
 class Incident:
     """What templates read as ``incident.*``."""

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -189,6 +190,17 @@ webhook_deliveries = Table(
 )
 
 ACTIVE_RUN = ("running", "waiting")
+sealed_inputs = Table(
+    # Secret inputs of runs being started, encrypted; the key travels with the flow run's
+    # parameters, so neither Prefect nor this database alone can read them (sealed_inputs.py).
+    "sealed_inputs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("incident", String(64), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 FINISHED_STEP = ("succeeded", "skipped", "approved", "done", "timed_out")
 HEARTBEAT_STALE_AFTER = timedelta(seconds=45)
 

@@ -38,7 +38,8 @@ RunbookId = Annotated[
 ActionName = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=128)
 ]
-SlackUserId = Annotated[str, StringConstraints(pattern=r"^[UW][A-Z0-9]{2,}$")]
+SLACK_USER_ID_PATTERN = r"^[UW][A-Z0-9]{2,}$"
+SlackUserId = Annotated[str, StringConstraints(pattern=SLACK_USER_ID_PATTERN)]
 SlackUserGroupId = Annotated[str, StringConstraints(pattern=r"^S[A-Z0-9]{2,}$")]
 Text = Annotated[str, StringConstraints(min_length=1)]
 Duration = Annotated[
@@ -53,6 +54,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _TRUE_WORDS = {"true", "yes", "y", "1", "on"}
 _FALSE_WORDS = {"false", "no", "n", "0", "off"}
+
+
+def is_slack_user_id(identity: str) -> bool:
+    """Whether ``identity`` is a Slack user id (U... or W...), the identity approvers have."""
+    return re.fullmatch(SLACK_USER_ID_PATTERN, identity) is not None
 
 
 class _Model(BaseModel):
@@ -307,7 +313,11 @@ class ManualTask(_Model):
 
     instructions: Text
     checklist: list[Text] = Field(default_factory=list)
-    assignee: Name | None = Field(None, description="Role expected to do it, like it_partner")
+    assignee: Name | None = Field(
+        None,
+        description="Role expected to do it, like it_partner; when it names an approver group, "
+        "only that group's people may mark the task done or reject it",
+    )
 
 
 STEP_KINDS = ("action", "approval", "manual", "parallel")
@@ -459,6 +469,11 @@ class Runbook(_Model):
     sources: Annotated[list[Source], Field(min_length=1)]
     inputs: dict[Name, InputSpec] = Field(default_factory=dict)
     approver_groups: dict[Name, ApproverGroup] = Field(default_factory=dict)
+    operators: Name | None = Field(
+        None,
+        description="Approver group that decides manual tasks whose assignee is not a group, "
+        "and steps interrupted by a crash that no gate guards (live: nobody else may)",
+    )
     steps: Annotated[list[Step], Field(min_length=1)]
     handlers: list[Step] = Field(
         default_factory=list, description="Steps run only by an on_failure: {run: [...]}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from tocsin.audit import AuditKey
@@ -13,6 +12,7 @@ from tocsin.errors import ConfigurationError, InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
+from tocsin.launch import flow_run_request
 from tocsin.private_paths import private_folder
 from tocsin.settings import Settings
 from tocsin.validation import LoadedRunbook
@@ -83,17 +83,17 @@ def start_deployment_run(
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
+    journal = journal_for(settings)
+    try:
+        request = flow_run_request(loaded, incident, given_inputs, journal)
+    finally:
+        journal.close()
     try:
         flow_run = run_deployment(  # sync call: async_dispatch types it as maybe-awaitable
             deployment,
-            parameters={
-                "runbook_source": loaded.path.read_text(encoding="utf-8"),
-                "runbook_name": str(loaded.path),
-                "incident": asdict(incident),
-                "inputs": given_inputs,
-            },
-            flow_run_name=f"{incident.ticket}-{runbook.runbook}",
-            tags=[f"incident:{incident.ticket}", f"runbook:{runbook.runbook}"],
+            parameters=request.parameters,
+            flow_run_name=request.name,
+            tags=request.tags,
             timeout=0,
             as_subflow=False,
         )
@@ -170,6 +170,7 @@ def start_run(
                 f"(process {existing.owner})",
                 f"`tocsin status {incident.ticket}` shows what it waits for",
             )
+        request = flow_run_request(loaded, incident, given_inputs, journal)
         previous_flow_run = None
         if existing is not None and existing.status in ("running", "waiting"):
             previous_flow_run = existing.flow_run_id
@@ -215,15 +216,9 @@ def start_run(
         if on_started is not None:
             threading.Thread(target=on_started, args=(sandbox,), daemon=True).start()
         try:
-            with tags(f"incident:{incident.ticket}", f"runbook:{runbook.runbook}"):
-                state = run_runbook.with_options(
-                    flow_run_name=f"{incident.ticket}-{runbook.runbook}"
-                )(
-                    runbook_source=loaded.path.read_text(encoding="utf-8"),
-                    runbook_name=str(loaded.path),
-                    incident=asdict(incident),
-                    inputs=given_inputs,
-                    return_state=True,
+            with tags(*request.tags):
+                state = run_runbook.with_options(flow_run_name=request.name)(
+                    **request.parameters, return_state=True
                 )
                 assert isinstance(state, State)  # a sync flow: never awaitable here
                 result = outcome_of(state)

@@ -158,6 +158,44 @@ class GatewaySettings(BaseModel):
     )
 
 
+class StartRule(BaseModel):
+    """One rule of who may start which runbooks from Slack (`/tocsin run`) or a Jira ticket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runbooks: list[str] = Field(
+        default_factory=lambda: ["*"], description="Runbook ids this rule allows; * for all"
+    )
+    users: list[str] = Field(default_factory=list, description="Slack user ids (U...)")
+    usergroups: list[str] = Field(
+        default_factory=list, description="Slack user groups (S...) whose members may start"
+    )
+    channels: list[str] = Field(
+        default_factory=list,
+        description="Slack channel ids the command must be typed in (none: any channel, "
+        "direct messages included, for the users and user groups above)",
+    )
+    jira_projects: list[str] = Field(
+        default_factory=list, description="Jira project keys whose tickets may start a run"
+    )
+    jira_issue_types: list[str] = Field(
+        default_factory=list,
+        description="Issue types (like Incident) that may start a run; none: any type",
+    )
+
+
+class AccessSettings(BaseModel):
+    """Who may start runs from Slack and Jira; live, nobody unless a rule says so."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: list[StartRule] = Field(
+        default_factory=list,
+        description="Rules, any of which allows a start (TOCSIN_ACCESS__START as JSON, or "
+        "[[access.start]] tables in the TOML file); none: deny all live, allow all in the sandbox",
+    )
+
+
 class Settings(BaseSettings):
     """Where Tocsin keeps its data, which mode it runs in, and where the services are."""
 
@@ -195,6 +233,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     jira: JiraSettings = Field(default_factory=JiraSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     @property
     def audit_key_path(self) -> Path:

@@ -39,6 +39,15 @@ class TicketTrigger:
     """The ticket system's event name, like ``jira:issue_created``."""
     delivery_id: str | None = None
     """The webhook delivery's id, unchanged across the sender's retries (for deduplication)."""
+    requester_email: str = ""
+    """The e-mail of who triggered it, when the ticket system shares it (to find them in Slack)."""
+    issue_type: str = ""
+    """The ticket's type, like ``Incident`` (who may start what can depend on it)."""
+
+    @property
+    def project(self) -> str:
+        """The ticket's project key: ``INC`` for ``INC-12``."""
+        return self.ticket.rsplit("-", 1)[0]
 
 
 @runtime_checkable

@@ -341,7 +341,19 @@ class SemanticChecker:
             self._check_step(info)
         self._check_handlers()
         self._check_clocks()
+        self._check_operators()
         return self.problems
+
+    def _check_operators(self) -> None:
+        groups = self.runbook.approver_groups
+        name = self.runbook.operators
+        if name is not None and name not in groups:
+            hint = _did_you_mean(name, groups) or "declare the group under `approver_groups:`"
+            self.add(
+                ("operators",),
+                f"operators names approver group {name!r}, which is not declared",
+                hint,
+            )
 
     def _check_clocks(self) -> None:
         for name, clock in self.runbook.clocks.items():

@@ -188,7 +188,12 @@ class FakeJira(FakeService):
     # -- webhooks Jira sends ---------------------------------------------------
 
     def webhook_body(
-        self, key: str, event: str = "jira:issue_created", *, triggered_by: str | None = None
+        self,
+        key: str,
+        event: str = "jira:issue_created",
+        *,
+        triggered_by: str | None = None,
+        triggered_by_email: str | None = None,
     ) -> dict[str, Any]:
         """The JSON Jira sends for an event on issue ``key`` (``KeyError`` when unknown)."""
         with self.lock:
@@ -216,6 +221,8 @@ class FakeJira(FakeService):
                 "active": True,
             }
         )
+        if triggered_by_email:  # Jira Cloud shares it only when the profile allows
+            user["emailAddress"] = triggered_by_email
         body: dict[str, Any] = {
             "timestamp": int(time.time() * 1000),
             "webhookEvent": event,
@@ -242,6 +249,7 @@ class FakeJira(FakeService):
         tamper: bool = False,
         delivery_id: str | None = None,
         triggered_by: str | None = None,
+        triggered_by_email: str | None = None,
     ) -> httpx.Response:
         """POST the webhook for issue ``key`` to ``target_url``, signed with ``secret`` (None: unsigned).
 
@@ -250,7 +258,9 @@ class FakeJira(FakeService):
         ``X-Atlassian-Webhook-Identifier`` (a new one per call by default; pass the same
         one to replay a retry).
         """
-        document = self.webhook_body(key, event, triggered_by=triggered_by)
+        document = self.webhook_body(
+            key, event, triggered_by=triggered_by, triggered_by_email=triggered_by_email
+        )
         body = json.dumps(document).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",

@@ -565,6 +565,50 @@ def _conversation_object(channel: SlackChannel) -> dict[str, Any]:
     conversation: dict[str, Any] = {
         "id": channel.id,
         "name": channel.name,
+    @slack_method("users.lookupByEmail", scope="users:read.email")
+    def users_lookup_by_email(self, call: SlackCall) -> dict[str, Any]:
+        email = str(call.args.get("email") or "").strip().lower()
+        with self.lock:
+            directory = None if self.users is None else list(self.users.values())
+        if directory is not None:
+            found = next((u for u in directory if u.email.lower() == email), None)
+        else:  # made-up users: u0abc@sandbox.example.com is U0ABC
+            local, _, domain = email.partition("@")
+            found = (
+                self.user(local.upper())
+                if domain == "sandbox.example.com" and _USER_ID.match(local.upper())
+                else None
+            )
+        if found is None or not email:
+            raise SlackError("users_not_found")
+        return {
+            "user": {
+                "id": found.id,
+                "team_id": TEAM_ID,
+                "name": found.name,
+                "deleted": False,
+                "real_name": found.real_name,
+                "is_bot": False,
+                "profile": {"real_name": found.real_name, "email": found.email},
+            }
+        }
+
+
+def _page(messages: list[PostedSlackMessage], args: Mapping[str, Any]) -> dict[str, Any]:
+    """One page of ``messages`` as conversations.* answer it (cursor: where the next starts)."""
+    try:
+        start = int(str(args.get("cursor") or "0").removeprefix("next:"))
+        limit = max(1, min(1000, int(args.get("limit") or 100)))
+    except ValueError:
+        raise SlackError("invalid_cursor") from None
+    page = messages[start : start + limit]
+    more = start + limit < len(messages)
+    return {
+        "messages": [_message_object(m) for m in page],
+        "has_more": more,
+        "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
+    }
+
         "is_channel": True,
         "is_group": False,
         "is_im": False,
