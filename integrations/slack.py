@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from tocsin.actions import ActionContext, action
+from tocsin.actions import ActionContext, EscapedValues, action
 from tocsin.errors import IntegrationError
 
 SERVICE = "Slack"
@@ -37,6 +37,16 @@ def slack_text(value: object) -> str:
         .replace(">", "&gt;")
         .replace("`", _INERT_BACKTICK)
     )
+
+
+_INERT_FORMATTING = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c"})
+
+
+def slack_value(value: object) -> str:
+    """``value`` placed in mrkdwn someone else wrote (a runbook's ``slack.post_message``
+    text): ``slack_text``, and ``*``, ``_`` and ``~``, which mrkdwn cannot escape, replaced
+    by look-alikes (∗ ˍ ∼) so that the value cannot bold, italicise or strike anything."""
+    return slack_text(value).translate(_INERT_FORMATTING)
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,13 @@ def post_message(
         ),
     ],
     text: Annotated[
-        str, Field(min_length=1, description="Message text; also the notification fallback")
+        str,
+        EscapedValues(slack_value),
+        Field(
+            min_length=1,
+            description="Message text in Slack mrkdwn, also the notification fallback; values "
+            "templated into it are shown as text (no mention, link or formatting)",
+        ),
     ],
     blocks: Annotated[
         list[dict[str, Any]] | None, Field(description="Block Kit blocks, shown instead of text")

@@ -23,7 +23,7 @@ from tests.cli_runner import run_tocsin
 from tests.engine_support import HEAD, settings_journal, start_flow
 from tocsin.audit import AuditKey
 from tocsin.integrations.jira import jira_text
-from tocsin.integrations.slack import slack_text
+from tocsin.integrations.slack import slack_text, slack_value
 from tocsin.report import build_report, render
 from tocsin.report.render import markdown_text
 from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
@@ -58,6 +58,12 @@ steps:
       quorum: 1
       prompt: "Disconnect office {{ inputs.office_name }} ({{ inputs.contact }})?"
       timeout: 1h
+  - id: tell_channel
+    title: Tell the channel
+    action: slack.post_message
+    with:
+      channel: "#support-incidents"
+      text: "Office *{{ inputs.office_name }}* is cut off: <https://status.example|status page>"
   - id: look_up_office
     title: Look the office up
     action: test.fail
@@ -188,6 +194,20 @@ def test_channel_mention_in_input_is_not_a_live_mention(hostile_run: HostileRun)
     assert shown == (  # the thread's header lists the inputs, each in a code span
         '• office_name: `"&lt;!channel&gt; &lt;https://evil.example|Approve here&gt; ˋxˋ *bold*"`'
     )
+
+
+def test_input_in_a_runbooks_own_slack_message_is_text_and_its_markup_is_kept(
+    hostile_run: HostileRun,
+) -> None:
+    posted = [
+        request.json()["text"]
+        for request in hostile_run.slack.calls_of("chat.postMessage")
+        if str(request.json().get("text", "")).startswith("Office *")
+    ]
+    assert posted == [
+        f"Office *{slack_value(OFFICE_NAME)}* is cut off: <https://status.example|status page>"
+    ]
+    assert "<!channel>" not in posted[0] and "<https://evil.example" not in posted[0]
 
 
 def test_link_in_input_cannot_masquerade_as_approve_button(hostile_run: HostileRun) -> None:

@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 from tocsin.errors import ActionError, ConfigurationError, TemplateError, UnknownActionError
 from tocsin.outbound import render_url_template
 from tocsin.settings import Settings
-from tocsin.templating import contains_template, render_value
+from tocsin.templating import contains_template, render_string, render_value
 
 ENTRY_POINT_GROUP = "tocsin.actions"
 BUILTIN_MODULES = (
@@ -67,6 +67,16 @@ UrlTemplate = Annotated[str, _URL_TEMPLATE]
 """A URL parameter: each ``{{ }}`` value in it is percent-encoded when the step is rendered
 (``tocsin.outbound.render_url_template``), so an input fills a path segment or a query
 value and never moves the request elsewhere."""
+
+
+@dataclass(frozen=True)
+class EscapedValues:
+    """Annotated metadata of a text parameter written in a markup (Slack mrkdwn, wiki markup):
+    each ``{{ }}`` value rendered into it goes through ``escape``, so an input or an API
+    value is shown as text and never becomes a mention, a link or formatting, while the
+    markup the runbook's author wrote stays as written."""
+
+    escape: Callable[[str], str]
 
 
 class _WrittenAsIs:
@@ -168,12 +178,28 @@ class ActionDefinition:
                     f"write the {name} itself in the runbook",
                 )
         urls = self.url_parameters()
-        return {
-            name: render_url_template(value, context)
-            if name in urls and isinstance(value, str)
-            else render_value(value, context)
-            for name, value in with_.items()
-        }
+        escapes = self.escaped_parameters()
+        rendered: dict[str, Any] = {}
+        for name, value in with_.items():
+            if name in urls and isinstance(value, str):
+                rendered[name] = render_url_template(value, context)
+            elif name in escapes and isinstance(value, str):
+                try:
+                    rendered[name] = render_string(value, context, escape=escapes[name])
+                except TemplateError as exc:
+                    raise TemplateError(f"`{name}`: {exc.message}", exc.hint) from None
+            else:
+                rendered[name] = render_value(value, context)
+        return rendered
+
+    def escaped_parameters(self) -> dict[str, Callable[[str], str]]:
+        """Text parameters whose templated values are escaped for their markup."""
+        found: dict[str, Callable[[str], str]] = {}
+        for name, info in self.parameters.model_fields.items():
+            for meta in info.metadata:
+                if isinstance(meta, EscapedValues):
+                    found[name] = meta.escape
+        return found
 
     def secrets_needed(self, parameters: Mapping[str, Any]) -> list[str]:
         """Every secret a call with these parameters reads."""

@@ -419,11 +419,35 @@ def _shown(text: str) -> str:
     return repr(stripped if len(stripped) <= 80 else stripped[:77] + "...")
 
 
-def _render_text(source: str, context: Mapping[str, Any]) -> str:
+@lru_cache(maxsize=16)
+def _escaping_environment(escape: Callable[[str], str]) -> Any:
+    """The sandbox, with every ``{{ }}`` value passed through ``escape`` once measured."""
+
+    def finalize(value: Any) -> str:
+        return escape(str(limits.check_output(value)))
+
+    return ENVIRONMENT.overlay(finalize=finalize)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_escaping_template(source: str, escape: Callable[[str], str]) -> Any:
+    for issue in parse_template(source).issues:
+        raise SecurityError(issue.message)
+    return _escaping_environment(escape).from_string(source)
+
+
+def _render_text(
+    source: str, context: Mapping[str, Any], escape: Callable[[str], str] | None = None
+) -> str:
     """Render a template, counting its output as it is produced."""
     pieces: list[str] = []
     size = 0
-    for piece in _compiled_template(source).generate(**context):
+    compiled = (
+        _compiled_template(source)
+        if escape is None
+        else _compiled_escaping_template(source, escape)
+    )
+    for piece in compiled.generate(**context):
         size += len(piece)
         if size > MAX_OUTPUT_CHARS:
             raise TemplateError(
@@ -435,15 +459,21 @@ def _render_text(source: str, context: Mapping[str, Any]) -> str:
     return "".join(pieces)
 
 
-def render_string(text: str, context: Mapping[str, Any]) -> Any:
-    """Render one string; a lone ``{{ expr }}`` keeps its type."""
+def render_string(
+    text: str, context: Mapping[str, Any], *, escape: Callable[[str], str] | None = None
+) -> Any:
+    """Render one string; a lone ``{{ expr }}`` keeps its type.
+
+    ``escape``: the text is markup (Slack mrkdwn...): each ``{{ }}`` value goes through it,
+    while what the author wrote stays as written, and the result is always text.
+    """
     if not is_template(text):
         return text
     budget = limits.CURRENT_LOOP_BUDGET.set(limits.LoopBudget())
     try:
         expression = _single_expression(text)
-        if expression is None:
-            return _render_text(text, context)
+        if expression is None or escape is not None:
+            return _render_text(text, context, escape)
         function, builds = _compiled_expression(expression)
         value = function(**context)
         if isinstance(value, Undefined):
