@@ -404,6 +404,14 @@ EXPECTED: dict[str, list[tuple[int, int, str, str]]] = {
             "write the text out, or use a filter on a value: {{ inputs.name | upper }}",
         ),
     ],
+    "56-unknown-operators-group.yaml": [
+        (
+            10,
+            12,
+            "operators names approver group 'responder', which is not declared",
+            "did you mean 'responders'?",
+        ),
+    ],
 }
 
 
