@@ -255,6 +255,22 @@ class JiraTickets:
             )
         return document
 
+    def comments(self, ticket: str) -> list[dict[str, Any]]:
+        """Every comment of the ticket, oldest first (``GET .../comment``, page by page)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            path = f"{_issue_path(ticket)}/comment?startAt={len(found)}&maxResults=100"
+            document = _json(self._call("jira.comments", ticket, "GET", path), "jira.comments")
+            page = document.get("comments") if isinstance(document, dict) else None
+            if not isinstance(page, list):
+                raise IntegrationError(
+                    "jira.comments", SERVICE, f"answered something other than comments for {ticket}"
+                )
+            found.extend(comment for comment in page if isinstance(comment, dict))
+            total = document.get("total")
+            if not page or not isinstance(total, int) or len(found) >= total:
+                return found
+
     # -- internals -------------------------------------------------------------
 
     def _runbook_of(self, ticket: str, value: Any) -> str:
@@ -504,13 +520,6 @@ def _error_text(response: httpx.Response) -> str:
     return text if len(text) <= ERROR_EXCERPT_LIMIT else text[: ERROR_EXCERPT_LIMIT - 3] + "..."
 
 
-def _requested_by(user: Any) -> str:
-    if isinstance(user, dict):
-        for key in ("displayName", "accountId", "name", "key"):
-            value = user.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-    return "unknown Jira user"
 def _requester_email(user: Any) -> str:
     # Jira Cloud shares it only when the user's profile visibility allows; Data Center does.
     email = user.get("emailAddress") if isinstance(user, dict) else None
@@ -522,3 +531,10 @@ def _issue_type(value: Any) -> str:
     return name.strip()[:64] if isinstance(name, str) else ""
 
 
+def _requested_by(user: Any) -> str:
+    if isinstance(user, dict):
+        for key in ("displayName", "accountId", "name", "key"):
+            value = user.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return "unknown Jira user"

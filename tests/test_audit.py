@@ -51,7 +51,7 @@ def test_an_untouched_chain_verifies_with_its_checkpoints(journal: Journal, key:
     result = journal.verify(TICKET, key.public_key)
     assert result.ok, result.problems
     assert result.records == RECORDS
-    assert result.checkpoints == RECORDS // EVERY
+    assert result.checkpoints == 1 + RECORDS // EVERY  # the first record, then every 5th
     assert result.last_checkpoint_seq == RECORDS
     records = journal.audit_records(TICKET)
     assert [r.seq for r in records] == list(range(1, RECORDS + 1))
@@ -344,7 +344,7 @@ def test_redaction_is_keyed_and_stable(key: AuditKey, tmp_path: Path) -> None:
 def test_a_verification_without_key_checks_the_chain_only(journal: Journal) -> None:
     records = journal.audit_records(TICKET)
     result = verify_chain(TICKET, records, journal.checkpoints_of(TICKET), None)
-    assert result.ok and result.checkpoints == RECORDS // EVERY
+    assert result.ok and result.checkpoints == 1 + RECORDS // EVERY
 
 
 def _checkpoint_at(journal: Journal, seq: int) -> str:
@@ -388,7 +388,7 @@ def test_keygen_refuses_to_overwrite_a_key(cli_trail: dict[str, str]) -> None:
 def test_cli_verify_reports_an_intact_trail(cli_trail: dict[str, str]) -> None:
     result = run_tocsin("audit", "verify", "INC-42", env=cli_trail)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "INC-42: audit trail intact: 12 records, 3 signed checkpoints" in result.stdout
+    assert "INC-42: audit trail intact: 12 records, 4 signed checkpoints" in result.stdout
     as_json = json.loads(run_tocsin("audit", "verify", "INC-42", "--json", env=cli_trail).stdout)
     assert as_json["ok"] is True and as_json["records"] == 12
 
@@ -426,12 +426,14 @@ def test_an_export_verifies_offline_with_the_public_key_alone(cli_trail: dict[st
     header = json.loads(lines[0])
     assert header["type"] == "header" and header["format"] == "tocsin-audit/1"
     kinds = [json.loads(line)["type"] for line in lines[1:]]
-    assert kinds.count("record") == 12 and kinds.count("checkpoint") == 3
-    assert kinds[4] == "checkpoint"  # right after record 4, which it signs
+    # Records 1, 4, 8 and 12 are signed in the journal; the export signs record 12 again.
+    assert kinds.count("record") == 12 and kinds.count("checkpoint") == 5
+    assert kinds[1] == "checkpoint" and kinds[5] == "checkpoint"  # right after what they sign
+    assert json.loads(lines[-1])["reason"] == "export"
     code, output = _verify_file(path, cli_trail)
     assert code == 0, output
-    assert "audit trail intact: 12 records, 3 signed checkpoints" in output
-    head = json.loads(lines[-2])["hash"]
+    assert "audit trail intact: 12 records, 5 signed checkpoints" in output
+    head = json.loads(lines[-3])["hash"]
     code, output = _verify_file(path, cli_trail, "--anchor", f"sha256:{head}")
     assert code == 0 and "found: record 12" in output
 
@@ -482,12 +484,15 @@ def test_a_tampered_export_fails_offline_naming_the_record(
         assert "was inserted: record 6 already exists" in output
 
 
-def test_an_export_cut_short_is_caught_by_the_published_head(cli_trail: dict[str, str]) -> None:
+def test_an_export_cut_short_is_caught_by_its_unsigned_end_and_the_published_head(
+    cli_trail: dict[str, str],
+) -> None:
     path, lines = _export(cli_trail, "cut-short.jsonl")
-    published = json.loads(lines[-2])["hash"]  # posted to Slack at the end of the run
+    published = json.loads(lines[-3])["hash"]  # posted to Slack at the end of the run
     path.write_text("\n".join(_tampered(lines, "cut-short")) + "\n", encoding="utf-8")
     code, output = _verify_file(path, cli_trail)
-    assert code == 0  # consistent on its own: nine records, two checkpoints
+    assert code == 1  # nine records link up, but the export's own signature is gone
+    assert "the end of the export is not signed: record 9 comes after the last checkpoint" in output
     code, output = _verify_file(path, cli_trail, "--anchor", f"sha256:{published}")
     assert code == 1
     assert f"the anchor sha256:{published} is not in the chain" in output

@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -44,6 +45,10 @@ GENESIS = "0" * 64
 """The ``prev_hash`` of an incident's first record."""
 
 REDACTED_PREFIX = "hmac-sha256:"
+
+EXPORT_REASON = "export"
+"""The reason of the checkpoint ``tocsin audit export`` signs over an export's last record."""
+FINISHED_KIND = "run.finished"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -420,11 +425,6 @@ def _scrub(value: Any, known: list[tuple[str, str]]) -> Any:
     return value
 
 
-class RecordingSecrets:
-    """A secret store that tells the redactor each value it hands out."""
-
-    def __init__(self, store: SecretStore, redactor: Redactor) -> None:
-        self._store = store
 class RedactingFilter(logging.Filter):
     """A log filter that writes every known secret of a run as its HMAC, like the trail."""
 
@@ -449,6 +449,11 @@ def redacting_logger(name: str, redactor: Redactor) -> logging.Logger:
     return logger
 
 
+class RecordingSecrets:
+    """A secret store that tells the redactor each value it hands out."""
+
+    def __init__(self, store: SecretStore, redactor: Redactor) -> None:
+        self._store = store
         self._redactor = redactor
 
     def get(self, name: str) -> str | None:
@@ -471,6 +476,46 @@ class Problem:
     message: str
 
 
+@dataclass(frozen=True)
+class PublishedHead:
+    """A head hash found where Tocsin published it (a Slack message, a ticket comment)."""
+
+    head: str
+    seq: int | None
+    """The record number the message names."""
+    where: str
+    """How a person finds it: ``Slack C0AUDIT message 1700000000.000100``."""
+
+
+@dataclass
+class AnchorPlace:
+    """One place where heads are published, as ``verify`` read it."""
+
+    place: str
+    """``Slack channel #incident-audit``, ``Slack incident thread``, ``Jira INC-1``."""
+    reachable: bool
+    heads: list[PublishedHead] = field(default_factory=list)
+    error: str | None = None
+    """Why it could not be read (when not reachable)."""
+    mismatched: list[PublishedHead] = field(default_factory=list)
+    """Published heads that are not in the chain."""
+
+    @property
+    def state(self) -> str:
+        if not self.reachable:
+            return "unreachable"
+        return "mismatch" if self.mismatched else "reachable"
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "place": self.place,
+            "state": self.state,
+            "heads": [{"head": h.head, "seq": h.seq, "where": h.where} for h in self.heads],
+            "mismatched": [h.head for h in self.mismatched],
+            "error": self.error,
+        }
+
+
 @dataclass
 class Verification:
     """What ``tocsin audit verify`` found."""
@@ -484,6 +529,11 @@ class Verification:
     problems: list[Problem] = field(default_factory=list)
     anchor: str | None = None
     anchor_seq: int | None = None
+    anchors: list[AnchorPlace] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Things worth knowing that are not faults (a run still going, a place not reachable)."""
+    hashes: dict[str, int] = field(default_factory=dict, repr=False)
+    """Record number of each hash in the chain (to look published heads up)."""
 
     @property
     def ok(self) -> bool:
@@ -506,7 +556,9 @@ class Verification:
             "key_ids": sorted(self.key_ids),
             "anchor": self.anchor,
             "anchor_seq": self.anchor_seq,
+            "anchors": [place.as_data() for place in self.anchors],
             "problems": [{"seq": p.seq, "message": p.message} for p in self.problems],
+            "notes": list(self.notes),
         }
 
 
@@ -517,12 +569,19 @@ def verify_chain(
     public_key: Ed25519PublicKey | None,
     *,
     anchor: str | None = None,
+    export: bool = False,
 ) -> Verification:
     """Recompute the chain and the checkpoint signatures; name each record that is wrong.
 
     ``records`` come in stored order (by number from the database, in file order from
     an export). Without ``public_key`` the signatures are not checked, only the chain
     and that each checkpoint's head is in it.
+
+    What is not signed fails too: a chain with no checkpoint at all, a finished run
+    (``run.finished``) with no checkpoint at or after it, and, for an ``export``, a last
+    record without the export checkpoint ``tocsin audit export`` signs over it.
+    Records after the last checkpoint of a chain in the database are only a note
+    (a run still going).
     """
     result = Verification(incident=incident, anchor=anchor)
     problems = result.problems
@@ -625,6 +684,7 @@ def verify_chain(
     last_seq = max(by_seq, default=0)
     result.head = by_seq[last_seq].hash if last_seq else None
 
+    signed: list[Checkpoint] = []  # checkpoints whose signature and head are right
     for checkpoint in checkpoints:
         result.checkpoints += 1
         result.key_ids.add(checkpoint.key_id)
@@ -670,6 +730,10 @@ def verify_chain(
             )
         else:
             result.last_checkpoint_seq = max(result.last_checkpoint_seq or 0, checkpoint.seq)
+            signed.append(checkpoint)
+
+    _unsigned_problems(result, ordered, signed, last_seq, export=export)
+    result.hashes = {record.hash: record.seq for record in by_seq.values()}
 
     if anchor is not None:
         wanted = anchor.removeprefix("sha256:").lower()
@@ -685,6 +749,127 @@ def verify_chain(
         else:
             result.anchor_seq = found.seq
     return result
+
+
+def _unsigned_problems(
+    result: Verification,
+    records: list[AuditRecord],
+    signed: list[Checkpoint],
+    last_seq: int,
+    *,
+    export: bool,
+) -> None:
+    """What no valid checkpoint covers: failures, or a note for a chain still growing."""
+    if not records:
+        return
+    if not result.checkpoints:
+        result.problems.append(
+            Problem(
+                None,
+                f"no signed checkpoint: nothing signs the {last_seq} records of this chain "
+                "(every checkpoint was deleted, or the records were written without the "
+                "signing key)",
+            )
+        )
+        return
+    last_signed = max((c.seq for c in signed), default=0)
+    finished = [r for r in records if r.kind == FINISHED_KIND and r.seq > last_signed]
+    for record in finished:
+        result.problems.append(
+            Problem(
+                record.seq,
+                f"{record.describe()} ends a run, but no checkpoint signs the chain at or "
+                "after it: the end-of-run checkpoint is missing (deleted, or the log was cut "
+                "short after it)",
+            )
+        )
+    if export:
+        sealed = any(c.reason == EXPORT_REASON and c.seq == last_seq for c in signed)
+        if not sealed and last_signed < last_seq:
+            first = last_signed + 1
+            which = (
+                f"record {first} comes"
+                if first == last_seq
+                else f"records {first} to {last_seq} come"
+            )
+            result.problems.append(
+                Problem(
+                    first,
+                    f"the end of the export is not signed: {which} after the last "
+                    f"checkpoint (record {last_signed}), and `tocsin audit export` signs the "
+                    "last record of every export; records were cut from its end, with their "
+                    "checkpoints, or added after it was written",
+                )
+            )
+        elif not sealed:
+            result.problems.append(
+                Problem(
+                    last_seq,
+                    f"the export ends at record {last_seq} without its export checkpoint "
+                    "(`tocsin audit export` signs the last record of every export): it was "
+                    "cut short at an earlier checkpoint",
+                )
+            )
+    elif result.unsigned_tail and not finished:
+        result.notes.append(
+            f"the last {result.unsigned_tail} records are after the last checkpoint "
+            "(a run still going, or stopped before signing)"
+        )
+
+
+_PUBLISHED_HEAD = re.compile(
+    r"Audit checkpoint(?: for (?P<ticket>[^\s:]+))?:?\s+record (?P<seq>\d+),\s+head\W{0,3}"
+    r"sha256:(?P<head>[0-9a-f]{64})"
+)
+
+
+def heads_in_text(text: str, incident: str) -> list[tuple[int, str]]:
+    """(record number, head) of each audit checkpoint of ``incident`` a published message states.
+
+    The messages read ``Audit checkpoint for INC-1: record 52, head sha256:<hex>`` (the
+    ticket's own comments leave out ``for INC-1``).
+    """
+    found = []
+    for match in _PUBLISHED_HEAD.finditer(text):
+        ticket = match.group("ticket")
+        if ticket is not None and ticket.strip("*_`") != incident:
+            continue
+        found.append((int(match.group("seq")), match.group("head")))
+    return found
+
+
+def check_published_heads(result: Verification, places: Iterable[AnchorPlace]) -> None:
+    """Each head published where it could be read must be a record hash of the chain."""
+    for place in places:
+        result.anchors.append(place)
+        if not place.reachable:
+            result.notes.append(
+                f"published heads in {place.place} not checked: {place.error or 'unreachable'}"
+            )
+            continue
+        for published in place.heads:
+            seq = result.hashes.get(published.head)
+            named = f"record {published.seq}" if published.seq is not None else "a record"
+            if seq is None:
+                place.mismatched.append(published)
+                result.problems.append(
+                    Problem(
+                        published.seq,
+                        f"the head sha256:{published.head} published in {published.where} "
+                        f"({named}) is not in the chain: the log was truncated or rewritten "
+                        "after that head was published",
+                    )
+                )
+            elif published.seq is not None and published.seq != seq:
+                place.mismatched.append(published)
+                result.problems.append(
+                    Problem(
+                        seq,
+                        f"the head published in {published.where} names record "
+                        f"{published.seq}, but that hash is record {seq} of the chain "
+                        "(the message was altered)",
+                    )
+                )
 
 
 def _original_number(record: AuditRecord, reach: int = 5) -> int | None:

@@ -180,8 +180,15 @@ def _audit_parser(commands: Any) -> None:
     verify.add_argument(
         "--anchor", help="a head hash published earlier (sha256:...) the chain must contain"
     )
+    verify.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not read the heads published in Slack and on the ticket",
+    )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
-    export = actions.add_parser("export", help="write an incident's trail as JSON Lines")
+    export = actions.add_parser(
+        "export", help="write an incident's trail as JSON Lines, signed over its last record"
+    )
     export.add_argument("ticket", metavar="TICKET", help="incident ticket key")
     export.add_argument(
         "-o", "--output", type=Path, help="file to write (default: standard output)"
@@ -565,27 +572,27 @@ def _settings() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import getpass
 
+    from tocsin.errors import InputError
     from tocsin.incident import Incident, check_ticket
     from tocsin.inputs import parse_assignments
+    from tocsin.model import is_slack_user_id
     from tocsin.running import start_run
 
     settings = _settings()
     ticket = check_ticket(args.ticket)
-    registry = _registry()
-    from tocsin.errors import InputError
-    loaded = resolve_runbook(args.runbook, registry)
-    incident = Incident(
-    from tocsin.model import is_slack_user_id
-        ticket=ticket,
-        title=args.title,
-        requested_by=args.actor or getpass.getuser(),
-        requested_via="cli",
     if settings.mode == "live" and not (args.actor and is_slack_user_id(args.actor)):
         # Approvers are Slack ids: a requester known by another name could approve their own run.
         raise InputError(
             "live runs need the requester's Slack user id: --as U…",
             "your Slack member id is in your Slack profile (⋮ → Copy member ID)",
         )
+    registry = _registry()
+    loaded = resolve_runbook(args.runbook, registry)
+    incident = Incident(
+        ticket=ticket,
+        title=args.title,
+        requested_by=args.actor or getpass.getuser(),
+        requested_via="cli",
         detected_at=args.detected_at,
     )
     if args.deployment:
@@ -845,6 +852,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             check_chain(args.ticket),
             public_key_file=args.public_key,
             anchor=args.anchor,
+            check_anchors=not args.offline,
         )
     if args.json:
         print(json.dumps({**result.as_data(), "public_key": str(key_used) if key_used else None}))
@@ -864,27 +872,45 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     else:
         keys = ", ".join(sorted(result.key_ids)) or "none"
         print(f"  signatures checked with {key_used} (checkpoints signed by key {keys})")
-    if result.ok and result.unsigned_tail:
-        print(
-            f"  note: the last {result.unsigned_tail} records are after the last checkpoint "
-            "(a run still going, or stopped before signing)"
-        )
     if result.anchor_seq is not None:
         print(f"  anchor {args.anchor} found: record {result.anchor_seq}")
+    for place in result.anchors:
+        if not place.reachable:
+            continue
+        count = len(place.heads)
+        found = "" if count else " (none found)"
+        state = " — NOT all in the chain" if place.mismatched else ""
+        if count and not place.mismatched:
+            numbers = ", ".join(str(result.hashes[h.head]) for h in place.heads)
+            state = f", in the chain (record{'s' * (count > 1)} {numbers})"
+        print(f"  published heads in {place.place}: {count}{found}{state}")
+    for note in result.notes:
+        print(f"  note: {note}")
     return EXIT_OK if result.ok else EXIT_PROBLEMS
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from tocsin.evidence import export_incident
-    from tocsin.incident import check_ticket
+    from tocsin.incident import check_chain
 
-    text, count = export_incident(_settings(), check_ticket(args.ticket))
+    ticket = check_chain(args.ticket)
+    export = export_incident(_settings(), ticket)
     if args.output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(export.text)
     else:
-        _write_output(args.output, text.encode("utf-8"))
-        print(f"wrote {count} lines to {args.output}", file=sys.stderr)
-    return EXIT_OK
+        _write_output(args.output, export.text.encode("utf-8"))
+        print(f"wrote {export.lines} lines to {args.output}", file=sys.stderr)
+    if export.signed:
+        return EXIT_OK
+    problems = export.verification.problems
+    print(
+        f"the audit trail of {ticket} is NOT intact ({len(problems)} "
+        f"problem{'s' * (len(problems) > 1)}), so the export was NOT signed over its last "
+        f"record: {problems[0].message}",
+        file=sys.stderr,
+    )
+    print(f"  `tocsin audit verify {ticket}` lists every problem", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 def cmd_audit_hmac(args: argparse.Namespace) -> int:

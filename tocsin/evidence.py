@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from tocsin.actions import SecretStore
 from tocsin.audit import (
+    EXPORT_REASON,
+    AnchorPlace,
     AuditKey,
+    AuditRecord,
+    PublishedHead,
     Verification,
+    check_published_heads,
     export_lines,
+    heads_in_text,
     load_public_key,
     public_path,
     read_export,
     verify_chain,
     write_export,
 )
-from tocsin.errors import InputError
+from tocsin.errors import ConfigurationError, InputError, message_of
 from tocsin.journal import Journal, now
 from tocsin.running import journal_for
 from tocsin.settings import Settings
@@ -47,9 +55,18 @@ def default_public_key(settings: Settings) -> tuple[Ed25519PublicKey | None, Pat
 
 
 def verify_incident(
-    settings: Settings, ticket: str, *, public_key_file: Path | None, anchor: str | None
+    settings: Settings,
+    ticket: str,
+    *,
+    public_key_file: Path | None,
+    anchor: str | None,
+    check_anchors: bool = False,
 ) -> tuple[Verification, Path | None]:
-    """Verify the incident's chain in the journal; returns the key file used (None: none)."""
+    """Verify the incident's chain in the journal; returns the key file used (None: none).
+
+    The records and checkpoints are read in one snapshot. ``check_anchors``: also read
+    the heads published in Slack and on the ticket, where they can be reached.
+    """
     if public_key_file is not None:
         public_key: Ed25519PublicKey | None = load_public_key(public_key_file)
         used: Path | None = public_key_file
@@ -57,7 +74,11 @@ def verify_incident(
         public_key, used = default_public_key(settings)
     journal = _open_journal(settings, ticket)
     try:
-        return journal.verify(ticket, public_key, anchor=anchor), used
+        records, signed = journal.audit_trail(ticket)
+        result = verify_chain(ticket, records, signed, public_key, anchor=anchor)
+        if check_anchors:
+            check_published_heads(result, published_heads(settings, journal, ticket, records))
+        return result, used
     finally:
         journal.close()
 
@@ -67,21 +88,179 @@ def verify_export_file(path: Path, public_key_file: Path, anchor: str | None) ->
     public_key = load_public_key(public_key_file)
     export = read_export(path)
     return verify_chain(
-        export.incident, export.records, export.checkpoints, public_key, anchor=anchor
+        export.incident, export.records, export.checkpoints, public_key, anchor=anchor, export=True
     )
 
 
-def export_incident(settings: Settings, ticket: str) -> tuple[str, int]:
-    """The incident's audit trail as JSON Lines text, and its number of lines."""
+@dataclass(frozen=True)
+class Export:
+    """An incident's trail as JSON Lines, and whether it could be signed."""
+
+    text: str
+    lines: int
+    verification: Verification
+    """The trail as it was read for the export; not signed when it is not intact."""
+
+    @property
+    def signed(self) -> bool:
+        return self.verification.ok
+
+
+def export_incident(settings: Settings, ticket: str) -> Export:
+    """The incident's audit trail as JSON Lines, signed over its last record.
+
+    Records and checkpoints are read in one snapshot, verified, and, when intact, a
+    checkpoint (reason ``export``) is signed over the last record and written after it,
+    so that a cut-off end of the file is caught. A trail that is not intact is written
+    without that signature (its problems are in ``verification``).
+    """
     journal = _open_journal(settings, ticket)
     try:
-        records = journal.audit_records(ticket)
-        checkpoints = journal.checkpoints_of(ticket)
+        key = journal.audit_key
+        if key is None:
+            raise ConfigurationError(
+                "exporting the audit trail signs its last record, and there is no audit "
+                f"signing key at {settings.audit_key_path}",
+                "export where Tocsin's runs sign (the machine holding the key), or set "
+                "TOCSIN_AUDIT__KEY_PATH to the key",
+            )
+        records, signed = journal.audit_trail(ticket)
     finally:
         journal.close()
+    exported_at = now()
+    verification = verify_chain(ticket, records, signed, key.public_key)
+    if verification.ok and records:
+        last = records[-1]
+        signed = [
+            *signed,
+            key.checkpoint(
+                incident=ticket, seq=last.seq, head=last.hash, at=exported_at, reason=EXPORT_REASON
+            ),
+        ]
     out = io.StringIO()
-    count = write_export(export_lines(ticket, records, checkpoints, exported_at=now()), out)
-    return out.getvalue(), count
+    count = write_export(export_lines(ticket, records, signed, exported_at=exported_at), out)
+    return Export(out.getvalue(), count, verification)
+
+
+def published_heads(
+    settings: Settings, journal: Journal, ticket: str, records: list[AuditRecord]
+) -> list[AnchorPlace]:
+    """The heads published for ``ticket`` in each place this machine is set up to read.
+
+    The Slack anchor channel (``audit.anchor_channel``) and the incident thread are read
+    with the bot token; the ticket's comments through the ticket system (Jira). A place
+    the trail says a head was published to, but that cannot be read here, is unreachable.
+    """
+    from tocsin.settings import EnvironmentSecrets
+
+    secrets = EnvironmentSecrets()
+    recorded = [
+        str(r.data.get("where") or "") for r in records if r.kind == "audit.checkpoint_anchored"
+    ]
+    places: list[AnchorPlace] = []
+    places.extend(_slack_places(settings, secrets, journal, ticket, recorded))
+    jira_recorded = any(where.startswith("jira:") for where in recorded)
+    if settings.jira.url:
+        places.append(_jira_place(settings, secrets, ticket))
+    elif jira_recorded:
+        places.append(
+            AnchorPlace(
+                f"Jira {ticket}",
+                reachable=False,
+                error="Jira is not configured here (TOCSIN_JIRA__URL)",
+            )
+        )
+    return places
+
+
+def _slack_places(
+    settings: Settings,
+    secrets: SecretStore,
+    journal: Journal,
+    ticket: str,
+    recorded: list[str],
+) -> list[AnchorPlace]:
+    from tocsin.integrations.slack import TOKEN_SECRET, SlackCredentials
+    from tocsin.integrations.slack_incident import THREAD, bot_messages
+
+    thread = journal.post(ticket, THREAD)
+    in_thread = thread.channel if thread else None
+    # Real Slack reads a channel's history by id: when the setting is a #name, read the
+    # channels the trail recorded posting heads to (the thread is read as a thread).
+    recorded_ids = list(
+        dict.fromkeys(
+            where.split(":")[1]
+            for where in recorded
+            if where.startswith("slack:") and where.split(":")[1] != in_thread
+        )
+    )
+    setting = settings.audit.anchor_channel
+    if setting and not setting.startswith("#"):
+        channels = [(f"Slack channel {setting}", setting)]
+    elif setting and recorded_ids:
+        channels = [(f"Slack channel {setting} ({channel})", channel) for channel in recorded_ids]
+    elif setting:
+        channels = [(f"Slack channel {setting}", setting)]
+    else:
+        channels = [(f"Slack channel {channel}", channel) for channel in recorded_ids]
+    wanted: list[tuple[str, str, str | None]] = [(p, c, None) for p, c in channels]
+    if thread is not None:
+        wanted.append(
+            (f"the Slack incident thread ({thread.channel} {thread.ts})", thread.channel, thread.ts)
+        )
+    if not wanted:
+        return []
+    token = secrets.get(TOKEN_SECRET)
+    if not token:
+        return [
+            AnchorPlace(
+                place,
+                reachable=False,
+                error="no Slack bot token here (TOCSIN_SECRET_SLACK_BOT_TOKEN)",
+            )
+            for place, _, _ in wanted
+        ]
+    credentials = SlackCredentials(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout_seconds=min(settings.http_timeout_seconds, 10.0),
+    )
+    places = []
+    for place, channel, thread_ts in wanted:
+        try:
+            messages = bot_messages(credentials, channel, thread_ts=thread_ts)
+        except Exception as exc:  # a place out of reach is a note, never a crash of verify
+            error = message_of(exc)
+            if channel.startswith("#"):
+                error += " (Slack reads a channel's history by id: set audit.anchor_channel to it)"
+            places.append(AnchorPlace(place, reachable=False, error=error))
+            continue
+        heads = [
+            PublishedHead(head, seq, f"Slack {channel} message {ts}")
+            for ts, text in messages
+            for seq, head in heads_in_text(text, ticket)
+        ]
+        places.append(AnchorPlace(place, reachable=True, heads=heads))
+    return places
+
+
+def _jira_place(settings: Settings, secrets: SecretStore, ticket: str) -> AnchorPlace:
+    from tocsin.integrations.jira import JiraTickets
+
+    place = f"Jira {ticket}"
+    try:
+        comments = JiraTickets.from_settings(settings, secrets).comments(ticket)
+    except Exception as exc:  # a place out of reach is a note, never a crash of verify
+        return AnchorPlace(place, reachable=False, error=message_of(exc))
+    heads = []
+    for comment in comments:
+        author = comment.get("author") if isinstance(comment.get("author"), dict) else {}
+        who = (author or {}).get("displayName") or (author or {}).get("accountId") or "someone"
+        for seq, head in heads_in_text(str(comment.get("body") or ""), ticket):
+            heads.append(
+                PublishedHead(head, seq, f"Jira {ticket} comment {comment.get('id')} by {who}")
+            )
+    return AnchorPlace(place, reachable=True, heads=heads)
 
 
 def flow_run_states(settings: Settings, flow_run_ids: list[str]) -> dict[str, str]:
@@ -122,8 +301,8 @@ def incident_report(
     public_key, _ = default_public_key(settings)
     journal = _open_journal(settings, ticket)
     try:
-        records = journal.audit_records(ticket)
-        verification = verify_chain(ticket, records, journal.checkpoints_of(ticket), public_key)
+        records, signed = journal.audit_trail(ticket)
+        verification = verify_chain(ticket, records, signed, public_key)
     finally:
         journal.close()
     flow_run_ids = sorted(

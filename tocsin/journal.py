@@ -54,6 +54,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from tocsin.audit import (
+    FINISHED_KIND,
     GENESIS,
     AuditKey,
     AuditRecord,
@@ -189,7 +190,6 @@ webhook_deliveries = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
-ACTIVE_RUN = ("running", "waiting")
 sealed_inputs = Table(
     # Secret inputs of runs being started, encrypted; the key travels with the flow run's
     # parameters, so neither Prefect nor this database alone can read them (sealed_inputs.py).
@@ -201,6 +201,7 @@ sealed_inputs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
+ACTIVE_RUN = ("running", "waiting")
 FINISHED_STEP = ("succeeded", "skipped", "approved", "done", "timed_out")
 HEARTBEAT_STALE_AFTER = timedelta(seconds=45)
 
@@ -807,12 +808,16 @@ class Journal:
                 hash=digest,
             )
         )
-        if (
-            self.audit_key is not None
-            and self.checkpoint_every
-            and seq % self.checkpoint_every == 0
-        ):
-            self._insert_checkpoint(db, incident, seq, digest, "periodic")
+        if self.audit_key is not None:
+            # The first record and the end of a run are signed in the same transaction as
+            # the record itself: a chain is never unsigned, nor a finished run without its
+            # end-of-run checkpoint, even for a moment (verify fails on both).
+            if kind == FINISHED_KIND:
+                self._insert_checkpoint(db, incident, seq, digest, FINISHED_KIND)
+            elif seq == 1:
+                self._insert_checkpoint(db, incident, seq, digest, "first")
+            elif self.checkpoint_every and seq % self.checkpoint_every == 0:
+                self._insert_checkpoint(db, incident, seq, digest, "periodic")
         return AuditRecord(
             incident=incident,
             seq=seq,
@@ -878,35 +883,41 @@ class Journal:
 
         return self._write(write)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction whose every select sees the database as of one instant.
+
+        Reading the records and then the checkpoints in two transactions while writers
+        append finds checkpoints over records the first read did not see: a truncation
+        that did not happen. SQLite's driver runs selects outside any transaction, so a
+        ``BEGIN`` is sent first (WAL gives the read transaction its own snapshot, writers
+        go on); PostgreSQL reads at REPEATABLE READ (one snapshot per transaction).
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as db:
+                db.exec_driver_sql("BEGIN")
+                try:
+                    yield db
+                finally:
+                    db.rollback()
+            return
+        with self.engine.connect() as db:
+            db = db.execution_options(isolation_level="REPEATABLE READ")
+            with db.begin():
+                yield db
+
+    def audit_trail(self, incident: str) -> tuple[list[AuditRecord], list[Checkpoint]]:
+        """The incident's records and checkpoints, both read in one snapshot."""
+        with self.snapshot() as db:
+            return _records_in(db, incident), _checkpoints_in(db, incident)
+
     def audit_records(self, incident: str) -> list[AuditRecord]:
         with self.transaction() as db:
-            rows = db.execute(
-                select(events).where(events.c.incident == incident).order_by(events.c.seq)
-            ).mappings()
-            return [
-                AuditRecord(
-                    incident=row["incident"],
-                    seq=row["seq"],
-                    at=_aware(row["at"]) or row["at"],
-                    kind=row["kind"],
-                    run_id=row["run_id"],
-                    step_id=row["step_id"],
-                    actor=row["actor"],
-                    data=row["data"],
-                    prev_hash=row["prev_hash"],
-                    hash=row["hash"],
-                )
-                for row in rows
-            ]
+            return _records_in(db, incident)
 
     def checkpoints_of(self, incident: str) -> list[Checkpoint]:
         with self.transaction() as db:
-            rows = db.execute(
-                select(checkpoints)
-                .where(checkpoints.c.incident == incident)
-                .order_by(checkpoints.c.seq)
-            ).mappings()
-            return [_checkpoint_from_row(row) for row in rows]
+            return _checkpoints_in(db, incident)
 
     def has_chain(self, incident: str) -> bool:
         """Whether the incident has at least one audit record."""
@@ -928,13 +939,9 @@ class Journal:
         *,
         anchor: str | None = None,
     ) -> Verification:
-        return verify_chain(
-            incident,
-            self.audit_records(incident),
-            self.checkpoints_of(incident),
-            public_key,
-            anchor=anchor,
-        )
+        """Verify the incident's chain as it stands at one instant (one snapshot)."""
+        records, signed = self.audit_trail(incident)
+        return verify_chain(incident, records, signed, public_key, anchor=anchor)
 
     # webhook deliveries (the gateway's replay protection)
 
@@ -972,6 +979,34 @@ class Journal:
             db.execute(
                 webhook_deliveries.delete().where(webhook_deliveries.c.digest.in_(list(digests)))
             )
+
+
+def _records_in(db: Connection, incident: str) -> list[AuditRecord]:
+    rows = db.execute(
+        select(events).where(events.c.incident == incident).order_by(events.c.seq)
+    ).mappings()
+    return [
+        AuditRecord(
+            incident=row["incident"],
+            seq=row["seq"],
+            at=_aware(row["at"]) or row["at"],
+            kind=row["kind"],
+            run_id=row["run_id"],
+            step_id=row["step_id"],
+            actor=row["actor"],
+            data=row["data"],
+            prev_hash=row["prev_hash"],
+            hash=row["hash"],
+        )
+        for row in rows
+    ]
+
+
+def _checkpoints_in(db: Connection, incident: str) -> list[Checkpoint]:
+    rows = db.execute(
+        select(checkpoints).where(checkpoints.c.incident == incident).order_by(checkpoints.c.seq)
+    ).mappings()
+    return [_checkpoint_from_row(row) for row in rows]
 
 
 def _checkpoint_from_row(row: RowMapping) -> Checkpoint:
