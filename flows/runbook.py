@@ -533,6 +533,10 @@ class RunbookExecution:
             result = definition.invoke(context, parameters)
         except TocsinError as exc:
             self.event("step.attempt_failed", step.id, attempt=attempt, error=exc.message)
+            # Prefect keeps a failed task's message: a secret quoted in it is redacted first.
+            exc.message = self.redactor.scrub(exc.message)
+            exc.hint = self.redactor.scrub(exc.hint)
+            exc.args = tuple(self.redactor.scrub(list(exc.args)))
             raise
         outputs = dict(result)
         if step.outputs:
@@ -1431,6 +1435,7 @@ def run_runbook(
         if sealed_inputs:
             discard(journal, sealed_inputs)
         journal.close()
+    outcome = redactor.scrub(outcome)  # Prefect stores it: no secret quoted in a reason
     if outcome["status"] != "succeeded":
         # The Prefect UI must show a failed, rejected or timed-out runbook as Failed.
         return Failed(message=f"runbook {outcome['status']}: {outcome['reason']}", data=outcome)

@@ -48,6 +48,11 @@ steps:
     title: Log the password
     action: log
     with: {{message: "the new password is {{{{ inputs.temp_password }}}}"}}
+  - id: fails_quoting_it
+    title: Fail, quoting the password
+    action: test.fail
+    with: {{message: "refused password {{{{ inputs.temp_password }}}}"}}
+    on_failure: continue
   - id: gate
     title: Approve the reset
     approval:
