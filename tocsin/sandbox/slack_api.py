@@ -18,7 +18,8 @@ What it does like Slack:
   ``<url>/commands/...``: what is POSTed there is kept in ``responses``.
 
 Methods: ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``conversations.create``, ``conversations.invite``, ``users.info``,
+``conversations.create``, ``conversations.invite``, ``conversations.history``,
+``conversations.replies``, ``auth.test``, ``users.info``, ``users.lookupByEmail``,
 ``usergroups.users.list``.
 
 Adding a method is one function on ``FakeSlack`` decorated with ``@slack_method(name,
@@ -48,7 +49,9 @@ SANDBOX_BOT_TOKEN = "xoxb-tocsin-sandbox"
 TEAM_ID = "T0SANDBOX"
 BOT_USER_ID = "U0TOCSINBOT"
 BOT_ID = "B0TOCSIN"
-DEFAULT_SCOPES = frozenset({"chat:write", "usergroups:read", "users:read", "channels:manage"})
+DEFAULT_SCOPES = frozenset(
+    {"chat:write", "usergroups:read", "users:read", "channels:manage", "channels:history"}
+)
 
 _WORKSPACE_CREATED = 1_700_000_000
 """When the fake workspace's channels were created (epoch seconds); ts values count from here."""
@@ -491,6 +494,42 @@ class FakeSlack(FakeService):
             self.channels[channel.id] = channel
         return {"channel": _conversation_object(channel)}
 
+    @slack_method("auth.test", scope="chat:write")  # Slack asks no scope; every bot here has this
+    def auth_test(self, call: SlackCall) -> dict[str, Any]:
+        return {
+            "url": "https://sandbox.slack.example/",
+            "team": "Sandbox",
+            "user": _BOT_USER.name,
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+        }
+
+    @slack_method("conversations.history", scope="channels:history")
+    def conversations_history(self, call: SlackCall) -> dict[str, Any]:
+        """A channel's messages, newest first, without thread replies; paged by ``cursor``."""
+        channel = self._channel(call.args.get("channel"))
+        with self.lock:
+            found = [
+                m for m in self._messages if m.channel == channel.id and m.thread_ts in (None, m.ts)
+            ]
+        return _page(list(reversed(found)), call.args)
+
+    @slack_method("conversations.replies", scope="channels:history")
+    def conversations_replies(self, call: SlackCall) -> dict[str, Any]:
+        """A thread: its parent message, then the replies, oldest first; paged by ``cursor``."""
+        channel = self._channel(call.args.get("channel"))
+        ts = str(call.args.get("ts") or "")
+        with self.lock:
+            found = [
+                m
+                for m in self._messages
+                if m.channel == channel.id and (m.ts == ts or m.thread_ts == ts)
+            ]
+        if not any(m.ts == ts for m in found):
+            raise SlackError("thread_not_found")
+        return _page(found, call.args)
+
     @slack_method("users.info", scope="users:read")
     def users_info(self, call: SlackCall) -> dict[str, Any]:
         try:
@@ -526,45 +565,6 @@ class FakeSlack(FakeService):
             }
         }
 
-
-def _message_content(args: Mapping[str, Any]) -> tuple[str | None, list[Any] | None]:
-    """The text and blocks of a chat.* call; ``invalid_blocks`` or ``no_text`` when unusable."""
-    text = args.get("text")
-    blocks = args.get("blocks")
-    if isinstance(blocks, str):  # form-encoded bodies carry blocks as a JSON string
-        try:
-            blocks = json.loads(blocks)
-        except ValueError:
-            raise SlackError("invalid_blocks") from None
-    if blocks is not None and not isinstance(blocks, list):
-        raise SlackError("invalid_blocks")
-    if not text and not blocks:
-        raise SlackError("no_text")
-    return (None if text is None else str(text)), copy.deepcopy(blocks)
-
-
-def _message_object(posted: PostedSlackMessage) -> dict[str, Any]:
-    """The message as Slack describes it in chat.* answers and interaction payloads."""
-    message: dict[str, Any] = {
-        "type": "message",
-        "text": posted.text or "",
-        "user": BOT_USER_ID,
-        "bot_id": BOT_ID,
-        "team": TEAM_ID,
-        "ts": posted.ts,
-    }
-    if posted.blocks is not None:
-        message["blocks"] = copy.deepcopy(posted.blocks)
-    if posted.thread_ts is not None:
-        message["thread_ts"] = posted.thread_ts
-    return message
-
-
-def _conversation_object(channel: SlackChannel) -> dict[str, Any]:
-    """A channel as the conversations.* methods describe it."""
-    conversation: dict[str, Any] = {
-        "id": channel.id,
-        "name": channel.name,
     @slack_method("users.lookupByEmail", scope="users:read.email")
     def users_lookup_by_email(self, call: SlackCall) -> dict[str, Any]:
         email = str(call.args.get("email") or "").strip().lower()
@@ -609,6 +609,45 @@ def _page(messages: list[PostedSlackMessage], args: Mapping[str, Any]) -> dict[s
         "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
     }
 
+
+def _message_content(args: Mapping[str, Any]) -> tuple[str | None, list[Any] | None]:
+    """The text and blocks of a chat.* call; ``invalid_blocks`` or ``no_text`` when unusable."""
+    text = args.get("text")
+    blocks = args.get("blocks")
+    if isinstance(blocks, str):  # form-encoded bodies carry blocks as a JSON string
+        try:
+            blocks = json.loads(blocks)
+        except ValueError:
+            raise SlackError("invalid_blocks") from None
+    if blocks is not None and not isinstance(blocks, list):
+        raise SlackError("invalid_blocks")
+    if not text and not blocks:
+        raise SlackError("no_text")
+    return (None if text is None else str(text)), copy.deepcopy(blocks)
+
+
+def _message_object(posted: PostedSlackMessage) -> dict[str, Any]:
+    """The message as Slack describes it in chat.* answers and interaction payloads."""
+    message: dict[str, Any] = {
+        "type": "message",
+        "text": posted.text or "",
+        "user": BOT_USER_ID,
+        "bot_id": BOT_ID,
+        "team": TEAM_ID,
+        "ts": posted.ts,
+    }
+    if posted.blocks is not None:
+        message["blocks"] = copy.deepcopy(posted.blocks)
+    if posted.thread_ts is not None:
+        message["thread_ts"] = posted.thread_ts
+    return message
+
+
+def _conversation_object(channel: SlackChannel) -> dict[str, Any]:
+    """A channel as the conversations.* methods describe it."""
+    conversation: dict[str, Any] = {
+        "id": channel.id,
+        "name": channel.name,
         "is_channel": True,
         "is_group": False,
         "is_im": False,
