@@ -233,6 +233,20 @@ def test_the_end_of_run_head_is_published_to_slack(
     assert journal.verify(ticket, key.public_key, anchor=f"sha256:{head}").ok
 
 
+def test_verify_reads_back_the_head_the_run_published_in_slack(
+    finished_run: tuple[Journal, str], audit_slack: FakeSlack
+) -> None:
+    journal, ticket = finished_run
+    (anchored,) = _of(journal, ticket, "audit.checkpoint_anchored")
+    result = run_tocsin("audit", "verify", ticket)  # the fake Slack's settings are in the env
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        f"published heads in Slack channel #incident-audit (C0AUDIT): 1, in the chain "
+        f"(record {anchored['data']['seq']})" in result.stdout
+    )
+    assert audit_slack.calls_of("conversations.history")
+
+
 # the post-incident report of this known run -----------------------------------------------------
 
 
