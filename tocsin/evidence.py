@@ -249,7 +249,11 @@ def _jira_place(settings: Settings, secrets: SecretStore, ticket: str) -> Anchor
 
     place = f"Jira {ticket}"
     try:
-        comments = JiraTickets.from_settings(settings, secrets).comments(ticket)
+        tickets = JiraTickets.from_settings(settings, secrets)
+        # A person waits for verify: a slow or busy Jira becomes a note, not minutes of retries.
+        tickets.timeout_seconds = min(tickets.timeout_seconds, 10.0)
+        tickets.max_retry_wait_seconds = min(tickets.max_retry_wait_seconds, 2.0)
+        comments = tickets.comments(ticket)
     except Exception as exc:  # a place out of reach is a note, never a crash of verify
         return AnchorPlace(place, reachable=False, error=message_of(exc))
     heads = []
