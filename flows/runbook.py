@@ -709,9 +709,7 @@ class RunbookExecution:
             assert step.undo is not None
             definition = self.registry.get(step.undo.action)
             try:
-                parameters = definition.render_parameters(
-                    step.undo.with_, self.template_context()
-                )
+                parameters = definition.render_parameters(step.undo.with_, self.template_context())
                 context = ActionContext(
                     incident=self.incident.ticket,
                     step_id=step.id,
