@@ -44,6 +44,7 @@ SIGNATURE_HEADER = "x-hub-signature"
 DELIVERY_ID_HEADER = "x-atlassian-webhook-identifier"
 """The header holding a webhook delivery's id; pass its value to ``parse_webhook``."""
 RETRIES_WHEN_BUSY = 3
+MAX_RESPONSE_BYTES = 10_000_000
 """How many times a call answered 429 or 503 is sent again, after Jira's Retry-After."""
 ERROR_EXCERPT_LIMIT = 300
 
@@ -335,10 +336,13 @@ class JiraTickets:
             sent_headers.update(authorization)
         for attempt in range(RETRIES_WHEN_BUSY + 1):
             try:
-                with httpx.Client(timeout=self.timeout_seconds) as client:
-                    response = client.request(
+                with (
+                    httpx.Client(timeout=self.timeout_seconds) as client,
+                    client.stream(
                         method, url, json=json_body, files=files, headers=sent_headers, auth=auth
-                    )
+                    ) as streamed,
+                ):
+                    response = _bounded(streamed, action, url)
             except httpx.TimeoutException:
                 raise IntegrationError(
                     action,
@@ -478,6 +482,35 @@ def _token_hint(user: str | None, verb: str) -> str:
 
 def _issue_path(ticket: str) -> str:
     return f"/rest/api/2/issue/{path_segment(ticket, what='the ticket key')}"
+
+
+def _bounded(streamed: httpx.Response, action: str, url: str) -> httpx.Response:
+    """The response read into memory, refused past ``MAX_RESPONSE_BYTES`` (a Jira answer is
+    a few kilobytes; a hostile or broken one must not fill the memory)."""
+    announced = streamed.headers.get("content-length", "")
+    too_large = IntegrationError(
+        action,
+        SERVICE,
+        f"answered {url} with more than {MAX_RESPONSE_BYTES // 1_000_000} MB; nothing was read past that",
+        "check settings.jira.url points at Jira itself",
+    )
+    if announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+        raise too_large
+    body = bytearray()
+    for chunk in streamed.iter_bytes():
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise too_large
+    return httpx.Response(
+        streamed.status_code,
+        headers=[
+            (name, value)
+            for name, value in streamed.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length")  # read decoded
+        ],
+        content=bytes(body),
+        request=streamed.request,
+    )
 
 
 def _json(response: httpx.Response, action: str) -> Any:

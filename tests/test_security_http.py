@@ -541,6 +541,18 @@ def test_a_jira_ticket_key_cannot_reach_another_jira_path(platform: Recorder, ke
     assert platform.requests == []
 
 
+def test_a_flood_from_jira_is_refused_without_reading_it_all() -> None:
+    total = 256 * 1024 * 1024
+    with Flood(total) as flood:
+        jira = JiraTickets(flood.url, TOKEN)
+        with pytest.raises(IntegrationError) as caught:
+            jira.issue("INC-1")
+        wait_until(flood.done.is_set, timeout=10, what="the server to see the client go")
+
+    assert flood.sent < total // 4  # stopped near the 10 MB limit, plus socket buffers
+    assert "more than 10 MB" in caught.value.message
+
+
 def test_a_normal_ticket_key_is_one_segment() -> None:
     assert path_segment("INC-42") == "INC-42"
     assert path_segment("A/B") == "A%2FB"
