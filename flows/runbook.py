@@ -745,7 +745,6 @@ class RunbookExecution:
         existing = self.journal.step(self.run_id, step.id)
         requester = self.incident.requested_by
         if in_doubt:
-            doubt_group, deciding = self.in_doubt_deciders(step)
             request = WaitRequest(
                 kind="in_doubt",
                 prompt=(
@@ -756,7 +755,7 @@ class RunbookExecution:
                 deadline=(now() + MANUAL_TASK_DEFAULT_TIMEOUT).isoformat(),
                 requester=requester,
                 gate_hash=gate_hash(self.loaded.digest, step.id, {"in_doubt": step.id}),
-                **self.deciders(step.id, doubt_group, deciding),
+                **self.deciders(step.id, self.in_doubt_deciders(step)),
             )
         elif step.approval is not None:
             gate = step.approval
@@ -788,10 +787,11 @@ class RunbookExecution:
             assert step.manual is not None
             timeout = step.timeout or MANUAL_TASK_DEFAULT_TIMEOUT
             assignee = step.manual.assignee
-            if assignee is not None and assignee in self.runbook.approver_groups:
-                group_name: str | None = assignee
-            else:
-                group_name = self.runbook.operators
+            deciding = (
+                self.group_named(assignee)
+                if assignee in self.runbook.approver_groups
+                else self.group_named(self.runbook.operators)
+            )
             request = WaitRequest(
                 kind="manual",
                 prompt=str(render_value(step.manual.instructions, self.template_context())).strip(),
@@ -802,11 +802,7 @@ class RunbookExecution:
                     str(render_value(item, self.template_context()))
                     for item in step.manual.checklist
                 ],
-                **self.deciders(
-                    step.id,
-                    group_name,
-                    self.runbook.approver_groups.get(group_name) if group_name else None,
-                ),
+                **self.deciders(step.id, deciding),
             )
         # A secret input templated into a prompt or a checklist is shown and stored redacted.
         request = WaitRequest.from_data(self.redactor.scrub(request.as_data()))
@@ -864,31 +860,36 @@ class RunbookExecution:
                 people.update(members)
         return sorted(people)
 
-    def deciders(
-        self, step_id: str, group_name: str | None, group: ApproverGroup | None
-    ) -> dict[str, Any]:
-        """Who may decide a manual task or an in-doubt step: a group, or (sandbox) anyone."""
-        if group is None:
+    def deciders(self, step_id: str, groups: list[tuple[str, ApproverGroup]]) -> dict[str, Any]:
+        """Who may decide a manual task or an in-doubt step: the groups, or (sandbox) anyone."""
+        if not groups:
             # Deny by default live; the sandbox lets anyone try a runbook that names nobody.
             return {"open_to_anyone": self.settings.mode == "sandbox", "group": ""}
+        people: set[str] = set()
+        for _, group in groups:
+            people.update(self.eligible_approvers(step_id, group.users, group.usergroup))
         return {
-            "approvers": self.eligible_approvers(step_id, group.users, group.usergroup),
-            "usergroups": [group.usergroup] if group.usergroup else [],
-            "group": group_name or "",
+            "approvers": sorted(people),
+            "usergroups": [g.usergroup for _, g in groups if g.usergroup],
+            "group": "+".join(name for name, _ in groups),
         }
 
-    def in_doubt_deciders(self, step: Step) -> tuple[str | None, ApproverGroup | None]:
+    def group_named(self, name: str | None) -> list[tuple[str, ApproverGroup]]:
+        group = self.runbook.approver_groups.get(name) if name else None
+        return [(name, group)] if name and group is not None else []
+
+    def in_doubt_deciders(self, step: Step) -> list[tuple[str, ApproverGroup]]:
         """Running an interrupted destructive step again takes the people of the gate that
-        guarded it, else the runbook's operators."""
+        guarded it (its escalation group too, who may have approved it), else the runbook's
+        operators."""
         for candidate, _ in self.runbook.iter_steps():
-            if candidate.approval is None:
+            gate = candidate.approval
+            if gate is None:
                 continue
             covered = [self.runbook.step(i) for i in self.guarded_ids(candidate)]
             if step.id in {s.id for s in _flatten(covered)} | {s.id for s in covered}:
-                gate_group = candidate.approval.approvers
-                return gate_group, self.runbook.approver_groups[gate_group]
-        operators = self.runbook.operators
-        return operators, self.runbook.approver_groups.get(operators) if operators else None
+                return self.group_named(gate.approvers) + self.group_named(gate.escalate_to)
+        return self.group_named(self.runbook.operators)
 
     def guarded_ids(self, gate_step: Step) -> list[str]:
         """The steps a gate's decision covers: its ``guards:``, else the steps up to the next gate."""

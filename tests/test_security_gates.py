@@ -349,7 +349,10 @@ def test_nobody_but_the_gates_approvers_can_rerun_an_interrupted_destructive_ste
 ) -> None:
     from tocsin.validation import load_runbook_bytes
 
-    text = GATED.format(runbook_id="sec-in-doubt", quorum=1)
+    text = GATED.format(runbook_id="sec-in-doubt", quorum=1).replace(
+        '      prompt: "Cut office',
+        "      on_timeout: escalate\n      escalate_to: managers\n      prompt: \"Cut office",
+    )
     ticket = "SEC-5"
     # What a crash in the middle of cut_off leaves in the journal: gate approved, step running.
     from tocsin.actions import ActionRegistry
@@ -371,7 +374,9 @@ def test_nobody_but_the_gates_approvers_can_rerun_an_interrupted_destructive_ste
     journal.set_run(run.id, status="running", heartbeat_at=None, owner="gone-host:1")
     flow = start(environment, journal, text, ticket)
     request = flow.request("cut_off")
-    assert request.kind == "in_doubt" and request.group == "leads"
+    # the gate's group and its escalation group (who may have approved it) decide
+    assert request.kind == "in_doubt" and request.group == "leads+managers"
+    assert {"U0LEAD2", "U0BOSS1"} <= set(request.approvers)
     for actor, kind, reason in (
         ("U0REQUESTER", "approve", "cannot alone run 'cut_off' again"),
         ("U0STRANGER", "approve", "U0STRANGER is not in leads"),
@@ -380,7 +385,7 @@ def test_nobody_but_the_gates_approvers_can_rerun_an_interrupted_destructive_ste
         with pytest.raises(DecisionRefused, match=reason):
             flow.decide("cut_off", kind, actor)
     assert not (environment / ticket / "cut_off").exists()
-    flow.decide("cut_off", "approve", "U0LEAD2")
+    flow.decide("cut_off", "approve", "U0BOSS1")
     assert flow.finish()["status"] == "succeeded"
     refused = [d for k, _, d in events(journal, ticket) if k == "decision.refused"]
     assert len(refused) == 3
