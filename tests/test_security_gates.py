@@ -351,7 +351,7 @@ def test_nobody_but_the_gates_approvers_can_rerun_an_interrupted_destructive_ste
 
     text = GATED.format(runbook_id="sec-in-doubt", quorum=1).replace(
         '      prompt: "Cut office',
-        "      on_timeout: escalate\n      escalate_to: managers\n      prompt: \"Cut office",
+        '      on_timeout: escalate\n      escalate_to: managers\n      prompt: "Cut office',
     )
     ticket = "SEC-5"
     # What a crash in the middle of cut_off leaves in the journal: gate approved, step running.
