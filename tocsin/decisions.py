@@ -9,6 +9,7 @@ flow's conditional update applies it at most once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tocsin.gates import Proposal, WaitRequest, judge
 from tocsin.journal import DecisionRecord, Journal, RunRecord
 
 SETTLE_TIMEOUT_SECONDS = 20.0
+_log = logging.getLogger(__name__)
 
 
 class DecisionRefused(TocsinError):
@@ -187,7 +189,8 @@ def deliver_decision(
     journal: Journal, run: RunRecord, decision: DecisionRecord, *, wait: bool
 ) -> None:
     """Resume the paused flow; if it is busy, it finds the decision in the journal itself."""
-    from prefect.exceptions import FlowPauseTimeout
+    import httpx
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
     from prefect.flow_runs import resume_flow_run
 
     if run.flow_run_id is None:
@@ -215,8 +218,10 @@ def deliver_decision(
                 delivered = True
             except FlowPauseTimeout:
                 return  # the gate's time is over; the flow settles the decision as refused
-            except Exception:  # NotPausedError or a busy server: the flow is between two waits
-                pass
+            except (NotPausedError, RuntimeError, ObjectNotFound, httpx.HTTPError) as exc:
+                # The flow is between two waits, or the server is busy: it reads the journal
+                # before it waits again, so the decision is applied all the same.
+                _log.debug("decision %s not delivered yet: %s", decision.id, exc)
         if delivered and not wait:
             return
         time.sleep(0.1)

@@ -132,7 +132,9 @@ def _mark_crashed(flow_run_id: str) -> None:
     """The previous process died mid-run: say so in Prefect, so its UI does not show it running."""
     from uuid import UUID
 
+    import httpx
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
     try:
@@ -142,7 +144,7 @@ def _mark_crashed(flow_run_id: str) -> None:
                 Crashed(message="the process running it stopped; a new run continues it"),
                 force=True,
             )
-    except Exception:  # best effort: the journal, not Prefect, decides what runs again
+    except (ObjectNotFound, httpx.HTTPError):  # best effort: the journal decides what runs again
         return
 
 
