@@ -70,15 +70,19 @@ def _with_step(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "document",
+    ("document", "where", "rule"),
     [
-        {**MINIMAL, "step": []},
-        {**MINIMAL, "severity": "hihg"},
-        _with_step(manual={"instructions": "Do it"}),
-        _with_step(action="slack.post_mesage"),
-        _with_step(**{"with": {"mesage": "hi"}}),
-        _with_step(**{"with": {"message": "hi", "level": "loud"}}),
-        _with_step(timeout="30"),
+        ({**MINIMAL, "step": []}, "$", "additionalProperties"),
+        ({**MINIMAL, "severity": "hihg"}, "$.severity", "enum"),
+        (_with_step(manual={"instructions": "Do it"}), "$.steps[0]", "oneOf"),
+        (_with_step(action="slack.post_mesage"), "$.steps[0].action", "enum"),
+        (_with_step(**{"with": {"mesage": "hi"}}), "$.steps[0].with", "additionalProperties"),
+        (
+            _with_step(**{"with": {"message": "hi", "level": "loud"}}),
+            "$.steps[0].with.level",
+            "anyOf",
+        ),
+        (_with_step(timeout="30"), "$.steps[0].timeout", "anyOf"),
     ],
     ids=[
         "unknown-key",
@@ -90,5 +94,9 @@ def _with_step(**changes: Any) -> dict[str, Any]:
         "bad-duration",
     ],
 )
-def test_malformed_runbooks_fail_the_schema(document: dict[str, Any]) -> None:
-    assert _errors(document) != []
+def test_malformed_runbooks_fail_the_schema_where_they_are_wrong(
+    document: dict[str, Any], where: str, rule: str
+) -> None:
+    # The error an editor shows must point at the wrong key, for the right reason.
+    found = {(error.json_path, error.validator) for error in VALIDATOR.iter_errors(document)}
+    assert (where, rule) in found, found
