@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from tocsin.gateway import Gateway
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira, FakeSlack
 from tocsin.sandbox.jira_api import (
@@ -84,3 +85,20 @@ def settings_journal() -> Iterator[Journal]:
         yield opened
     finally:
         opened.close()
+
+
+@contextmanager
+def gateway_from_settings() -> Iterator[Gateway]:
+    """A gateway built from the current settings, with the Jira they name (closed afterwards)."""
+    from tocsin.integrations.jira import JiraTickets
+    from tocsin.settings import EnvironmentSecrets
+
+    settings = load_settings()
+    tickets = (
+        JiraTickets.from_settings(settings, EnvironmentSecrets()) if settings.jira.url else None
+    )
+    gateway = Gateway(settings, tickets=tickets)
+    try:
+        yield gateway
+    finally:
+        gateway.close()

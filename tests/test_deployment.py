@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.cli_runner import ROOT, TOCSIN, run_tocsin
 from tests.engine_support import settings_journal, wait_until
+from tocsin.journal import RunRecord
 
 pytestmark = pytest.mark.slow
 PREFECT = Path(sys.executable).parent / "prefect"
@@ -69,52 +71,64 @@ def worker(prefect_server: str) -> Iterator[None]:
     process.wait(timeout=30)
 
 
-def test_a_run_triggered_through_the_deployment_runs_on_the_worker(
-    worker: None, tmp_path: Path
-) -> None:
-    runbook = tmp_path / "deployed.yaml"
-    runbook.write_text(RUNBOOK)
+@dataclass
+class DeployedRun:
+    """A ``tocsin run --deployment`` that reached its gate, was approved, and ended."""
+
+    output: str
+    returncode: int
+    pid: int
+    run: RunRecord | None
+
+
+def run_approved_through_the_deployment(runbook: Path, ticket: str, *extra: str) -> DeployedRun:
+    """Start ``runbook`` with ``tocsin run --deployment``, approve its gate from the CLI once
+    the worker's run waits there, and wait for the command to end."""
     process = subprocess.Popen(
-        [
-            str(TOCSIN),
-            "run",
-            str(runbook),
-            "--ticket",
-            "DEP-1",
-            "--as",
-            "U0REQUESTER",
-            "--deployment",
-        ],
+        [str(TOCSIN), "run", str(runbook), "--ticket", ticket, "--as", "U0REQUESTER", *extra]
+        + ["--deployment"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     journal = settings_journal()
+    runbook_id = runbook.stem
     try:
 
         def gate_waiting() -> bool:
-            run = journal.find_run("DEP-1", "deployed")
+            run = journal.find_run(ticket, runbook_id)
             record = journal.step(run.id, "gate") if run else None
             return record is not None and record.status == "waiting"
 
         wait_until(gate_waiting, timeout=120, what="the deployed run to reach its gate")
-        run = journal.find_run("DEP-1", "deployed")
-        assert run is not None and run.owner is not None
-        approved = run_tocsin("approve", "DEP-1", "gate", "--as", "U0LEAD1")
+        approved = run_tocsin("approve", ticket, "gate", "--as", "U0LEAD1")
         assert approved.returncode == 0, approved.stderr
         output, _ = process.communicate(timeout=120)
+        return DeployedRun(
+            output, process.returncode, process.pid, journal.find_run(ticket, runbook_id)
+        )
     finally:
         journal.close()
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 0, output
+
+
+def test_a_run_triggered_through_the_deployment_runs_on_the_worker(
+    worker: None, tmp_path: Path
+) -> None:
+    runbook = tmp_path / "deployed.yaml"
+    runbook.write_text(RUNBOOK)
+    deployed = run_approved_through_the_deployment(runbook, "DEP-1")
+    output, run = deployed.output, deployed.run
+    assert run is not None and run.owner is not None
+    assert deployed.returncode == 0, output
     assert "triggered flow run DEP-1-deployed on deployment run-runbook/tocsin" in output
     assert "gate: step.approved" in output
     assert "run.finished" in output
     # the flow ran in the worker's process, not in the `tocsin run` process
-    assert not run.owner.endswith(f":{process.pid}")
+    assert not run.owner.endswith(f":{deployed.pid}")
 
 
 def test_an_unknown_deployment_is_a_clear_error(prefect_server: str, tmp_path: Path) -> None:
@@ -142,43 +156,9 @@ def test_a_secret_input_sent_through_the_deployment_never_reaches_prefect(
         .replace('prompt: "Go?"', 'prompt: "Go with {{ inputs.code }}?"')
         .replace("message: bye", 'message: "bye {{ inputs.code }}"')
     )
-    process = subprocess.Popen(
-        [
-            str(TOCSIN),
-            "run",
-            str(runbook),
-            "--ticket",
-            "DEP-3",
-            "--as",
-            "U0REQUESTER",
-            "--set",
-            f"code={secret}",
-            "--deployment",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    journal = settings_journal()
-    try:
-
-        def gate_waiting() -> bool:
-            run = journal.find_run("DEP-3", "deployed-secret")
-            record = journal.step(run.id, "gate") if run else None
-            return record is not None and record.status == "waiting"
-
-        wait_until(gate_waiting, timeout=120, what="the deployed run to reach its gate")
-        approved = run_tocsin("approve", "DEP-3", "gate", "--as", "U0LEAD1")
-        assert approved.returncode == 0, approved.stderr
-        output, _ = process.communicate(timeout=120)
-        run = journal.find_run("DEP-3", "deployed-secret")
-    finally:
-        journal.close()
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, output
+    deployed = run_approved_through_the_deployment(runbook, "DEP-3", "--set", f"code={secret}")
+    output, run = deployed.output, deployed.run
+    assert deployed.returncode == 0, output
     assert run is not None and run.status == "succeeded"
     assert secret not in output
     assert files_containing(secret, *everything_written(tmp_path)) == []

@@ -19,7 +19,12 @@ import httpx
 import pytest
 
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
-from tests.gateway_support import environment_variables, service_settings, settings_journal
+from tests.gateway_support import (
+    environment_variables,
+    gateway_from_settings,
+    service_settings,
+    settings_journal,
+)
 from tocsin.gateway import GATEWAY_CHAIN, MIN_REFRESH_SECONDS, Gateway, GatewayServer
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
@@ -117,14 +122,8 @@ def environment(
 
 @pytest.fixture(scope="module")
 def gateway(environment: Path) -> Iterator[Gateway]:
-    from tocsin.integrations.jira import JiraTickets
-    from tocsin.settings import EnvironmentSecrets
-
-    settings = load_settings()
-    tickets = JiraTickets.from_settings(settings, EnvironmentSecrets())
-    service = Gateway(settings, tickets=tickets)
-    yield service
-    service.close()
+    with gateway_from_settings() as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,12 @@ import pytest
 
 from tests.cli_runner import run_tocsin
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
-from tests.gateway_support import environment_variables, service_settings, settings_journal
+from tests.gateway_support import (
+    environment_variables,
+    gateway_from_settings,
+    service_settings,
+    settings_journal,
+)
 from tocsin.audit import AuditKey
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
@@ -125,13 +130,8 @@ def environment(
 
 @pytest.fixture(scope="module")
 def gateway(environment: Path) -> Iterator[Gateway]:
-    from tocsin.integrations.jira import JiraTickets
-    from tocsin.settings import EnvironmentSecrets
-
-    settings = load_settings()
-    service = Gateway(settings, tickets=JiraTickets.from_settings(settings, EnvironmentSecrets()))
-    yield service
-    service.close()
+    with gateway_from_settings() as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,12 @@ import httpx
 import pytest
 
 from tests.engine_support import HEAD, wait_until
-from tests.gateway_support import environment_variables, service_settings, settings_journal
+from tests.gateway_support import (
+    environment_variables,
+    gateway_from_settings,
+    service_settings,
+    settings_journal,
+)
 from tocsin.gateway import GATEWAY_CHAIN, MAX_CLAIM_CHARS, Gateway, GatewayServer
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira
@@ -86,14 +91,11 @@ def environment(
 
 @pytest.fixture(scope="module")
 def server(environment: Path) -> Iterator[GatewayServer]:
-    from tocsin.integrations.jira import JiraTickets
-    from tocsin.settings import EnvironmentSecrets
-
-    settings = load_settings()
-    gateway = Gateway(settings, tickets=JiraTickets.from_settings(settings, EnvironmentSecrets()))
-    with GatewayServer(gateway.app, settings=settings.gateway) as running:
+    with (
+        gateway_from_settings() as gateway,
+        GatewayServer(gateway.app, settings=gateway.settings.gateway) as running,
+    ):
         yield running
-    gateway.close()
 
 
 @pytest.fixture

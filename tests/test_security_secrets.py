@@ -20,12 +20,16 @@ import pytest
 
 from tests.cli_runner import ROOT, TOCSIN, run_tocsin
 from tests.engine_support import wait_until
-from tests.gateway_support import environment_variables, service_settings, settings_journal
-from tocsin.gateway import Gateway, GatewayServer
+from tests.gateway_support import (
+    environment_variables,
+    gateway_from_settings,
+    service_settings,
+    settings_journal,
+)
+from tocsin.gateway import GatewayServer
 from tocsin.journal import Journal
 from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
 from tocsin.sandbox.slack_user import SimulatedSlack
-from tocsin.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -218,65 +222,58 @@ def test_a_secret_input_given_on_the_cli_is_never_written_anywhere(
 def test_a_secret_input_given_in_slack_reaches_neither_prefect_nor_slack_nor_jira(
     environment: Path, journal: Journal, slack: FakeSlack, jira: FakeJira, tmp_path: Path
 ) -> None:
-    from tocsin.integrations.jira import JiraTickets
-    from tocsin.settings import EnvironmentSecrets
-
     secret = "Zq7-slack-SECRET-88aa01"
     ticket = "SECRET-2"
     jira.add_issue(ticket, {"summary": "Phished mailbox"})
     state = tmp_path / "state"
     state.mkdir()
-    settings = load_settings()
-    gateway = Gateway(settings, tickets=JiraTickets.from_settings(settings, EnvironmentSecrets()))
-    try:
-        with (
-            GatewayServer(gateway.app) as server,
-            SimulatedSlack(server.url, SIGNING_SECRET, fake_slack=slack) as person,
-        ):
-            started = person.slash_command(
-                "U0REQUESTER",
-                f"run secret-paths {ticket} state={state} temp_password={secret}",
-            )
-            assert "started for SECRET-2" in started.json()["text"]
-            wait_until(lambda: waiting(journal, ticket, "gate"), timeout=120, what="the gate")
-            status = person.slash_command("U0REQUESTER", f"status {ticket}").json()["text"]
-            assert "Reset the mailbox with hmac-sha256:" in status and secret not in status
+    with (
+        gateway_from_settings() as gateway,
+        GatewayServer(gateway.app) as server,
+        SimulatedSlack(server.url, SIGNING_SECRET, fake_slack=slack) as person,
+    ):
+        started = person.slash_command(
+            "U0REQUESTER",
+            f"run secret-paths {ticket} state={state} temp_password={secret}",
+        )
+        assert "started for SECRET-2" in started.json()["text"]
+        wait_until(lambda: waiting(journal, ticket, "gate"), timeout=120, what="the gate")
+        status = person.slash_command("U0REQUESTER", f"status {ticket}").json()["text"]
+        assert "Reset the mailbox with hmac-sha256:" in status and secret not in status
 
-            def gate_message() -> object:
-                for message in slack.messages:
-                    if "tocsin_approve" in json.dumps(message.blocks or []):
-                        return message
-                return None
+        def gate_message() -> object:
+            for message in slack.messages:
+                if "tocsin_approve" in json.dumps(message.blocks or []):
+                    return message
+            return None
 
-            message = wait_until(gate_message, what="the gate message")
-            assert person.click("U0LEAD1", message, "tocsin_approve").status_code == 200  # type: ignore[arg-type]
-            wait_until(lambda: waiting(journal, ticket, "tell"), timeout=60, what="the task")
-            from tocsin.decisions import submit
+        message = wait_until(gate_message, what="the gate message")
+        assert person.click("U0LEAD1", message, "tocsin_approve").status_code == 200  # type: ignore[arg-type]
+        wait_until(lambda: waiting(journal, ticket, "tell"), timeout=60, what="the task")
+        from tocsin.decisions import submit
 
-            submit(
-                journal,
-                incident=ticket,
-                step_id="tell",
-                kind="done",
-                actor="U0LEAD2",
-                channel="test",
-                checklist=[1],
-            )
-            wait_until(
-                lambda: (
-                    (r := journal.find_run(ticket, "secret-paths")) is not None
-                    and r.status == "succeeded"
-                ),
-                timeout=60,
-                what="the run to succeed",
-            )
-            wait_until(
-                lambda: any("Audit checkpoint" in c.body for c in jira.comments(ticket)),
-                timeout=60,
-                what="the last ticket comment",
-            )
-    finally:
-        gateway.close()
+        submit(
+            journal,
+            incident=ticket,
+            step_id="tell",
+            kind="done",
+            actor="U0LEAD2",
+            channel="test",
+            checklist=[1],
+        )
+        wait_until(
+            lambda: (
+                (r := journal.find_run(ticket, "secret-paths")) is not None
+                and r.status == "succeeded"
+            ),
+            timeout=60,
+            what="the run to succeed",
+        )
+        wait_until(
+            lambda: any("Audit checkpoint" in c.body for c in jira.comments(ticket)),
+            timeout=60,
+            what="the last ticket comment",
+        )
     assert (state / f"reset-{secret}").exists()
     # Slack received the command (Slack's own copy is out of Tocsin's hands); what
     # Tocsin sent it and Jira must not carry the value.
