@@ -41,6 +41,8 @@ from tocsin.audit import RecordingSecrets, Redactor, redacting_logger
 from tocsin.errors import (
     ConfigurationError,
     IntegrationError,
+    RunStopped,
+    StepFailed,
     TemplateError,
     TocsinError,
     message_of,
@@ -75,20 +77,6 @@ class HumanDecision(RunInput):
     checklist: list[int] | None = None
     gate_hash: str | None = None
     decision_id: int | None = None
-
-
-class StepFailed(Exception):
-    def __init__(self, step_id: str, message: str) -> None:
-        super().__init__(message)
-        self.step_id = step_id
-        self.message = message
-
-
-class RunStopped(Exception):
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:

@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from tocsin.errors import TocsinError
+from tocsin.errors import DecisionRefused
 from tocsin.gates import Proposal, WaitRequest, judge
 from tocsin.journal import DecisionRecord, Journal, RunRecord
 
 SETTLE_TIMEOUT_SECONDS = 20.0
 _log = logging.getLogger(__name__)
-
-
-class DecisionRefused(TocsinError):
-    """A decision that was refused, and recorded as such."""
 
 
 @dataclass(frozen=True)
@@ -233,3 +229,7 @@ def _hint_for(refusal: str, incident: str) -> str:
     if "approver group" in refusal:
         return "ask someone of the group, or have the runbook's approver group changed"
     return ""
+
+
+# DecisionRefused lives in the error tree (tocsin.errors); callers catch it from here too.
+__all__ = ["DecisionRefused", "Outcome", "deliver_decision", "find_waiting_run", "submit"]

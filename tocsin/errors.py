@@ -7,7 +7,10 @@
     ├── ActionError             an action failed; names the action and, where known, the service
     │   └── IntegrationError    a remote service refused or failed (status, permission to grant)
     ├── UnknownActionError      no installed package provides the named action
-    └── ConfigurationError      settings, secrets or the action registry are wrong
+    ├── ConfigurationError      settings, secrets or the action registry are wrong
+    ├── DecisionRefused         a person's decision on a waiting step was refused (and audited)
+    ├── StepFailed              a step of a run failed; names the step
+    └── RunStopped              a run stopped before its last step (failed, rejected, timed out)
 
 The CLI prints ``message`` and ``hint`` and exits with the code of the class
 (see ``exit_code``); a traceback is shown only with ``--debug``.
@@ -134,3 +137,41 @@ class UnknownActionError(TocsinError):
         super().__init__(f"unknown action {name!r}", hint)
         self.name = name
         self.suggestions = suggestions
+
+
+class DecisionRefused(TocsinError):
+    """A decision that was refused, and recorded as such."""
+
+
+class StepFailed(TocsinError):
+    """A step of a run failed: its action, a person doing a manual task, or its timeout."""
+
+    def __init__(self, step_id: str, message: str) -> None:
+        super().__init__(
+            message,
+            f"`tocsin report TICKET` shows the error of step {step_id!r}; fix its cause and run "
+            "the runbook again: the steps that finished are not run again",
+        )
+        self.step_id = step_id
+
+
+_STOP_HINTS = {
+    "rejected": "an approver rejected a gate; the run stops there, nothing is undone",
+    "timed_out": "nobody decided a gate in time; run the runbook again to ask again",
+}
+
+
+class RunStopped(TocsinError):
+    """A run stopped before its last step; ``status`` says how (failed, rejected, timed_out)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(
+            reason,
+            _STOP_HINTS.get(
+                status,
+                "`tocsin status TICKET` and `tocsin report TICKET` show how far it got; "
+                "running the runbook again continues where it stopped",
+            ),
+        )
+        self.status = status
+        self.reason = reason
