@@ -21,6 +21,7 @@ from tocsin.inputs import resolve_inputs
 from tocsin.model import RunHandlers, Step
 from tocsin.templating import evaluate_condition, parse_template, render_value
 from tocsin.validation import LoadedRunbook
+from tocsin.vocabulary import step_values, template_context
 
 SECRET_MASK = "********"
 
@@ -111,23 +112,11 @@ def build_plan(
             template_inputs[name] = Unresolved(f"inputs.{name}")
         else:
             template_inputs[name] = None
-    context = {
-        "inputs": template_inputs,
-        "incident": incident.as_template_values(),
-        "runbook": {
-            "id": runbook.runbook,
-            "version": runbook.version,
-            "title": runbook.title,
-            "severity": runbook.severity.value,
-        },
-        "steps": {
-            step.id: {
-                "outputs": _UnresolvedOutputs(step.id),
-                "status": Unresolved(f"steps.{step.id}.status"),
-            }
-            for step, _ in runbook.iter_steps()
-        },
+    unknown_steps = {
+        step.id: step_values(_UnresolvedOutputs(step.id), Unresolved(f"steps.{step.id}.status"))
+        for step, _ in runbook.iter_steps()
     }
+    context = template_context(runbook, incident, template_inputs, unknown_steps)
     planner = _Planner(registry, context)
     steps = planner.plan_steps(runbook.steps, prefix="", depth=0)
     handlers = planner.plan_steps(runbook.handlers, prefix="H", depth=0)

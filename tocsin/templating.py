@@ -37,7 +37,6 @@ from tocsin.errors import TemplateError
 
 MAX_OUTPUT_CHARS = limits.MAX_BUILT_CHARS
 MAX_POWER_BITS = limits.MAX_INT_BITS
-TEMPLATE_ROOTS = ("inputs", "steps", "incident", "runbook")
 _NO_FILES = "templates cannot read files or other templates; put the text in the runbook"
 _NO_BLOCKS = "write the text out, or use a filter on a value: {{ inputs.name | upper }}"
 _FORBIDDEN_TAGS: dict[type[nodes.Node], tuple[str, str]] = {

@@ -34,26 +34,17 @@ from tocsin.model import (
     Step,
     UndoAction,
 )
-from tocsin.templating import TEMPLATE_ROOTS, Reference, contains_template, parse_template
+from tocsin.templating import Reference, contains_template, parse_template
+from tocsin.vocabulary import (
+    INCIDENT_FIELDS,
+    KIND_OUTPUTS,
+    RUNBOOK_FIELDS,
+    STEP_FIELDS,
+    TEMPLATE_ROOTS,
+)
 from tocsin.yaml_source import PathKey, SourceMap, load_yaml_bytes, read_runbook_bytes
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
-INCIDENT_FIELDS = (
-    "ticket",
-    "title",
-    "url",
-    "requested_by",
-    "requested_via",
-    "started_at",
-    "detected_at",
-)
-RUNBOOK_FIELDS = ("id", "version", "title", "severity")
-STEP_FIELDS = ("outputs", "status")
-KIND_OUTPUTS: dict[str, frozenset[str]] = {
-    "approval": frozenset({"decision", "approved_by", "decided_at", "comment"}),
-    "manual": frozenset({"completed_by", "completed_at", "checklist"}),
-    "parallel": frozenset(),
-}
 
 
 @dataclass(frozen=True)
