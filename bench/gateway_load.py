@@ -11,10 +11,10 @@ rate whatever the answers' speed (an open loop, as Slack does), each signed as S
 
 Gates are opened directly in the journal (20 incidents, one gate each, 60 approvers,
 quorum 60), so the figures are the gateway's own: signature check, judging, journalling
-the decision with its audit record, the answer. Afterwards the decisions are applied as
-the flow applies them (judged again, claimed at most once) and checked: every valid click
-recorded and applied exactly once, every duplicate refused, every forged click refused
-and audited, every audit chain intact.
+the decision with its audit record, the answer. Afterwards the decisions are applied with
+the flow's own function (``tocsin.gates.apply_decisions``: judged again, claimed at most
+once) and checked: every valid click recorded and applied exactly once, every duplicate
+refused, every forged click refused and audited, every audit chain intact.
 
 Usage: .venv/bin/python bench/gateway_load.py [RATE] [SECONDS] [JOURNAL_URL]
 """
@@ -238,26 +238,30 @@ async def fire(
 
 
 def apply_like_the_flow(journal: Any, runs: dict[str, int]) -> None:
-    """Apply pending decisions as RunbookExecution.apply_decisions does: judge, claim once."""
-    from tocsin.gates import Proposal, WaitRequest, judge
+    """Apply the pending decisions with the flow's own function, each claimed once."""
+    from tocsin.gates import Applied, WaitRequest, apply_decisions
 
     for run_id in runs.values():
         record = journal.step(run_id, "approve")
         request = WaitRequest.from_data(record.request)
-        for decision in journal.pending_decisions(run_id):
-            applied = [
-                d.actor
-                for d in journal.decisions_of(run_id, "approve")
-                if d.status == "applied" and d.kind == "approve"
-            ]
-            refusal = judge(
-                "waiting",
-                request,
-                Proposal(decision.kind, decision.actor, decision.gate_hash),
-                applied,
-                "approve",
-            )
-            journal.settle_decision(decision.id, "refused" if refusal else "applied", refusal)
+        applied = [
+            d.actor
+            for d in journal.decisions_of(run_id, "approve")
+            if d.status == "applied"
+            and d.kind == "approve"
+            and d.gate_hash in (None, request.gate_hash)
+        ]
+        changes = apply_decisions(
+            journal.pending_decisions(run_id),
+            {"approve": request},
+            {"approve": record.status},
+            {"approve": applied},
+        )
+        for change in changes:
+            if isinstance(change, Applied):
+                journal.settle_decision(change.decision.id, "applied")
+            else:
+                journal.settle_decision(change.decision.id, "refused", change.reason)
 
 
 def main() -> int:

@@ -3,15 +3,21 @@
 A decision is judged in StackStorm's order, the same in the CLI (to answer the
 person at once) and in the flow (which applies it): is the step still waiting,
 may this person answer, is the answer well formed. Each refusal is one sentence.
+``apply_decisions`` applies the decisions waiting in the journal to the open waits,
+in order, and says what changed; the flow and the gateway benchmark both use it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tocsin.journal import DecisionRecord
 
 WaitKind = Literal["approval", "manual", "in_doubt"]
 DecisionKind = Literal["approve", "reject", "done"]
@@ -170,3 +176,86 @@ def _refusal_for_task(request: WaitRequest, proposal: Proposal, step_id: str) ->
             )
         return f"{proposal.actor} is not in {group}, who decide {step_id!r}"
     return None
+
+
+WaitOutcome = Literal["counted", "approved", "rejected", "done", "failed", "run_again"]
+"""What an applied decision does to its wait: ``counted`` (an approval short of the quorum,
+the gate stays open), ``approved``, ``rejected``, ``done`` or ``failed`` (the wait is
+closed with that step status), ``run_again`` (an in-doubt step's action runs again)."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A decision that may be applied, and what it does to its wait."""
+
+    decision: DecisionRecord
+    outcome: WaitOutcome
+    approvals: tuple[str, ...] = ()
+    """An approval gate's approvers counted so far, this decision included."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A decision that must be refused, and the sentence saying why."""
+
+    decision: DecisionRecord
+    reason: str
+
+
+def apply_decisions(
+    pending: Sequence[DecisionRecord],
+    waits: Mapping[str, WaitRequest],
+    statuses: Mapping[str, str | None],
+    approvals: Mapping[str, Sequence[str]],
+) -> list[Applied | Refused]:
+    """What the pending decisions change, oldest first: each applied or refused.
+
+    ``waits``: the open waits by step id; ``statuses``: the journalled status of each step a
+    decision names; ``approvals``: who approved each open gate's current version so far.
+    A decision is judged after those before it: once a gate closes, later ones come too late.
+    """
+    waits = dict(waits)
+    statuses = dict(statuses)
+    counted = {step_id: list(names) for step_id, names in approvals.items()}
+    changes: list[Applied | Refused] = []
+    for decision in pending:
+        step_id = decision.step_id
+        request = waits.get(step_id)
+        so_far = counted.get(step_id, []) if request is not None else []
+        proposal = Proposal(
+            decision.kind,
+            decision.actor,
+            decision.gate_hash,
+            tuple(decision.checklist) if decision.checklist is not None else None,
+            tuple(decision.vouched or ()),
+        )
+        refusal = judge(statuses.get(step_id), request, proposal, so_far, step_id)
+        if refusal is not None:
+            changes.append(Refused(decision, refusal))
+            continue
+        assert request is not None  # judge refuses a decision for a step that does not wait
+        outcome = _outcome(request, decision.kind)
+        if outcome == "counted":
+            # Counted as the journal counts it: an approval of the gate's current version.
+            if decision.gate_hash in (None, request.gate_hash):
+                so_far = [*so_far, decision.actor]
+                counted[step_id] = so_far
+            if len(set(so_far)) >= request.quorum:
+                outcome = "approved"
+        if outcome != "counted":
+            del waits[step_id]
+            if outcome != "run_again":  # the action runs again: its status is set then
+                statuses[step_id] = outcome
+        changes.append(Applied(decision, outcome, tuple(so_far)))
+    return changes
+
+
+def _outcome(request: WaitRequest, kind: str) -> WaitOutcome:
+    """What a decision allowed by ``judge`` does to a wait, before the quorum is counted."""
+    if kind == "reject":
+        return "rejected" if request.kind == "approval" else "failed"
+    if request.kind == "approval":
+        return "counted"
+    if request.kind == "in_doubt" and kind == "approve":
+        return "run_again"
+    return "done"
