@@ -1,0 +1,162 @@
+"""What the parts of one run share: the runbook and incident, the journal, the announcements,
+and the values later steps' templates read. Every event of the run is written through here,
+so that secrets are redacted in one place."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.announce import Announcements, FinishedStep, RunFacts
+from tocsin.audit import RecordingSecrets, Redactor, redacting_logger
+from tocsin.incident import Incident
+from tocsin.journal import Journal
+from tocsin.model import Step
+from tocsin.settings import EnvironmentSecrets, Settings
+from tocsin.validation import LoadedRunbook
+from tocsin.vocabulary import StepStatus, step_values, template_context
+
+Report = Callable[[str], None]
+
+
+class RunState:
+    """One run of one runbook for one incident, as every part of the flow sees it."""
+
+    def __init__(
+        self,
+        loaded: LoadedRunbook,
+        incident: Incident,
+        inputs: dict[str, Any],
+        *,
+        journal: Journal,
+        registry: ActionRegistry,
+        settings: Settings,
+        report: Report,
+        redactor: Redactor,
+    ) -> None:
+        self.loaded = loaded
+        self.runbook = loaded.runbook
+        self.incident = incident
+        self.inputs = inputs
+        self.journal = journal
+        self.registry = registry
+        self.settings = settings
+        self.report = report
+        self.redactor = redactor
+        self.secrets = RecordingSecrets(EnvironmentSecrets(), redactor)
+        self.secret_inputs = [n for n, spec in self.runbook.inputs.items() if spec.secret]
+        redactor.fields(inputs, self.secret_inputs)  # remembered, so scrubbed everywhere
+        self.action_logger = redacting_logger("tocsin.actions", redactor)
+        # Parallel branches finish in worker threads: they share the step values and clocks.
+        self.lock = threading.Lock()
+        self.run_id = 0  # set once the journal has opened (or found) the run
+        self.announce = Announcements([], self.run_facts(), on_failure=self.announce_failed)
+        self.steps_context: dict[str, dict[str, Any]] = {
+            step.id: step_values({}, StepStatus.PENDING) for step, _ in self.runbook.iter_steps()
+        }
+
+    # what templates read ---------------------------------------------------------------------
+
+    def template_context(self) -> dict[str, Any]:
+        return template_context(self.runbook, self.incident, self.inputs, self.steps_context)
+
+    def remember(
+        self,
+        step_id: str,
+        status: StepStatus,
+        outputs: dict[str, Any] | None,
+        *,
+        announce: bool = True,
+        detail: str = "",
+    ) -> None:
+        """A step's status and outputs, for later steps' templates (and the incident thread)."""
+        with self.lock:
+            self.steps_context[step_id] = step_values(outputs or {}, status)
+        if announce:
+            self.announce.step_finished(
+                FinishedStep(step_id, self.runbook.step(step_id).title, status, detail)
+            )
+
+    # what is recorded ------------------------------------------------------------------------
+
+    def event(
+        self, name: str, /, step_id: str | None = None, actor: str | None = None, **data: Any
+    ) -> None:
+        self.journal.record(
+            self.incident.ticket,
+            name,
+            run_id=self.run_id,
+            step_id=step_id,
+            actor=actor,
+            **self.redactor.scrub(data),
+        )
+
+    def step_event(
+        self,
+        step: Step,
+        event: str,
+        step_values: dict[str, Any],
+        event_data: dict[str, Any],
+    ) -> None:
+        """A step's row and its audit record, in one transaction, secrets redacted in both."""
+        self.journal.step_event(
+            self.run_id,
+            self.incident.ticket,
+            step.id,
+            event,
+            self.redactor.scrub(step_values),
+            self.redactor.scrub(event_data),
+        )
+
+    def step_facts(self, step: Step) -> dict[str, Any]:
+        """What the report needs to know of a step besides its id."""
+        return {"title": step.title, "phase": step.phase.value if step.phase else None}
+
+    def secret_fields(self, step: Step) -> frozenset[str]:
+        names = set(step.secret_outputs)
+        if step.action is not None and step.action in self.registry:
+            names |= self.registry.get(step.action).sensitive
+        return frozenset(names)
+
+    def shown_inputs(self) -> dict[str, Any]:
+        """The run's inputs with the secret ones redacted, as the journal and people see them."""
+        return self.redactor.fields(self.inputs, self.secret_inputs)
+
+    # who is told -----------------------------------------------------------------------------
+
+    def run_facts(self, *, resumed: bool = False) -> RunFacts:
+        return RunFacts(
+            ticket=self.incident.ticket,
+            run_id=self.run_id,
+            runbook=self.runbook.runbook,
+            runbook_title=self.runbook.title,
+            version=self.runbook.version,
+            severity=self.runbook.severity.value,
+            requested_by=self.incident.requested_by,
+            requested_via=self.incident.requested_via,
+            ticket_url=self.incident.url,
+            incident_title=self.incident.title,
+            inputs=self.shown_inputs(),
+            resumed=resumed,
+        )
+
+    def announce_failed(self, announcer: str, doing: str, error: str) -> None:
+        """Slack or the ticket tool could not be told: audited, and the run goes on."""
+        self.event("announce.failed", announcer=announcer, doing=doing, error=error)
+        self.report(f"could not update {announcer} ({doing}): {error}")
+
+    # what actions get ------------------------------------------------------------------------
+
+    def action_context(self, step_id: str) -> ActionContext:
+        return ActionContext(
+            incident=self.incident.ticket,
+            step_id=step_id,
+            secrets=self.secrets,
+            settings=self.settings,
+            logger=self.action_logger,
+        )
+
+
+__all__ = ["Report", "RunState"]
