@@ -28,7 +28,7 @@ from prefect.states import Failed
 from tocsin.actions import ActionRegistry
 from tocsin.announce import Announcements, Announcer
 from tocsin.audit import Redactor
-from tocsin.errors import RunStopped
+from tocsin.errors import RunbookError, RunStopped
 from tocsin.flows.announcers import announcers_for
 from tocsin.flows.checkpoints import sign_and_anchor
 from tocsin.flows.clocks import RegulatoryClocks
@@ -38,10 +38,10 @@ from tocsin.flows.waiting import HumanDecision, PeopleWaits
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import FINISHED_STEP
+from tocsin.launch import run_tags, runbook_from_parameters
 from tocsin.running import journal_for
 from tocsin.sealed_inputs import discard, unseal
 from tocsin.settings import load_settings
-from tocsin.validation import load_runbook_bytes
 from tocsin.vocabulary import StepStatus
 
 HEARTBEAT_SECONDS = 10
@@ -160,18 +160,26 @@ def run_runbook(
     incident: dict[str, Any],
     inputs: dict[str, Any],
     sealed_inputs: str | None = None,
+    runbook_digest: str | None = None,
 ) -> Any:
     """Run a runbook (its YAML text) for an incident, resuming what an earlier run did.
 
     ``sealed_inputs``: a reference to the secret inputs in the journal (never the values:
     Prefect stores and serves parameters); they are removed when the run ends.
+    ``runbook_digest``: the sha256 of the text as validated when the run was requested
+    (``tocsin.launch``); another text is refused.
 
     Returns the outcome (status, reason, steps); a run that did not succeed ends as a
     Failed state carrying that outcome (read it with ``outcome_of``).
     """
     settings = load_settings()
     registry = ActionRegistry.discover(settings.action_modules)
-    loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
+    try:
+        loaded = runbook_from_parameters(runbook_source, runbook_name, runbook_digest, registry)
+    except RunbookError as exc:
+        # The flow run's log is where whoever started it looks: every problem, not a count.
+        get_run_logger().error("\n".join(["refused to run:", *map(str, exc.problems)]))
+        raise
     journal = journal_for(settings, signing=True)
     assert journal.audit_key is not None  # signing=True gives a key or raises
     try:
@@ -186,7 +194,7 @@ def run_runbook(
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
     if context is not None and context.flow_run is not None:
         # Tags set here, not by the caller, so runs started from a deployment carry them too.
-        wanted = {f"incident:{incident['ticket']}", f"runbook:{loaded.runbook.runbook}"}
+        wanted = set(run_tags(str(incident["ticket"]), loaded.runbook.runbook))
         with get_client(sync_client=True) as client:
             client.update_flow_run(
                 context.flow_run.id, tags=sorted(set(context.flow_run.tags) | wanted)

@@ -589,19 +589,12 @@ class RunLauncher:
                 f"{loaded.runbook.runbook} is already running for {incident.ticket}",
                 f"`/tocsin status {incident.ticket}` shows what it waits for",
             )
-        request = flow_run_request(loaded, incident, inputs, self.journal)
+        from tocsin.launch import RunRequest, run_on_deployment
+
+        request = flow_run_request(RunRequest(loaded, incident, inputs), self.journal)
         parameters, name, tags = request.parameters, request.name, request.tags
         if self.settings.gateway.deployment:
-            from prefect.deployments import run_deployment
-
-            run_deployment(
-                self.settings.gateway.deployment,
-                parameters=parameters,
-                flow_run_name=name,
-                tags=tags,
-                timeout=0,
-                as_subflow=False,
-            )
+            run_on_deployment(request, self.settings.gateway.deployment)
             return f"queued on deployment {self.settings.gateway.deployment}"
         thread = threading.Thread(
             target=self._run_here, args=(name, tags, parameters), name=name, daemon=True

@@ -12,7 +12,7 @@ from tocsin.errors import ConfigurationError, InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
-from tocsin.launch import flow_run_request
+from tocsin.launch import RunRequest, flow_run_request, run_in_process, run_on_deployment
 from tocsin.private_paths import private_folder
 from tocsin.settings import Settings
 from tocsin.validation import LoadedRunbook
@@ -79,25 +79,15 @@ def start_deployment_run(
     resolve_inputs(runbook, given_inputs)  # refuse wrong inputs here, not in a worker
     ensure_server(settings)
     _quiet_prefect_console()
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     journal = journal_for(settings)
     try:
-        request = flow_run_request(loaded, incident, given_inputs, journal)
+        request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
     finally:
         journal.close()
     try:
-        flow_run = run_deployment(  # sync call: async_dispatch types it as maybe-awaitable
-            deployment,
-            parameters=request.parameters,
-            flow_run_name=request.name,
-            tags=request.tags,
-            timeout=0,
-            as_subflow=False,
-        )
-        assert isinstance(flow_run, FlowRun)
+        flow_run = run_on_deployment(request, deployment)
     except ObjectNotFound:
         raise InputError(
             f"no Prefect deployment named {deployment!r}",
@@ -172,7 +162,7 @@ def start_run(
                 f"(process {existing.owner})",
                 f"`tocsin status {incident.ticket}` shows what it waits for",
             )
-        request = flow_run_request(loaded, incident, given_inputs, journal)
+        request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
         previous_flow_run = None
         if existing is not None and existing.status in ("running", "waiting"):
             previous_flow_run = existing.flow_run_id
@@ -207,10 +197,7 @@ def start_run(
             f"Prefect server: {api_url.removesuffix('/api')} (runs are tagged incident:{incident.ticket})"
         )
         _quiet_prefect_console()
-        from prefect import tags
-        from prefect.client.schemas.objects import State
-
-        from tocsin.flows.runbook import listen_to_progress, outcome_of, run_runbook
+        from tocsin.flows.runbook import listen_to_progress, outcome_of
 
         if previous_flow_run is not None:
             _mark_crashed(previous_flow_run)
@@ -218,12 +205,7 @@ def start_run(
         if on_started is not None:
             threading.Thread(target=on_started, args=(sandbox,), daemon=True).start()
         try:
-            with tags(*request.tags):
-                state = run_runbook.with_options(flow_run_name=request.name)(
-                    **request.parameters, return_state=True
-                )
-                assert isinstance(state, State)  # a sync flow: never awaitable here
-                result = outcome_of(state)
+            result = outcome_of(run_in_process(request))
         finally:
             stop_listening()
     finally:

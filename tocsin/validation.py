@@ -49,16 +49,24 @@ RUNBOOK_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class LoadedRunbook:
-    """A validated runbook and where it came from."""
+    """A validated runbook, where it came from, and the exact bytes that were validated."""
 
     runbook: Runbook
     path: Path
     source_map: SourceMap
     digest: str
+    """sha256 of ``source``: what the run journal and every gate hash are bound to."""
+    source: bytes = field(repr=False)
+    """The bytes validated: a run executes these, never the file as it is later."""
 
     @property
     def id(self) -> str:
         return self.runbook.runbook
+
+    @property
+    def text(self) -> str:
+        """``source`` as text; encoded as UTF-8 it gives ``source`` back, byte for byte."""
+        return self.source.decode("utf-8")  # validated as UTF-8 (a BOM stays in the text)
 
 
 def display_path(path: Path) -> str:
@@ -104,6 +112,7 @@ def load_runbook_bytes(
         path=path or Path(name),
         source_map=source_map,
         digest=hashlib.sha256(data).hexdigest(),
+        source=bytes(data),  # a caller's bytearray changed later cannot change the run
     )
 
 
