@@ -35,7 +35,7 @@ from tocsin.actions import SecretStore
 from tocsin.errors import ConfigurationError, InputError, IntegrationError
 from tocsin.outbound import path_segment
 from tocsin.settings import Settings
-from tocsin.tickets import TicketTrigger, parse_inputs_text
+from tocsin.tickets import JIRA_KEYS, TicketTrigger, parse_inputs_text
 
 SERVICE = "Jira"
 TOKEN_SECRET = "jira_api_token"
@@ -95,6 +95,7 @@ class JiraTickets:
     """A Jira site seen as a ``TicketSystem``; one short-lived HTTP client per call."""
 
     name = "jira"
+    keys = JIRA_KEYS
     delivery_id_header = DELIVERY_ID_HEADER
 
     def __init__(

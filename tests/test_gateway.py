@@ -205,10 +205,9 @@ def test_a_quorum_of_two_approves_through_slack(
     )
     assert reject["confirm"]["confirm"]["text"] == "Reject"  # Slack asks before rejecting
 
-    started = time.monotonic()
+    # Answered at once (Slack's limit is 3 s): bench/gateway_load.py measures how fast.
     answer = slack_user.click("U0LEAD1", message, "tocsin_approve")
     assert answer.status_code == 200
-    assert time.monotonic() - started < 3  # Slack's limit to acknowledge
     wait_until(
         lambda: "1 more approval needed" in text_of(current(slack, message)),
         what="the message to show the first approval",

@@ -1,10 +1,76 @@
 """Tocsin: incident-response runbooks for broker offices, run as Prefect flows.
 
-The public surface is small; import from here rather than from the modules.
-Importing ``tocsin`` stays cheap (no Prefect, no pydantic) so that the CLI starts fast.
+The public surface is these names; import them from here rather than from the modules
+(which may move). ``tests/test_public_api.py`` guards the list.
+
+- Writing an action: ``action``, ``ActionContext``, ``SecretName``, ``UrlTemplate``,
+  ``EscapedValues``, ``WRITTEN_AS_IS``.
+- The error tree: ``TocsinError`` and its subclasses (see ``tocsin.errors``), ``Problem``
+  and ``Location`` for runbook problems.
+
+Importing ``tocsin`` stays cheap (no Prefect, no pydantic) so that the CLI starts fast:
+each name is imported from its module on first use (PEP 562).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+_HOMES: dict[str, str] = {
+    "action": "tocsin.actions",
+    "ActionContext": "tocsin.actions",
+    "SecretName": "tocsin.actions",
+    "UrlTemplate": "tocsin.actions",
+    "EscapedValues": "tocsin.actions",
+    "WRITTEN_AS_IS": "tocsin.actions",
+    "TocsinError": "tocsin.errors",
+    "RunbookError": "tocsin.errors",
+    "InputError": "tocsin.errors",
+    "TemplateError": "tocsin.errors",
+    "ActionError": "tocsin.errors",
+    "IntegrationError": "tocsin.errors",
+    "UnknownActionError": "tocsin.errors",
+    "ConfigurationError": "tocsin.errors",
+    "Problem": "tocsin.errors",
+    "Location": "tocsin.errors",
+}
+
+__all__ = ["__version__", *_HOMES]
+
+if TYPE_CHECKING:
+    from tocsin.actions import (
+        WRITTEN_AS_IS,
+        ActionContext,
+        EscapedValues,
+        SecretName,
+        UrlTemplate,
+        action,
+    )
+    from tocsin.errors import (
+        ActionError,
+        ConfigurationError,
+        InputError,
+        IntegrationError,
+        Location,
+        Problem,
+        RunbookError,
+        TemplateError,
+        TocsinError,
+        UnknownActionError,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tocsin' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

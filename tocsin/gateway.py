@@ -62,7 +62,7 @@ from tocsin.actions import ActionRegistry
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
-from tocsin.incident import GATEWAY_CHAIN, TICKET_PATTERN, Incident, check_ticket
+from tocsin.incident import GATEWAY_CHAIN, Incident, check_ticket
 from tocsin.inputs import parse_assignments, resolve_inputs
 from tocsin.integrations.slack import slack_text
 from tocsin.integrations.slack_incident import APPROVE_ACTION, REJECT_ACTION
@@ -70,7 +70,7 @@ from tocsin.journal import Journal
 from tocsin.launch import flow_run_request
 from tocsin.model import is_slack_user_id
 from tocsin.settings import EnvironmentSecrets, GatewaySettings, Settings
-from tocsin.tickets import TicketSystem, TicketTrigger
+from tocsin.tickets import SAFE_KEY, TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
 
 _log = logging.getLogger("tocsin.gateway")
@@ -299,7 +299,7 @@ def click_from_payload(payload: Mapping[str, Any]) -> Click | None:
     if not isinstance(gate, dict):
         raise _malformed("the gate button's value is not an object")
     ticket, run, step, gate_hash = (gate.get(k) for k in ("ticket", "run", "step", "hash"))
-    if not isinstance(ticket, str) or not TICKET_PATTERN.match(ticket):
+    if not isinstance(ticket, str) or not SAFE_KEY.fullmatch(ticket):
         raise _malformed("the gate button names no ticket key")
     if type(run) is not int or not 0 < run < 2**63:
         raise _malformed("the gate button names no run number")
@@ -1091,7 +1091,7 @@ class Gateway:
             trigger = self.tickets.parse_webhook(body, delivery_id=delivery)
         except InputError as error:
             raise RequestRefused(400, error.message, error.hint) from None
-        if not TICKET_PATTERN.match(trigger.ticket):
+        if not self.tickets.keys.matches(trigger.ticket):
             raise RequestRefused(
                 400,
                 f"malformed Jira webhook: the issue key {claim_text(trigger.ticket)!r} "
@@ -1119,7 +1119,7 @@ class Gateway:
         assert self.tickets is not None
         existing = (
             self.journal.find_run(trigger.ticket, trigger.runbook)
-            if trigger.runbook and TICKET_PATTERN.match(trigger.ticket)
+            if trigger.runbook and self.tickets.keys.matches(trigger.ticket)
             else None
         )
         if existing is not None and (existing.is_alive() or existing.status == "succeeded"):

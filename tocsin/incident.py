@@ -1,35 +1,31 @@
-"""The incident a run belongs to, identified by its ticket key (``INC-1234``)."""
+"""The incident a run belongs to, identified by its ticket key (``INC-1234`` in Jira).
+
+What a key looks like is the ticket system's to say (``TicketKeys``); Jira's form is the
+default. Whatever the form, a key is letters, digits, ``-`` and ``_`` only (``SAFE_KEY``).
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from tocsin.errors import InputError
+from tocsin.tickets import JIRA_KEYS, SAFE_KEY, TicketKeys
 
-TICKET_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,15}-[0-9]{1,9}$")
 
-
-def check_ticket(ticket: str) -> str:
-    """Return the ticket key, or raise ``InputError`` when it does not look like one."""
-    key = ticket.strip()
-    if not TICKET_PATTERN.match(key):
-        raise InputError(
-            f"{ticket!r} is not a ticket key",
-            "ticket keys are a project code, a dash and a number, like INC-1234",
-        )
-    return key
+def check_ticket(ticket: str, keys: TicketKeys = JIRA_KEYS) -> str:
+    """Return the ticket key, or raise ``InputError`` when it is not of the form ``keys`` says."""
+    return keys.check(ticket)
 
 
 GATEWAY_CHAIN = "GATEWAY"
 """The gateway's own audit chain: requests refused at the door, refused starts."""
 
 
-def check_chain(name: str) -> str:
+def check_chain(name: str, keys: TicketKeys = JIRA_KEYS) -> str:
     """An incident's ticket key, or the gateway's own chain (for the audit commands)."""
-    return GATEWAY_CHAIN if name.strip() == GATEWAY_CHAIN else check_ticket(name)
+    return GATEWAY_CHAIN if name.strip() == GATEWAY_CHAIN else check_ticket(name, keys)
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,13 @@ class Incident:
     """When the office became aware of the breach (GDPR's 72 h run from then); defaults to started_at."""
 
     def __post_init__(self) -> None:
-        check_ticket(self.ticket)
+        # The entry points checked the key against the ticket system's form; here only what
+        # any key must be, since the flow also receives incidents through Prefect's API.
+        if not SAFE_KEY.fullmatch(self.ticket):
+            raise InputError(
+                f"{self.ticket!r} is not a ticket key",
+                "ticket keys are letters, digits, '-' and '_' only",
+            )
         if not self.detected_at:
             object.__setattr__(self, "detected_at", self.started_at)
 

@@ -9,9 +9,10 @@ implementation lives in ``integrations/`` (``integrations/jira.py``: ``JiraTicke
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from tocsin.errors import InputError
 
@@ -19,6 +20,42 @@ INPUTS_FORMAT_HINT = (
     "write one input per line as name=value (for example office_id=OF-1042), or several "
     "on one line separated by ';'; blank lines and lines starting with # are ignored"
 )
+
+
+@dataclass(frozen=True)
+class TicketKeys:
+    """What a ticket system's keys look like, and how to say so to a person who typed one wrong."""
+
+    pattern: re.Pattern[str]
+    example: str
+    """A key of that form, like ``INC-1234``."""
+    described: str
+    """The form in words, like ``a project code, a dash and a number``."""
+
+    def check(self, ticket: str) -> str:
+        """The key without surrounding blanks; ``InputError`` when it is not of this form."""
+        key = ticket.strip()
+        if not self.pattern.fullmatch(key) or not SAFE_KEY.fullmatch(key):
+            raise InputError(
+                f"{ticket!r} is not a ticket key",
+                f"ticket keys are {self.described}, like {self.example}",
+            )
+        return key
+
+    def matches(self, ticket: str) -> bool:
+        return bool(self.pattern.fullmatch(ticket)) and bool(SAFE_KEY.fullmatch(ticket))
+
+
+SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""Whatever the ticket system, a key names flow runs, tags, Slack channels and URL path
+segments: letters, digits, ``-`` and ``_`` only, so that no key can become a path or markup."""
+
+JIRA_KEYS = TicketKeys(
+    re.compile(r"[A-Z][A-Z0-9_]{0,15}-[0-9]{1,9}"),
+    example="INC-1234",
+    described="a project code, a dash and a number",
+)
+"""Jira's keys (``INC-1234``): the default when no ticket system is configured."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,8 @@ class TicketSystem(Protocol):
     """What Tocsin needs from a ticket system; errors are ``TocsinError`` subclasses."""
 
     name: str
+    keys: ClassVar[TicketKeys]
+    """What this system's ticket keys look like; the CLI and the gateway check keys against it."""
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """Whether ``body`` was signed by the ticket system (header names in lower case)."""
