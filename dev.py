@@ -29,6 +29,8 @@ STAMP = VENV / ".tocsin-installed"
 SYSTEM_PACKAGES: dict[str, str] = {
     "lib:pango-1.0": "libpango-1.0-0",  # PDF reports (WeasyPrint)
     "lib:pangoft2-1.0": "libpangoft2-1.0-0",
+    # Without it WeasyPrint warns at import (font subsetting), and the tests fail on warnings.
+    "lib:harfbuzz-subset": "libharfbuzz-subset0",
     "fc-list": "fonts-dejavu-core",  # a font for PDF reports; brings fontconfig
 }
 # ...and what only its tests need.
