@@ -52,6 +52,9 @@ class StepRunner:
         self.completed: list[Step] = []  # action steps that succeeded, for undo
         self.attempts: dict[str, int] = {}
         self.tasks: dict[tuple[str, float | None], Any] = {}
+        # The task gets a step's id, not the step: Prefect walks a task's arguments to find
+        # upstream futures, and walking a step model costs more than the rest of the call.
+        self.steps = {step.id: step for step, _ in state.runbook.iter_steps()}
 
     def run_sequence(self, steps: list[Step]) -> None:
         for step in steps:
@@ -160,9 +163,10 @@ class StepRunner:
         return self.tasks[key]
 
     def attempt_action(
-        self, task_name: str, step: Step, parameters: dict[str, Any]
+        self, task_name: str, step_id: str, parameters: dict[str, Any]
     ) -> dict[str, Any]:
         """One attempt of an action step (a Prefect task run); journals before and after."""
+        step = self.steps[step_id]
         assert step.action is not None
         state = self.state
         with state.lock:
@@ -229,7 +233,7 @@ class StepRunner:
     def run_action(self, step: Step) -> None:
         action_task, parameters = self.start_action(step)
         try:
-            action_task(step.task_name, step, parameters)
+            action_task(step.task_name, step.id, parameters)
         except Exception as exc:  # the action's own error, after Prefect's retries
             self.action_failed(step, exc)
         else:
@@ -286,7 +290,7 @@ class StepRunner:
             except StepFailed as failure:
                 failures.append(failure)
                 continue
-            futures.append((branch, action_task.submit(branch.task_name, branch, parameters)))
+            futures.append((branch, action_task.submit(branch.task_name, branch.id, parameters)))
         if people:
             try:
                 self.wait_for_people(people, in_doubt_actions=True)
