@@ -19,6 +19,7 @@ from uuid import UUID
 from tocsin.errors import TocsinError
 from tocsin.gates import Proposal, WaitRequest, judge
 from tocsin.journal import DecisionRecord, Journal, RunRecord
+from tocsin.statuses import DecisionStatus, StepStatus
 
 SETTLE_TIMEOUT_SECONDS = 20.0
 _log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def find_waiting_run(
         record = journal.step(run.id, step_id)
         if record is None:
             continue
-        if record.status == "waiting":
+        if record.status == StepStatus.WAITING:
             return run, record.status
         fallback = (run, record.status)
     return fallback
@@ -134,7 +135,7 @@ def submit(
             comment=comment,
             checklist=checklist,
             gate_hash=gate_hash,
-            status="refused",
+            status=DecisionStatus.REFUSED,
             reason=refusal,
             vouched=vouched,
             audit=(
@@ -178,9 +179,9 @@ def submit(
         return Outcome(decision, f"{kind} from {actor} recorded", run)
     deliver_decision(journal, run, decision, wait=wait)
     final = journal.decision(decision.id) or decision
-    if final.status == "refused":
+    if final.status == DecisionStatus.REFUSED:
         raise DecisionRefused(final.reason or "refused by the run")
-    if final.status == "applied":
+    if final.status == DecisionStatus.APPLIED:
         return Outcome(final, f"{kind} from {actor} applied to {step_id}")
     return Outcome(final, f"{kind} from {actor} recorded; the run applies it when it next waits")
 
@@ -199,7 +200,7 @@ def deliver_decision(
     delivered = False
     while time.monotonic() < deadline:
         current = journal.decision(decision.id)
-        if current is not None and current.status != "pending":
+        if current is not None and current.status != DecisionStatus.PENDING:
             return
         if not delivered:
             try:

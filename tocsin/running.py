@@ -15,6 +15,7 @@ from tocsin.journal import Journal, default_url
 from tocsin.launch import flow_run_request
 from tocsin.private_paths import private_folder
 from tocsin.settings import Settings
+from tocsin.statuses import ACTIVE_RUN
 from tocsin.validation import LoadedRunbook
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def start_run(
             )
         request = flow_run_request(loaded, incident, given_inputs, journal)
         previous_flow_run = None
-        if existing is not None and existing.status in ("running", "waiting"):
+        if existing is not None and existing.status in ACTIVE_RUN:
             previous_flow_run = existing.flow_run_id
         if existing is not None:
             printer(

@@ -60,7 +60,7 @@ class Decisions(AuditChain):
         comment: str = "",
         checklist: Sequence[int] | None = None,
         gate_hash: str | None = None,
-        status: str = DecisionStatus.PENDING,
+        status: DecisionStatus = DecisionStatus.PENDING,
         reason: str | None = None,
         vouched: Sequence[str] | None = None,
         audit: tuple[str, str, dict[str, Any]] | None = None,
@@ -77,7 +77,7 @@ class Decisions(AuditChain):
             "comment": comment,
             "checklist": list(checklist) if checklist is not None else None,
             "gate_hash": gate_hash,
-            "status": DecisionStatus(status),
+            "status": status,
             "reason": reason,
             "created_at": moment,
             "vouched": list(vouched) if vouched else None,
@@ -152,7 +152,10 @@ class Decisions(AuditChain):
             return list(db.execute(_approvers_query(run_id, step_id, gate_hash)).scalars())
 
     def settle_decision(self, decision_id: int, status: str, reason: str | None = None) -> bool:
-        """Mark a pending decision applied or refused; False when another process already did."""
+        """Mark a pending decision applied or refused; False when another process already did.
+
+        ``status``: a DecisionStatus (typed str until flows/runbook.py passes the enum).
+        """
         with self.transaction() as db:
             result = db.execute(
                 update(decisions)
