@@ -218,7 +218,9 @@ def deliver_decision(
                 )
                 delivered = True
             except FlowPauseTimeout:
-                return  # the gate's time is over; the flow settles the decision as refused
+                # The gate's time is over; the flow settles the decision as refused.
+                _log.debug("decision %s not delivered: its gate timed out", decision.id)
+                return
             except (NotPausedError, RuntimeError, ObjectNotFound, httpx.HTTPError) as exc:
                 # The flow is between two waits, or the server is busy: it reads the journal
                 # before it waits again, so the decision is applied all the same.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from tocsin.sandbox.environment import Sandbox
 
 Printer = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
 def journal_for(settings: Settings, *, signing: bool = False) -> Journal:
@@ -145,8 +147,9 @@ def _mark_crashed(flow_run_id: str) -> None:
                 Crashed(message="the process running it stopped; a new run continues it"),
                 force=True,
             )
-    except (ObjectNotFound, httpx.HTTPError):  # best effort: the journal decides what runs again
-        return
+    except (ObjectNotFound, httpx.HTTPError) as exc:
+        # Best effort: the journal, not Prefect's state, decides what runs again.
+        _log.debug("flow run %s not marked Crashed: %s", flow_run_id, exc)
 
 
 def start_run(
