@@ -15,8 +15,9 @@ from tocsin.incident import Incident
 from tocsin.journal import Journal
 from tocsin.model import Step
 from tocsin.settings import EnvironmentSecrets, Settings
+from tocsin.statuses import StepStatus
 from tocsin.validation import LoadedRunbook
-from tocsin.vocabulary import StepStatus, step_values, template_context
+from tocsin.vocabulary import step_values, template_context
 
 Report = Callable[[str], None]
 

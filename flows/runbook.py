@@ -42,7 +42,7 @@ from tocsin.launch import run_tags, runbook_from_parameters
 from tocsin.running import journal_for
 from tocsin.sealed_inputs import discard, unseal
 from tocsin.settings import load_settings
-from tocsin.vocabulary import StepStatus
+from tocsin.statuses import StepStatus
 
 HEARTBEAT_SECONDS = 10
 

@@ -29,8 +29,8 @@ from tocsin.flows.run_state import RunState
 from tocsin.flows.waiting import PeopleWaits
 from tocsin.journal import FINISHED_STEP, StepRecord, now
 from tocsin.model import RunHandlers, Step
+from tocsin.statuses import StepStatus
 from tocsin.templating import evaluate_condition, render_value
-from tocsin.vocabulary import StepStatus
 
 
 def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:

@@ -19,8 +19,8 @@ from tocsin.flows.slack_calls import usergroup_members_now
 from tocsin.gates import WaitRequest, gate_hash
 from tocsin.journal import StepRecord, now
 from tocsin.model import ApproverGroup, Step, is_slack_user_id
+from tocsin.statuses import StepStatus
 from tocsin.templating import render_value
-from tocsin.vocabulary import StepStatus
 
 MANUAL_TASK_DEFAULT_TIMEOUT = timedelta(days=7)
 

@@ -30,7 +30,8 @@ from tocsin.flows.wait_requests import WaitRequests, wait_length
 from tocsin.gates import Applied, Proposal, WaitRequest, apply_decisions, judge
 from tocsin.journal import DecisionRecord, now
 from tocsin.model import Step
-from tocsin.vocabulary import ApprovalOutputs, ManualOutputs, StepStatus
+from tocsin.statuses import StepStatus
+from tocsin.vocabulary import ApprovalOutputs, ManualOutputs
 
 PAUSE_POLL_SECONDS = 1
 PENDING_RECHECK_SECONDS = 60

@@ -68,7 +68,9 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_importing_tocsin_loads_neither_prefect_nor_pydantic() -> None:
-    code = "import sys, tocsin; print(sorted(m for m in ('prefect', 'pydantic') if m in sys.modules))"
+    code = (
+        "import sys, tocsin; print(sorted(m for m in ('prefect', 'pydantic') if m in sys.modules))"
+    )
     shown = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

@@ -8,7 +8,7 @@ import pytest
 
 from tocsin.errors import InputError
 from tocsin.incident import Incident, check_ticket
-from tocsin.tickets import JIRA_KEYS, TicketKeys
+from tocsin.tickets import TicketKeys
 
 SERVICENOW_KEYS = TicketKeys(
     re.compile(r"INC[0-9]{7}"), example="INC0010001", described="INC and seven digits"
@@ -21,7 +21,9 @@ def test_jira_keys_are_the_default() -> None:
     with pytest.raises(InputError) as refused:
         check_ticket("INC0010001")
     assert refused.value.message == "'INC0010001' is not a ticket key"
-    assert refused.value.hint == "ticket keys are a project code, a dash and a number, like INC-1234"
+    assert (
+        refused.value.hint == "ticket keys are a project code, a dash and a number, like INC-1234"
+    )
 
 
 def test_a_servicenow_style_system_accepts_its_own_keys_and_says_what_it_expects() -> None:

@@ -42,24 +42,52 @@ __all__ = ["__version__", *_HOMES]
 
 if TYPE_CHECKING:
     from tocsin.actions import (
-        WRITTEN_AS_IS,
-        ActionContext,
-        EscapedValues,
-        SecretName,
-        UrlTemplate,
-        action,
+        WRITTEN_AS_IS as WRITTEN_AS_IS,
+    )
+    from tocsin.actions import (
+        ActionContext as ActionContext,
+    )
+    from tocsin.actions import (
+        EscapedValues as EscapedValues,
+    )
+    from tocsin.actions import (
+        SecretName as SecretName,
+    )
+    from tocsin.actions import (
+        UrlTemplate as UrlTemplate,
+    )
+    from tocsin.actions import (
+        action as action,
     )
     from tocsin.errors import (
-        ActionError,
-        ConfigurationError,
-        InputError,
-        IntegrationError,
-        Location,
-        Problem,
-        RunbookError,
-        TemplateError,
-        TocsinError,
-        UnknownActionError,
+        ActionError as ActionError,
+    )
+    from tocsin.errors import (
+        ConfigurationError as ConfigurationError,
+    )
+    from tocsin.errors import (
+        InputError as InputError,
+    )
+    from tocsin.errors import (
+        IntegrationError as IntegrationError,
+    )
+    from tocsin.errors import (
+        Location as Location,
+    )
+    from tocsin.errors import (
+        Problem as Problem,
+    )
+    from tocsin.errors import (
+        RunbookError as RunbookError,
+    )
+    from tocsin.errors import (
+        TemplateError as TemplateError,
+    )
+    from tocsin.errors import (
+        TocsinError as TocsinError,
+    )
+    from tocsin.errors import (
+        UnknownActionError as UnknownActionError,
     )
 
 

@@ -577,6 +577,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tocsin.inputs import parse_assignments
     from tocsin.model import is_slack_user_id
     from tocsin.running import start_run
+    from tocsin.statuses import RunStatus
 
     settings = _settings()
     ticket = check_ticket(args.ticket)
@@ -615,7 +616,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             printer=_progress_printer(),
         )
     _print_run_end(settings, ticket, result)
-    return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
+    return EXIT_OK if result["status"] == RunStatus.SUCCEEDED else EXIT_PROBLEMS
 
 
 def _progress_printer() -> Any:
@@ -737,6 +738,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tocsin.errors import ConfigurationError
     from tocsin.incident import Incident, check_ticket
     from tocsin.running import start_run
+    from tocsin.statuses import RunStatus
 
     settings = _settings()
     if settings.mode != "sandbox":
@@ -761,7 +763,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         on_started=lambda sandbox: scripted_approver(settings, ticket, printer, sandbox),
     )
     _print_run_end(settings, ticket, result, write_report=True)
-    return EXIT_OK if result["status"] == "succeeded" else EXIT_PROBLEMS
+    return EXIT_OK if result["status"] == RunStatus.SUCCEEDED else EXIT_PROBLEMS
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:

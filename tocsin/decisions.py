@@ -19,6 +19,7 @@ from uuid import UUID
 from tocsin.errors import DecisionRefused
 from tocsin.gates import Proposal, WaitRequest, judge
 from tocsin.journal import DecisionRecord, Journal, RunRecord
+from tocsin.statuses import DecisionStatus, StepStatus
 
 SETTLE_TIMEOUT_SECONDS = 20.0
 _log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def find_waiting_run(
         record = journal.step(run.id, step_id)
         if record is None:
             continue
-        if record.status == "waiting":
+        if record.status == StepStatus.WAITING:
             return run, record.status
         fallback = (run, record.status)
     return fallback
@@ -130,7 +131,7 @@ def submit(
             comment=comment,
             checklist=checklist,
             gate_hash=gate_hash,
-            status="refused",
+            status=DecisionStatus.REFUSED,
             reason=refusal,
             vouched=vouched,
             audit=(
@@ -174,9 +175,9 @@ def submit(
         return Outcome(decision, f"{kind} from {actor} recorded", run)
     deliver_decision(journal, run, decision, wait=wait)
     final = journal.decision(decision.id) or decision
-    if final.status == "refused":
+    if final.status == DecisionStatus.REFUSED:
         raise DecisionRefused(final.reason or "refused by the run")
-    if final.status == "applied":
+    if final.status == DecisionStatus.APPLIED:
         return Outcome(final, f"{kind} from {actor} applied to {step_id}")
     return Outcome(final, f"{kind} from {actor} recorded; the run applies it when it next waits")
 
@@ -195,7 +196,7 @@ def deliver_decision(
     delivered = False
     while time.monotonic() < deadline:
         current = journal.decision(decision.id)
-        if current is not None and current.status != "pending":
+        if current is not None and current.status != DecisionStatus.PENDING:
             return
         if not delivered:
             try:
@@ -213,7 +214,9 @@ def deliver_decision(
                 )
                 delivered = True
             except FlowPauseTimeout:
-                return  # the gate's time is over; the flow settles the decision as refused
+                # The gate's time is over; the flow settles the decision as refused.
+                _log.debug("decision %s not delivered: its gate timed out", decision.id)
+                return
             except (NotPausedError, RuntimeError, ObjectNotFound, httpx.HTTPError) as exc:
                 # The flow is between two waits, or the server is busy: it reads the journal
                 # before it waits again, so the decision is applied all the same.

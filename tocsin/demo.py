@@ -19,6 +19,7 @@ from tocsin.journal import Journal
 from tocsin.running import journal_for
 from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET, Sandbox
 from tocsin.settings import Settings, load_settings
+from tocsin.statuses import ACTIVE_RUN, DecisionStatus, StepStatus
 
 if TYPE_CHECKING:
     from tocsin.sandbox.slack_user import SimulatedSlack
@@ -50,11 +51,11 @@ def scripted_approver(settings: Settings, ticket: str, say: Say, sandbox: Sandbo
     try:
         while time.monotonic() < deadline:
             runs = journal.runs_of(ticket)
-            if runs and all(run.status not in ("running", "waiting") for run in runs):
+            if runs and all(run.status not in ACTIVE_RUN for run in runs):
                 return
             for run in runs:
                 for record in journal.steps_of(run.id):
-                    if record.status != "waiting" or not record.request:
+                    if record.status != StepStatus.WAITING or not record.request:
                         continue
                     request = WaitRequest.from_data(record.request)
                     if request.kind == "approval" and slack is not None and sandbox is not None:
@@ -90,7 +91,7 @@ def _click(
     counted = {
         d.actor
         for d in journal.decisions_of(run_id, step_id)
-        if d.kind == "approve" and d.status in ("applied", "pending")
+        if d.kind == "approve" and d.status in (DecisionStatus.APPLIED, DecisionStatus.PENDING)
     }
     if len(counted) >= request.quorum:
         return  # enough approvals on their way
@@ -131,7 +132,9 @@ def _decide(
     journal: Journal, ticket: str, run_id: int, step_id: str, request: WaitRequest, say: Say
 ) -> None:
     done_by = {
-        d.actor for d in journal.decisions_of(run_id, step_id) if d.status in ("applied", "pending")
+        d.actor
+        for d in journal.decisions_of(run_id, step_id)
+        if d.status in (DecisionStatus.APPLIED, DecisionStatus.PENDING)
     }
     if request.kind == "approval":  # live mode has no demo; kept for completeness
         candidates = [p for p in request.approvers if p != request.requester and p not in done_by]

@@ -19,9 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from tocsin.journal import DecisionRecord
 
+from tocsin.statuses import StepStatus
+
 WaitKind = Literal["approval", "manual", "in_doubt"]
 DecisionKind = Literal["approve", "reject", "done"]
-DECIDED = frozenset({"approved", "rejected", "done", "timed_out"})
+DECIDED = frozenset(
+    {StepStatus.APPROVED, StepStatus.REJECTED, StepStatus.DONE, StepStatus.TIMED_OUT}
+)
 """Step statuses a person's decision (or the gate's deadline) settled."""
 ALLOWED_KINDS: dict[str, tuple[str, ...]] = {
     "approval": ("approve", "reject"),
@@ -98,7 +102,7 @@ def judge(
     step_id: str,
 ) -> str | None:
     """Why this decision is refused, or None when it may be applied."""
-    if step_status != "waiting" or request is None:
+    if step_status != StepStatus.WAITING or request is None:
         state = step_status or "not started"
         if step_status in DECIDED:
             return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -15,12 +16,14 @@ from tocsin.journal import Journal, default_url
 from tocsin.launch import RunRequest, flow_run_request, run_in_process, run_on_deployment
 from tocsin.private_paths import private_folder
 from tocsin.settings import Settings
+from tocsin.statuses import ACTIVE_RUN
 from tocsin.validation import LoadedRunbook
 
 if TYPE_CHECKING:
     from tocsin.sandbox.environment import Sandbox
 
 Printer = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
 def journal_for(settings: Settings, *, signing: bool = False) -> Journal:
@@ -134,8 +137,9 @@ def _mark_crashed(flow_run_id: str) -> None:
                 Crashed(message="the process running it stopped; a new run continues it"),
                 force=True,
             )
-    except (ObjectNotFound, httpx.HTTPError):  # best effort: the journal decides what runs again
-        return
+    except (ObjectNotFound, httpx.HTTPError) as exc:
+        # Best effort: the journal, not Prefect's state, decides what runs again.
+        _log.debug("flow run %s not marked Crashed: %s", flow_run_id, exc)
 
 
 def start_run(
@@ -164,7 +168,7 @@ def start_run(
             )
         request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
         previous_flow_run = None
-        if existing is not None and existing.status in ("running", "waiting"):
+        if existing is not None and existing.status in ACTIVE_RUN:
             previous_flow_run = existing.flow_run_id
         if existing is not None:
             printer(

@@ -11,6 +11,7 @@ import re
 
 from tocsin.gates import WaitRequest
 from tocsin.journal import Journal, now
+from tocsin.statuses import ACTIVE_RUN, DecisionStatus, StepStatus
 
 # C0 and C1 control characters (ESC, BEL, CR, backspace, CSI...), DEL, and the Unicode
 # line separators and bidirectional overrides that reorder what a line shows.
@@ -35,13 +36,13 @@ def status_lines(journal: Journal, ticket: str | None) -> list[str]:
             f"  (started by {t(run.requested_by)} via {t(run.requested_via)}, "
             f"{run.created_at:%Y-%m-%d %H:%M} UTC)"
         )
-        if run.status in ("running", "waiting") and not run.is_alive():
+        if run.status in ACTIVE_RUN and not run.is_alive():
             lines.append(
                 f"    no process is running it any more: run `tocsin run {t(run.runbook_id)} "
                 f"--ticket {t(run.incident)}` again to continue where it stopped"
             )
         for record in journal.steps_of(run.id):
-            if record.status != "waiting" or not record.request:
+            if record.status != StepStatus.WAITING or not record.request:
                 continue
             request = WaitRequest.from_data(record.request)
             since = record.waiting_since or now()
@@ -50,7 +51,7 @@ def status_lines(journal: Journal, ticket: str | None) -> list[str]:
                 approvals = [
                     d.actor
                     for d in journal.decisions_of(run.id, record.step_id)
-                    if d.status == "applied" and d.kind == "approve"
+                    if d.status == DecisionStatus.APPLIED and d.kind == "approve"
                 ]
                 agreed = f": {t(', '.join(approvals))}" if approvals else ""
                 what = (

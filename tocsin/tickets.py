@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from tocsin.errors import InputError
 
@@ -92,7 +92,7 @@ class TicketSystem(Protocol):
     """What Tocsin needs from a ticket system; errors are ``TocsinError`` subclasses."""
 
     name: str
-    keys: ClassVar[TicketKeys]
+    keys: TicketKeys
     """What this system's ticket keys look like; the CLI and the gateway check keys against it."""
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:

@@ -11,32 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
-from enum import StrEnum
 from typing import Any, TypedDict
 
 from tocsin.incident import Incident
 from tocsin.model import Runbook
+from tocsin.statuses import StepStatus
 
 TEMPLATE_ROOTS = ("inputs", "steps", "incident", "runbook")
 INCIDENT_FIELDS = tuple(f.name for f in fields(Incident))
 RUNBOOK_FIELDS = ("id", "version", "title", "severity")
 STEP_FIELDS = ("outputs", "status")
-
-
-class StepStatus(StrEnum):
-    """A step's status, as the journal stores it and ``steps.ID.status`` reads it."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    DONE = "done"
-    TIMED_OUT = "timed_out"
-    UNDONE = "undone"
 
 
 class ApprovalOutputs(TypedDict):

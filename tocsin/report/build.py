@@ -8,17 +8,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tocsin.audit import AuditRecord, Verification
+from tocsin.statuses import RunStatus, StepStatus
 
 SEVERITY_ORDER = ("low", "medium", "high", "critical")
-FINAL_STEP_STATUS = {
-    "step.succeeded": "succeeded",
-    "step.failed": "failed",
-    "step.skipped": "skipped",
-    "step.undone": "undone",
-    "step.approved": "approved",
-    "step.rejected": "rejected",
-    "step.done": "done",
-    "step.timed_out": "timed_out",
+FINAL_STEP_STATUS: dict[str, StepStatus] = {
+    "step.succeeded": StepStatus.SUCCEEDED,
+    "step.failed": StepStatus.FAILED,
+    "step.skipped": StepStatus.SKIPPED,
+    "step.undone": StepStatus.UNDONE,
+    "step.approved": StepStatus.APPROVED,
+    "step.rejected": StepStatus.REJECTED,
+    "step.done": StepStatus.DONE,
+    "step.timed_out": StepStatus.TIMED_OUT,
 }
 REQUESTED = ("approval.requested", "manual.requested", "in_doubt.requested")
 
@@ -34,7 +35,7 @@ class RunSummary:
     via: str
     started_at: datetime
     finished_at: datetime | None = None
-    status: str = "running"
+    status: str = RunStatus.RUNNING  # as its run.finished record says ("?" when it does not)
     reason: str = ""
     flow_run_id: str | None = None
     prefect_state: str | None = None
@@ -49,7 +50,7 @@ class StepSummary:
     title: str
     phase: str | None
     kind: str  # action, approval, manual, in_doubt
-    status: str = "running"
+    status: StepStatus = StepStatus.RUNNING
     action: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -80,7 +81,7 @@ class ApprovalSummary:
     quorum: int
     requested_at: datetime
     decided_at: datetime | None = None
-    outcome: str = "waiting"  # approved, rejected, timed_out, waiting
+    outcome: StepStatus = StepStatus.WAITING  # or approved, rejected, timed_out
     decisions: list[Decision] = field(default_factory=list)
     escalated_to: str | None = None
 
@@ -100,7 +101,7 @@ class ManualTaskSummary:
     completed_by: str | None = None
     completed_at: datetime | None = None
     ticked: list[str] = field(default_factory=list)
-    status: str = "waiting"
+    status: StepStatus = StepStatus.WAITING  # or done, rejected, timed_out
 
 
 @dataclass
@@ -161,9 +162,16 @@ class IncidentReport:
         statuses = {r.status for r in self.runs}
         if not statuses:
             return "unknown"
-        if statuses == {"succeeded"}:
-            return "succeeded"
-        for worst in ("failed", "rejected", "timed_out", "running", "waiting"):
+        if statuses == {RunStatus.SUCCEEDED}:
+            return RunStatus.SUCCEEDED
+        worst_first = (
+            RunStatus.FAILED,
+            RunStatus.REJECTED,
+            RunStatus.TIMED_OUT,
+            RunStatus.RUNNING,
+            RunStatus.WAITING,
+        )
+        for worst in worst_first:
             if worst in statuses:
                 return worst
         return sorted(statuses)[0]
@@ -236,7 +244,7 @@ def build_report(
                     incident_title=data.get("incident_title") or None,
                 )
             else:
-                run.status, run.finished_at = "running", None
+                run.status, run.finished_at = RunStatus.RUNNING, None
                 run.flow_run_id = data.get("flow_run_id") or run.flow_run_id
         elif kind == "run.finished" and record.run_id in runs:
             run = runs[record.run_id]
@@ -255,7 +263,7 @@ def build_report(
                     action=data.get("action"),
                     started_at=record.at,
                 )
-            step.status, step.finished_at, step.error = "running", None, None
+            step.status, step.finished_at, step.error = StepStatus.RUNNING, None, None
             step.attempts = max(step.attempts, 1)
             titles[key] = step.title
         elif kind == "step.retried" and key in steps:
@@ -274,7 +282,7 @@ def build_report(
                     started_at=record.at,
                 ),
             )
-            step.status = "waiting"
+            step.status = StepStatus.WAITING
             if kind == "approval.requested" and key not in approvals:
                 approvals[key] = ApprovalSummary(
                     step_id=record.step_id,
@@ -304,17 +312,25 @@ def build_report(
                 ),
             )
             step.status = status
-            if status != "undone":
+            if status != StepStatus.UNDONE:
                 step.finished_at = record.at
             if "attempts" in data:
                 step.attempts = int(data["attempts"])
             if data.get("error"):
                 step.error = str(data["error"])
             outputs = data.get("outputs") or {}
-            if key in approvals and status in ("approved", "rejected", "timed_out"):
+            if key in approvals and status in (
+                StepStatus.APPROVED,
+                StepStatus.REJECTED,
+                StepStatus.TIMED_OUT,
+            ):
                 approvals[key].outcome = status
                 approvals[key].decided_at = record.at
-            if key in manual and status in ("done", "timed_out", "rejected"):
+            if key in manual and status in (
+                StepStatus.DONE,
+                StepStatus.TIMED_OUT,
+                StepStatus.REJECTED,
+            ):
                 task = manual[key]
                 task.status = status
                 task.completed_by = outputs.get("completed_by")
@@ -390,7 +406,9 @@ def build_report(
     contained = [
         s.finished_at
         for s in steps.values()
-        if s.phase == "contain" and s.finished_at and s.status in ("succeeded", "done", "approved")
+        if s.phase == "contain"
+        and s.finished_at
+        and s.status in (StepStatus.SUCCEEDED, StepStatus.DONE, StepStatus.APPROVED)
     ]
     started = [r.started_at for r in runs.values()]
     return IncidentReport(

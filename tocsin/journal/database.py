@@ -1,0 +1,103 @@
+"""Opening the journal's database, and its transactions; the clock every record is dated by.
+
+SQLite in Tocsin's data folder by default; any SQLAlchemy URL (PostgreSQL for shared
+deployments: ``postgresql+psycopg://...``) through the ``journal_url`` setting.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from tocsin.errors import ConfigurationError
+from tocsin.journal.schema import create_tables
+from tocsin.private_paths import private_file
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything here is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'journal.db'}"
+
+
+class JournalDatabase:
+    """The journal's database: opened (tables created or brought up to date), one
+    transaction at a time per SQLite file."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            database = url.removeprefix("sqlite:///").split("?")[0]
+            if url.startswith("sqlite:///") and database not in ("", ":memory:"):
+                # The journal holds the audit trail and the runs' inputs: only Tocsin's
+                # user may read it (SQLite gives its -wal and -shm files the same mode).
+                _private_database(Path(database))
+            self.engine: Engine = create_engine(url, future=True)
+            self._sqlite_lock = threading.RLock() if self.engine.dialect.name == "sqlite" else None
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            create_tables(self.engine, safe_url(url))
+        except SQLAlchemyError as exc:
+            raise ConfigurationError(
+                f"cannot open the run journal at {safe_url(url)}: {exc.__class__.__name__}",
+                "check the journal_url setting and that the database is reachable",
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        # SQLite takes one writer at a time and makes the others sleep and retry (up to
+        # 100 ms a time); threads of one process queue here instead, in order.
+        if self._sqlite_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._sqlite_lock, self.engine.begin() as connection:
+            yield connection
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _private_database(path: Path) -> None:
+    try:
+        private_file(path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the run journal {path}: {exc.strerror}",
+            "the data folder (TOCSIN_DATA_DIR) must be writable by the user Tocsin runs as, "
+            "and the journal a regular file, not a symbolic link",
+        ) from None
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    # WAL lets the CLI read while a flow writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL may have to wait
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
