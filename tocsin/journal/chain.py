@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -33,6 +33,16 @@ from tocsin.audit import (
 )
 from tocsin.journal.database import JournalDatabase, aware, now
 from tocsin.journal.schema import checkpoints, events
+
+# Built once: building a statement per record (clauses, coercions, cache keys) cost more
+# than the database's own work. Values travel as execution parameters.
+_HEAD_OF_CHAIN = (
+    select(events.c.seq, events.c.hash)
+    .where(events.c.incident == bindparam("chain"))
+    .order_by(events.c.seq.desc())
+    .limit(1)
+)
+_INSERT_EVENT = insert(events)
 
 _T = TypeVar("_T")
 _APPEND_ATTEMPTS = 50
@@ -192,12 +202,7 @@ class AuditChain(JournalDatabase):
                 text("SELECT pg_advisory_xact_lock(hashtext(:chain))"),
                 {"chain": f"tocsin-audit-chain:{incident}"},
             )
-        head = db.execute(
-            select(events.c.seq, events.c.hash)
-            .where(events.c.incident == incident)
-            .order_by(events.c.seq.desc())
-            .limit(1)
-        ).first()
+        head = db.execute(_HEAD_OF_CHAIN, {"chain": incident}).first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
         moment = now()
         body = record_body(
@@ -213,18 +218,19 @@ class AuditChain(JournalDatabase):
         )
         digest = chain_hash(body)
         db.execute(
-            insert(events).values(
-                run_id=run_id,
-                incident=incident,
-                seq=seq,
-                at=moment,
-                kind=kind,
-                step_id=step_id,
-                actor=actor,
-                data=body["data"],
-                prev_hash=prev_hash,
-                hash=digest,
-            )
+            _INSERT_EVENT,
+            {
+                "run_id": run_id,
+                "incident": incident,
+                "seq": seq,
+                "at": moment,
+                "kind": kind,
+                "step_id": step_id,
+                "actor": actor,
+                "data": body["data"],
+                "prev_hash": prev_hash,
+                "hash": digest,
+            },
         )
         if self.audit_key is not None:
             # The first record and the end of a run are signed in the same transaction as

@@ -12,13 +12,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from tocsin.journal.chain import AuditChain
 from tocsin.journal.database import aware, now
 from tocsin.journal.schema import runs, steps
 from tocsin.statuses import ACTIVE_RUN, RunStatus, StepStatus
+
+# A step's row is written twice per step: built once, with values as execution parameters
+# (the SET clause is the parameters' column names).
+_UPDATE_STEP = update(steps).where(
+    steps.c.run_id == bindparam("of_run"), steps.c.step_id == bindparam("of_step")
+)
+_INSERT_STEP = insert(steps)
 
 HEARTBEAT_STALE_AFTER = timedelta(seconds=45)
 
@@ -237,12 +244,10 @@ class RunsAndSteps(AuditChain):
 
         def write(db: Connection) -> None:
             changed = db.execute(
-                update(steps)
-                .where(steps.c.run_id == run_id, steps.c.step_id == step_id)
-                .values(**step_values)
+                _UPDATE_STEP, {"of_run": run_id, "of_step": step_id, **step_values}
             ).rowcount
             if changed == 0:
-                db.execute(insert(steps).values(run_id=run_id, step_id=step_id, **step_values))
+                db.execute(_INSERT_STEP, {"run_id": run_id, "step_id": step_id, **step_values})
             self._append(db, incident, event, run_id, step_id, None, event_data)
 
         self._chained_write(write)
