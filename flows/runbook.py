@@ -48,12 +48,13 @@ from tocsin.errors import (
 from tocsin.gates import Proposal, WaitRequest, gate_hash, judge
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
-from tocsin.integrations.slack import SlackCredentials, usergroup_members
+from tocsin.integration import announcers_for as configured_announcers
+from tocsin.integration import head_publishers, usergroup_members
 from tocsin.journal import FINISHED_STEP, DecisionRecord, Journal, StepRecord, now
 from tocsin.model import ApproverGroup, RunHandlers, Step, is_slack_user_id
 from tocsin.running import journal_for
 from tocsin.sealed_inputs import discard, unseal
-from tocsin.settings import EnvironmentSecrets, Settings, load_settings
+from tocsin.settings import EnvironmentSecrets, SecretStore, Settings, configuration
 from tocsin.templating import evaluate_condition, render_value
 from tocsin.validation import LoadedRunbook, load_runbook_bytes
 
@@ -113,6 +114,7 @@ class RunbookExecution:
         settings: Settings,
         report: Report,
         redactor: Redactor,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.loaded = loaded
         self.runbook = loaded.runbook
@@ -123,7 +125,9 @@ class RunbookExecution:
         self.settings = settings
         self.report = report
         self.redactor = redactor
-        self.secrets = RecordingSecrets(EnvironmentSecrets(), redactor)
+        self.secrets = RecordingSecrets(
+            secrets if secrets is not None else EnvironmentSecrets(), redactor
+        )
         self.secret_inputs = [n for n, spec in self.runbook.inputs.items() if spec.secret]
         redactor.fields(inputs, self.secret_inputs)  # remembered, so scrubbed everywhere
         self.action_logger = redacting_logger("tocsin.actions", redactor)
@@ -264,7 +268,7 @@ class RunbookExecution:
             self.announcers,
             self.run_facts(resumed=existed),
             on_failure=self.announce_failed,
-            batch_seconds=self.settings.slack.progress_every_seconds,
+            batch_seconds=self.settings.announce.progress_every_seconds,
         )
         for announcer, problem in self.announce_problems:
             self.announce_failed(announcer, "configure", problem)
@@ -369,8 +373,8 @@ class RunbookExecution:
             self.event(
                 "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
             )
-        channel = self.settings.audit.anchor_channel
-        if not channel:
+        publishers = head_publishers(self.settings, self.secrets)  # slack.anchor_channel
+        if not publishers:
             if places:
                 self.report(
                     f"audit head sha256:{checkpoint.head[:16]}… published to "
@@ -378,42 +382,39 @@ class RunbookExecution:
                 )
                 self.journal.checkpoint(self.incident.ticket, "anchored")
             return
-        context = ActionContext(
-            incident=self.incident.ticket,
-            step_id="audit",
-            secrets=self.secrets,
-            settings=self.settings,
-        )
         text = (
             f"Audit checkpoint for {self.incident.ticket}: record {checkpoint.seq}, "
             f"head sha256:{checkpoint.head} (key {checkpoint.key_id}). Keep this message: "
             f"`tocsin audit verify {self.incident.ticket} --anchor sha256:{checkpoint.head}` "
             "proves later that the audit trail was not cut short."
         )
-        try:
-            client = SlackCredentials.from_context(context).get_client()
-            response = client.chat_postMessage(channel=channel, text=text)
-            where = f"slack:{response.get('channel', channel)}:{response.get('ts', '')}"
-        except Exception as exc:  # Slack down or not configured: audited, never fatal
-            message = message_of(exc)
-            self.event(
-                "audit.anchor_failed",
-                seq=checkpoint.seq,
-                head=checkpoint.head,
-                channel=channel,
-                error=message,
-            )
-            self.report(f"audit head not published to {channel}: {message}")
-        else:
-            self.event(
-                "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
-            )
-            shown = ", ".join([*(p.rsplit(":", 1)[0] for p in places), channel])
-            self.report(f"audit head sha256:{checkpoint.head[:16]}… published to {shown}")
+        for publisher in publishers:
+            channel = publisher.place
+            try:
+                where = publisher.publish(text)
+            except Exception as exc:  # Slack down or not configured: audited, never fatal
+                message = message_of(exc)
+                self.event(
+                    "audit.anchor_failed",
+                    seq=checkpoint.seq,
+                    head=checkpoint.head,
+                    channel=channel,
+                    error=message,
+                )
+                self.report(f"audit head not published to {channel}: {message}")
+            else:
+                self.event(
+                    "audit.checkpoint_anchored",
+                    seq=checkpoint.seq,
+                    head=checkpoint.head,
+                    where=where,
+                )
+                shown = ", ".join([*(p.rsplit(":", 1)[0] for p in places), channel])
+                self.report(f"audit head sha256:{checkpoint.head[:16]}… published to {shown}")
         self.journal.checkpoint(self.incident.ticket, "anchored")
 
     def _heartbeat(self, stop: threading.Event) -> None:
-        interval = min(HEARTBEAT_SECONDS, max(1.0, self.settings.slack.progress_every_seconds))
+        interval = min(HEARTBEAT_SECONDS, max(1.0, self.settings.announce.progress_every_seconds))
         last_beat = 0.0
         while not stop.wait(interval):
             self.announce.flush_if_due()  # progress of a long step is not held back
@@ -844,10 +845,7 @@ class RunbookExecution:
         people = set(users)
         if usergroup:
             try:
-                credentials = SlackCredentials.from_context(
-                    ActionContext(self.incident.ticket, step_id, self.secrets, self.settings)
-                )
-                members = usergroup_members(credentials, usergroup)
+                members = usergroup_members(self.settings, self.secrets, usergroup)
             except TocsinError as exc:
                 self.event(
                     "approval.group_lookup_failed", step_id, usergroup=usergroup, error=exc.message
@@ -1066,8 +1064,8 @@ class RunbookExecution:
         return step.timeout or MANUAL_TASK_DEFAULT_TIMEOUT
 
     def reminder_at(self, step: Step, request: WaitRequest) -> datetime:
-        """When people are reminded: a fraction (slack.remind_before) of the wait before its end."""
-        return request.deadline_at - self.wait_length(step) * self.settings.slack.remind_before
+        """When people are reminded: a fraction (announce.remind_before) of the wait before its end."""
+        return request.deadline_at - self.wait_length(step) * self.settings.announce.remind_before
 
     def remind(self, step: Step, request: WaitRequest) -> None:
         request.reminded = True
@@ -1301,39 +1299,10 @@ class RunbookExecution:
 def announcers_for(
     settings: Settings, journal: Journal, secrets: Any
 ) -> tuple[list[Announcer], list[tuple[str, str]]]:
-    """Where people hear about runs: the Slack incident thread and the ticket, when configured;
-    and (announcer, problem) for those configured but unusable (audited by the run)."""
-    announcers: list[Announcer] = []
-    problems: list[tuple[str, str]] = []
-    slack = settings.slack
-    if slack.incident_channel or slack.channel_per_incident:
-        token = secrets.get("slack_bot_token")
-        if token:
-            from tocsin.integrations.slack_incident import SlackIncidentAnnouncer
-
-            credentials = SlackCredentials(
-                token=token,
-                base_url=settings.slack_api_url,
-                timeout_seconds=settings.http_timeout_seconds,
-            )
-            announcers.append(SlackIncidentAnnouncer(credentials, slack, journal))
-        else:
-            problems.append(("slack", "secret slack_bot_token is not set"))
-    if settings.jira.url:
-        from tocsin.integrations.jira import JiraTickets
-        from tocsin.ticket_updates import TicketAnnouncer
-
-        try:
-            tickets = JiraTickets.from_settings(settings, secrets)
-        except TocsinError as exc:
-            problems.append(("jira", exc.message))
-        else:
-            announcers.append(
-                TicketAnnouncer(
-                    tickets, _report_for_ticket(settings) if settings.jira.attach_report else None
-                )
-            )
-    return announcers, problems
+    """Where people hear about runs: each installed integration's announcer that is configured
+    (the Slack incident thread, the ticket); and (announcer, problem) for those configured but
+    unusable (audited by the run)."""
+    return configured_announcers(settings, journal, secrets, _report_for_ticket(settings))
 
 
 def _report_for_ticket(settings: Settings) -> Callable[[str], tuple[str, bytes, str]]:
@@ -1392,7 +1361,8 @@ def run_runbook(
     Returns the outcome (status, reason, steps); a run that did not succeed ends as a
     Failed state carrying that outcome (read it with ``outcome_of``).
     """
-    settings = load_settings()
+    handed = configuration()  # what the caller handed down, else the environment's
+    settings = handed.settings
     registry = ActionRegistry.discover(settings.action_modules)
     loaded = load_runbook_bytes(runbook_source.encode("utf-8"), runbook_name, registry)
     journal = journal_for(settings, signing=True)
@@ -1424,6 +1394,7 @@ def run_runbook(
         settings=settings,
         report=lambda line: _report(redactor.scrub(line)),
         redactor=redactor,
+        secrets=handed.secrets,
     )
     execution.announcers, execution.announce_problems = announcers_for(
         settings, journal, execution.secrets

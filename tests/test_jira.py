@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from tocsin.errors import ConfigurationError, InputError, IntegrationError
-from tocsin.integrations.jira import DELIVERY_ID_HEADER, JiraTickets
-from tocsin.sandbox import FakeJira, FakeService, ReceivedRequest, Reply
-from tocsin.settings import JiraSettings, Settings, StaticSecrets
+from tocsin.integrations.jira.client import DELIVERY_ID_HEADER, JiraTickets
+from tocsin.integrations.jira.fake import FakeJira
+from tocsin.sandbox import FakeService, ReceivedRequest, Reply
+from tocsin.settings import StaticSecrets, load_settings
 from tocsin.tickets import TicketSystem, TicketTrigger, parse_inputs_text
 
 CLOUD_USER = "tocsin@broker-support.example"
@@ -304,8 +305,8 @@ def test_unreachable_jira_is_retryable_with_a_hint_about_the_url() -> None:
 def test_from_settings_needs_the_jira_url_and_the_api_token(cloud_jira: FakeJira) -> None:
     secrets = StaticSecrets({"jira_api_token": CLOUD_TOKEN})
     with pytest.raises(ConfigurationError) as no_url:
-        JiraTickets.from_settings(Settings(), secrets)
-    configured = Settings(jira=JiraSettings(url=cloud_jira.url, user=CLOUD_USER))
+        JiraTickets.from_settings(load_settings(), secrets)
+    configured = load_settings(jira={"url": cloud_jira.url, "user": CLOUD_USER})
     with pytest.raises(ConfigurationError) as no_token:
         JiraTickets.from_settings(configured, StaticSecrets({}))
 
@@ -313,9 +314,6 @@ def test_from_settings_needs_the_jira_url_and_the_api_token(cloud_jira: FakeJira
     assert "TOCSIN_SECRET_JIRA_API_TOKEN" in no_token.value.hint
     JiraTickets.from_settings(configured, secrets).comment("INC-12", "configured")
     assert [c.body for c in cloud_jira.comments("INC-12")] == ["configured"]
-
-
-# -- webhooks ----------------------------------------------------------------------
 
 
 def received(receiver: WebhookReceiver) -> ReceivedRequest:

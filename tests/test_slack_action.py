@@ -12,9 +12,9 @@ import pytest
 
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
-from tocsin.integrations.slack import SlackCredentials
-from tocsin.sandbox import FakeSlack, SlackChannel
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.integrations.slack.client import SlackCredentials
+from tocsin.integrations.slack.fake import FakeSlack, SlackChannel
+from tocsin.settings import StaticSecrets, load_settings
 
 TOKEN = "xoxb-1111-2222-tocsin-test"
 READ_ONLY_TOKEN = "xoxb-3333-4444-read-only"
@@ -47,7 +47,7 @@ def post(
         incident="INC-1",
         step_id="notify",
         secrets=StaticSecrets({"slack_bot_token": TOKEN} if secrets is None else secrets),
-        settings=Settings(slack_api_url=slack_url),
+        settings=load_settings(slack={"api_url": slack_url}),
     )
     return definition.invoke(context, params)
 
