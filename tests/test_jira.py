@@ -6,6 +6,7 @@ import base64
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -314,6 +315,36 @@ def test_from_settings_needs_the_jira_url_and_the_api_token(cloud_jira: FakeJira
     assert "TOCSIN_SECRET_JIRA_API_TOKEN" in no_token.value.hint
     JiraTickets.from_settings(configured, secrets).comment("INC-12", "configured")
     assert [c.body for c in cloud_jira.comments("INC-12")] == ["configured"]
+
+
+def test_a_jira_served_over_tls_is_reached_with_the_jira_ca_bundle_setting(
+    tmp_path: Path,
+) -> None:
+    from tocsin.sandbox.tls import LoopbackCA
+
+    ca = LoopbackCA.create(tmp_path / "tls")
+    secrets = StaticSecrets({"jira_api_token": CLOUD_TOKEN})
+    site = FakeJira(token=CLOUD_TOKEN, user=CLOUD_USER, issues=ISSUES).start(
+        tls=ca.server_context()
+    )
+    try:
+        assert site.url.startswith("https://")
+        untrusted = load_settings(jira={"url": site.url, "user": CLOUD_USER})
+        with pytest.raises(IntegrationError) as caught:
+            JiraTickets.from_settings(untrusted, secrets).comment("INC-12", "untrusted")
+        assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+        assert site.comments("INC-12") == []
+
+        trusted = load_settings(
+            jira={"url": site.url, "user": CLOUD_USER, "ca_bundle": str(ca.ca_bundle)}
+        )
+        JiraTickets.from_settings(trusted, secrets).comment("INC-12", "over TLS")
+        assert [c.body for c in site.comments("INC-12")] == ["over TLS"]
+    finally:
+        site.stop()
+
+
+# -- webhooks ----------------------------------------------------------------------
 
 
 def received(receiver: WebhookReceiver) -> ReceivedRequest:
