@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
-from tocsin.integration import Integration, SandboxSeed, SandboxService, installed_integrations
+from tocsin.integration import SandboxSeed, SandboxService, installed_integrations
 from tocsin.sandbox.fake_service import FakeService
 from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import (
@@ -41,32 +40,21 @@ F = TypeVar("F", bound=FakeService)
 class Sandbox:
     """Starts the fakes of the installed integrations; ``settings`` and ``secrets`` point at them."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        seed: SandboxSeed | None = None,
-        *,
-        tls: bool = True,
-        integrations: Sequence[Integration[Any]] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, seed: SandboxSeed | None = None) -> None:
         self.base = settings
         self.seed = seed or SandboxSeed()
-        self.tls = tls
-        self.integrations = list(installed_integrations() if integrations is None else integrations)
         self.services: dict[str, SandboxService] = {}
         self.settings = settings
         self.secrets: SecretStore = EnvironmentSecrets()
         self._folder: Path | None = None
 
     def __enter__(self) -> Self:
-        seed = self.seed
-        if self.tls:
-            self._folder = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-"))
-            ca = LoopbackCA.create(self._folder / "tls")
-            seed = replace(seed, server_tls=ca.server_context(), ca_bundle=ca.ca_bundle)
         secrets: dict[str, str] = {}
         try:
-            for integration in self.integrations:
+            self._folder = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-"))
+            ca = LoopbackCA.create(self._folder / "tls")
+            seed = replace(self.seed, server_tls=ca.server_context(), ca_bundle=ca.ca_bundle)
+            for integration in installed_integrations():
                 if integration.sandbox is None:
                     continue
                 service = integration.sandbox(seed)
