@@ -16,13 +16,16 @@ environment is never changed.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Self, TypeVar
 
 from tocsin.integration import SandboxSeed, SandboxService, installed_integrations
+from tocsin.private_paths import private_folder
 from tocsin.sandbox.fake_service import FakeService
 from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import (
@@ -51,7 +54,7 @@ class Sandbox:
     def __enter__(self) -> Self:
         secrets: dict[str, str] = {}
         try:
-            self._folder = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-"))
+            self._folder = _private_folder(self.base)
             ca = LoopbackCA.create(self._folder / "tls")
             seed = replace(self.seed, server_tls=ca.server_context(), ca_bundle=ca.ca_bundle)
             for integration in installed_integrations():
@@ -96,3 +99,25 @@ class Sandbox:
     def notes(self) -> list[str]:
         """What the fakes want whoever started the sandbox to know (user groups, secrets)."""
         return [note for service in self.services.values() for note in service.notes]
+
+
+def _private_folder(settings: Settings) -> Path:
+    """A folder of this sandbox's own under ``data_dir/sandbox`` (its CA). Those left by a
+    process of this machine that is gone (killed before it could clean up) are removed."""
+    base = private_folder(settings.data_dir / "sandbox")
+    host = socket.gethostname()
+    for left in base.iterdir():
+        owner, _, pid = left.name.rpartition(".")[0].rpartition(".")
+        if owner == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{host}.{os.getpid()}.", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
