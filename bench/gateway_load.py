@@ -94,7 +94,7 @@ def serve(journal_url: str, key_path: str, slack_url: str, port_queue: Any) -> N
     """The gateway process."""
     os.environ["TOCSIN_JOURNAL_URL"] = journal_url
     os.environ["TOCSIN_AUDIT__KEY_PATH"] = key_path
-    os.environ["TOCSIN_SLACK_API_URL"] = slack_url
+    os.environ["TOCSIN_SLACK__API_URL"] = slack_url
     os.environ["TOCSIN_SECRET_SLACK_SIGNING_SECRET"] = SECRET
     os.environ["TOCSIN_SECRET_SLACK_BOT_TOKEN"] = "xoxb-tocsin-sandbox"
     # Every forged click audited one by one (the worst case for the journal), not summarised.
@@ -111,7 +111,7 @@ def serve(journal_url: str, key_path: str, slack_url: str, port_queue: Any) -> N
 
 def fake_slack(url_queue: Any) -> None:
     """Slack, in its own process: the gateway tells refused clickers privately through it."""
-    from tocsin.sandbox import FakeSlack
+    from tocsin.integrations.slack.fake import FakeSlack
 
     slack = FakeSlack().start()
     url_queue.put(slack.url)
@@ -191,7 +191,7 @@ async def fire(
     rate: int, seconds: int, port: int, runs: dict[str, int], gate: str
 ) -> list[tuple[str, tuple[str, str], int, float]]:
     """Send the clicks; (kind, (ticket, user), status, ms) for each."""
-    from tocsin.sandbox.slack_user import sign_slack_request
+    from tocsin.integrations.slack.simulated_user import sign_slack_request
 
     rng = random.Random(7)
     pairs = [(ticket(n), approver(i)) for n in range(INCIDENTS) for i in range(APPROVERS)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tocsin.errors import message_of
 from tocsin.flows.run_state import RunState
-from tocsin.flows.slack_calls import post_audit_anchor
+from tocsin.integration import head_publishers
 
 
 def sign_and_anchor(state: RunState, reason: str, *, publish: bool = True) -> None:
@@ -23,8 +23,8 @@ def sign_and_anchor(state: RunState, reason: str, *, publish: bool = True) -> No
         state.event(
             "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
         )
-    channel = state.settings.audit.anchor_channel
-    if not channel:
+    publishers = head_publishers(state.settings, state.secrets)  # slack.anchor_channel
+    if not publishers:
         if places:
             state.report(
                 f"audit head sha256:{checkpoint.head[:16]}… published to "
@@ -38,24 +38,26 @@ def sign_and_anchor(state: RunState, reason: str, *, publish: bool = True) -> No
         f"`tocsin audit verify {ticket} --anchor sha256:{checkpoint.head}` "
         "proves later that the audit trail was not cut short."
     )
-    try:
-        where = post_audit_anchor(state.settings, state.secrets, ticket, channel, text)
-    except Exception as exc:  # Slack down or not configured: audited, never fatal
-        message = message_of(exc)
-        state.event(
-            "audit.anchor_failed",
-            seq=checkpoint.seq,
-            head=checkpoint.head,
-            channel=channel,
-            error=message,
-        )
-        state.report(f"audit head not published to {channel}: {message}")
-    else:
-        state.event(
-            "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
-        )
-        shown = ", ".join([*(p.rsplit(":", 1)[0] for p in places), channel])
-        state.report(f"audit head sha256:{checkpoint.head[:16]}… published to {shown}")
+    for publisher in publishers:
+        channel = publisher.place
+        try:
+            where = publisher.publish(text)
+        except Exception as exc:  # Slack down or not configured: audited, never fatal
+            message = message_of(exc)
+            state.event(
+                "audit.anchor_failed",
+                seq=checkpoint.seq,
+                head=checkpoint.head,
+                channel=channel,
+                error=message,
+            )
+            state.report(f"audit head not published to {channel}: {message}")
+        else:
+            state.event(
+                "audit.checkpoint_anchored", seq=checkpoint.seq, head=checkpoint.head, where=where
+            )
+            shown = ", ".join([*(p.rsplit(":", 1)[0] for p in places), channel])
+            state.report(f"audit head sha256:{checkpoint.head[:16]}… published to {shown}")
     state.journal.checkpoint(ticket, "anchored")
 
 

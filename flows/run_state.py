@@ -14,7 +14,7 @@ from tocsin.audit import RecordingSecrets, Redactor, redacting_logger
 from tocsin.incident import Incident
 from tocsin.journal import Journal
 from tocsin.model import Step
-from tocsin.settings import EnvironmentSecrets, Settings
+from tocsin.settings import EnvironmentSecrets, SecretStore, Settings
 from tocsin.statuses import StepStatus
 from tocsin.validation import LoadedRunbook
 from tocsin.vocabulary import step_values, template_context
@@ -36,6 +36,7 @@ class RunState:
         settings: Settings,
         report: Report,
         redactor: Redactor,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.loaded = loaded
         self.runbook = loaded.runbook
@@ -46,7 +47,7 @@ class RunState:
         self.settings = settings
         self.report = report
         self.redactor = redactor
-        self.secrets = RecordingSecrets(EnvironmentSecrets(), redactor)
+        self.secrets = RecordingSecrets(secrets or EnvironmentSecrets(), redactor)
         self.secret_inputs = [n for n, spec in self.runbook.inputs.items() if spec.secret]
         redactor.fields(inputs, self.secret_inputs)  # remembered, so scrubbed everywhere
         self.action_logger = redacting_logger("tocsin.actions", redactor)

@@ -41,7 +41,7 @@ from tocsin.journal import FINISHED_STEP
 from tocsin.launch import run_tags, runbook_from_parameters
 from tocsin.running import journal_for
 from tocsin.sealed_inputs import discard, unseal
-from tocsin.settings import load_settings
+from tocsin.settings import configuration
 from tocsin.statuses import StepStatus
 
 HEARTBEAT_SECONDS = 10
@@ -84,7 +84,7 @@ def execute(
         announcers,
         state.run_facts(resumed=existed),
         on_failure=state.announce_failed,
-        batch_seconds=state.settings.slack.progress_every_seconds,
+        batch_seconds=state.settings.announce.progress_every_seconds,
     )
     for announcer, problem in announce_problems:
         state.announce_failed(announcer, "configure", problem)
@@ -128,7 +128,7 @@ def execute(
 
 def _heartbeat(state: RunState, stop: threading.Event) -> None:
     """Tells the journal this process still runs the run (a dead one is resumed elsewhere)."""
-    interval = min(HEARTBEAT_SECONDS, max(1.0, state.settings.slack.progress_every_seconds))
+    interval = min(HEARTBEAT_SECONDS, max(1.0, state.settings.announce.progress_every_seconds))
     last_beat = 0.0
     while not stop.wait(interval):
         state.announce.flush_if_due()  # progress of a long step is not held back
@@ -172,7 +172,8 @@ def run_runbook(
     Returns the outcome (status, reason, steps); a run that did not succeed ends as a
     Failed state carrying that outcome (read it with ``outcome_of``).
     """
-    settings = load_settings()
+    handed = configuration()  # what the caller handed down, else the environment's
+    settings = handed.settings
     registry = ActionRegistry.discover(settings.action_modules)
     try:
         loaded = runbook_from_parameters(runbook_source, runbook_name, runbook_digest, registry)
@@ -209,6 +210,7 @@ def run_runbook(
         settings=settings,
         report=lambda line: _report(redactor.scrub(line)),
         redactor=redactor,
+        secrets=handed.secrets,
     )
     announcers, announce_problems = announcers_for(settings, journal, state.secrets)
     try:

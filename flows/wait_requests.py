@@ -15,8 +15,8 @@ from typing import Any
 from tocsin.errors import TemplateError, TocsinError
 from tocsin.flows.guards import guarded_ids, guarding_gate
 from tocsin.flows.run_state import RunState
-from tocsin.flows.slack_calls import usergroup_members_now
 from tocsin.gates import WaitRequest, gate_hash
+from tocsin.integration import usergroup_members
 from tocsin.journal import StepRecord, now
 from tocsin.model import ApproverGroup, Step, is_slack_user_id
 from tocsin.statuses import StepStatus
@@ -119,9 +119,7 @@ class WaitRequests:
         people = set(users)
         if usergroup:
             try:
-                members = usergroup_members_now(
-                    state.settings, state.secrets, state.incident.ticket, step_id, usergroup
-                )
+                members = usergroup_members(state.settings, state.secrets, usergroup)
             except TocsinError as exc:
                 state.event(
                     "approval.group_lookup_failed", step_id, usergroup=usergroup, error=exc.message

@@ -422,7 +422,7 @@ class PeopleWaits:
 
     def reminder_at(self, step: Step, request: WaitRequest) -> datetime:
         """When people are reminded: a fraction (slack.remind_before) of the wait before its end."""
-        return request.deadline_at - wait_length(step) * self.state.settings.slack.remind_before
+        return request.deadline_at - wait_length(step) * self.state.settings.announce.remind_before
 
     def remind(self, step: Step, request: WaitRequest) -> None:
         state = self.state

@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tocsin.gateway import Gateway
-from tocsin.journal import Journal
-from tocsin.sandbox import FakeJira, FakeSlack
-from tocsin.sandbox.jira_api import (
+from tocsin.integrations.jira.fake import (
     SANDBOX_JIRA_TOKEN,
     SANDBOX_JIRA_USER,
     SANDBOX_JIRA_WEBHOOK_SECRET,
+    FakeJira,
 )
-from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
+from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack
+from tocsin.journal import Journal
 from tocsin.settings import load_settings
 
 
@@ -42,8 +42,8 @@ def service_settings(
     if slack is not None:
         values.update(
             {
-                "TOCSIN_SLACK_API_URL": f"{slack.url}/api/",
-                "TOCSIN_SLACK__PROGRESS_EVERY_SECONDS": "0",
+                "TOCSIN_SLACK__API_URL": f"{slack.url}/api/",
+                "TOCSIN_ANNOUNCE__PROGRESS_EVERY_SECONDS": "0",
                 "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
             }
         )
@@ -90,13 +90,11 @@ def settings_journal() -> Iterator[Journal]:
 @contextmanager
 def gateway_from_settings() -> Iterator[Gateway]:
     """A gateway built from the current settings, with the Jira they name (closed afterwards)."""
-    from tocsin.integrations.jira import JiraTickets
+    from tocsin.integration import ticket_system
     from tocsin.settings import EnvironmentSecrets
 
     settings = load_settings()
-    tickets = (
-        JiraTickets.from_settings(settings, EnvironmentSecrets()) if settings.jira.url else None
-    )
+    tickets = ticket_system(settings, EnvironmentSecrets())
     gateway = Gateway(settings, tickets=tickets)
     try:
         yield gateway

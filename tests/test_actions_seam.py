@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from tests.cli_runner import run_tocsin
 from tocsin.actions import ActionContext, ActionRegistry, action, definitions_in
 from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.settings import StaticSecrets, load_settings
 
 
 class Isolated(BaseModel):
@@ -48,7 +48,7 @@ def _context(**secrets: str) -> ActionContext:
         incident="INC-1",
         step_id="isolate",
         secrets=StaticSecrets(secrets),
-        settings=Settings(),
+        settings=load_settings(),
         logger=logging.getLogger("test"),
     )
 
@@ -121,11 +121,17 @@ def test_an_action_must_take_context_first_and_keyword_only_parameters() -> None
 def _install_plugin(root: Path, module_body: str) -> None:
     package = root / "acme_tocsin"
     package.mkdir()
-    (package / "__init__.py").write_text(textwrap.dedent(module_body))
+    (package / "__init__.py").write_text(
+        textwrap.dedent(module_body)
+        + "\nfrom tocsin.integration import Integration\n"
+        + "integration = Integration(name='acme', description='ACME', action_modules=('acme_tocsin',))\n"
+    )
     dist = root / "acme_tocsin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-tocsin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[tocsin.actions]\nacme = acme_tocsin\n")
+    (dist / "entry_points.txt").write_text(
+        "[tocsin.integrations]\nacme = acme_tocsin:integration\n"
+    )
 
 
 def test_a_third_party_package_adds_actions_through_its_entry_point(tmp_path: Path) -> None:

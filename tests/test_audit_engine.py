@@ -13,10 +13,9 @@ from tests.cli_runner import run_tocsin
 from tests.engine_support import HEAD, settings_journal, start_flow
 from tocsin.audit import AuditKey, Redactor
 from tocsin.decisions import DecisionRefused
+from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
 from tocsin.journal import Journal
 from tocsin.report import IncidentReport, build_report, render
-from tocsin.sandbox import FakeSlack, SlackChannel
-from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
 from tocsin.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -90,9 +89,9 @@ steps:
 def audit_slack(prefect_server: str) -> Iterator[FakeSlack]:
     fake = FakeSlack(channels=[SlackChannel("C0AUDIT", "incident-audit")])
     with fake, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TOCSIN_SLACK_API_URL", f"{fake.url}/api/")
+        patch.setenv("TOCSIN_SLACK__API_URL", f"{fake.url}/api/")
         patch.setenv("TOCSIN_SECRET_SLACK_BOT_TOKEN", SANDBOX_BOT_TOKEN)
-        patch.setenv("TOCSIN_AUDIT__ANCHOR_CHANNEL", "#incident-audit")
+        patch.setenv("TOCSIN_SLACK__ANCHOR_CHANNEL", "#incident-audit")
         patch.setenv("TOCSIN_AUDIT__CHECKPOINT_EVERY", "10")
         yield fake
 

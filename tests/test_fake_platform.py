@@ -10,8 +10,8 @@ import pytest
 
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import IntegrationError
-from tocsin.sandbox import Account, Device, FakePlatform, Office
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.integrations.platform.fake import Account, Device, FakePlatform, Office
+from tocsin.settings import StaticSecrets, load_settings
 
 TOKEN = "plt-test-token"
 OFFICE = Office(
@@ -96,7 +96,7 @@ def test_reconnect_refusal_reaches_the_runbook_as_a_non_retryable_409(
         incident="INC-1",
         step_id="reconnect",
         secrets=StaticSecrets({"platform_token": TOKEN}),
-        settings=Settings(),
+        settings=load_settings(),
     )
     http = ActionRegistry.discover().get("http.request")
     office = f"{platform.url}/api/v1/offices/OF-1"

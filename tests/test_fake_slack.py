@@ -15,8 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
-from tocsin.sandbox.slack_api import (
+from tocsin.integrations.slack.fake import (
     BOT_USER_ID,
     DEFAULT_SCOPES,
     SANDBOX_BOT_TOKEN,
@@ -26,7 +25,8 @@ from tocsin.sandbox.slack_api import (
     SlackChannel,
     SlackUser,
 )
-from tocsin.sandbox.slack_user import SimulatedSlack, sign_slack_request
+from tocsin.integrations.slack.simulated_user import SimulatedSlack, sign_slack_request
+from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 
 NO_USERS_READ_TOKEN = "xoxb-tocsin-no-users-read"
 EMAIL_TOKEN = "xoxb-tocsin-users-read-email"

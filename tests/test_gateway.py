@@ -25,14 +25,15 @@ from tests.gateway_support import (
     service_settings,
     settings_journal,
 )
-from tocsin.gateway import GATEWAY_CHAIN, MIN_REFRESH_SECONDS, Gateway, GatewayServer
-from tocsin.journal import Journal
-from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
-from tocsin.sandbox.jira_api import (
+from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
+from tocsin.integrations.jira.fake import (
     SANDBOX_JIRA_WEBHOOK_SECRET,
+    FakeJira,
 )
-from tocsin.sandbox.slack_api import PostedSlackMessage
-from tocsin.sandbox.slack_user import SimulatedSlack
+from tocsin.integrations.slack.directory import MIN_REFRESH_SECONDS
+from tocsin.integrations.slack.fake import FakeSlack, PostedSlackMessage, SlackChannel
+from tocsin.integrations.slack.simulated_user import SimulatedSlack
+from tocsin.journal import Journal
 from tocsin.settings import load_settings
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -303,7 +304,7 @@ def test_forged_replayed_and_unsigned_requests_are_refused_and_audited(
 
     # a genuine request sent twice: the copy is a replay
     body = b"command=%2Ftocsin&text=status+GW-3&user_id=U0LEAD1&channel_id=C0INCIDENTS"
-    from tocsin.sandbox.slack_user import sign_slack_request
+    from tocsin.integrations.slack.simulated_user import sign_slack_request
 
     headers = {
         **sign_slack_request(SIGNING_SECRET, body),
@@ -404,7 +405,7 @@ def test_slack_rate_limits_are_waited_out(
 def test_a_gate_reminds_then_escalates(
     environment: Path, journal: Journal, slack: FakeSlack, slack_user: SimulatedSlack
 ) -> None:
-    os.environ["TOCSIN_SLACK__REMIND_BEFORE"] = "0.5"
+    os.environ["TOCSIN_ANNOUNCE__REMIND_BEFORE"] = "0.5"
     try:
         flow = start(
             environment,
@@ -425,7 +426,7 @@ def test_a_gate_reminds_then_escalates(
         slack_user.click("U0BOSS1", current(slack, message), "tocsin_approve")
         assert flow.finish()["status"] == "succeeded"
     finally:
-        del os.environ["TOCSIN_SLACK__REMIND_BEFORE"]
+        del os.environ["TOCSIN_ANNOUNCE__REMIND_BEFORE"]
     events = [k for k, _, _ in kinds(journal, "GW-6")]
     assert "approval.reminded" in events and "approval.escalated" in events
 

@@ -21,16 +21,14 @@ from tocsin.gates import WaitRequest
 from tocsin.gateway import (
     GATEWAY_CHAIN,
     MAX_CLAIM_CHARS,
-    MIN_REFRESH_SECONDS,
     RefusalAudit,
-    SlackRequestCheck,
-    UsergroupMembers,
     claim_text,
 )
+from tocsin.integrations.slack.directory import MIN_REFRESH_SECONDS, UsergroupMembers
+from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
+from tocsin.integrations.slack.signature import SlackRequestCheck
+from tocsin.integrations.slack.simulated_user import sign_slack_request
 from tocsin.journal import Journal
-from tocsin.sandbox import FakeSlack, SlackChannel
-from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
-from tocsin.sandbox.slack_user import sign_slack_request
 
 SECRET = "a-signing-secret"
 RUN = RunFacts(
@@ -283,9 +281,9 @@ def slack() -> Iterator[FakeSlack]:
 def test_a_channel_per_incident_is_created_and_holds_the_thread(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
-    from tocsin.integrations.slack import SlackCredentials
-    from tocsin.integrations.slack_incident import SlackIncidentAnnouncer
-    from tocsin.settings import SlackSettings
+    from tocsin.integrations.slack.client import SlackCredentials
+    from tocsin.integrations.slack.incident_thread import SlackIncidentAnnouncer
+    from tocsin.integrations.slack.settings import SlackSettings
 
     journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}")
     announcer = SlackIncidentAnnouncer(
@@ -317,7 +315,7 @@ def free_port() -> int:
 
 def test_tocsin_gateway_serves_signed_slash_commands(prefect_server: str, tmp_path: Path) -> None:
     from tocsin.embedded import stop_server
-    from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET
+    from tocsin.integrations.slack.sandbox import SANDBOX_SIGNING_SECRET
     from tocsin.settings import load_settings
 
     port = free_port()

@@ -11,16 +11,9 @@ import pytest
 from tests.cli_runner import run_tocsin
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
-from tocsin.sandbox import (
-    Account,
-    Device,
-    FakePlatform,
-    FakeService,
-    Office,
-    ReceivedRequest,
-    Reply,
-)
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.integrations.platform.fake import Account, Device, FakePlatform, Office
+from tocsin.sandbox import FakeService, ReceivedRequest, Reply
+from tocsin.settings import StaticSecrets, load_settings
 
 TOKEN = "plt-0123456789-very-secret"
 OFFICE_RUNBOOK = "runbooks/office-compromise.yaml"
@@ -57,7 +50,7 @@ def call(params: dict[str, Any], *, secrets: dict[str, str] | None = None) -> di
         incident="INC-1",
         step_id="platform",
         secrets=StaticSecrets({"platform_token": TOKEN} if secrets is None else secrets),
-        settings=Settings(),
+        settings=load_settings(),
     )
     return definition.invoke(context, params)
 
@@ -360,7 +353,7 @@ def call_service(params: dict[str, Any], services: dict[str, str]) -> dict[str, 
         incident="INC-1",
         step_id="platform",
         secrets=StaticSecrets({"platform_token": TOKEN}),
-        settings=Settings(services=services),
+        settings=load_settings(http={"services": services}),
     )
     return definition.invoke(context, params)
 
@@ -386,7 +379,7 @@ def test_a_service_that_is_not_configured_names_the_setting_to_set() -> None:
     with pytest.raises(ConfigurationError) as caught:
         call_service({"service": "platform", "url": "/offices/OF-1"}, {})
     assert caught.value.message == "service 'platform' is not configured"
-    assert "TOCSIN_SERVICES__PLATFORM=" in caught.value.hint
+    assert "TOCSIN_HTTP__SERVICES__PLATFORM=" in caught.value.hint
 
 
 def test_a_path_without_a_service_and_a_url_with_one_are_refused_before_the_call() -> None:

@@ -6,15 +6,17 @@ import base64
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tocsin.errors import ConfigurationError, InputError, IntegrationError
-from tocsin.integrations.jira import DELIVERY_ID_HEADER, JiraTickets
-from tocsin.sandbox import FakeJira, FakeService, ReceivedRequest, Reply
-from tocsin.settings import JiraSettings, Settings, StaticSecrets
+from tocsin.integrations.jira.client import DELIVERY_ID_HEADER, JiraTickets
+from tocsin.integrations.jira.fake import FakeJira
+from tocsin.sandbox import FakeService, ReceivedRequest, Reply
+from tocsin.settings import StaticSecrets, load_settings
 from tocsin.tickets import TicketSystem, TicketTrigger, parse_inputs_text
 
 CLOUD_USER = "tocsin@broker-support.example"
@@ -304,8 +306,8 @@ def test_unreachable_jira_is_retryable_with_a_hint_about_the_url() -> None:
 def test_from_settings_needs_the_jira_url_and_the_api_token(cloud_jira: FakeJira) -> None:
     secrets = StaticSecrets({"jira_api_token": CLOUD_TOKEN})
     with pytest.raises(ConfigurationError) as no_url:
-        JiraTickets.from_settings(Settings(), secrets)
-    configured = Settings(jira=JiraSettings(url=cloud_jira.url, user=CLOUD_USER))
+        JiraTickets.from_settings(load_settings(), secrets)
+    configured = load_settings(jira={"url": cloud_jira.url, "user": CLOUD_USER})
     with pytest.raises(ConfigurationError) as no_token:
         JiraTickets.from_settings(configured, StaticSecrets({}))
 
@@ -313,6 +315,33 @@ def test_from_settings_needs_the_jira_url_and_the_api_token(cloud_jira: FakeJira
     assert "TOCSIN_SECRET_JIRA_API_TOKEN" in no_token.value.hint
     JiraTickets.from_settings(configured, secrets).comment("INC-12", "configured")
     assert [c.body for c in cloud_jira.comments("INC-12")] == ["configured"]
+
+
+def test_a_jira_served_over_tls_is_reached_with_the_jira_ca_bundle_setting(
+    tmp_path: Path,
+) -> None:
+    from tocsin.sandbox.tls import LoopbackCA
+
+    ca = LoopbackCA.create(tmp_path / "tls")
+    secrets = StaticSecrets({"jira_api_token": CLOUD_TOKEN})
+    site = FakeJira(token=CLOUD_TOKEN, user=CLOUD_USER, issues=ISSUES).start(
+        tls=ca.server_context()
+    )
+    try:
+        assert site.url.startswith("https://")
+        untrusted = load_settings(jira={"url": site.url, "user": CLOUD_USER})
+        with pytest.raises(IntegrationError) as caught:
+            JiraTickets.from_settings(untrusted, secrets).comment("INC-12", "untrusted")
+        assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+        assert site.comments("INC-12") == []
+
+        trusted = load_settings(
+            jira={"url": site.url, "user": CLOUD_USER, "ca_bundle": str(ca.ca_bundle)}
+        )
+        JiraTickets.from_settings(trusted, secrets).comment("INC-12", "over TLS")
+        assert [c.body for c in site.comments("INC-12")] == ["over TLS"]
+    finally:
+        site.stop()
 
 
 # -- webhooks ----------------------------------------------------------------------

@@ -22,10 +22,9 @@ from tests.cli_runner import run_tocsin
 from tests.test_audit import postgres_url  # noqa: F401  (the fixture)
 from tocsin.announce import RunFacts
 from tocsin.audit import AuditKey, public_path
+from tocsin.integrations.jira.fake import SANDBOX_JIRA_TOKEN, SANDBOX_JIRA_USER, FakeJira
+from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
 from tocsin.journal import Journal, checkpoints, events
-from tocsin.sandbox import FakeSlack, SlackChannel
-from tocsin.sandbox.jira_api import SANDBOX_JIRA_TOKEN, SANDBOX_JIRA_USER, FakeJira
-from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
 
 TICKET = "INC-31"
 
@@ -276,10 +275,10 @@ def test_data_folder_and_journal_are_not_readable_by_other_users(tmp_path: Path)
 @pytest.fixture()
 def published(trail: dict[str, str]) -> Iterator[tuple[dict[str, str], FakeSlack, FakeJira, str]]:
     """The end-of-run head of the trail posted to the anchor channel, the thread and the ticket."""
-    from tocsin.integrations.jira import JiraTickets
-    from tocsin.integrations.slack import SlackCredentials
-    from tocsin.integrations.slack_incident import SlackIncidentAnnouncer
-    from tocsin.settings import SlackSettings
+    from tocsin.integrations.jira.client import JiraTickets
+    from tocsin.integrations.slack.client import SlackCredentials
+    from tocsin.integrations.slack.incident_thread import SlackIncidentAnnouncer
+    from tocsin.integrations.slack.settings import SlackSettings
     from tocsin.ticket_updates import TicketAnnouncer
 
     slack = FakeSlack(
@@ -292,9 +291,9 @@ def published(trail: dict[str, str]) -> Iterator[tuple[dict[str, str], FakeSlack
     with slack, jira:
         env = {
             **trail,
-            "TOCSIN_SLACK_API_URL": f"{slack.url}/api/",
+            "TOCSIN_SLACK__API_URL": f"{slack.url}/api/",
             "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
-            "TOCSIN_AUDIT__ANCHOR_CHANNEL": "#incident-audit",
+            "TOCSIN_SLACK__ANCHOR_CHANNEL": "#incident-audit",
             "TOCSIN_JIRA__URL": jira.url,
             "TOCSIN_JIRA__USER": SANDBOX_JIRA_USER,
             "TOCSIN_SECRET_JIRA_API_TOKEN": SANDBOX_JIRA_TOKEN,
@@ -360,7 +359,7 @@ def test_chain_cut_and_resigned_by_the_key_holder_fails_on_the_published_heads(
 ) -> None:
     """Records 9 to the end removed and the new head signed: only the published heads can tell."""
     env, _, _, head = published
-    env = {**env, "TOCSIN_AUDIT__ANCHOR_CHANNEL": "C0AUDIT"}  # by id, as docs/audit.md advises
+    env = {**env, "TOCSIN_SLACK__ANCHOR_CHANNEL": "C0AUDIT"}  # by id, as docs/audit.md advises
     _cut_after(env, 8)
     result = run_tocsin("audit", "verify", TICKET, env=env)
     output = result.stdout + result.stderr

@@ -22,13 +22,12 @@ from markdown_it import MarkdownIt
 from tests.cli_runner import run_tocsin
 from tests.engine_support import HEAD, settings_journal, start_flow
 from tocsin.audit import AuditKey
-from tocsin.integrations.jira import jira_text
-from tocsin.integrations.slack import slack_text, slack_value
+from tocsin.integrations.jira.client import jira_text
+from tocsin.integrations.jira.fake import SANDBOX_JIRA_TOKEN, SANDBOX_JIRA_USER, FakeJira
+from tocsin.integrations.slack.client import slack_text, slack_value
+from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
 from tocsin.report import build_report, render
 from tocsin.report.render import markdown_text
-from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
-from tocsin.sandbox.jira_api import SANDBOX_JIRA_TOKEN, SANDBOX_JIRA_USER
-from tocsin.sandbox.slack_api import SANDBOX_BOT_TOKEN
 from tocsin.settings import load_settings
 from tocsin.status import terminal_text
 
@@ -93,9 +92,9 @@ def hostile_run(
         jira.add_issue(TICKET, {"summary": "Office hacked"})
         values = {
             "TOCSIN_DATA_DIR": str(folder / "data"),
-            "TOCSIN_SLACK_API_URL": f"{slack.url}/api/",
+            "TOCSIN_SLACK__API_URL": f"{slack.url}/api/",
             "TOCSIN_SLACK__INCIDENT_CHANNEL": "#support-incidents",
-            "TOCSIN_SLACK__PROGRESS_EVERY_SECONDS": "0",
+            "TOCSIN_ANNOUNCE__PROGRESS_EVERY_SECONDS": "0",
             "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
             "TOCSIN_JIRA__URL": jira.url,
             "TOCSIN_JIRA__USER": SANDBOX_JIRA_USER,

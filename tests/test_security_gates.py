@@ -26,11 +26,15 @@ from tests.gateway_support import (
 from tocsin.audit import AuditKey
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
+from tocsin.integrations.jira.fake import SANDBOX_JIRA_WEBHOOK_SECRET, FakeJira
+from tocsin.integrations.slack.fake import (
+    DEFAULT_SCOPES,
+    SANDBOX_BOT_TOKEN,
+    FakeSlack,
+    SlackChannel,
+)
+from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
-from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
-from tocsin.sandbox.jira_api import SANDBOX_JIRA_WEBHOOK_SECRET
-from tocsin.sandbox.slack_api import DEFAULT_SCOPES, SANDBOX_BOT_TOKEN
-from tocsin.sandbox.slack_user import SimulatedSlack
 from tocsin.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -268,7 +272,7 @@ def test_a_requester_without_a_slack_identity_needs_one_more_approver(
 def test_the_gate_message_says_when_the_requester_is_unknown() -> None:
     from tocsin.announce import GateState, RunFacts
     from tocsin.gates import WaitRequest
-    from tocsin.integrations.slack_incident import gate_blocks
+    from tocsin.integrations.slack.incident_thread import gate_blocks
 
     request = WaitRequest(
         kind="approval",

@@ -32,12 +32,12 @@ from tests.gateway_support import (
     settings_journal,
 )
 from tocsin.gateway import GATEWAY_CHAIN, MAX_CLAIM_CHARS, Gateway, GatewayServer
-from tocsin.journal import Journal
-from tocsin.sandbox import FakeJira
-from tocsin.sandbox.jira_api import (
+from tocsin.integrations.jira.fake import (
     SANDBOX_JIRA_WEBHOOK_SECRET,
+    FakeJira,
 )
-from tocsin.sandbox.slack_user import sign_slack_request
+from tocsin.integrations.slack.simulated_user import sign_slack_request
+from tocsin.journal import Journal
 from tocsin.settings import StaticSecrets, load_settings
 
 SIGNING_SECRET = "e3b0c44298fc1c149afbf4c8996fb924"
@@ -622,7 +622,7 @@ def test_replayed_jira_body_with_new_delivery_id_starts_nothing(
 def test_replayed_jira_body_is_refused_after_a_gateway_restart(
     environment: Path, journal: Journal, jira: FakeJira
 ) -> None:
-    from tocsin.integrations.jira import JiraTickets
+    from tocsin.integrations.jira.client import JiraTickets
     from tocsin.settings import EnvironmentSecrets
 
     jira.add_issue("SEC-31", {"summary": "x", "customfield_10100": "no-such-runbook"})

@@ -22,11 +22,11 @@ import pytest
 from tests.engine_support import FlowInThread, settings_journal, start_flow, wait_until
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import InputError, IntegrationError, TemplateError
-from tocsin.integrations.jira import JiraTickets
+from tocsin.integrations.jira.client import JiraTickets
 from tocsin.journal import Journal
 from tocsin.outbound import BearerToken, ServiceEndpoint, path_segment, render_url_template
 from tocsin.sandbox import FakeService, ReceivedRequest, Reply
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.settings import StaticSecrets, load_settings
 
 TOKEN = "plt-0123456789-very-secret"
 BASE_PATH = "/api/v1"
@@ -124,7 +124,7 @@ def journal(prefect_server: str) -> Iterator[Journal]:
 @pytest.fixture
 def deployment(platform: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     """The platform service and its token, as a deployment sets them for the flow."""
-    monkeypatch.setenv("TOCSIN_SERVICES__PLATFORM", platform.url + BASE_PATH)
+    monkeypatch.setenv("TOCSIN_HTTP__SERVICES__PLATFORM", platform.url + BASE_PATH)
     monkeypatch.setenv("TOCSIN_SECRET_PLATFORM_TOKEN", TOKEN)
 
 
@@ -287,7 +287,7 @@ def call(params: dict[str, Any], platform: Recorder) -> dict[str, Any]:
         incident="INC-1",
         step_id="platform",
         secrets=StaticSecrets({"platform_token": TOKEN}),
-        settings=Settings(services={"platform": platform.url + BASE_PATH}),
+        settings=load_settings(http={"services": {"platform": platform.url + BASE_PATH}}),
     )
     return definition.invoke(context, params)
 
@@ -389,7 +389,7 @@ def test_oversized_response_is_refused_without_reading_it_all() -> None:
             incident="INC-1",
             step_id="export",
             secrets=StaticSecrets({}),
-            settings=Settings(services={"exports": flood.url}),
+            settings=load_settings(http={"services": {"exports": flood.url}}),
         )
         with pytest.raises(IntegrationError) as caught:
             definition.invoke(context, {"service": "exports", "url": "/dump"})

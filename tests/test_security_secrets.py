@@ -27,9 +27,10 @@ from tests.gateway_support import (
     settings_journal,
 )
 from tocsin.gateway import GatewayServer
+from tocsin.integrations.jira.fake import FakeJira
+from tocsin.integrations.slack.fake import FakeSlack, SlackChannel
+from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
-from tocsin.sandbox import FakeJira, FakeSlack, SlackChannel
-from tocsin.sandbox.slack_user import SimulatedSlack
 
 pytestmark = pytest.mark.slow
 

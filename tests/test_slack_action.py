@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,9 +13,9 @@ import pytest
 
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
-from tocsin.integrations.slack import SlackCredentials
-from tocsin.sandbox import FakeSlack, SlackChannel
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.integrations.slack.client import SlackCredentials
+from tocsin.integrations.slack.fake import FakeSlack, SlackChannel
+from tocsin.settings import StaticSecrets, load_settings
 
 TOKEN = "xoxb-1111-2222-tocsin-test"
 READ_ONLY_TOKEN = "xoxb-3333-4444-read-only"
@@ -47,7 +48,7 @@ def post(
         incident="INC-1",
         step_id="notify",
         secrets=StaticSecrets({"slack_bot_token": TOKEN} if secrets is None else secrets),
-        settings=Settings(slack_api_url=slack_url),
+        settings=load_settings(slack={"api_url": slack_url}),
     )
     return definition.invoke(context, params)
 
@@ -74,6 +75,31 @@ def test_message_is_posted_to_the_channel(slack: FakeSlack) -> None:
     assert message.thread_ts is None
     (call,) = slack.calls_of("chat.postMessage")
     assert call.header("authorization") == f"Bearer {TOKEN}"
+
+
+def test_a_slack_served_over_tls_is_reached_with_the_slack_ca_bundle_setting(
+    tmp_path: Path,
+) -> None:
+    from tocsin.sandbox.tls import LoopbackCA
+
+    ca = LoopbackCA.create(tmp_path / "tls")
+    fake = FakeSlack(tokens={TOKEN: {"chat:write"}}, channels=[SlackChannel("C0TLS", "tls")])
+    fake.start(tls=ca.server_context())
+    try:
+        with pytest.raises(IntegrationError, match="CERTIFICATE_VERIFY_FAILED"):
+            post({"channel": "C0TLS", "text": "untrusted"}, slack_url=api(fake))
+        assert fake.messages == []
+        definition = ActionRegistry.discover().get("slack.post_message")
+        context = ActionContext(
+            incident="INC-1",
+            step_id="notify",
+            secrets=StaticSecrets({"slack_bot_token": TOKEN}),
+            settings=load_settings(slack={"api_url": api(fake), "ca_bundle": str(ca.ca_bundle)}),
+        )
+        definition.invoke(context, {"channel": "C0TLS", "text": "over TLS"})
+        assert [m.text for m in fake.messages] == ["over TLS"]
+    finally:
+        fake.stop()
 
 
 def test_authors_mrkdwn_is_posted_as_written(slack: FakeSlack) -> None:

@@ -4,8 +4,9 @@ An action is a plain typed function whose first parameter is the ``ActionContext
 and whose other parameters (keyword-only) are what a runbook step gives under
 ``with:``. The ``@action`` decorator only attaches an ``ActionDefinition`` to the
 function; nothing is registered at import time. ``ActionRegistry.discover()``
-collects the definitions of the built-in modules and of every module published
-under the ``tocsin.actions`` entry-point group::
+collects the definitions in the action modules of every installed integration (the
+``tocsin.integrations`` entry points, built-in ones included: ``tocsin.integration``)
+and of the ``action_modules`` setting::
 
     @action("microsoft.revoke_sessions", destructive=True, idempotent=True,
             describe=lambda user: f"sign {user} out of every Microsoft 365 session")
@@ -25,24 +26,19 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
-from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from tocsin.errors import ActionError, ConfigurationError, TemplateError, UnknownActionError
+from tocsin.integration import installed_integrations
 from tocsin.outbound import render_url_template
+from tocsin.settings import SecretStore as SecretStore  # re-exported: actions read secrets
 from tocsin.settings import Settings
 from tocsin.templating import contains_template, render_string, render_value
 
-ENTRY_POINT_GROUP = "tocsin.actions"
-BUILTIN_MODULES = (
-    "tocsin.integrations.core",
-    "tocsin.integrations.http",
-    "tocsin.integrations.slack",
-)
 _MARKER = "__tocsin_action__"
 _SECRET_MARKER = "x-tocsin-secret"
 
@@ -87,12 +83,6 @@ WRITTEN_AS_IS = _WrittenAsIs()
 """Put in a parameter's ``Annotated[...]`` when its value decides where a call goes or which
 secret it sends (``service``, ``bearer_token_secret``): an input or an earlier step's
 output must not choose it, so a template there fails the step when it is rendered."""
-
-
-class SecretStore(Protocol):
-    """Where actions read credentials from; values never reach logs or the audit trail."""
-
-    def get(self, name: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -403,31 +393,25 @@ class ActionRegistry:
 
     @classmethod
     def discover(cls, extra_modules: Iterable[str] = ()) -> ActionRegistry:
-        """Built-in actions plus those of every installed package's ``tocsin.actions`` entry points."""
-        registry = cls.from_modules(BUILTIN_MODULES)
-        loaded = set(BUILTIN_MODULES)
-        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-            if entry_point.value in loaded:
-                continue
-            try:
-                target = entry_point.load()
-            except Exception as exc:  # a broken plug-in must not hide which one it is
-                raise ConfigurationError(
-                    f"cannot load action package {entry_point.value!r} "
-                    f"(entry point {entry_point.name!r}): {type(exc).__name__}: {exc}",
-                    "reinstall or uninstall that package",
-                ) from exc
-            loaded.add(entry_point.value)
-            if isinstance(target, ModuleType):
-                for definition in definitions_in(target):
+        """The actions of every installed integration, plus those of ``extra_modules``
+        (the ``action_modules`` setting: local actions that are not packaged)."""
+        registry = cls()
+        loaded: set[str] = set()
+        for integration in installed_integrations():
+            for module in integration.action_modules:
+                if module in loaded:
+                    continue
+                try:
+                    imported = import_module(module)
+                except Exception as exc:  # a broken plug-in must not hide which one it is
+                    raise ConfigurationError(
+                        f"cannot load action package {module!r} (integration "
+                        f"{integration.name!r}): {type(exc).__name__}: {exc}",
+                        "reinstall or uninstall that package",
+                    ) from exc
+                loaded.add(module)
+                for definition in definitions_in(imported):
                     registry.add(definition)
-            elif hasattr(target, _MARKER):
-                registry.add(getattr(target, _MARKER))
-            else:
-                raise ConfigurationError(
-                    f"entry point {entry_point.name!r} = {entry_point.value!r} is neither a module "
-                    "nor an @action function",
-                )
         for module in extra_modules:
             if module in loaded:
                 continue

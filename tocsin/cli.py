@@ -767,34 +767,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    import os
-
     from tocsin.gateway import Gateway
-    from tocsin.settings import load_settings
+    from tocsin.integration import ticket_system
+    from tocsin.settings import EnvironmentSecrets, SecretStore
 
     settings = _settings()
+    secrets: SecretStore = EnvironmentSecrets()
     sandbox = None
     if settings.mode == "sandbox":
-        from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET, Sandbox
+        from tocsin.sandbox.assembly import Sandbox
 
-        sandbox = Sandbox().__enter__()
-        os.environ.update(sandbox.environment)
-        settings = load_settings()
-        print("SANDBOX mode: Slack, Jira and the platform API are local fakes")
-        print(f"  fake Slack {sandbox.slack.url}, fake Jira {sandbox.jira.url}")
-        print(f"  Slack signing secret: {SANDBOX_SIGNING_SECRET} (sign requests with it)")
+        sandbox = Sandbox(settings).__enter__()
+        settings, secrets = sandbox.settings, sandbox.secrets
+        print(f"SANDBOX mode: local fakes of {', '.join(sandbox.fakes)}")
+        for name, fake in sandbox.fakes.items():
+            print(f"  fake {name}: {fake.url}")
+        for note in sandbox.notes:
+            print(f"  {note}")
     try:
-        tickets = None
-        if settings.jira.url:
-            from tocsin.integrations.jira import JiraTickets
-            from tocsin.settings import EnvironmentSecrets
-
-            tickets = JiraTickets.from_settings(settings, EnvironmentSecrets())
+        tickets = ticket_system(settings, secrets)
         if not settings.gateway.deployment:
             from tocsin.embedded import ensure_server
 
             ensure_server(settings)  # runs asked for from Slack or Jira run in this process
-        gateway = Gateway(settings, tickets=tickets)
+        gateway = Gateway(settings, secrets=secrets, tickets=tickets)
         host = args.host or settings.gateway.host
         port = settings.gateway.port if args.port is None else args.port
         public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")

@@ -17,12 +17,12 @@ from tocsin.decisions import DecisionRefused, submit
 from tocsin.gates import WaitRequest
 from tocsin.journal import Journal
 from tocsin.running import journal_for
-from tocsin.sandbox.environment import SANDBOX_SIGNING_SECRET, Sandbox
-from tocsin.settings import Settings, load_settings
+from tocsin.settings import Settings
 from tocsin.statuses import ACTIVE_RUN, DecisionStatus, StepStatus
 
 if TYPE_CHECKING:
-    from tocsin.sandbox.slack_user import SimulatedSlack
+    from tocsin.integrations.slack.simulated_user import SimulatedSlack
+    from tocsin.sandbox.assembly import Sandbox
 
 POLL_SECONDS = 0.3
 GIVE_UP_AFTER_SECONDS = 600
@@ -34,13 +34,18 @@ Say = Callable[[str], None]
 def scripted_approver(settings: Settings, ticket: str, say: Say, sandbox: Sandbox | None) -> None:
     """Decide every waiting step of the incident's runs, as people would, until they end."""
     from tocsin.gateway import Gateway, GatewayServer
-    from tocsin.sandbox.slack_user import SimulatedSlack
+    from tocsin.integrations.slack.fake import FakeSlack
+    from tocsin.integrations.slack.sandbox import SANDBOX_SIGNING_SECRET
+    from tocsin.integrations.slack.simulated_user import SimulatedSlack
 
     journal = journal_for(settings)
-    gateway = Gateway(load_settings()) if sandbox is not None else None  # sandbox env is set now
+    # The demo's gateway is the real one, given the sandbox's settings and secrets.
+    gateway = Gateway(sandbox.settings, secrets=sandbox.secrets) if sandbox is not None else None
     server = GatewayServer(gateway.app).start() if gateway is not None else None
     slack = (
-        SimulatedSlack(server.url, SANDBOX_SIGNING_SECRET, fake_slack=sandbox.slack)
+        SimulatedSlack(
+            server.url, SANDBOX_SIGNING_SECRET, fake_slack=sandbox.fake("slack", FakeSlack)
+        )
         if server is not None and sandbox is not None
         else None
     )
@@ -86,7 +91,8 @@ def _click(
     say: Say,
 ) -> None:
     """One more eligible approver clicks Approve on the gate's Slack message."""
-    from tocsin.integrations.slack_incident import APPROVE_ACTION, GATE
+    from tocsin.integrations.slack.fake import FakeSlack
+    from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, GATE
 
     counted = {
         d.actor
@@ -100,7 +106,7 @@ def _click(
     if post is None:
         return  # not posted yet
     try:
-        message = sandbox.slack.message(post.channel, post.ts)
+        message = sandbox.fake("slack", FakeSlack).message(post.channel, post.ts)
     except KeyError:
         return
     candidates = [

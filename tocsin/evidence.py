@@ -10,27 +10,24 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tocsin.actions import SecretStore
 from tocsin.audit import (
     EXPORT_REASON,
     AnchorPlace,
     AuditKey,
     AuditRecord,
-    PublishedHead,
     Verification,
     check_published_heads,
     export_lines,
-    heads_in_text,
     load_public_key,
     public_path,
     read_export,
     verify_chain,
     write_export,
 )
-from tocsin.errors import ConfigurationError, InputError, message_of
+from tocsin.errors import ConfigurationError, InputError
 from tocsin.journal import Journal, now
 from tocsin.running import journal_for
-from tocsin.settings import Settings
+from tocsin.settings import SecretStore, Settings
 
 
 def _open_journal(settings: Settings, ticket: str) -> Journal:
@@ -143,128 +140,32 @@ def export_incident(settings: Settings, ticket: str) -> Export:
 
 
 def published_heads(
-    settings: Settings, journal: Journal, ticket: str, records: list[AuditRecord]
+    settings: Settings,
+    journal: Journal,
+    ticket: str,
+    records: list[AuditRecord],
+    secrets: SecretStore | None = None,
 ) -> list[AnchorPlace]:
-    """The heads published for ``ticket`` in each place this machine is set up to read.
-
-    The Slack anchor channel (``audit.anchor_channel``) and the incident thread are read
-    with the bot token; the ticket's comments through the ticket system (Jira). A place
-    the trail says a head was published to, but that cannot be read here, is unreachable.
-    """
+    """The heads published for ``ticket`` in each place this machine is set up to read
+    (each integration reads its own: the Slack anchor channel and incident thread with
+    the bot token, the ticket's comments...). A place the trail says a head was published
+    to, but that cannot be read here, is unreachable."""
+    from tocsin.integration import HeadsQuery
+    from tocsin.integration import published_heads as read_back
     from tocsin.settings import EnvironmentSecrets
 
-    secrets = EnvironmentSecrets()
     recorded = [
         str(r.data.get("where") or "") for r in records if r.kind == "audit.checkpoint_anchored"
     ]
-    places: list[AnchorPlace] = []
-    places.extend(_slack_places(settings, secrets, journal, ticket, recorded))
-    jira_recorded = any(where.startswith("jira:") for where in recorded)
-    if settings.jira.url:
-        places.append(_jira_place(settings, secrets, ticket))
-    elif jira_recorded:
-        places.append(
-            AnchorPlace(
-                f"Jira {ticket}",
-                reachable=False,
-                error="Jira is not configured here (TOCSIN_JIRA__URL)",
-            )
-        )
-    return places
-
-
-def _slack_places(
-    settings: Settings,
-    secrets: SecretStore,
-    journal: Journal,
-    ticket: str,
-    recorded: list[str],
-) -> list[AnchorPlace]:
-    from tocsin.integrations.slack import TOKEN_SECRET, SlackCredentials
-    from tocsin.integrations.slack_incident import THREAD, bot_messages
-
-    thread = journal.post(ticket, THREAD)
-    in_thread = thread.channel if thread else None
-    # Real Slack reads a channel's history by id: when the setting is a #name, read the
-    # channels the trail recorded posting heads to (the thread is read as a thread).
-    recorded_ids = list(
-        dict.fromkeys(
-            where.split(":")[1]
-            for where in recorded
-            if where.startswith("slack:") and where.split(":")[1] != in_thread
-        )
+    query = HeadsQuery(
+        settings,
+        secrets if secrets is not None else EnvironmentSecrets(),
+        journal,
+        ticket,
+        recorded,
+        records,
     )
-    setting = settings.audit.anchor_channel
-    if setting and not setting.startswith("#"):
-        channels = [(f"Slack channel {setting}", setting)]
-    elif setting and recorded_ids:
-        channels = [(f"Slack channel {setting} ({channel})", channel) for channel in recorded_ids]
-    elif setting:
-        channels = [(f"Slack channel {setting}", setting)]
-    else:
-        channels = [(f"Slack channel {channel}", channel) for channel in recorded_ids]
-    wanted: list[tuple[str, str, str | None]] = [(p, c, None) for p, c in channels]
-    if thread is not None:
-        wanted.append(
-            (f"the Slack incident thread ({thread.channel} {thread.ts})", thread.channel, thread.ts)
-        )
-    if not wanted:
-        return []
-    token = secrets.get(TOKEN_SECRET)
-    if not token:
-        return [
-            AnchorPlace(
-                place,
-                reachable=False,
-                error="no Slack bot token here (TOCSIN_SECRET_SLACK_BOT_TOKEN)",
-            )
-            for place, _, _ in wanted
-        ]
-    credentials = SlackCredentials(
-        token=token,
-        base_url=settings.slack_api_url,
-        timeout_seconds=min(settings.http_timeout_seconds, 10.0),
-    )
-    places = []
-    for place, channel, thread_ts in wanted:
-        try:
-            messages = bot_messages(credentials, channel, thread_ts=thread_ts)
-        except Exception as exc:  # a place out of reach is a note, never a crash of verify
-            error = message_of(exc)
-            if channel.startswith("#"):
-                error += " (Slack reads a channel's history by id: set audit.anchor_channel to it)"
-            places.append(AnchorPlace(place, reachable=False, error=error))
-            continue
-        heads = [
-            PublishedHead(head, seq, f"Slack {channel} message {ts}")
-            for ts, text in messages
-            for seq, head in heads_in_text(text, ticket)
-        ]
-        places.append(AnchorPlace(place, reachable=True, heads=heads))
-    return places
-
-
-def _jira_place(settings: Settings, secrets: SecretStore, ticket: str) -> AnchorPlace:
-    from tocsin.integrations.jira import JiraTickets
-
-    place = f"Jira {ticket}"
-    try:
-        tickets = JiraTickets.from_settings(settings, secrets)
-        # A person waits for verify: a slow or busy Jira becomes a note, not minutes of retries.
-        tickets.timeout_seconds = min(tickets.timeout_seconds, 10.0)
-        tickets.max_retry_wait_seconds = min(tickets.max_retry_wait_seconds, 2.0)
-        comments = tickets.comments(ticket)
-    except Exception as exc:  # a place out of reach is a note, never a crash of verify
-        return AnchorPlace(place, reachable=False, error=message_of(exc))
-    heads = []
-    for comment in comments:
-        author = comment.get("author") if isinstance(comment.get("author"), dict) else {}
-        who = (author or {}).get("displayName") or (author or {}).get("accountId") or "someone"
-        for seq, head in heads_in_text(str(comment.get("body") or ""), ticket):
-            heads.append(
-                PublishedHead(head, seq, f"Jira {ticket} comment {comment.get('id')} by {who}")
-            )
-    return AnchorPlace(place, reachable=True, heads=heads)
+    return read_back(query)
 
 
 def flow_run_states(settings: Settings, flow_run_ids: list[str]) -> dict[str, str]:

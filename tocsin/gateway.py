@@ -7,10 +7,12 @@ A small ASGI application (Starlette, served by uvicorn):
 - ``POST /webhooks/jira``: a Jira webhook starting the runbook named in a ticket field;
 - ``GET /healthz``.
 
-Every request body is read only up to ``gateway.max_body_bytes`` (a larger one is answered
-413 before it is read). Every Slack request's signature is checked (v0 HMAC-SHA256 with
-the app's signing secret, timestamp within 5 minutes, the same signed request never
-twice); Jira's with the shared secret (``X-Hub-Signature``), its body's timestamp within
+Each route reads, verifies, then hands off. Every request body is read only up to
+``gateway.max_body_bytes`` (a larger one is answered 413 before it is read). Every Slack
+request's signature is checked by the Slack integration (``SlackInbound.check``: v0
+HMAC-SHA256 with the app's signing secret, timestamp within 5 minutes, the same signed
+request never twice), which also says who is in a user group; Jira's by the ticket system
+(``TicketSystem.verify_webhook``: the shared secret, ``X-Hub-Signature``), its body's timestamp within
 ``gateway.jira_event_max_age_seconds`` and the same signed body never twice (remembered
 in the journal). A request that fails the check is answered 401; a malformed one 400.
 Every refusal is audited in the gateway's own chain (``GATEWAY``), never in an incident's:
@@ -44,7 +46,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from slack_sdk.signature import Clock, SignatureVerifier
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -64,25 +65,27 @@ from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
 from tocsin.incident import GATEWAY_CHAIN, Incident, check_ticket
 from tocsin.inputs import parse_assignments, resolve_inputs
-from tocsin.integrations.slack import slack_text
-from tocsin.integrations.slack_incident import APPROVE_ACTION, REJECT_ACTION
+from tocsin.integrations.slack.client import slack_text
+from tocsin.integrations.slack.inbound import SlackInbound
+from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, REJECT_ACTION
 from tocsin.journal import Journal
 from tocsin.launch import flow_run_request
-from tocsin.model import is_slack_user_id
-from tocsin.settings import EnvironmentSecrets, GatewaySettings, Settings
+from tocsin.settings import (
+    EnvironmentSecrets,
+    GatewaySettings,
+    SecretStore,
+    Settings,
+    configured,
+)
 from tocsin.tickets import SAFE_KEY, TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
 
 _log = logging.getLogger("tocsin.gateway")
 _T = TypeVar("_T")
 
-SIGNING_SECRET = "slack_signing_secret"
-SLACK_WINDOW_SECONDS = 300
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after Slack got its acknowledgement."""
-MIN_REFRESH_SECONDS = 2.0
-"""A user group is not looked up again sooner than this, whoever clicks."""
 MAX_CLAIM_CHARS = 64
 """What an unauthenticated request claims (user, ticket, step) is cut to this many characters."""
 CLAIM_CHARACTERS = frozenset(string.ascii_letters + string.digits + " -_.:/=#@+,")
@@ -105,161 +108,6 @@ USAGE = (
     "• `/tocsin status <ticket>` — what its runs do and wait for\n"
     "Runbooks and their inputs: `tocsin list` on a support machine."
 )
-
-
-class _Clock(Clock):
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-
-    def now(self) -> float:
-        return self._now()
-
-
-class SlackRequestCheck:
-    """Slack's request signing, plus refusal of a signed request seen before (a replay)."""
-
-    def __init__(self, signing_secret: str, clock: Callable[[], float] = time.time) -> None:
-        self.verifier = SignatureVerifier(signing_secret, clock=_Clock(clock))
-        self.clock = clock
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def refusal(self, body: bytes, headers: Mapping[str, str]) -> str | None:
-        """Why the request is not from Slack (None: it is). ``headers`` in lower case."""
-        timestamp = headers.get("x-slack-request-timestamp")
-        signature = headers.get("x-slack-signature")
-        if not timestamp or not signature:
-            return "unsigned request: no X-Slack-Signature or X-Slack-Request-Timestamp header"
-        try:
-            signed_at = int(timestamp)
-        except ValueError:
-            return f"malformed X-Slack-Request-Timestamp {claim_text(timestamp[:20])!r}"
-        age = self.clock() - signed_at
-        if abs(age) > SLACK_WINDOW_SECONDS:
-            return (
-                f"stale request: signed {int(age)} s ago, outside Slack's 5-minute window "
-                "(a replay, or this machine's clock is wrong)"
-            )
-        if not signature.isascii() or not _is_utf8(body):  # slack-sdk would raise on either
-            return "bad signature: not signed with this Slack app's signing secret"
-        if not self.verifier.is_valid(body, timestamp, signature):
-            return "bad signature: not signed with this Slack app's signing secret"
-        with self._lock:
-            horizon = self.clock() - 2 * SLACK_WINDOW_SECONDS
-            for seen, at in list(self._seen.items()):
-                if at < horizon:
-                    del self._seen[seen]
-            if signature in self._seen:
-                return "replayed request: this signed request was already received"
-            self._seen[signature] = signed_at
-        return None
-
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-class UsergroupMembers:
-    """Members of Slack user groups (``usergroups.users.list``), cached for a short while."""
-
-    def __init__(
-        self,
-        lookup: Callable[[str], list[str]],
-        ttl_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.lookup = lookup
-        self.ttl_seconds = ttl_seconds
-        self.clock = clock
-        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
-        self._lock = threading.Lock()
-
-    def members(self, usergroup: str) -> frozenset[str] | None:
-        """The group's members; None when Slack cannot say (the caller falls back to the list
-        taken when the gate opened)."""
-        return self._members(usergroup, refresh=False)
-
-    def is_member(self, user: str, usergroup: str) -> bool:
-        """Whether ``user`` is in the group. A member found in the cache is trusted for
-        ``ttl_seconds``; someone not found is looked up again (at most every few seconds),
-        so a person added to the group a moment ago can decide at once."""
-        members = self._members(usergroup, refresh=False)
-        if members is not None and user in members:
-            return True
-        refreshed = self._members(usergroup, refresh=True)
-        return refreshed is not None and user in refreshed
-
-    def _members(self, usergroup: str, *, refresh: bool) -> frozenset[str] | None:
-        with self._lock:
-            cached = self._cache.get(usergroup)
-        if cached is not None:
-            age = self.clock() - cached[0]
-            fresh_enough = age < (
-                min(self.ttl_seconds, MIN_REFRESH_SECONDS) if refresh else self.ttl_seconds
-            )
-            if fresh_enough:
-                return cached[1]
-        try:
-            members = frozenset(self.lookup(usergroup))
-        except TocsinError as exc:
-            _log.warning("cannot list Slack user group %s: %s", usergroup, exc.message)
-            return cached[1] if cached is not None else None
-        with self._lock:
-            self._cache[usergroup] = (self.clock(), members)
-        return members
-
-
-class UserDirectory:
-    """Who a Slack user id is (``users.info``: name, real name, e-mail when the token may read
-    it), cached for an hour, so the audit trail names approvers as Slack knew them."""
-
-    def __init__(
-        self,
-        lookup: Callable[[str], dict[str, str]],
-        ttl_seconds: float = 3600.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.lookup = lookup
-        self.ttl_seconds = ttl_seconds
-        self.clock = clock
-        self._cache: dict[str, tuple[float, dict[str, str]]] = {}
-        self._lock = threading.Lock()
-
-    def details(self, user: str) -> dict[str, str]:
-        """What Slack says of ``user``; empty when it cannot say (never blocks a decision)."""
-        with self._lock:
-            cached = self._cache.get(user)
-        if cached is not None and self.clock() - cached[0] < self.ttl_seconds:
-            return cached[1]
-        try:
-            found = self.lookup(user)
-        except Exception as exc:  # Slack down or the user unknown: the id is what counts
-            _log.warning("cannot look up Slack user %s: %s", user, exc)
-            return cached[1] if cached is not None else {}
-        with self._lock:
-            self._cache[user] = (self.clock(), found)
-        return found
-
-
-def slack_user_details(credentials: Any, user: str) -> dict[str, str]:
-    """``users.info`` reduced to what identifies a person in an audit trail."""
-    response = credentials.get_client().users_info(user=user)
-    info = response.get("user") or {}
-    profile = info.get("profile") or {}
-    details = {
-        "name": str(info.get("name") or ""),
-        "real_name": str(info.get("real_name") or profile.get("real_name") or ""),
-        "email": str(profile.get("email") or ""),
-    }
-    if info.get("deleted"):
-        details["deleted"] = "true"
-    if info.get("is_bot"):
-        details["is_bot"] = "true"
-    return {key: value for key, value in details.items() if value}
 
 
 @dataclass(frozen=True)
@@ -575,9 +423,12 @@ class RunLauncher:
     """Starts runs asked for from Slack or a ticket: on a Prefect deployment (a worker runs
     them) when ``gateway.deployment`` is set, else in this process, one thread per run."""
 
-    def __init__(self, settings: Settings, journal: Journal) -> None:
+    def __init__(
+        self, settings: Settings, journal: Journal, secrets: SecretStore | None = None
+    ) -> None:
         self.settings = settings
         self.journal = journal
+        self.secrets = secrets if secrets is not None else EnvironmentSecrets()
         self.threads: list[threading.Thread] = []
 
     def start(self, loaded: LoadedRunbook, incident: Incident, inputs: dict[str, Any]) -> str:
@@ -609,7 +460,8 @@ class RunLauncher:
         from tocsin.flows.runbook import run_runbook
 
         try:
-            with prefect_tags(*tags):
+            # The run uses the gateway's settings and secrets (the sandbox's, in the demo).
+            with configured(self.settings, self.secrets), prefect_tags(*tags):
                 run_runbook.with_options(flow_run_name=name)(**parameters, return_state=True)
         except Exception:  # the journal says how far it got; `tocsin run` continues it
             _log.exception("run %s stopped unexpectedly", name)
@@ -637,56 +489,25 @@ class Gateway:
         self,
         settings: Settings,
         *,
-        secrets: Any = None,
+        secrets: SecretStore | None = None,
         journal: Journal | None = None,
         tickets: TicketSystem | None = None,
         registry: ActionRegistry | None = None,
         launcher: RunLauncher | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from tocsin.integrations.slack import SlackCredentials, usergroup_members
         from tocsin.running import journal_for
 
         self.settings = settings
         self.secrets = secrets if secrets is not None else EnvironmentSecrets()
         self.journal = journal or journal_for(settings, signing=True)
         self.registry = registry or ActionRegistry.discover(settings.action_modules)
-        self.launcher = launcher or RunLauncher(settings, self.journal)
+        self.launcher = launcher or RunLauncher(settings, self.journal, self.secrets)
         self.policy = StartPolicy(settings)
         self.tickets = tickets
-        signing_secret = self.secrets.get(SIGNING_SECRET)
-        if not signing_secret:
-            raise ConfigurationError(
-                "the gateway needs the Slack app's signing secret to check Slack's requests",
-                f"set TOCSIN_SECRET_{SIGNING_SECRET.upper()} (Slack app settings, Basic "
-                "Information, App Credentials, Signing Secret)",
-            )
-        self.slack_check = SlackRequestCheck(signing_secret, clock)
-        token = self.secrets.get("slack_bot_token")
-        self.slack: SlackCredentials | None = (
-            SlackCredentials(token=token, base_url=settings.slack_api_url, timeout_seconds=5)
-            if token
-            else None
-        )
-        lookup_credentials = (
-            SlackCredentials(token=token, base_url=settings.slack_api_url, timeout_seconds=2)
-            if token
-            else None
-        )
-
-        def lookup(usergroup: str) -> list[str]:
-            if lookup_credentials is None:
-                raise ConfigurationError("no Slack bot token to list user groups")
-            return usergroup_members(lookup_credentials, usergroup)
-
-        self.members = UsergroupMembers(lookup, settings.slack.usergroup_cache_seconds)
-
-        def describe(user: str) -> dict[str, str]:
-            if lookup_credentials is None:
-                return {}
-            return slack_user_details(lookup_credentials, user)
-
-        self.people = UserDirectory(describe)
+        # Verifying Slack's requests and asking who is in a user group is the Slack
+        # integration's; without its signing secret, the gateway refuses to start.
+        self.slack = SlackInbound(settings, self.secrets, clock)
         _warm_up()
         # A few threads do the journalling: more would only queue on the database and
         # fight for the interpreter, and make every acknowledgement slower.
@@ -824,7 +645,7 @@ class Gateway:
         """The fields of a request Slack signed; ``RequestRefused`` otherwise."""
         body = await self._body(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
-        refusal = self.slack_check.refusal(body, headers)
+        refusal = self.slack.check.refusal(body, headers)
         if refusal is not None:
             raise RequestRefused(401, refusal)
         return _form(body)
@@ -852,7 +673,7 @@ class Gateway:
         """The gate's Slack user groups the clicker belongs to, as Slack says now (cached)."""
         if click.user in request.approvers:
             return []
-        return [g for g in request.usergroups if self.members.is_member(click.user, g)]
+        return [g for g in request.usergroups if self.slack.members.is_member(click.user, g)]
 
     def decide(self, click: Click) -> tuple[bool, str, Callable[[], None]]:
         """Judge and journal a click: (accepted, message for the clicker, delivery to the flow)."""
@@ -867,7 +688,7 @@ class Gateway:
                 gate_hash=click.gate_hash,
                 vouched=lambda request: self.vouched_groups(click, request),
                 run_id=click.run_id,
-                actor_details=self.people.details(click.user),
+                actor_details=self.slack.people.details(click.user),
                 deliver=False,
             )
         except DecisionRefused as refused:
@@ -885,18 +706,13 @@ class Gateway:
 
     def tell_clicker(self, click: Click, message: str) -> None:
         """Say privately to the clicker why the click did not count."""
-        if self.slack is None or not click.channel:
+        if not click.channel:
             return
-        from slack_sdk.errors import SlackApiError
-
-        try:
-            self.slack.get_client().chat_postEphemeral(
-                channel=click.channel,
-                user=click.user,
-                text=f":no_entry_sign: Your {click.kind} of {click.step_id} was not counted: {message}",
-            )
-        except (SlackApiError, OSError) as exc:
-            _log.warning("cannot tell %s why the click was refused: %s", click.user, exc)
+        self.slack.tell(
+            click.channel,
+            click.user,
+            f":no_entry_sign: Your {click.kind} of {click.step_id} was not counted: {message}",
+        )
 
     async def slack_commands(self, request: Request) -> Response:
         form = await self._slack_form(request)
@@ -938,7 +754,7 @@ class Gateway:
 
     def member_of(self, user: str, usergroup: str) -> bool:
         try:
-            return self.members.is_member(user, usergroup)
+            return self.slack.members.is_member(user, usergroup)
         except TocsinError:
             return False  # Slack cannot say: deny
 
@@ -1129,9 +945,10 @@ class Gateway:
             return 200, f"{trigger.runbook} {state} for {trigger.ticket}; nothing started"
         try:
             if not trigger.runbook:
+                # The ticket system's field for it (JiraTickets: setting jira.runbook_field).
+                field_name = getattr(self.tickets, "runbook_field", "naming the runbook")
                 raise InputError(
-                    "the ticket names no runbook",
-                    f"fill the field {self.settings.jira.runbook_field} with a runbook id",
+                    "the ticket names no runbook", f"fill the field {field_name} with a runbook id"
                 )
             origin = TicketRequester(trigger.project, trigger.issue_type)
             if not self.policy.ticket_may_start(trigger.runbook, origin):
@@ -1167,16 +984,10 @@ class Gateway:
         """The ticket's author as a Slack user id (``users.lookupByEmail``), so that they cannot
         approve their own run; else ``jira:<name>``, which gates treat as unknown."""
         assert self.tickets is not None
-        if trigger.requester_email and self.slack is not None:
-            from slack_sdk.errors import SlackApiError
-
-            try:
-                found = self.slack.get_client().users_lookupByEmail(email=trigger.requester_email)
-                user_id = (found.get("user") or {}).get("id")
-                if isinstance(user_id, str) and is_slack_user_id(user_id):
-                    return user_id
-            except (SlackApiError, OSError) as exc:
-                _log.warning("cannot find %s in Slack: %s", trigger.requester_email, exc)
+        if trigger.requester_email:
+            user_id = self.slack.user_with_email(trigger.requester_email)
+            if user_id is not None:
+                return user_id
         return f"{self.tickets.name}:{trigger.requested_by or 'unknown'}"[:128]
 
     def _comment(self, ticket: str, text: str) -> None:
@@ -1194,8 +1005,6 @@ __all__ = [
     "RefusalAudit",
     "RequestRefused",
     "RunLauncher",
-    "SlackRequestCheck",
-    "UsergroupMembers",
     "claim_text",
     "click_from_payload",
     "server_config",

@@ -18,6 +18,10 @@ credentials through this module, so that the same guarantees hold for all of the
 4. **Responses are capped.** The body is read as a stream and the request is refused as
    soon as it passes ``max_response_bytes`` (10 MB by default), without reading the rest.
 
+An integration whose settings name a ``ca_bundle`` (an internal CA, the sandbox's loopback
+CA) trusts it besides the system's CAs: ``trusting(ca_bundle)`` is the TLS context its
+client is given (``ServiceEndpoint(verify=...)``, httpx's ``verify=``, slack-sdk's ``ssl=``).
+
 ::
 
     platform = ServiceEndpoint("platform", "https://platform.example/api/v1",
@@ -30,10 +34,12 @@ from __future__ import annotations
 
 import contextvars
 import re
+import ssl
 import string
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -42,7 +48,7 @@ from jinja2 import Environment, TemplateSyntaxError, Undefined, UndefinedError, 
 from jinja2.exceptions import SecurityError
 
 from tocsin import template_limits, templating
-from tocsin.errors import InputError, IntegrationError, TemplateError
+from tocsin.errors import ConfigurationError, InputError, IntegrationError, TemplateError
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -52,6 +58,7 @@ __all__ = [
     "ServiceEndpoint",
     "path_segment",
     "render_url_template",
+    "trusting",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
@@ -289,6 +296,22 @@ def render_url_template(template: str, context: Mapping[str, Any]) -> str:
 # -- the endpoint ---------------------------------------------------------------------------------
 
 
+def trusting(ca_bundle: Path | None) -> ssl.SSLContext | None:
+    """A TLS context trusting the system's CAs and those in ``ca_bundle``; None without one
+    (each client's own default)."""
+    if ca_bundle is None:
+        return None
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot read the CA bundle {ca_bundle}: {exc}",
+            "ca_bundle must name a PEM file of CA certificates",
+        ) from None
+    return context
+
+
 class Credential(Protocol):
     """Something that authenticates requests to one service."""
 
@@ -367,6 +390,8 @@ class ServiceEndpoint:
     also_under: tuple[str, ...] = ()
     """Other base URLs of the same service (its sign-in host...): absolute URLs under them
     are accepted too, with the credential; paths always join ``base_url``."""
+    verify: ssl.SSLContext | None = field(default=None, repr=False)
+    """The TLS context checking the service's certificate (``trusting``); None: httpx's default."""
 
     def __post_init__(self) -> None:
         for base_url in (self.base_url, *self.also_under):
@@ -448,7 +473,8 @@ class ServiceEndpoint:
             sent.update(self.credential.headers())
         shown = f"{method} {target}"
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            verify: ssl.SSLContext | bool = self.verify if self.verify is not None else True
+            with httpx.Client(timeout=timeout, follow_redirects=False, verify=verify) as client:
                 with client.stream(method, target, headers=sent, json=json_body) as response:
                     content = self._read_capped(response, shown)
                     answer = BoundedResponse(

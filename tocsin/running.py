@@ -15,12 +15,12 @@ from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
 from tocsin.launch import RunRequest, flow_run_request, run_in_process, run_on_deployment
 from tocsin.private_paths import private_folder
-from tocsin.settings import Settings
+from tocsin.settings import EnvironmentSecrets, SecretStore, Settings, configured
 from tocsin.statuses import ACTIVE_RUN
 from tocsin.validation import LoadedRunbook
 
 if TYPE_CHECKING:
-    from tocsin.sandbox.environment import Sandbox
+    from tocsin.sandbox.assembly import Sandbox
 
 Printer = Callable[[str], None]
 _log = logging.getLogger(__name__)
@@ -153,7 +153,9 @@ def start_run(
 ) -> dict[str, Any]:
     """Run ``loaded`` for ``incident`` in this process until it finishes; return its outcome.
 
-    ``on_started`` runs in a thread once the run starts, given the sandbox (None live).
+    In sandbox mode the fakes of the installed integrations are started first, and the run
+    gets the settings and secrets pointing at them. ``on_started`` runs in a thread once
+    the run starts, given the sandbox (None live).
     """
     runbook = loaded.runbook
     values, _ = resolve_inputs(runbook, given_inputs)
@@ -178,21 +180,25 @@ def start_run(
     finally:
         journal.close()
     sandbox = None
+    run_settings: Settings = settings
+    secrets: SecretStore = EnvironmentSecrets()
     if settings.mode == "sandbox":
-        from tocsin.sandbox.environment import Sandbox, sandbox_members
+        from tocsin.integration import SandboxSeed
+        from tocsin.sandbox.assembly import Sandbox
 
-        groups = {
-            g.usergroup: sandbox_members(g.usergroup)
-            for g in runbook.approver_groups.values()
-            if g.usergroup
-        }
-        sandbox = Sandbox(values, groups, ticket=incident.ticket, title=incident.title).__enter__()
-        os.environ.update(sandbox.environment)
-        printer(
-            "SANDBOX mode: Slack, Jira and the platform API are local fakes; nothing real is touched"
+        seed = SandboxSeed(
+            inputs=values,
+            usergroups=list(
+                dict.fromkeys(g.usergroup for g in runbook.approver_groups.values() if g.usergroup)
+            ),
+            ticket=incident.ticket,
+            title=incident.title,
         )
-        for usergroup, members in groups.items():
-            printer(f"sandbox Slack user group {usergroup}: {', '.join(members)}")
+        sandbox = Sandbox(settings, seed).__enter__()
+        run_settings, secrets = sandbox.settings, sandbox.secrets
+        printer(f"SANDBOX mode: local fakes of {', '.join(sandbox.fakes)}; nothing real is touched")
+        for note in sandbox.notes:
+            printer(note)
     try:
         from tocsin.embedded import ensure_server
 
@@ -209,7 +215,8 @@ def start_run(
         if on_started is not None:
             threading.Thread(target=on_started, args=(sandbox,), daemon=True).start()
         try:
-            result = outcome_of(run_in_process(request))
+            with configured(run_settings, secrets):
+                result = outcome_of(run_in_process(request))
         finally:
             stop_listening()
     finally:

@@ -1,19 +1,30 @@
 """Tocsin's one settings object: environment variables prefixed ``TOCSIN_`` and an optional TOML file.
 
 The file is ``$TOCSIN_CONFIG`` if set, else ``~/.config/tocsin/config.toml`` if it
-exists. Environment variables win over the file. Secrets are not settings: they
-are read by name from ``TOCSIN_SECRET_<NAME>`` (``EnvironmentSecrets``), so that
-they never sit in a settings dump.
+exists. Environment variables win over the file. ``Settings`` holds the core's fields;
+each installed integration adds its own slot, named after it (``settings.slack``,
+``TOCSIN_SLACK__API_URL``, ``[slack]`` in the file): ``load_settings`` builds the object
+with every slot, and ``Integration.settings_of`` reads one typed.
+
+Secrets are not settings: they are read by name from ``TOCSIN_SECRET_<NAME>``
+(``EnvironmentSecrets``), so that they never sit in a settings dump.
+
+Configuration is passed, not read from a mutated environment: the sandbox returns the
+settings and secrets it made (``with_values``), and a flow run in this process uses
+the ones its caller hands it with ``configured`` (``configuration()`` inside the flow).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,33 +63,17 @@ class AuditSettings(BaseModel):
     checkpoint_every: int = Field(
         50, ge=1, description="Sign the chain every this many records, besides end-of-run"
     )
-    anchor_channel: str | None = Field(
-        None,
-        description="Slack channel where each end-of-run checkpoint's head hash is posted, "
-        "so that it is published outside Tocsin's database",
-    )
 
 
-class SlackSettings(BaseModel):
-    """Where incidents are discussed in Slack, and how often people hear about a run."""
+class AnnounceSettings(BaseModel):
+    """How often people hear about a run, wherever they hear it (incident thread, ticket)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    incident_channel: str | None = Field(
-        None,
-        description="Channel (id or #name) where each run opens its incident thread; "
-        "none: runs post nothing to Slack besides their own steps",
-    )
-    channel_per_incident: bool = Field(
-        False,
-        description="Create a channel per incident (conversations.create, named "
-        "`channel_prefix` + ticket) instead of a thread in incident_channel",
-    )
-    channel_prefix: str = Field("inc-", description="Prefix of per-incident channel names")
     progress_every_seconds: float = Field(
         20.0,
         ge=0,
-        description="Finished steps are posted in the thread in batches, at most this often",
+        description="Finished steps are announced in batches, at most this often",
     )
     remind_before: float = Field(
         0.25,
@@ -86,32 +81,6 @@ class SlackSettings(BaseModel):
         lt=1,
         description="Remind approvers when this fraction of a gate's timeout is left",
     )
-    usergroup_cache_seconds: float = Field(
-        60.0, ge=0, description="How long the gateway trusts a user group's member list"
-    )
-
-
-class JiraSettings(BaseModel):
-    """The Jira site runs are triggered from and report back to (Cloud or Data Center)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(
-        None, description="Base URL of the Jira site (https://broker-support.atlassian.net)"
-    )
-    user: str | None = Field(
-        None,
-        description="Jira Cloud: the account e-mail paired with the API token (basic auth); "
-        "Data Center: leave empty, the token is a personal access token (bearer)",
-    )
-    runbook_field: str = Field(
-        "customfield_10100", description="Issue field naming the runbook to run"
-    )
-    inputs_field: str = Field(
-        "customfield_10101",
-        description="Issue field holding the runbook's inputs, one `name=value` per line",
-    )
-    attach_report: bool = Field(True, description="Attach the report file to the ticket at the end")
 
 
 class GatewaySettings(BaseModel):
@@ -197,7 +166,11 @@ class AccessSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Where Tocsin keeps its data, which mode it runs in, and where the services are."""
+    """The core's settings: where Tocsin keeps its data and which mode it runs in.
+
+    ``load_settings`` returns an instance of ``settings_class()``, this class with a slot
+    for each installed integration.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="TOCSIN_", env_nested_delimiter="__", extra="forbid"
@@ -222,16 +195,9 @@ class Settings(BaseSettings):
         description="Extra Python modules whose @action functions runbooks may use "
         "(local actions that are not packaged with an entry point)",
     )
-    slack_api_url: str = "https://slack.com/api/"
-    services: dict[str, str] = Field(
-        default_factory=dict,
-        description="Base URL of each named service http.request calls with `service:` "
-        "(TOCSIN_SERVICES__PLATFORM=https://platform.example/api/v1)",
-    )
     http_timeout_seconds: float = Field(30.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
-    slack: SlackSettings = Field(default_factory=SlackSettings)
-    jira: JiraSettings = Field(default_factory=JiraSettings)
+    announce: AnnounceSettings = Field(default_factory=AnnounceSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
 
@@ -255,6 +221,58 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+_classes: dict[tuple[int, ...], type[Settings]] = {}
+
+
+def settings_class() -> type[Settings]:
+    """``Settings`` with a slot for each installed integration that has settings."""
+    from tocsin.integration import installed_integrations
+
+    integrations = installed_integrations()
+    key = tuple(id(integration) for integration in integrations)
+    found = _classes.get(key)
+    if found is not None:
+        return found
+    slots: dict[str, Any] = {}
+    for integration in integrations:
+        if integration.settings is None:
+            continue
+        if integration.name in Settings.model_fields:
+            raise ConfigurationError(
+                f"the integration {integration.name!r} has the name of a core setting",
+                "rename the integration (its entry point and its `name`)",
+            )
+        slots[integration.name] = (
+            integration.settings,
+            Field(default_factory=integration.settings, description=integration.description),
+        )
+    found = create_model("Settings", __base__=Settings, __module__=__name__, **slots)
+    _classes[key] = found
+    return found
+
+
+RENAMED_VARIABLES = {
+    "TOCSIN_SLACK_API_URL": "TOCSIN_SLACK__API_URL",
+    "TOCSIN_SERVICES__": "TOCSIN_HTTP__SERVICES__",
+    "TOCSIN_AUDIT__ANCHOR_CHANNEL": "TOCSIN_SLACK__ANCHOR_CHANNEL",
+    "TOCSIN_SLACK__PROGRESS_EVERY_SECONDS": "TOCSIN_ANNOUNCE__PROGRESS_EVERY_SECONDS",
+    "TOCSIN_SLACK__REMIND_BEFORE": "TOCSIN_ANNOUNCE__REMIND_BEFORE",
+}
+"""Variables of earlier versions (a name ending in ``__`` is a prefix): refused with the new
+name, since the environment source would otherwise ignore them without a word."""
+
+
+def _renamed_variable() -> tuple[str, str] | None:
+    for variable in os.environ:
+        upper = variable.upper()
+        for old, new in RENAMED_VARIABLES.items():
+            if upper == old:
+                return variable, new
+            if old.endswith("__") and upper.startswith(old):
+                return variable, new + upper.removeprefix(old)
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings; a wrong value becomes a ``ConfigurationError`` naming it."""
     from pydantic import ValidationError
@@ -264,19 +282,59 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigurationError(
             f"settings file {path} does not exist", "unset TOCSIN_CONFIG or create the file"
         )
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        where = f" (file {path})" if path else ""
+    renamed = _renamed_variable()
+    if renamed is not None:
         raise ConfigurationError(
-            f"wrong settings{where}: {details}",
-            "settings come from TOCSIN_* environment variables and the TOML file",
-        ) from None
+            f"the setting {renamed[0]} was renamed {renamed[1]}",
+            "rename the variable; README, Settings and secrets, lists every setting",
+        )
+    try:
+        return settings_class()(**overrides)
+    except ValidationError as exc:
+        raise _wrong_settings(exc, path) from None
     except ValueError as exc:  # a TOML syntax error
         raise ConfigurationError(f"cannot read settings file {path}: {exc}") from None
+
+
+def _wrong_settings(exc: Any, path: Path | None) -> ConfigurationError:
+    details = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+    where = f" (file {path})" if path else ""
+    return ConfigurationError(
+        f"wrong settings{where}: {details}",
+        "settings come from TOCSIN_* environment variables and the TOML file",
+    )
+
+
+def with_values(settings: Settings, *layers: Mapping[str, Any]) -> Settings:
+    """``settings`` with each layer of values (nested by slot: ``{"slack": {"api_url": ...}}``)
+    laid over them in turn, checked like any settings; the environment is not read again."""
+    from pydantic import ValidationError
+
+    merged = settings.model_dump()
+    for layer in layers:
+        merged = _merged(merged, layer)
+    try:
+        return settings_class().model_validate(merged)
+    except ValidationError as exc:
+        raise _wrong_settings(exc, None) from None
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+class SecretStore(Protocol):
+    """Where actions read credentials from; values never reach logs or the audit trail."""
+
+    def get(self, name: str) -> str | None: ...
 
 
 class EnvironmentSecrets:
@@ -303,3 +361,51 @@ class StaticSecrets:
 
     def __repr__(self) -> str:
         return f"StaticSecrets(<{len(self._values)} values hidden>)"
+
+
+class LayeredSecrets:
+    """The first store that has a secret gives it (the sandbox's fakes' secrets, then the
+    environment's)."""
+
+    def __init__(self, *stores: SecretStore) -> None:
+        self._stores = stores
+
+    def get(self, name: str) -> str | None:
+        for store in self._stores:
+            value = store.get(name)
+            if value:
+                return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"LayeredSecrets({', '.join(repr(store) for store in self._stores)})"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """The settings and secrets a flow run uses."""
+
+    settings: Settings
+    secrets: SecretStore
+
+
+_handed_down: ContextVar[Configuration | None] = ContextVar("tocsin_configuration", default=None)
+
+
+@contextmanager
+def configured(settings: Settings, secrets: SecretStore) -> Iterator[Configuration]:
+    """Flow runs started in this block, in this thread, use these settings and secrets
+    (the sandbox's, the gateway's) instead of reading the environment."""
+    given = Configuration(settings, secrets)
+    token = _handed_down.set(given)
+    try:
+        yield given
+    finally:
+        _handed_down.reset(token)
+
+
+def configuration() -> Configuration:
+    """What the caller handed down with ``configured``; else the settings and secrets of the
+    environment (a run started from a deployment, on a worker)."""
+    given = _handed_down.get()
+    return given if given is not None else Configuration(load_settings(), EnvironmentSecrets())

@@ -1,69 +1,24 @@
-"""Local fake services that speak the real HTTP APIs, for the sandbox mode and the tests.
+"""The sandbox's generic parts: the base of every fake service, the assembly, the loopback CA.
 
 Each fake is a real HTTP server on ``127.0.0.1`` at an ephemeral port, run in a daemon
-thread (standard library only)::
+thread (standard library only), and lives in its integration's package::
+
+    from tocsin.integrations.slack.fake import FakeSlack
 
     with FakeSlack() as slack:
-        settings = Settings(slack_api_url=slack.url + "/api/")
+        settings = load_settings(slack={"api_url": slack.url + "/api/"})
         ...
         assert slack.messages[0].text == "Office OF-1 disconnected"
 
-- ``FakeService``: the base; records requests, injects failures (``fail_next``, ``stall_next``).
-- ``FakeSlack``: the Slack Web API (``tocsin.sandbox.slack_api``).
-- ``FakePlatform``: the broker-software provider's platform API (``tocsin.sandbox.platform_api``).
-- ``FakeJira``: a Jira site's REST API v2 and the webhooks it sends (``tocsin.sandbox.jira_api``).
+- ``FakeService`` (``fake_service``): the base; records requests, injects failures
+  (``fail_next``, ``stall_next``), serves https when started with a TLS context;
+- ``Sandbox`` (``assembly``): starts the fake of every installed integration and returns
+  the settings and secrets pointing at them;
+- ``LoopbackCA`` (``tls``): the CA and loopback certificate made at run time.
 """
 
 from __future__ import annotations
 
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
-from tocsin.sandbox.jira_api import (
-    SANDBOX_JIRA_TOKEN,
-    SANDBOX_JIRA_USER,
-    SANDBOX_JIRA_WEBHOOK_SECRET,
-    FakeJira,
-    JiraAttachment,
-    JiraComment,
-    JiraError,
-)
-from tocsin.sandbox.platform_api import (
-    SANDBOX_PLATFORM_TOKEN,
-    Account,
-    Device,
-    FakePlatform,
-    Office,
-)
-from tocsin.sandbox.slack_api import (
-    SANDBOX_BOT_TOKEN,
-    FakeSlack,
-    PostedSlackMessage,
-    SlackCall,
-    SlackChannel,
-    SlackError,
-    slack_method,
-)
 
-__all__ = [
-    "SANDBOX_BOT_TOKEN",
-    "SANDBOX_JIRA_TOKEN",
-    "SANDBOX_JIRA_USER",
-    "SANDBOX_JIRA_WEBHOOK_SECRET",
-    "SANDBOX_PLATFORM_TOKEN",
-    "Account",
-    "Device",
-    "FakeJira",
-    "FakePlatform",
-    "FakeService",
-    "FakeSlack",
-    "JiraAttachment",
-    "JiraComment",
-    "JiraError",
-    "Office",
-    "PostedSlackMessage",
-    "ReceivedRequest",
-    "Reply",
-    "SlackCall",
-    "SlackChannel",
-    "SlackError",
-    "slack_method",
-]
+__all__ = ["FakeService", "ReceivedRequest", "Reply"]

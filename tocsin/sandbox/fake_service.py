@@ -10,12 +10,18 @@ error status, or stall) so that tests see what a real outage looks like::
 
 A subclass implements ``handle(request) -> Reply``; it runs in the server's
 handler threads, so subclasses guard their state with ``self.lock``.
+
+``start(tls=context)`` serves https instead (``tocsin.sandbox.tls.LoopbackCA`` makes the
+context); the TLS handshake happens in the handler thread, so a client that never
+finishes it holds up nobody else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -101,13 +107,14 @@ class FakeService:
 
     # -- life cycle ---------------------------------------------------------
 
-    def start(self) -> Self:
-        """Listen on an ephemeral loopback port and serve in a daemon thread."""
+    def start(self, tls: ssl.SSLContext | None = None) -> Self:
+        """Listen on an ephemeral loopback port and serve in a daemon thread (https with ``tls``)."""
         if self._server is not None:
             raise RuntimeError(f"{self.name} is already running at {self.url}")
         self._stopping.clear()
         server = _Server(("127.0.0.1", 0), _Handler)
         server.service = self
+        server.tls = tls
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -149,8 +156,9 @@ class FakeService:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``, without a trailing slash."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` when served with TLS), without a trailing slash."""
+        scheme = "https" if self._server is not None and self._server.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     # -- inspection ---------------------------------------------------------
 
@@ -226,6 +234,23 @@ class FakeService:
 
 class _Server(ThreadingHTTPServer):
     service: FakeService
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        connection, address = super().get_request()
+        if self.tls is None:
+            return connection, address
+        # The handshake is made by the handler thread on its first read, not here.
+        wrapped = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ssl.SSLError | ConnectionError):
+            # A client refusing the certificate (a test of exactly that) is not a fake's bug.
+            _log.debug("TLS connection from %s failed: %s", client_address, error)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -17,11 +17,13 @@ from pydantic_core import PydanticCustomError
 
 from tocsin.actions import WRITTEN_AS_IS, ActionContext, SecretName, UrlTemplate, action
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
+from tocsin.integrations.http import integration
 from tocsin.outbound import (
     DEFAULT_MAX_RESPONSE_BYTES,
     BearerToken,
     BoundedResponse,
     ServiceEndpoint,
+    trusting,
 )
 
 ACTION = "http.request"
@@ -117,7 +119,7 @@ def request(
         WRITTEN_AS_IS,
         Field(
             pattern=r"^[a-z][a-z0-9_]*$",
-            description="Name of a configured service (settings `services`); url is then a path",
+            description="Name of a configured service (settings `http.services`); url is then a path",
         ),
     ] = None,
     headers: Annotated[
@@ -194,13 +196,14 @@ def _endpoint(
 
     Either way the token is bound to it: ``ServiceEndpoint`` refuses any URL outside it.
     """
+    settings = integration.settings_of(context.settings)
     if service is not None:
-        base_url = context.settings.services.get(service)
+        base_url = settings.services.get(service)
         if not base_url:
             raise ConfigurationError(
                 f"service {service!r} is not configured",
-                f"set TOCSIN_SERVICES__{service.upper()}=https://... (its base URL), "
-                f'or `{service} = "https://..."` under [services] in the settings file',
+                f"set TOCSIN_HTTP__SERVICES__{service.upper()}=https://... (its base URL), "
+                f'or `{service} = "https://..."` under [http.services] in the settings file',
             )
         name = service
     else:
@@ -215,6 +218,7 @@ def _endpoint(
         credential=credential,
         max_response_bytes=max_response_bytes,
         limit_hint="set max_response_bytes under the step's `with:`",
+        verify=trusting(settings.ca_bundle),
     )
 
 

@@ -29,9 +29,9 @@ from slack_sdk.errors import SlackApiError
 
 from tocsin.announce import FinishedStep, GateState, RefusedDecision, RunFacts
 from tocsin.errors import IntegrationError
-from tocsin.integrations.slack import SlackCredentials, api_error, slack_text
+from tocsin.integrations.slack.client import SlackCredentials, api_error, slack_text
+from tocsin.integrations.slack.settings import SlackSettings
 from tocsin.journal import Journal
-from tocsin.settings import SlackSettings
 
 APPROVE_ACTION = "tocsin_approve"
 REJECT_ACTION = "tocsin_reject"
@@ -518,58 +518,3 @@ class SlackIncidentAnnouncer:
 
     def close(self) -> None:
         return None
-
-
-# reading published audit heads back -------------------------------------------------------
-
-
-def bot_messages(
-    credentials: SlackCredentials,
-    channel: str,
-    *,
-    thread_ts: str | None = None,
-    max_messages: int = 10_000,
-) -> list[tuple[str, str]]:
-    """(ts, text) of the messages Tocsin's bot posted in ``channel`` (or in thread ``thread_ts``).
-
-    ``tocsin audit verify`` reads the audit heads published there back with
-    ``conversations.history`` / ``conversations.replies``; messages of other people
-    are left out, since anyone in the channel could post a look-alike.
-    """
-    client = credentials.get_client()
-    method = "conversations.replies" if thread_ts else "conversations.history"
-    try:
-        me = client.auth_test()
-        bot_user, bot_id = me.get("user_id"), me.get("bot_id")
-        found: list[tuple[str, str]] = []
-        seen = 0
-        cursor: str | None = None
-        while seen < max_messages:
-            arguments: dict[str, Any] = {"channel": channel, "limit": 200}
-            if thread_ts:
-                arguments["ts"] = thread_ts
-            if cursor:
-                arguments["cursor"] = cursor
-            response = client.api_call(method, params=arguments)
-            messages = response.get("messages") or []
-            seen += len(messages)
-            for message in messages:
-                mine = (bot_id and message.get("bot_id") == bot_id) or (
-                    bot_user and message.get("user") == bot_user
-                )
-                if mine:
-                    found.append((str(message.get("ts") or ""), str(message.get("text") or "")))
-            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor or not messages:
-                break
-    except SlackApiError as exc:
-        raise api_error("audit.verify", method, channel, exc) from None
-    except OSError as exc:  # urllib's URLError, a refused connection, a timeout
-        raise IntegrationError(
-            "audit.verify",
-            "Slack",
-            f"cannot be reached at {client.base_url}: {getattr(exc, 'reason', exc)}",
-            "check the network and settings.slack_api_url",
-            retryable=True,
-        ) from None
-    return found

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,10 +32,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from tocsin.actions import SecretStore
 from tocsin.errors import ConfigurationError, InputError, IntegrationError
-from tocsin.outbound import path_segment
-from tocsin.settings import Settings
+from tocsin.integrations.jira import integration
+from tocsin.outbound import path_segment, trusting
+from tocsin.settings import SecretStore, Settings
 from tocsin.tickets import JIRA_KEYS, TicketTrigger, parse_inputs_text
 
 SERVICE = "Jira"
@@ -109,8 +110,12 @@ class JiraTickets:
         inputs_field: str = "customfield_10101",
         timeout_seconds: float = 30.0,
         max_retry_wait_seconds: float = 30.0,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
-        """``user`` given: Jira Cloud (basic auth with an API token); None: Data Center (bearer PAT)."""
+        """``user`` given: Jira Cloud (basic auth with an API token); None: Data Center (bearer PAT).
+
+        ``verify``: the TLS context checking the site's certificate (``trusting``); None: httpx's.
+        """
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(
@@ -128,11 +133,12 @@ class JiraTickets:
         self.max_retry_wait_seconds = max_retry_wait_seconds
         self._api_token = api_token
         self._webhook_secret = webhook_secret or None
+        self._verify: ssl.SSLContext | bool = verify if verify is not None else True
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets: SecretStore) -> JiraTickets:
         """Built from ``settings.jira`` and the secrets ``jira_api_token`` / ``jira_webhook_secret``."""
-        jira = settings.jira
+        jira = integration.settings_of(settings)
         if not jira.url:
             raise ConfigurationError(
                 "Jira is not configured: settings.jira.url is empty",
@@ -152,6 +158,7 @@ class JiraTickets:
             runbook_field=jira.runbook_field,
             inputs_field=jira.inputs_field,
             timeout_seconds=settings.http_timeout_seconds,
+            verify=trusting(jira.ca_bundle),
         )
 
     def __repr__(self) -> str:
@@ -338,7 +345,7 @@ class JiraTickets:
         for attempt in range(RETRIES_WHEN_BUSY + 1):
             try:
                 with (
-                    httpx.Client(timeout=self.timeout_seconds) as client,
+                    httpx.Client(timeout=self.timeout_seconds, verify=self._verify) as client,
                     client.stream(
                         method, url, json=json_body, files=files, headers=sent_headers, auth=auth
                     ) as streamed,

@@ -43,6 +43,8 @@ from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 
 SANDBOX_PLATFORM_TOKEN = "platform-sandbox-token"
 """The token the sandbox's FakePlatform accepts unless told otherwise."""
+TOKEN_SECRET = "platform_api_token"
+"""The secret runbooks name to send the platform's token (``bearer_token_secret``)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,13 @@ from urllib.parse import urlencode
 
 import httpx
 
-from tocsin.sandbox.slack_api import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack, PostedSlackMessage
+from tocsin.integrations.slack.fake import (
+    BOT_ID,
+    BOT_USER_ID,
+    TEAM_ID,
+    FakeSlack,
+    PostedSlackMessage,
+)
 
 SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 SANDBOX_APP_ID = "A0TOCSIN"

@@ -1,18 +1,28 @@
-"""Slack actions, through slack_sdk's ``WebClient`` and its own retry handlers."""
+"""Slack's Web API through slack_sdk's ``WebClient`` and its own retry handlers.
+
+``SlackCredentials`` only builds the client (a bot token, the API's URL, the CA to trust);
+``api_error`` turns Slack's error codes into what to do about them; ``slack_text`` and
+``slack_value`` make a value literal text in mrkdwn.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from tocsin.actions import ActionContext, EscapedValues, action
-from tocsin.errors import IntegrationError
+from tocsin.errors import ConfigurationError, IntegrationError
+from tocsin.integrations.slack import integration
+from tocsin.outbound import trusting
+
+if TYPE_CHECKING:
+    from tocsin.actions import ActionContext
+    from tocsin.settings import SecretStore, Settings
 
 SERVICE = "Slack"
 TOKEN_SECRET = "slack_bot_token"
@@ -56,6 +66,8 @@ class SlackCredentials:
     token: str = field(repr=False)
     base_url: str = WebClient.BASE_URL
     timeout_seconds: float = 30.0
+    ca_bundle: Path | None = None
+    """CA certificates trusted besides the system's (``slack.ca_bundle``)."""
 
     def get_client(self) -> WebClient:
         """A ``WebClient`` that waits out rate limits and retries a dropped connection once."""
@@ -63,6 +75,7 @@ class SlackCredentials:
             token=self.token,
             base_url=self.base_url,
             timeout=max(1, math.ceil(self.timeout_seconds)),
+            ssl=trusting(self.ca_bundle),
             retry_handlers=[
                 ConnectionErrorRetryHandler(),
                 RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
@@ -72,83 +85,36 @@ class SlackCredentials:
     @classmethod
     def from_context(cls, context: ActionContext) -> SlackCredentials:
         """The bot token from the secret ``slack_bot_token`` and the API URL from the settings."""
+        return cls.from_settings(context.settings, context.secret(TOKEN_SECRET))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, token: str, *, timeout_seconds: float | None = None
+    ) -> SlackCredentials:
+        """``token`` and where Slack is (``settings.slack``); the timeout is
+        ``http_timeout_seconds`` unless given."""
+        slack = integration.settings_of(settings)
         return cls(
-            token=context.secret(TOKEN_SECRET),
-            base_url=context.settings.slack_api_url,
-            timeout_seconds=context.settings.http_timeout_seconds,
+            token=token,
+            base_url=slack.api_url,
+            timeout_seconds=settings.http_timeout_seconds
+            if timeout_seconds is None
+            else timeout_seconds,
+            ca_bundle=slack.ca_bundle,
         )
 
-
-class PostedMessage(BaseModel):
-    """Where the message went; ``ts`` identifies it for replies and updates."""
-
-    channel: str
-    ts: str
-
-
-def _describe_post(channel: str, text: str, thread_ts: str | None, **_: Any) -> str:
-    where = f"{channel} (thread {thread_ts})" if thread_ts else channel
-    shown = text if len(text) <= 80 else text[:77] + "..."
-    return f"post to Slack {where}: {shown}"
-
-
-@action(
-    "slack.post_message",
-    destructive=False,
-    idempotent=False,
-    secrets=(TOKEN_SECRET,),
-    describe=_describe_post,
-    communicates="slack",
-)
-def post_message(
-    context: ActionContext,
-    *,
-    channel: Annotated[
-        str,
-        Field(
-            pattern=r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{2,})$",
-            description="Channel id (C0123ABCD) or #name",
-        ),
-    ],
-    text: Annotated[
-        str,
-        EscapedValues(slack_value),
-        Field(
-            min_length=1,
-            description="Message text in Slack mrkdwn, also the notification fallback; values "
-            "templated into it are shown as text (no mention, link or formatting)",
-        ),
-    ],
-    blocks: Annotated[
-        list[dict[str, Any]] | None, Field(description="Block Kit blocks, shown instead of text")
-    ] = None,
-    thread_ts: Annotated[
-        str | None,
-        Field(pattern=r"^\d+\.\d+$", description="ts of the message to reply under"),
-    ] = None,
-) -> PostedMessage:
-    """Post a message to a Slack channel, or as a reply in a thread.
-
-    ``text`` and ``blocks`` are the runbook author's own mrkdwn and are sent as they are,
-    values templated into them included: a runbook quoting an input escapes it in the
-    template (docs/gateway.md, "What is escaped"); ``slack_text`` is the same escaping.
-    """
-    client = SlackCredentials.from_context(context).get_client()
-    try:
-        response = client.chat_postMessage(
-            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
-        )
-    except SlackApiError as exc:
-        raise api_error("slack.post_message", "chat.postMessage", channel, exc) from None
-    except OSError as exc:  # urllib's URLError, a refused connection, a timeout
-        raise IntegrationError(
-            "slack.post_message",
-            SERVICE,
-            f"cannot be reached at {client.base_url}: {getattr(exc, 'reason', exc)}",
-            "check the network and settings.slack_api_url; the step can be retried",
-            retryable=True,
-        ) from None
-    return PostedMessage(channel=str(response["channel"]), ts=str(response["ts"]))
+    @classmethod
+    def from_secrets(
+        cls, settings: Settings, secrets: SecretStore, *, timeout_seconds: float | None = None
+    ) -> SlackCredentials:
+        """The bot token from ``secrets``; ``ConfigurationError`` naming the variable when unset."""
+        token = secrets.get(TOKEN_SECRET)
+        if not token:
+            raise ConfigurationError(
+                f"secret {TOKEN_SECRET!r} is not set",
+                f"set the environment variable TOCSIN_SECRET_{TOKEN_SECRET.upper()}",
+            )
+        return cls.from_settings(settings, token, timeout_seconds=timeout_seconds)
 
 
 def api_error(

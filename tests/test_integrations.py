@@ -1,0 +1,220 @@
+"""Integrations: found through entry points alone, each the whole of its service.
+
+The toy integration (``tests/toy_integration/``) is installed the way a third-party
+package is, with an entry point and nothing else: its action runs in a runbook, its
+settings slot is read from ``TOCSIN_TOY__...``, the sandbox starts its fake (over TLS)
+and points the settings there, and nothing in the core names it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import ROOT, run_tocsin
+from tests.toy_integration import integration as toy
+from tocsin.actions import ActionRegistry
+from tocsin.errors import ConfigurationError
+from tocsin.integration import installed_integrations, integration_named
+from tocsin.integrations.http import integration as http
+from tocsin.integrations.jira import integration as jira
+from tocsin.integrations.slack import integration as slack
+from tocsin.settings import load_settings
+
+TOY_RUNBOOK = """\
+runbook: toy-bell
+version: 1
+title: Ring the toy bell
+summary: A runbook using the toy integration's action
+severity: low
+sources: [{title: Test, document: test.txt}]
+steps:
+  - id: ring
+    title: Ring the bell
+    action: toy.ring_bell
+    with: {times: 2}
+"""
+
+
+def install_toy(site: Path) -> Path:
+    """A dist-info declaring the toy's entry point, in ``site`` (to put on the path)."""
+    dist = site / "toy_tocsin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-tocsin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[tocsin.integrations]\ntoy = tests.toy_integration:integration\n"
+    )
+    return site
+
+
+@pytest.fixture
+def toy_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The toy integration installed in this process (and its path, for subprocesses)."""
+    assert integration_named("toy") is None
+    site = install_toy(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    assert integration_named("toy") is toy, "the toy integration was not discovered"
+    yield site
+
+
+# -- the built-ins --------------------------------------------------------------------------
+
+
+def test_the_built_in_integrations_are_declared_like_a_third_partys() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert set(declared) == {"tocsin.integrations"}, "one entry-point group, no second list"
+    names = {integration.name for integration in installed_integrations()}
+    assert (
+        names
+        == set(declared["tocsin.integrations"])
+        == {
+            "core",
+            "http",
+            "jira",
+            "platform",
+            "slack",
+        }
+    )
+
+
+def test_every_secret_an_action_reads_is_declared_by_its_integration() -> None:
+    registry = ActionRegistry.discover()
+    for integration in installed_integrations():
+        declared = {secret.name for secret in integration.secrets}
+        for definition in registry:
+            if definition.module in integration.action_modules:
+                assert set(definition.secrets) <= declared, (integration.name, definition.name)
+
+
+def test_each_integrations_settings_are_a_slot_named_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOCSIN_SLACK__API_URL", "https://slack.example/api/")
+    monkeypatch.setenv("TOCSIN_HTTP__SERVICES__PLATFORM", "https://platform.example/api/v1")
+    monkeypatch.setenv("TOCSIN_JIRA__URL", "https://jira.example")
+    settings = load_settings()
+    assert slack.settings_of(settings).api_url == "https://slack.example/api/"
+    assert http.settings_of(settings).services == {"platform": "https://platform.example/api/v1"}
+    assert jira.settings_of(settings).url == "https://jira.example"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("TOCSIN_SLACK_API_URL", "TOCSIN_SLACK__API_URL"),
+        ("TOCSIN_SERVICES__PLATFORM", "TOCSIN_HTTP__SERVICES__PLATFORM"),
+        ("TOCSIN_AUDIT__ANCHOR_CHANNEL", "TOCSIN_SLACK__ANCHOR_CHANNEL"),
+    ],
+)
+def test_a_setting_of_the_old_name_is_refused_with_its_new_name(
+    old: str, new: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(old, "https://example.invalid/")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.message == f"the setting {old} was renamed {new}"
+
+
+def test_a_wrong_value_in_a_slot_is_named_with_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOCSIN_SLACK__USERGROUP_CACHE_SECONDS", "-1")
+    with pytest.raises(ConfigurationError, match=r"slack\.usergroup_cache_seconds: "):
+        load_settings()
+
+
+# -- the toy ----------------------------------------------------------------------------------
+
+
+def test_the_toy_is_found_through_its_entry_point_alone(
+    toy_installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "toy.ring_bell" in ActionRegistry.discover()
+    monkeypatch.setenv("TOCSIN_TOY__GREETING", "ahoy")
+    assert toy.settings_of(load_settings()).greeting == "ahoy"
+    # ...and in another process, by the CLI: its action and its parameters in the schema.
+    schema = run_tocsin("schema", env={"PYTHONPATH": f"{toy_installed}{os.pathsep}{ROOT}"})
+    assert schema.returncode == 0, schema.stderr
+    assert '"const": "toy.ring_bell"' in schema.stdout
+
+
+def test_the_sandbox_starts_the_toy_fake_over_tls_and_points_the_settings_at_it(
+    toy_installed: Path,
+) -> None:
+    from tests.toy_integration.fake import SANDBOX_TOKEN, FakeBell
+    from tocsin.sandbox.assembly import Sandbox
+
+    environment = dict(os.environ)
+    with Sandbox(load_settings()) as sandbox:
+        bell = sandbox.fake("toy", FakeBell)
+        settings = toy.settings_of(sandbox.settings)
+        assert settings.url == bell.url and bell.url.startswith("https://127.0.0.1:")
+        assert settings.ca_bundle is not None and settings.ca_bundle.exists()
+        assert sandbox.secrets.get("toy_token") == SANDBOX_TOKEN
+        assert f"the toy bell rings at {bell.url}" in sandbox.notes
+        assert dict(os.environ) == environment, "the sandbox changed this process's environment"
+    assert dict(os.environ) == environment
+
+
+@pytest.mark.slow
+def test_the_toy_action_runs_in_a_runbook_in_the_sandbox(
+    toy_installed: Path, prefect_server: str, tmp_path: Path
+) -> None:
+    from tocsin.running import journal_for
+
+    runbook = tmp_path / "toy-bell.yaml"
+    runbook.write_text(TOY_RUNBOOK)
+    data = tmp_path / "data"
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "TOY-1",
+        env={
+            "PYTHONPATH": f"{toy_installed}{os.pathsep}{ROOT}",
+            "TOCSIN_DATA_DIR": str(data),
+            "TOCSIN_PREFECT_API_URL": prefect_server,
+            "TOCSIN_TOY__GREETING": "ahoy",
+        },
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ring: succeeded" in result.stdout
+    assert re.search(r"SANDBOX mode: local fakes of .*\btoy\b", result.stdout), result.stdout
+    journal = journal_for(load_settings(data_dir=data))
+    try:
+        run = journal.find_run("TOY-1", "toy-bell")
+        assert run is not None
+        step = journal.step(run.id, "ring")
+        assert step is not None and step.status == "succeeded"
+        # The fake answered (its count, the greeting of the toy's own settings slot), over TLS.
+        assert step.outputs["rings"] == 2 and step.outputs["heard"] == "ahoy"
+        assert step.outputs["url"].startswith("https://127.0.0.1:")
+    finally:
+        journal.close()
+
+
+def test_nothing_outside_the_toys_folder_names_it() -> None:
+    # Adding the toy touched its own folder and its tests: no core module, no packaging file,
+    # no committed schema knows it.
+    core = [
+        path
+        for path in (ROOT / "tocsin").rglob("*")
+        if path.is_file() and not {"flows", "integrations"} & set(path.relative_to(ROOT).parts)
+    ]
+    places = [
+        *core,
+        *(ROOT / "integrations").rglob("*.py"),
+        *(ROOT / "flows").rglob("*.py"),
+        ROOT / "pyproject.toml",
+        ROOT / "schema" / "runbook.schema.json",
+    ]
+    naming = [
+        str(path.relative_to(ROOT))
+        for path in places
+        if path.suffix != ".pyc" and re.search(r"\btoy\b", path.read_text(errors="replace"))
+    ]
+    assert naming == []

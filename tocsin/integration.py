@@ -1,0 +1,303 @@
+"""The integration seam: what a package gives Tocsin for one service, found through entry points.
+
+An integration is a package (``integrations/slack/``, or any installed distribution)
+exposing one ``Integration`` object under the ``tocsin.integrations`` entry-point group::
+
+    [project.entry-points."tocsin.integrations"]
+    acme = "acme_tocsin:integration"
+
+The object says, as data, everything the core needs to know about the service:
+
+- ``settings``: its settings model, a slot of the one settings object named after the
+  integration (``settings.acme``, ``TOCSIN_ACME__URL``); ``settings_of`` reads it typed;
+- ``secrets``: the secrets it reads (``TOCSIN_SECRET_<NAME>``), each with a description;
+- ``action_modules``: the modules whose ``@action`` functions runbooks may use;
+- ``sandbox``: starts its fake service with seed data and returns the settings values
+  and secrets that point runs at it (``tocsin.sandbox.assembly`` puts them together);
+- and, where the service has them: an ``announcer`` (where people hear about a run),
+  an ``approver_directory`` (who is in a user group), a ``ticket_system``, a
+  ``head_publisher`` (where audit heads are published) and ``published_heads`` (reading
+  them back for ``tocsin audit verify``).
+
+Built-in integrations are declared in Tocsin's own ``pyproject.toml`` exactly like a
+third-party one, so there is one way to find them. Every hook is a plain function that
+imports what it needs when it is called: discovering integrations (which every
+``load_settings`` does) imports only their ``__init__`` and settings models.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from tocsin.errors import ConfigurationError, TocsinError
+
+if TYPE_CHECKING:
+    from tocsin.announce import Announcer
+    from tocsin.audit import AnchorPlace, AuditRecord
+    from tocsin.journal import Journal
+    from tocsin.sandbox.fake_service import FakeService
+    from tocsin.settings import SecretStore, Settings
+    from tocsin.tickets import TicketSystem
+
+ENTRY_POINT_GROUP = "tocsin.integrations"
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+ReportMaker = Callable[[str], tuple[str, bytes, str]]
+"""Given the ticket: (file name, content, media type) of the report to attach."""
+
+
+@dataclass(frozen=True)
+class DeclaredSecret:
+    """A secret an integration reads, set as ``TOCSIN_SECRET_<NAME>``."""
+
+    name: str
+    description: str
+
+    @property
+    def variable(self) -> str:
+        return f"TOCSIN_SECRET_{self.name.upper()}"
+
+
+# -- what the hooks receive and return ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxSeed:
+    """What the sandbox is started for: the run's inputs, the Slack user groups its approver
+    groups name, the incident's ticket; and the loopback CA the fakes serve TLS with."""
+
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    usergroups: Sequence[str] = ()
+    ticket: str | None = None
+    title: str = ""
+    server_tls: ssl.SSLContext | None = None
+    """Serve with this context (https); None: plain http."""
+    ca_bundle: Path | None = None
+    """The CA certificate clients must trust to reach a fake served with ``server_tls``."""
+
+
+@dataclass(frozen=True)
+class SandboxService:
+    """A started fake and how to reach it: settings values (by slot, merged into the settings
+    the sandbox returns), the secrets it accepts, and lines to show whoever started it."""
+
+    fake: FakeService
+    settings: Mapping[str, Any]
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    notes: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class AnnouncerContext:
+    """What an announcer is built from."""
+
+    settings: Settings
+    secrets: SecretStore
+    journal: Journal
+    report: ReportMaker | None = None
+
+
+@dataclass(frozen=True)
+class HeadsQuery:
+    """What reading published audit heads back is given (``tocsin audit verify``)."""
+
+    settings: Settings
+    secrets: SecretStore
+    journal: Journal
+    ticket: str
+    recorded: Sequence[str]
+    """Where the trail says heads were published (``slack:C1:ts``, ``jira:INC-1:comment:7``)."""
+    records: Sequence[AuditRecord] = ()
+
+
+class ApproverDirectory(Protocol):
+    """Who is in an approver user group (Slack's ``usergroups.users.list``)."""
+
+    def members_of(self, usergroup: str) -> list[str]:
+        """The group's members now; a ``TocsinError`` when the service cannot say."""
+        ...
+
+
+class HeadPublisher(Protocol):
+    """A place outside Tocsin's database where each end-of-run audit head is published."""
+
+    place: str
+    """How the place is named in messages (``#incident-audit``)."""
+
+    def publish(self, text: str) -> str:
+        """Post ``text``; returns where it went (``slack:C0AUDIT:1700000000.000100``)."""
+        ...
+
+
+# -- the integration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Integration(Generic[SettingsT]):
+    """Everything Tocsin knows about one service; see the module docstring."""
+
+    name: str
+    description: str
+    settings: type[SettingsT] | None = None
+    secrets: tuple[DeclaredSecret, ...] = ()
+    action_modules: tuple[str, ...] = ()
+    sandbox: Callable[[SandboxSeed], SandboxService] | None = None
+    announcer: Callable[[AnnouncerContext], Announcer | None] | None = None
+    approver_directory: Callable[[Settings, SecretStore], ApproverDirectory] | None = None
+    ticket_system: Callable[[Settings, SecretStore], TicketSystem | None] | None = None
+    head_publisher: Callable[[Settings, SecretStore], HeadPublisher | None] | None = None
+    published_heads: Callable[[HeadsQuery], list[AnchorPlace]] | None = None
+
+    def settings_of(self, settings: Settings) -> SettingsT:
+        """This integration's slot of ``settings`` (``settings.<name>``), typed."""
+        if self.settings is None:
+            raise TypeError(f"the {self.name} integration has no settings")
+        value = getattr(settings, self.name, None)
+        if not isinstance(value, self.settings):
+            raise TypeError(
+                f"these settings have no {self.name} slot: build them with "
+                "tocsin.settings.load_settings(), which adds every installed integration's"
+            )
+        return value
+
+    def secret(self, name: str) -> DeclaredSecret:
+        """The declared secret ``name``; an integration using one it did not declare fails here."""
+        for declared in self.secrets:
+            if declared.name == name:
+                return declared
+        raise ConfigurationError(
+            f"the {self.name} integration uses the secret {name!r} but does not declare it",
+            "declare it in the integration's `secrets` (a bug of that package)",
+        )
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+_found: dict[tuple[tuple[str, str], ...], tuple[Integration[Any], ...]] = {}
+
+
+def installed_integrations() -> tuple[Integration[Any], ...]:
+    """Every integration installed (built-in or not), by name; loaded once per set found."""
+    points = list(entry_points(group=ENTRY_POINT_GROUP))
+    key = tuple(sorted({(point.name, point.value) for point in points}))
+    known = _found.get(key)
+    if known is None:
+        known = _load(key, points)
+        _found[key] = known
+    return known
+
+
+def _load(
+    key: tuple[tuple[str, str], ...], points: list[EntryPoint]
+) -> tuple[Integration[Any], ...]:
+    names = [name for name, _ in key]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        values = [value for name, value in key if name == twice[0]]
+        raise ConfigurationError(
+            f"two packages provide the integration {twice[0]!r}: {' and '.join(values)}",
+            "uninstall one of them",
+        )
+    loaded: list[Integration[Any]] = []
+    for name, value in key:
+        point = next(p for p in points if (p.name, p.value) == (name, value))
+        try:
+            target = point.load()
+        except Exception as exc:  # a broken plug-in must not hide which one it is
+            raise ConfigurationError(
+                f"cannot load action package {point.module!r} (entry point {name!r}): "
+                f"{type(exc).__name__}: {exc}",
+                "reinstall or uninstall that package",
+            ) from exc
+        if not isinstance(target, Integration):
+            raise ConfigurationError(
+                f"entry point {name!r} = {value!r} ({ENTRY_POINT_GROUP}) is not a Tocsin "
+                f"Integration but {type(target).__name__}",
+                "it must name the package's `Integration` object, like acme_tocsin:integration",
+            )
+        if target.name != name or not NAME_PATTERN.match(name):
+            raise ConfigurationError(
+                f"entry point {name!r} = {value!r} names the integration {target.name!r}",
+                "the entry point's name must be the integration's name (lower case, digits, _)",
+            )
+        loaded.append(target)
+    return tuple(loaded)
+
+
+def integration_named(name: str) -> Integration[Any] | None:
+    """The installed integration ``name``, if there is one."""
+    return next((i for i in installed_integrations() if i.name == name), None)
+
+
+# -- what the core asks of every integration ----------------------------------------------
+
+
+def announcers_for(
+    settings: Settings, journal: Journal, secrets: SecretStore, report: ReportMaker | None = None
+) -> tuple[list[Announcer], list[tuple[str, str]]]:
+    """The announcers of the integrations configured here; and (integration, problem) for
+    those configured but unusable (the run audits them)."""
+    announcers: list[Announcer] = []
+    problems: list[tuple[str, str]] = []
+    context = AnnouncerContext(settings, secrets, journal, report)
+    for integration in installed_integrations():
+        if integration.announcer is None:
+            continue
+        try:
+            announcer = integration.announcer(context)
+        except TocsinError as exc:
+            problems.append((integration.name, exc.message))
+            continue
+        if announcer is not None:
+            announcers.append(announcer)
+    return announcers, problems
+
+
+def usergroup_members(settings: Settings, secrets: SecretStore, usergroup: str) -> list[str]:
+    """The members of ``usergroup`` as the integration keeping user groups says now."""
+    for integration in installed_integrations():
+        if integration.approver_directory is not None:
+            return integration.approver_directory(settings, secrets).members_of(usergroup)
+    raise ConfigurationError(
+        f"no installed integration can list the members of user group {usergroup}",
+        "install the integration of the chat tool the runbook's approver groups live in",
+    )
+
+
+def ticket_system(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
+    """The ticket system configured here (Jira...), or None."""
+    for integration in installed_integrations():
+        if integration.ticket_system is not None:
+            found = integration.ticket_system(settings, secrets)
+            if found is not None:
+                return found
+    return None
+
+
+def head_publishers(settings: Settings, secrets: SecretStore) -> list[HeadPublisher]:
+    """The places configured for publishing each run's final audit head."""
+    found = []
+    for integration in installed_integrations():
+        if integration.head_publisher is not None:
+            publisher = integration.head_publisher(settings, secrets)
+            if publisher is not None:
+                found.append(publisher)
+    return found
+
+
+def published_heads(query: HeadsQuery) -> list[AnchorPlace]:
+    """The heads published for the incident, read back from every place this machine can."""
+    places: list[AnchorPlace] = []
+    for integration in installed_integrations():
+        if integration.published_heads is not None:
+            places.extend(integration.published_heads(query))
+    return places
