@@ -31,14 +31,19 @@ PUBLIC = [
     "Location",
 ]
 
-# Modules of fake services: their errors are the fakes' own answers, never seen by a caller.
+# Fake services (each integration's ``fake`` module, the sandbox's base): their errors are the
+# fakes' own answers to a client, never seen by a caller of Tocsin.
 FAKES = ("tocsin.sandbox.",)
+
+
+def _is_fake(name: str) -> bool:
+    return name.startswith(FAKES) or name.rsplit(".", 1)[-1] in ("fake", "simulated_user")
 
 
 def _all_modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(tocsin.__path__, prefix="tocsin."):
-        if not info.name.startswith(FAKES) and not info.name.endswith(".__main__"):
+        if not _is_fake(info.name) and not info.name.endswith(".__main__"):
             names.append(info.name)
     return names
 
