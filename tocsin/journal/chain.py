@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -217,32 +218,7 @@ class AuditChain(JournalDatabase):
             prev_hash=prev_hash,
         )
         digest = chain_hash(body)
-        db.execute(
-            _INSERT_EVENT,
-            {
-                "run_id": run_id,
-                "incident": incident,
-                "seq": seq,
-                "at": moment,
-                "kind": kind,
-                "step_id": step_id,
-                "actor": actor,
-                "data": body["data"],
-                "prev_hash": prev_hash,
-                "hash": digest,
-            },
-        )
-        if self.audit_key is not None:
-            # The first record and the end of a run are signed in the same transaction as
-            # the record itself: a chain is never unsigned, nor a finished run without its
-            # end-of-run checkpoint, even for a moment (verify fails on both).
-            if kind == FINISHED_KIND:
-                self._insert_checkpoint(db, incident, seq, digest, FINISHED_KIND)
-            elif seq == 1:
-                self._insert_checkpoint(db, incident, seq, digest, "first")
-            elif self.checkpoint_every and seq % self.checkpoint_every == 0:
-                self._insert_checkpoint(db, incident, seq, digest, "periodic")
-        return AuditRecord(
+        record = AuditRecord(
             incident=incident,
             seq=seq,
             at=moment,
@@ -254,6 +230,18 @@ class AuditChain(JournalDatabase):
             prev_hash=prev_hash,
             hash=digest,
         )
+        db.execute(_INSERT_EVENT, asdict(record))  # the record's fields are the table's columns
+        if self.audit_key is not None:
+            # The first record and the end of a run are signed in the same transaction as
+            # the record itself: a chain is never unsigned, nor a finished run without its
+            # end-of-run checkpoint, even for a moment (verify fails on both).
+            if kind == FINISHED_KIND:
+                self._insert_checkpoint(db, incident, seq, digest, FINISHED_KIND)
+            elif seq == 1:
+                self._insert_checkpoint(db, incident, seq, digest, "first")
+            elif self.checkpoint_every and seq % self.checkpoint_every == 0:
+                self._insert_checkpoint(db, incident, seq, digest, "periodic")
+        return record
 
     def _insert_checkpoint(
         self, db: Connection, incident: str, seq: int, head: str, reason: str
