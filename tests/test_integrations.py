@@ -13,7 +13,9 @@ import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.cli_runner import ROOT, run_tocsin
@@ -195,6 +197,53 @@ def test_the_toy_action_runs_in_a_runbook_in_the_sandbox(
         assert step.outputs["url"].startswith("https://127.0.0.1:")
     finally:
         journal.close()
+
+
+class RecordingLauncher:
+    """Stands in for the gateway's launcher: records the runs it is asked to start."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str, str]] = []
+
+    def start(self, loaded: Any, incident: Any, inputs: dict[str, Any]) -> str:
+        self.started.append((loaded.id, incident.ticket, incident.requested_via))
+        return "recorded"
+
+
+def test_the_gateway_serves_the_toys_route_which_hands_off_to_the_core(
+    toy_installed: Path, tmp_path: Path
+) -> None:
+    from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
+    from tocsin.settings import StaticSecrets
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    secrets = StaticSecrets({"slack_signing_secret": "s3cret", "toy_token": "bell-token"})
+    launcher = RecordingLauncher()
+    gateway = Gateway(settings, secrets=secrets, launcher=launcher)  # type: ignore[arg-type]
+    assert ("toy", "/toy/pressed") in [(source, r.path) for source, r in gateway.routes]
+    press = {"runbook": "office-compromise", "ticket": "TOY-7"}
+    try:
+        with GatewayServer(gateway.app) as server:
+            forged = httpx.post(
+                f"{server.url}/toy/pressed", json=press, headers={"X-Toy-Token": "guess"}
+            )
+            pressed = httpx.post(
+                f"{server.url}/toy/pressed", json=press, headers={"X-Toy-Token": "bell-token"}
+            )
+        refusals = [
+            r["data"]
+            for r in gateway.journal.events_of(GATEWAY_CHAIN)
+            if r["kind"] == "gateway.request_refused"
+        ]
+    finally:
+        gateway.close()
+    # The forged press: refused by the toy's check, audited by the core under the toy's
+    # name with what it claimed; nothing started.
+    assert forged.status_code == 401 and forged.json()["error"] == "the bell's token is wrong"
+    assert [(r["source"], r["claimed"]) for r in refusals] == [("toy", {"ticket": "TOY-7"})]
+    # The genuine one: handed to the core, which found the runbook and asked the launcher.
+    assert pressed.status_code == 202, pressed.text
+    assert launcher.started == [("office-compromise", "TOY-7", "toy")]
 
 
 def test_nothing_outside_the_toys_folder_names_it() -> None:

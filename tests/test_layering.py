@@ -103,15 +103,9 @@ def test_integrations_never_import_the_flow() -> None:
     assert offenders == []
 
 
-# Not separated yet (issue 12 is still open on them): the gateway's /slack routes call the
-# Slack integration's inbound side by name, and the demo scripts a simulated Slack user.
-NOT_YET_SEPARATED = ("tocsin/gateway.py", "tocsin/demo.py")
-
-
 def test_the_core_and_the_flow_never_name_an_integration() -> None:
     core = [p for p in python_files(PACKAGE) if not p.is_symlink()]
     core = [p for p in core if p.relative_to(PACKAGE).parts[0] not in ("integrations", "flows")]
-    core = [p for p in core if str(p.relative_to(ROOT)) not in NOT_YET_SEPARATED]
     offenders = [
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in [*core, *python_files(FLOWS)]

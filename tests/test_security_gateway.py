@@ -554,13 +554,16 @@ def test_an_unexpected_error_is_a_500_without_detail_and_audited(
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from tocsin.integration import InboundRoute
+
     settings = load_settings()
     gateway = Gateway(settings)
 
     async def broken(request: Request) -> Response:
         raise RuntimeError("the database password is hunter2")
 
-    app = Starlette(routes=[Route("/broken", gateway._guarded("slack", broken), methods=["POST"])])
+    route = InboundRoute("/broken", broken, "a broken route")
+    app = Starlette(routes=[Route("/broken", gateway.guarded("slack", route), methods=["POST"])])
     before = len(gateway_records(journal))
     try:
         with GatewayServer(app) as running:

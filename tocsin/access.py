@@ -1,4 +1,4 @@
-"""Who may start which runbook from Slack or a ticket, and who may read an incident's status.
+"""Who may start which runbook from chat (Slack) or a ticket, and who may read an incident's status.
 
 Starting a run is powerful: the steps before its first gate run at once. Live, nobody
 may start a runbook from Slack or Jira unless a rule of ``access.start`` says so (deny by
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from tocsin.settings import Settings, StartRule
 
 MemberOf = Callable[[str, str], bool]
-"""``member_of(user, usergroup)``: whether the Slack user is in the Slack user group now."""
+"""``member_of(user, usergroup)``: whether the chat user is in the user group now (as the
+integration keeping user groups says: Slack's)."""
 
 
 @dataclass(frozen=True)
-class SlackRequester:
-    """Who typed ``/tocsin`` and where."""
+class ChatRequester:
+    """Who typed ``/tocsin`` in chat, and in which channel."""
 
     user: str
     channel: str
@@ -37,7 +38,7 @@ def _names(rule: StartRule, runbook_id: str) -> bool:
     return "*" in rule.runbooks or runbook_id in rule.runbooks
 
 
-def _slack_rule_matches(rule: StartRule, who: SlackRequester, member_of: MemberOf) -> bool:
+def _chat_rule_matches(rule: StartRule, who: ChatRequester, member_of: MemberOf) -> bool:
     if not (rule.users or rule.usergroups or rule.channels):
         return False  # a rule for tickets only
     if rule.channels and who.channel not in rule.channels:
@@ -60,19 +61,19 @@ class StartPolicy:
         self.rules = list(settings.access.start)
         self.open = settings.mode == "sandbox" and not self.rules
 
-    def slack_may_start(self, runbook_id: str, who: SlackRequester, member_of: MemberOf) -> bool:
+    def chat_may_start(self, runbook_id: str, who: ChatRequester, member_of: MemberOf) -> bool:
         if self.open:
             return True
         return any(
-            _names(rule, runbook_id) and _slack_rule_matches(rule, who, member_of)
+            _names(rule, runbook_id) and _chat_rule_matches(rule, who, member_of)
             for rule in self.rules
         )
 
-    def slack_runbooks(
-        self, known: Iterable[str], who: SlackRequester, member_of: MemberOf
+    def chat_runbooks(
+        self, known: Iterable[str], who: ChatRequester, member_of: MemberOf
     ) -> list[str]:
         """The runbooks of ``known`` this person may start here (to list in a refusal)."""
-        return sorted(r for r in known if self.slack_may_start(r, who, member_of))
+        return sorted(r for r in known if self.chat_may_start(r, who, member_of))
 
     def ticket_may_start(self, runbook_id: str, ticket: TicketRequester) -> bool:
         if self.open:
@@ -82,11 +83,11 @@ class StartPolicy:
         )
 
 
-def refusal_for_slack(runbook_id: str, who: SlackRequester) -> str:
+def refusal_for_chat(runbook_id: str, who: ChatRequester) -> str:
     """What a person who may not start ``runbook_id`` is told (never the catalogue)."""
     return (
         f"you may not start {runbook_id!r} from here; ask a Tocsin administrator to add you "
-        "(or your Slack user group, or this channel) to the access.start settings"
+        "(or your user group, or this channel) to the access.start settings"
     )
 
 
@@ -100,9 +101,9 @@ def refusal_for_ticket(runbook_id: str, ticket: TicketRequester) -> str:
 
 __all__ = [
     "MemberOf",
-    "SlackRequester",
+    "ChatRequester",
     "StartPolicy",
     "TicketRequester",
-    "refusal_for_slack",
+    "refusal_for_chat",
     "refusal_for_ticket",
 ]

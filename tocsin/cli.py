@@ -795,12 +795,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         port = settings.gateway.port if args.port is None else args.port
         public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
         print(f"Tocsin gateway on http://{host}:{port}")
-        print(f"  Slack interactivity request URL: {public}/slack/interactions")
-        print(f"  Slack slash command /tocsin:      {public}/slack/commands")
-        print(
-            f"  Jira webhook:                    {public}/webhooks/jira"
-            + ("" if tickets else " (Jira not configured)")
-        )
+        width = max((len(route.label) for _, route in gateway.routes), default=0) + 1
+        for _, route in gateway.routes:
+            note = f" {route.note}" if route.note else ""
+            print(f"  {route.label + ':':<{width}} {public}{route.path}{note}")
         runs = settings.gateway.deployment or "this process"
         print(f"  runs started from Slack or Jira run on: {runs}")
         try:

@@ -1,10 +1,11 @@
-"""The demo's scripted people: approvers clicking in (fake) Slack, an IT partner ticking tasks.
+"""The demo's scripted people: approvers clicking in (fake) chat, an IT partner ticking tasks.
 
 The demo runs the real gateway on loopback. Approvers click Approve on the gate
-messages the run posted in the sandbox Slack, through requests signed as Slack signs
-them, so the demo exercises the same path as production: signature check, approver
-group membership, journal, resume, ``chat.update``. Manual tasks are marked done as
-``tocsin done`` would.
+messages the run posted in the sandbox's chat, through the integration's demo approver
+(``Integration.demo_approver``: Slack's clicks with requests signed as Slack signs them), so
+the demo exercises the same path as production: signature check, approver group
+membership, journal, resume, message update. Manual tasks are marked done as ``tocsin
+done`` would; without a demo approver, gates are decided the same way.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from tocsin.decisions import DecisionRefused, submit
 from tocsin.gates import WaitRequest
-from tocsin.journal import Journal
+from tocsin.integration import DemoApprover, DemoContext, installed_integrations
+from tocsin.journal import Journal, RunRecord
 from tocsin.running import journal_for
 from tocsin.settings import Settings
 from tocsin.statuses import ACTIVE_RUN, DecisionStatus, StepStatus
 
 if TYPE_CHECKING:
-    from tocsin.integrations.slack.simulated_user import SimulatedSlack
     from tocsin.sandbox.assembly import Sandbox
 
 POLL_SECONDS = 0.3
@@ -31,26 +32,32 @@ IT_PARTNER = "U0ITPARTNER"
 Say = Callable[[str], None]
 
 
+def _demo_approver(context: DemoContext) -> DemoApprover | None:
+    for integration in installed_integrations():
+        if integration.demo_approver is not None:
+            approver = integration.demo_approver(context)
+            if approver is not None:
+                return approver
+    return None
+
+
 def scripted_approver(settings: Settings, ticket: str, say: Say, sandbox: Sandbox | None) -> None:
     """Decide every waiting step of the incident's runs, as people would, until they end."""
     from tocsin.gateway import Gateway, GatewayServer
-    from tocsin.integrations.slack.fake import FakeSlack
-    from tocsin.integrations.slack.sandbox import SANDBOX_SIGNING_SECRET
-    from tocsin.integrations.slack.simulated_user import SimulatedSlack
 
     journal = journal_for(settings)
     # The demo's gateway is the real one, given the sandbox's settings and secrets.
     gateway = Gateway(sandbox.settings, secrets=sandbox.secrets) if sandbox is not None else None
     server = GatewayServer(gateway.app).start() if gateway is not None else None
-    slack = (
-        SimulatedSlack(
-            server.url, SANDBOX_SIGNING_SECRET, fake_slack=sandbox.fake("slack", FakeSlack)
+    approver = (
+        _demo_approver(
+            DemoContext(sandbox.settings, sandbox.secrets, sandbox.fakes, server.url, journal, say)
         )
         if server is not None and sandbox is not None
         else None
     )
     if server is not None:
-        say(f"[sandbox] gateway listening on {server.url} (Slack clicks are signed requests)")
+        say(f"[sandbox] gateway listening on {server.url} (clicks are signed requests)")
     clicked: set[tuple[int, str, str]] = set()
     deadline = time.monotonic() + GIVE_UP_AFTER_SECONDS
     try:
@@ -63,16 +70,14 @@ def scripted_approver(settings: Settings, ticket: str, say: Say, sandbox: Sandbo
                     if record.status != StepStatus.WAITING or not record.request:
                         continue
                     request = WaitRequest.from_data(record.request)
-                    if request.kind == "approval" and slack is not None and sandbox is not None:
-                        _click(
-                            journal, sandbox, slack, run.id, record.step_id, request, clicked, say
-                        )
+                    if request.kind == "approval" and approver is not None:
+                        _click(journal, approver, run, record.step_id, request, clicked, say)
                     else:
                         _decide(journal, ticket, run.id, record.step_id, request, say)
             time.sleep(POLL_SECONDS)
     finally:
-        if slack is not None:
-            slack.close()
+        if approver is not None:
+            approver.close()
         if server is not None:
             server.stop()
         if gateway is not None:
@@ -82,48 +87,32 @@ def scripted_approver(settings: Settings, ticket: str, say: Say, sandbox: Sandbo
 
 def _click(
     journal: Journal,
-    sandbox: Sandbox,
-    slack: SimulatedSlack,
-    run_id: int,
+    approver: DemoApprover,
+    run: RunRecord,
     step_id: str,
     request: WaitRequest,
     clicked: set[tuple[int, str, str]],
     say: Say,
 ) -> None:
-    """One more eligible approver clicks Approve on the gate's Slack message."""
-    from tocsin.integrations.slack.fake import FakeSlack
-    from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, GATE
-
+    """One more eligible approver clicks Approve on the gate's message."""
     counted = {
         d.actor
-        for d in journal.decisions_of(run_id, step_id)
+        for d in journal.decisions_of(run.id, step_id)
         if d.kind == "approve" and d.status in (DecisionStatus.APPLIED, DecisionStatus.PENDING)
     }
     if len(counted) >= request.quorum:
         return  # enough approvals on their way
-    run = next(r for r in journal.runs_of() if r.id == run_id)
-    post = journal.post(run.incident, GATE, f"{run_id}:{step_id}")
-    if post is None:
-        return  # not posted yet
-    try:
-        message = sandbox.fake("slack", FakeSlack).message(post.channel, post.ts)
-    except KeyError:
-        return
     candidates = [
         person
         for person in request.approvers
         if person != request.requester
         and person not in counted
-        and (run_id, step_id, person) not in clicked
+        and (run.id, step_id, person) not in clicked
     ]
     if not candidates:
         return
-    person = candidates[0]
-    clicked.add((run_id, step_id, person))
-    say(f"[scripted approver] {person} clicks Approve on {step_id} in Slack")
-    answer = slack.click(person, message, APPROVE_ACTION)
-    if answer.status_code != 200:
-        say(f"[scripted approver] the gateway answered {answer.status_code}: {answer.text}")
+    if approver.approve(run, step_id, candidates[0]):
+        clicked.add((run.id, step_id, candidates[0]))
 
 
 def _decider(request: WaitRequest, preferred: str) -> str:

@@ -17,7 +17,10 @@ The object says, as data, everything the core needs to know about the service:
 - and, where the service has them: an ``announcer`` (where people hear about a run),
   an ``approver_directory`` (who is in a user group), a ``ticket_system``, a
   ``head_publisher`` (where audit heads are published) and ``published_heads`` (reading
-  them back for ``tocsin audit verify``).
+  them back for ``tocsin audit verify``), a ``gateway`` part (the URLs the service calls
+  on ``tocsin gateway``: each checks the request is the service's, then hands it to the
+  gateway's core), and a ``demo_approver`` (a scripted person clicking in its fake, for
+  ``tocsin demo``).
 
 Built-in integrations are declared in Tocsin's own ``pyproject.toml`` exactly like a
 third-party one, so there is one way to find them. Every hook is a plain function that
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -40,9 +43,13 @@ from pydantic import BaseModel
 from tocsin.errors import ConfigurationError, TocsinError
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
     from tocsin.announce import Announcer
     from tocsin.audit import AnchorPlace, AuditRecord
-    from tocsin.journal import Journal
+    from tocsin.gateway import Gateway
+    from tocsin.journal import Journal, RunRecord
     from tocsin.sandbox.fake_service import FakeService
     from tocsin.settings import SecretStore, Settings
     from tocsin.tickets import TicketSystem
@@ -138,6 +145,79 @@ class HeadPublisher(Protocol):
         ...
 
 
+def _nothing_claimed(body: bytes) -> Mapping[str, object]:
+    return {}
+
+
+@dataclass(frozen=True)
+class InboundRoute:
+    """A URL ``tocsin gateway`` serves for a service: where it sends Tocsin its requests.
+
+    ``handler`` reads the request (``Gateway.read_body``), checks it is the service's
+    (its signature), then hands off to the gateway (``Gateway.decide``, ``start_run``...);
+    it raises ``RequestRefused`` to refuse. ``claims`` reads what a refused body says it is
+    (user, ticket...), for the gateway's audit record only: it is never trusted.
+    """
+
+    path: str
+    handler: Callable[[Request], Awaitable[Response]]
+    label: str
+    """How ``tocsin gateway`` names the URL for whoever configures the service."""
+    claims: Callable[[bytes], Mapping[str, object]] = _nothing_claimed
+    methods: tuple[str, ...] = ("POST",)
+    note: str = ""
+    """Shown after the URL (``(Jira not configured)``)."""
+
+
+class GatewayPeople(Protocol):
+    """Who people are, as the gateway asks while it judges a request (fast, cached)."""
+
+    def is_member(self, user: str, usergroup: str) -> bool:
+        """Whether ``user`` is in ``usergroup`` now; a ``TocsinError`` when it cannot say."""
+        ...
+
+    def details(self, user: str) -> dict[str, str]:
+        """How the service names the user (name, e-mail) for the audit record; {} if unknown."""
+        ...
+
+    def user_with_email(self, email: str) -> str | None:
+        """The user id of the person with this e-mail address, if the service knows them."""
+        ...
+
+
+@dataclass(frozen=True)
+class GatewayPart:
+    """What an integration adds to ``tocsin gateway``: its routes, and, for the chat tool
+    approvers live in, who people are."""
+
+    routes: Sequence[InboundRoute] = ()
+    people: GatewayPeople | None = None
+
+
+class DemoApprover(Protocol):
+    """A scripted approver clicking Approve in an integration's fake (``tocsin demo``)."""
+
+    def approve(self, run: RunRecord, step_id: str, person: str) -> bool:
+        """``person`` clicks Approve on the gate's message; False when the message is not
+        posted yet (nothing sent). What happens is said through ``DemoContext.say``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What a demo approver is built from: the sandbox's settings and secrets, its fakes by
+    integration name, the URL of the demo's gateway, and where to say what it does."""
+
+    settings: Settings
+    secrets: SecretStore
+    fakes: Mapping[str, FakeService]
+    gateway_url: str
+    journal: Journal
+    say: Callable[[str], None]
+
+
 # -- the integration ------------------------------------------------------------------------
 
 
@@ -156,6 +236,8 @@ class Integration(Generic[SettingsT]):
     ticket_system: Callable[[Settings, SecretStore], TicketSystem | None] | None = None
     head_publisher: Callable[[Settings, SecretStore], HeadPublisher | None] | None = None
     published_heads: Callable[[HeadsQuery], list[AnchorPlace]] | None = None
+    gateway: Callable[[Gateway], GatewayPart] | None = None
+    demo_approver: Callable[[DemoContext], DemoApprover | None] | None = None
 
     def settings_of(self, settings: Settings) -> SettingsT:
         """This integration's slot of ``settings`` (``settings.<name>``), typed."""

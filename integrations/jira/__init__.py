@@ -20,7 +20,14 @@ from tocsin.integrations.jira.settings import JiraSettings
 if TYPE_CHECKING:
     from tocsin.announce import Announcer
     from tocsin.audit import AnchorPlace
-    from tocsin.integration import AnnouncerContext, HeadsQuery, SandboxSeed, SandboxService
+    from tocsin.gateway import Gateway
+    from tocsin.integration import (
+        AnnouncerContext,
+        GatewayPart,
+        HeadsQuery,
+        SandboxSeed,
+        SandboxService,
+    )
     from tocsin.settings import SecretStore, Settings
     from tocsin.tickets import TicketSystem
 
@@ -55,6 +62,12 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     return start(seed)
 
 
+def _gateway(gateway: Gateway) -> GatewayPart:
+    from tocsin.integrations.jira.webhook import gateway_part
+
+    return gateway_part(gateway)
+
+
 integration: Integration[JiraSettings] = Integration(
     name="jira",
     description="Jira: runs started from tickets, progress comments, the report attached",
@@ -70,6 +83,7 @@ integration: Integration[JiraSettings] = Integration(
         ),
     ),
     sandbox=_sandbox,
+    gateway=_gateway,
     announcer=_announcer,
     ticket_system=_tickets,
     published_heads=_published_heads,

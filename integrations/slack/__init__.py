@@ -23,9 +23,13 @@ from tocsin.integrations.slack.settings import SlackSettings
 if TYPE_CHECKING:
     from tocsin.announce import Announcer
     from tocsin.audit import AnchorPlace
+    from tocsin.gateway import Gateway
     from tocsin.integration import (
         AnnouncerContext,
         ApproverDirectory,
+        DemoApprover,
+        DemoContext,
+        GatewayPart,
         HeadPublisher,
         HeadsQuery,
         SandboxSeed,
@@ -73,6 +77,18 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     return start(seed)
 
 
+def _gateway(gateway: Gateway) -> GatewayPart:
+    from tocsin.integrations.slack.gateway_routes import gateway_part
+
+    return gateway_part(gateway)
+
+
+def _demo_approver(context: DemoContext) -> DemoApprover | None:
+    from tocsin.integrations.slack.demo_approver import demo_approver
+
+    return demo_approver(context)
+
+
 integration: Integration[SlackSettings] = Integration(
     name="slack",
     description="Slack: incident threads, approval buttons, user groups, audit heads",
@@ -89,6 +105,8 @@ integration: Integration[SlackSettings] = Integration(
     ),
     action_modules=("tocsin.integrations.slack.actions",),
     sandbox=_sandbox,
+    gateway=_gateway,
+    demo_approver=_demo_approver,
     announcer=_announcer,
     approver_directory=_directory,
     head_publisher=_head_publisher,

@@ -15,6 +15,7 @@ from tocsin.integration import HeadsQuery
 from tocsin.integrations.slack import integration
 from tocsin.integrations.slack.client import TOKEN_SECRET, SlackCredentials, api_error
 from tocsin.integrations.slack.incident_thread import THREAD
+from tocsin.integrations.slack.posts import SlackPosts
 from tocsin.settings import SecretStore, Settings
 
 READ_TIMEOUT_SECONDS = 10.0
@@ -43,7 +44,7 @@ def anchor_channel(settings: Settings, secrets: SecretStore) -> AnchorChannel | 
 
 def published_heads(query: HeadsQuery) -> list[AnchorPlace]:
     """The heads published in the anchor channel and the incident thread, read back."""
-    thread = query.journal.post(query.ticket, THREAD)
+    thread = SlackPosts(query.journal).post(query.ticket, THREAD)
     in_thread = thread.channel if thread else None
     # Real Slack reads a channel's history by id: when the setting is a #name, read the
     # channels the trail recorded posting heads to (the thread is read as a thread).

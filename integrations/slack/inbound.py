@@ -73,6 +73,16 @@ class SlackInbound:
         )
         self.people = UserDirectory(describe)
 
+    # -- who people are (``tocsin.integration.GatewayPeople``) --
+
+    def is_member(self, user: str, usergroup: str) -> bool:
+        """Whether the user is in the user group (``usergroups.users.list``, cached briefly)."""
+        return self.members.is_member(user, usergroup)
+
+    def details(self, user: str) -> dict[str, str]:
+        """The user's name and e-mail as Slack says (``users.info``, cached)."""
+        return self.people.details(user)
+
     def tell(self, channel: str, user: str, text: str) -> None:
         """Say ``text`` to ``user`` alone, in ``channel`` (``chat.postEphemeral``); best effort."""
         if self.credentials is None:

@@ -30,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 from tocsin.announce import FinishedStep, GateState, RefusedDecision, RunFacts
 from tocsin.errors import IntegrationError
 from tocsin.integrations.slack.client import SlackCredentials, api_error, slack_text
+from tocsin.integrations.slack.posts import SlackPosts
 from tocsin.integrations.slack.settings import SlackSettings
 from tocsin.journal import Journal
 
@@ -259,6 +260,7 @@ class SlackIncidentAnnouncer:
         self.credentials = credentials
         self.settings = settings
         self.journal = journal
+        self.posts = SlackPosts(journal)
         self.client = credentials.get_client()
 
     # the thread -------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class SlackIncidentAnnouncer:
 
     def thread(self, ticket: str) -> tuple[str, str] | None:
         """(channel, ts) of the incident's thread, if one was opened."""
-        post = self.journal.post(ticket, THREAD)
+        post = self.posts.post(ticket, THREAD)
         return (post.channel, post.ts) if post else None
 
     def _open_channel(self, ticket: str) -> str:
@@ -319,7 +321,7 @@ class SlackIncidentAnnouncer:
             blocks=self._header_blocks(run),
         )
         where = str(response["channel"]), str(response["ts"])
-        self.journal.set_post(run.ticket, THREAD, channel=where[0], ts=where[1])
+        self.posts.set_post(run.ticket, THREAD, channel=where[0], ts=where[1])
         return where
 
     def _header_blocks(self, run: RunFacts) -> list[dict[str, Any]]:
@@ -414,11 +416,11 @@ class SlackIncidentAnnouncer:
         key = f"{run.run_id}:{gate.step_id}"
         blocks = gate_blocks(run, gate)
         text = gate_text(run, gate)
-        post = self.journal.post(run.ticket, GATE, key)
+        post = self.posts.post(run.ticket, GATE, key)
         if post is not None and (post.data or {}).get("gate_hash") == gate.request.gate_hash:
             if gate.request.escalated and not (post.data or {}).get("escalated"):
                 self._announce_escalation(run, gate)
-                self.journal.set_post(
+                self.posts.set_post(
                     run.ticket,
                     GATE,
                     key=key,
@@ -442,7 +444,7 @@ class SlackIncidentAnnouncer:
         where = self._reply(run, text, blocks=blocks, broadcast=gate.outcome is None)
         if where is not None:
             channel, ts = where
-            self.journal.set_post(
+            self.posts.set_post(
                 run.ticket,
                 GATE,
                 key=key,
@@ -477,7 +479,7 @@ class SlackIncidentAnnouncer:
     def decision_refused(self, run: RunFacts, refused: RefusedDecision) -> None:
         if refused.channel != "slack":
             return
-        post = self.journal.post(run.ticket, GATE, f"{run.run_id}:{refused.step_id}")
+        post = self.posts.post(run.ticket, GATE, f"{run.run_id}:{refused.step_id}")
         where = (post.channel, post.ts) if post else self.thread(run.ticket)
         if where is None:
             return

@@ -2,8 +2,9 @@
 
 ``tests/test_integrations.py`` installs it with nothing but an entry point (a dist-info
 folder on ``sys.path``) and checks that its action runs in a runbook, that its settings
-slot is read from ``TOCSIN_TOY__...``, and that the sandbox starts its fake and points it
-there: adding an integration touches its own folder only.
+slot is read from ``TOCSIN_TOY__...``, that the sandbox starts its fake and points it
+there, and that ``tocsin gateway`` serves its route: adding an integration touches its own
+folder only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from tests.toy_integration.settings import ToySettings
 from tocsin.integration import DeclaredSecret, Integration
 
 if TYPE_CHECKING:
-    from tocsin.integration import SandboxSeed, SandboxService
+    from tocsin.gateway import Gateway
+    from tocsin.integration import GatewayPart, SandboxSeed, SandboxService
 
 TOKEN_SECRET = "toy_token"
 
@@ -25,6 +27,12 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     return start(seed)
 
 
+def _gateway(gateway: Gateway) -> GatewayPart:
+    from tests.toy_integration.gateway import gateway_part
+
+    return gateway_part(gateway)
+
+
 integration: Integration[ToySettings] = Integration(
     name="toy",
     description="A toy bell that answers when rung",
@@ -32,4 +40,5 @@ integration: Integration[ToySettings] = Integration(
     secrets=(DeclaredSecret(TOKEN_SECRET, "Bearer token the bell accepts"),),
     action_modules=("tests.toy_integration.actions",),
     sandbox=_sandbox,
+    gateway=_gateway,
 )

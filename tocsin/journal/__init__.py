@@ -17,11 +17,11 @@ One module per part, each holding its tables' reading and writing:
 - ``chain``: the audit chain: appending records, checkpoints, snapshot reads, verifying
 - ``runs``: runs and their steps, heartbeats
 - ``decisions``: decisions, who approved a gate so far, settling them
-- ``posts``: where the messages posted about an incident are
 - ``deliveries``: webhook deliveries already handled (the gateway's replay protection)
 
-The ``runs``, ``decisions`` and ``posts`` tables are imported from ``schema`` and ``posts``:
-here those names are the modules.
+The ``runs`` and ``decisions`` tables are imported from ``schema``: here those names are the
+modules. Where Slack messages are (``posts``) is the Slack integration's table
+(``integrations/slack/posts.py``), in the same database.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from tocsin.audit import AuditKey
 from tocsin.journal.database import default_url, now
 from tocsin.journal.decisions import DecisionRecord, Decisions
 from tocsin.journal.deliveries import WebhookDeliveries
-from tocsin.journal.posts import PostRecord, Posts
 from tocsin.journal.runs import (
     HEARTBEAT_STALE_AFTER,
     RunRecord,
@@ -54,7 +53,6 @@ __all__ = [
     "HEARTBEAT_STALE_AFTER",
     "DecisionRecord",
     "Journal",
-    "PostRecord",
     "RunRecord",
     "StepRecord",
     "checkpoints",
@@ -69,7 +67,7 @@ __all__ = [
 ]
 
 
-class Journal(RunsAndSteps, Decisions, Posts, WebhookDeliveries):
+class Journal(RunsAndSteps, Decisions, WebhookDeliveries):
     """Durable record of runs, steps, decisions and events: every part over one database."""
 
     def __init__(

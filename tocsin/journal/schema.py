@@ -1,6 +1,7 @@
 """The journal's tables, and bringing a database up to them (create, add columns, refuse).
 
-The ``posts`` table is declared in ``posts.py`` on the same ``metadata``.
+An integration keeping a table of its own in the journal's database declares it on its
+own metadata and creates it on first use (Slack's ``posts``: ``integrations/slack/posts.py``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,16 @@
-"""Where Tocsin's messages about an incident are (Slack thread, gate message, ticket).
+"""Where Tocsin's Slack messages about an incident are (its thread, each gate message).
 
-Other processes (the gateway) and later runs find them here and update them instead of
-posting anew. Self-contained: its table, its record and the reading and writing of both.
+Other processes (the gateway, the demo) and later runs find them here and update them
+instead of posting anew. The table lives in the journal's database but belongs to the
+Slack integration: it is declared here, on its own metadata, and created the first time a
+journal is used for Slack (``SlackPosts``). Its name, ``posts``, is the one journals
+written before the Slack integration kept it have.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +20,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    MetaData,
     String,
     Table,
     UniqueConstraint,
@@ -22,12 +28,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from tocsin.journal.database import JournalDatabase, now
-from tocsin.journal.schema import metadata
+from tocsin.journal import Journal, now
 
+metadata = MetaData()
 posts = Table(
     "posts",
     metadata,
@@ -59,8 +65,22 @@ class PostRecord:
         return cls(**{key: row[key] for key in cls.__dataclass_fields__})
 
 
-class Posts(JournalDatabase):
-    """The ``posts`` table: the message posted for each purpose of an incident."""
+_created: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""The engines whose database has the table (checked once per engine)."""
+_creating = threading.Lock()
+
+
+class SlackPosts:
+    """The ``posts`` table of a journal: the message posted for each purpose of an incident."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        engine = journal.engine
+        if engine not in _created:
+            with _creating, journal.transaction() as db:
+                if engine not in _created:
+                    metadata.create_all(db, checkfirst=True)
+                    _created.add(engine)
 
     def set_post(
         self,
@@ -75,7 +95,7 @@ class Posts(JournalDatabase):
         """Remember (or move) the message posted for ``purpose`` (``thread``, ``gate``...)."""
         values = {"channel": channel, "ts": ts, "data": dict(data or {}), "updated_at": now()}
         for _ in range(3):
-            with self.transaction() as db:
+            with self.journal.transaction() as db:
                 changed = db.execute(
                     update(posts)
                     .where(
@@ -97,7 +117,7 @@ class Posts(JournalDatabase):
                     continue  # inserted by another process meanwhile: update it
 
     def post(self, incident: str, purpose: str, key: str = "") -> PostRecord | None:
-        with self.transaction() as db:
+        with self.journal.transaction() as db:
             row = (
                 db.execute(
                     select(posts).where(
