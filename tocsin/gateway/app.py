@@ -187,9 +187,7 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    def guarded(
-        self, source: str, route: InboundRoute
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(self, source: str, route: InboundRoute) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler answering every refusal with its status and one sentence, and
         anything unexpected with 500 and no detail; each audited in the gateway's chain."""
 
