@@ -27,8 +27,13 @@ PUBLIC = [
     "IntegrationError",
     "UnknownActionError",
     "ConfigurationError",
+    "DecisionRefused",
+    "StepFailed",
+    "RunStopped",
     "Problem",
     "Location",
+    "Integration",
+    "DeclaredSecret",
 ]
 
 # Fake services (each integration's ``fake`` module, the sandbox's base): their errors are the

@@ -5,8 +5,10 @@ The public surface is these names; import them from here rather than from the mo
 
 - Writing an action: ``action``, ``ActionContext``, ``SecretName``, ``UrlTemplate``,
   ``EscapedValues``, ``WRITTEN_AS_IS``.
-- The error tree: ``TocsinError`` and its subclasses (see ``tocsin.errors``), ``Problem``
-  and ``Location`` for runbook problems.
+- The error tree: ``TocsinError`` and its subclasses (see ``tocsin.errors``: a decision
+  refused, a step failed, a run stopped...), ``Problem`` and ``Location`` for runbook problems.
+- Writing an integration: ``Integration``, ``DeclaredSecret`` (``tocsin.integration`` has
+  the hooks' argument and result types).
 
 Importing ``tocsin`` stays cheap (no Prefect, no pydantic) so that the CLI starts fast:
 each name is imported from its module on first use (PEP 562).
@@ -34,8 +36,13 @@ _HOMES: dict[str, str] = {
     "IntegrationError": "tocsin.errors",
     "UnknownActionError": "tocsin.errors",
     "ConfigurationError": "tocsin.errors",
+    "DecisionRefused": "tocsin.errors",
+    "StepFailed": "tocsin.errors",
+    "RunStopped": "tocsin.errors",
     "Problem": "tocsin.errors",
     "Location": "tocsin.errors",
+    "Integration": "tocsin.integration",
+    "DeclaredSecret": "tocsin.integration",
 }
 
 __all__ = ["__version__", *_HOMES]
@@ -66,6 +73,9 @@ if TYPE_CHECKING:
         ConfigurationError as ConfigurationError,
     )
     from tocsin.errors import (
+        DecisionRefused as DecisionRefused,
+    )
+    from tocsin.errors import (
         InputError as InputError,
     )
     from tocsin.errors import (
@@ -81,6 +91,12 @@ if TYPE_CHECKING:
         RunbookError as RunbookError,
     )
     from tocsin.errors import (
+        RunStopped as RunStopped,
+    )
+    from tocsin.errors import (
+        StepFailed as StepFailed,
+    )
+    from tocsin.errors import (
         TemplateError as TemplateError,
     )
     from tocsin.errors import (
@@ -88,6 +104,12 @@ if TYPE_CHECKING:
     )
     from tocsin.errors import (
         UnknownActionError as UnknownActionError,
+    )
+    from tocsin.integration import (
+        DeclaredSecret as DeclaredSecret,
+    )
+    from tocsin.integration import (
+        Integration as Integration,
     )
 
 
