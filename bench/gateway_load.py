@@ -240,6 +240,7 @@ async def fire(
 def apply_like_the_flow(journal: Any, runs: dict[str, int]) -> None:
     """Apply the pending decisions with the flow's own function, each claimed once."""
     from tocsin.gates import Applied, WaitRequest, apply_decisions
+    from tocsin.statuses import DecisionStatus
 
     for run_id in runs.values():
         record = journal.step(run_id, "approve")
@@ -247,7 +248,7 @@ def apply_like_the_flow(journal: Any, runs: dict[str, int]) -> None:
         applied = [
             d.actor
             for d in journal.decisions_of(run_id, "approve")
-            if d.status == "applied"
+            if d.status == DecisionStatus.APPLIED
             and d.kind == "approve"
             and d.gate_hash in (None, request.gate_hash)
         ]
@@ -259,9 +260,9 @@ def apply_like_the_flow(journal: Any, runs: dict[str, int]) -> None:
         )
         for change in changes:
             if isinstance(change, Applied):
-                journal.settle_decision(change.decision.id, "applied")
+                journal.settle_decision(change.decision.id, DecisionStatus.APPLIED)
             else:
-                journal.settle_decision(change.decision.id, "refused", change.reason)
+                journal.settle_decision(change.decision.id, DecisionStatus.REFUSED, change.reason)
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ from tocsin.launch import run_tags, runbook_from_parameters
 from tocsin.running import journal_for
 from tocsin.sealed_inputs import discard, unseal
 from tocsin.settings import configuration
-from tocsin.statuses import StepStatus
+from tocsin.statuses import RunStatus, StepStatus
 
 HEARTBEAT_SECONDS = 10
 
@@ -99,15 +99,13 @@ def execute(
             StepStatus.REJECTED,
             StepStatus.UNDONE,
         ):
-            state.remember(
-                record.step_id, StepStatus(record.status), record.outputs, announce=False
-            )
+            state.remember(record.step_id, record.status, record.outputs, announce=False)
     stop_heartbeat = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(state, stop_heartbeat), daemon=True)
     beat.start()
     try:
         steps.run_sequence(runbook.steps)
-        status, reason = "succeeded", "every step finished"
+        status, reason = RunStatus.SUCCEEDED, "every step finished"
     except RunStopped as stop:
         status, reason = stop.status, stop.reason
     finally:
@@ -220,7 +218,7 @@ def run_runbook(
             discard(journal, sealed_inputs)
         journal.close()
     outcome = redactor.scrub(outcome)  # Prefect stores it: no secret quoted in a reason
-    if outcome["status"] != "succeeded":
+    if outcome["status"] != RunStatus.SUCCEEDED:
         # The Prefect UI must show a failed, rejected or timed-out runbook as Failed.
         return Failed(message=f"runbook {outcome['status']}: {outcome['reason']}", data=outcome)
     return outcome

@@ -29,7 +29,7 @@ from tocsin.flows.run_state import RunState
 from tocsin.flows.waiting import PeopleWaits
 from tocsin.journal import FINISHED_STEP, StepRecord, now
 from tocsin.model import RunHandlers, Step
-from tocsin.statuses import StepStatus
+from tocsin.statuses import RunStatus, StepStatus
 from tocsin.templating import evaluate_condition, render_value
 
 
@@ -100,7 +100,7 @@ class StepRunner:
         if outcome.failures:
             raise outcome.failures[0]
         if outcome.rejected:
-            raise RunStopped("rejected", f"{', '.join(outcome.rejected)} rejected")
+            raise RunStopped(RunStatus.REJECTED, f"{', '.join(outcome.rejected)} rejected")
 
     def skipped_by_condition(self, step: Step) -> bool:
         state = self.state
@@ -110,7 +110,8 @@ class StepRunner:
             runs = evaluate_condition(step.when, state.template_context())
         except TemplateError as exc:
             raise RunStopped(
-                "failed", f"step {step.id}: its condition cannot be evaluated: {exc.message}"
+                RunStatus.FAILED,
+                f"step {step.id}: its condition cannot be evaluated: {exc.message}",
             ) from None
         if runs:
             return False
@@ -344,7 +345,7 @@ class StepRunner:
         if isinstance(policy, RunHandlers):
             self.run_handlers(policy.run)
         self.undo_completed()
-        raise RunStopped("failed", f"step {failure.step_id} failed: {failure.message}")
+        raise RunStopped(RunStatus.FAILED, f"step {failure.step_id} failed: {failure.message}")
 
     def run_handlers(self, handler_ids: list[str]) -> None:
         for handler_id in handler_ids:

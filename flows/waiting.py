@@ -30,7 +30,7 @@ from tocsin.flows.wait_requests import WaitRequests, wait_length
 from tocsin.gates import Applied, Proposal, WaitRequest, apply_decisions, judge
 from tocsin.journal import DecisionRecord, now
 from tocsin.model import Step
-from tocsin.statuses import StepStatus
+from tocsin.statuses import DecisionStatus, RunStatus, StepStatus
 from tocsin.vocabulary import ApprovalOutputs, ManualOutputs
 
 PAUSE_POLL_SECONDS = 1
@@ -79,7 +79,7 @@ class PeopleWaits:
         for step in waiting:
             doubt = in_doubt or (in_doubt_actions and step.action is not None)
             open_steps[step.id] = (step, self.open_wait(step, in_doubt=doubt))
-        state.journal.set_run(state.run_id, status="waiting")
+        state.journal.set_run(state.run_id, status=RunStatus.WAITING)
         outcome = WaitOutcome()
         while open_steps:
             self.apply_pending(open_steps, outcome)
@@ -113,7 +113,7 @@ class PeopleWaits:
                 _back_to_running()
                 continue
             self.check_run_input(answer)
-        state.journal.set_run(state.run_id, status="running")
+        state.journal.set_run(state.run_id, status=RunStatus.RUNNING)
         self.refuse_late_decisions()
         return outcome
 
@@ -160,7 +160,7 @@ class PeopleWaits:
         return [
             d.actor
             for d in self.state.journal.decisions_of(self.state.run_id, step_id)
-            if d.status == "applied"
+            if d.status == DecisionStatus.APPLIED
             and d.kind == "approve"
             and d.gate_hash in (None, request.gate_hash)
         ]
@@ -173,7 +173,7 @@ class PeopleWaits:
         while True:
             pending = journal.pending_decisions(run_id)
             named = {d.step_id for d in pending}
-            statuses: dict[str, str | None] = {}
+            statuses: dict[str, StepStatus | None] = {}
             for step_id in named:
                 record = journal.step(run_id, step_id)
                 statuses[step_id] = record.status if record else None
@@ -185,7 +185,7 @@ class PeopleWaits:
             for change in apply_decisions(pending, waits, statuses, approvals):
                 if not isinstance(change, Applied):
                     self.settle_refused(change.decision, change.reason)
-                elif journal.settle_decision(change.decision.id, "applied"):
+                elif journal.settle_decision(change.decision.id, DecisionStatus.APPLIED):
                     self.applied(change, open_steps, outcome)
                 else:
                     break  # another process applied it first: judge the rest again
@@ -263,7 +263,7 @@ class PeopleWaits:
     def settle_refused(self, decision: DecisionRecord, refusal: str) -> None:
         """Refuse a journalled decision once: audited, and the person is told why."""
         state = self.state
-        if not state.journal.settle_decision(decision.id, "refused", refusal):
+        if not state.journal.settle_decision(decision.id, DecisionStatus.REFUSED, refusal):
             return  # another process settled it first
         state.event(
             "decision.refused",
@@ -325,11 +325,12 @@ class PeopleWaits:
             record = journal.step(run_id, decision.step_id)
             if record is not None and record.status == StepStatus.WAITING and not run_over:
                 continue  # another wait of this run (a parallel branch) will apply it
-            status = record.status if record else None
-            if run_over and status == StepStatus.WAITING:
-                status = f"{status}, but the run stopped"
+            # What the refusal says the step is: a description, not only a StepStatus.
+            shown: str | None = record.status if record else None
+            if run_over and shown == StepStatus.WAITING:
+                shown = f"{shown}, but the run stopped"
             refusal = judge(
-                status,
+                shown,
                 None,
                 Proposal(decision.kind, decision.actor),
                 [],
@@ -418,7 +419,7 @@ class PeopleWaits:
             state.report(f"{step.id}: no decision in time; continuing (on_timeout: continue)")
             return
         state.report(f"{step.id}: no decision in time; stopping the run")
-        raise RunStopped("timed_out", f"approval {step.id} timed out")
+        raise RunStopped(RunStatus.TIMED_OUT, f"approval {step.id} timed out")
 
     def reminder_at(self, step: Step, request: WaitRequest) -> datetime:
         """When people are reminded: a fraction (slack.remind_before) of the wait before its end."""

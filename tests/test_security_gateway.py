@@ -90,11 +90,14 @@ def environment(
 
 
 @pytest.fixture(scope="module")
-def server(environment: Path) -> Iterator[GatewayServer]:
-    with (
-        gateway_from_settings() as gateway,
-        GatewayServer(gateway.app, settings=gateway.settings.gateway) as running,
-    ):
+def gateway(environment: Path) -> Iterator[Gateway]:
+    with gateway_from_settings() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def server(gateway: Gateway) -> Iterator[GatewayServer]:
+    with GatewayServer(gateway.app, settings=gateway.settings.gateway) as running:
         yield running
 
 
@@ -585,7 +588,7 @@ def test_an_unexpected_error_is_a_500_without_detail_and_audited(
 
 
 def test_replayed_jira_body_with_new_delivery_id_starts_nothing(
-    server: GatewayServer, journal: Journal, jira: FakeJira
+    server: GatewayServer, gateway: Gateway, journal: Journal, jira: FakeJira
 ) -> None:
     jira.add_issue(
         "SEC-30",
@@ -593,8 +596,13 @@ def test_replayed_jira_body_with_new_delivery_id_starts_nothing(
     )
     body = json.dumps(jira.webhook_body("SEC-30")).encode()
     url = f"{server.url}/webhooks/jira"
+    # The gateway starts a run before it answers, in a thread of its launcher (no deployment
+    # here): once a webhook is answered, launcher.threads says whether it started one.
+    assert not gateway.settings.gateway.deployment
+    launched = list(gateway.launcher.threads)
     first = httpx.post(url, content=body, headers=signed_jira(body, "delivery-1"))
     assert first.status_code == 202, first.text
+    assert len([t for t in gateway.launcher.threads if t not in launched]) == 1  # its run
     wait_until(
         lambda: any("Audit checkpoint: record" in c.body for c in jira.comments("SEC-30")),
         timeout=60,
@@ -605,6 +613,7 @@ def test_replayed_jira_body_with_new_delivery_id_starts_nothing(
     starts = [e["kind"] for e in journal.events_of("SEC-30") if e["kind"].startswith("run.")]
     comments = len(jira.comments("SEC-30"))
     before = len(gateway_records(journal))
+    launched = list(gateway.launcher.threads)
 
     retried = httpx.post(url, content=body, headers=signed_jira(body, "delivery-1"))
     assert retried.status_code == 200 and retried.json()["duplicate"] is True  # Jira retrying
@@ -612,7 +621,7 @@ def test_replayed_jira_body_with_new_delivery_id_starts_nothing(
     assert replayed.status_code == 401
     assert "replayed Jira webhook" in replayed.json()["error"]
 
-    time.sleep(1)  # give a wrongly started run the time to show (nothing to poll for)
+    assert [t for t in gateway.launcher.threads if t not in launched] == []  # none started
     after = [e["kind"] for e in journal.events_of("SEC-30") if e["kind"].startswith("run.")]
     assert after == starts  # not resumed, not started
     assert len(jira.comments("SEC-30")) == comments

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tocsin.gates import WaitRequest
+from tocsin.statuses import RunStatus, StepStatus
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class RunFacts:
 class FinishedStep:
     step_id: str
     title: str
-    status: str
+    status: StepStatus
     detail: str = ""
 
 
@@ -88,7 +89,7 @@ class Announcer(Protocol):
 
     def decision_refused(self, run: RunFacts, refused: RefusedDecision) -> None: ...
 
-    def run_finished(self, run: RunFacts, status: str, reason: str) -> None: ...
+    def run_finished(self, run: RunFacts, status: RunStatus, reason: str) -> None: ...
 
     def anchor(self, run: RunFacts, seq: int, head: str, key_id: str) -> str:
         """Publish an audit checkpoint's head; returns where (``slack:C1:ts``, ``jira:INC-1``)."""
@@ -183,7 +184,7 @@ class Announcements:
     def decision_refused(self, refused: RefusedDecision) -> None:
         self._each("decision_refused", lambda a: a.decision_refused(self.run, refused))
 
-    def run_finished(self, status: str, reason: str) -> None:
+    def run_finished(self, status: RunStatus, reason: str) -> None:
         self.flush()
         self._each("run_finished", lambda a: a.run_finished(self.run, status, reason))
 

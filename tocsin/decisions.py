@@ -34,10 +34,10 @@ class Outcome:
 
 def find_waiting_run(
     journal: Journal, incident: str, step_id: str
-) -> tuple[RunRecord | None, str | None]:
+) -> tuple[RunRecord | None, StepStatus | None]:
     """The run of ``incident`` that has ``step_id``, preferring one where it waits."""
     candidates = journal.runs_of(incident)
-    fallback: tuple[RunRecord | None, str | None] = (None, None)
+    fallback: tuple[RunRecord | None, StepStatus | None] = (None, None)
     for run in candidates:
         record = journal.step(run.id, step_id)
         if record is None:

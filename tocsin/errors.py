@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tocsin.statuses import RunStatus
+
 
 @dataclass(frozen=True, order=True)
 class Location:
@@ -157,15 +159,15 @@ class StepFailed(TocsinError):
 
 
 _STOP_HINTS = {
-    "rejected": "an approver rejected a gate; the run stops there, nothing is undone",
-    "timed_out": "nobody decided a gate in time; run the runbook again to ask again",
+    RunStatus.REJECTED: "an approver rejected a gate; the run stops there, nothing is undone",
+    RunStatus.TIMED_OUT: "nobody decided a gate in time; run the runbook again to ask again",
 }
 
 
 class RunStopped(TocsinError):
     """A run stopped before its last step; ``status`` says how (failed, rejected, timed_out)."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: RunStatus, reason: str) -> None:
         super().__init__(
             reason,
             _STOP_HINTS.get(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from tocsin.announce import FinishedStep, GateState, RefusedDecision, RunFacts
+from tocsin.statuses import RunStatus
 from tocsin.tickets import TicketSystem
 
 ReportMaker = Callable[[str], tuple[str, bytes, str]]
@@ -82,7 +83,7 @@ class TicketAnnouncer:
     def decision_refused(self, run: RunFacts, refused: RefusedDecision) -> None:
         return None  # told to the person where they decided; the audit trail has it
 
-    def run_finished(self, run: RunFacts, status: str, reason: str) -> None:
+    def run_finished(self, run: RunFacts, status: RunStatus, reason: str) -> None:
         text = f"Tocsin runbook {run.runbook} {status}: {reason}."
         if self.report is not None:
             filename, content, media_type = self.report(run.ticket)

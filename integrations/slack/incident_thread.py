@@ -33,20 +33,21 @@ from tocsin.integrations.slack.client import SlackCredentials, api_error, slack_
 from tocsin.integrations.slack.posts import SlackPosts
 from tocsin.integrations.slack.settings import SlackSettings
 from tocsin.journal import Journal
+from tocsin.statuses import RunStatus, StepStatus
 
 APPROVE_ACTION = "tocsin_approve"
 REJECT_ACTION = "tocsin_reject"
 THREAD = "slack.thread"
 GATE = "slack.gate"
-STATUS_ICONS = {
-    "succeeded": ":white_check_mark:",
-    "skipped": ":fast_forward:",
-    "failed": ":x:",
-    "undone": ":leftwards_arrow_with_hook:",
-    "approved": ":white_check_mark:",
-    "done": ":ballot_box_with_check:",
-    "rejected": ":no_entry:",
-    "timed_out": ":hourglass:",
+STATUS_ICONS: dict[str, str] = {
+    StepStatus.SUCCEEDED: ":white_check_mark:",
+    StepStatus.SKIPPED: ":fast_forward:",
+    StepStatus.FAILED: ":x:",
+    StepStatus.UNDONE: ":leftwards_arrow_with_hook:",
+    StepStatus.APPROVED: ":white_check_mark:",
+    StepStatus.DONE: ":ballot_box_with_check:",
+    StepStatus.REJECTED: ":no_entry:",
+    StepStatus.TIMED_OUT: ":hourglass:",
 }
 MAX_FIELD = 1900  # Slack's section text limit is 3000 characters; keep room
 
@@ -232,14 +233,15 @@ def _status_line(gate: GateState) -> str:
         return f":hourglass_flowing_sand: {done}{needed} more approval{'s' if needed != 1 else ''} needed."
     deciders = ", ".join(mention(p) for p in dict.fromkeys(gate.decided_by)) or "nobody"
     icon = STATUS_ICONS.get(gate.outcome, ":grey_question:")
-    words = {
-        "approved": f"Approved by {deciders}",
-        "rejected": f"Rejected by {deciders}",
-        "timed_out": "No decision before the deadline",
-        "done": f"Done by {deciders}",
-        "failed": f"Not done ({deciders})",
-    }.get(gate.outcome, gate.outcome)
-    return f"{icon} *{words}*"  # the comment follows in a plain_text block
+    words: dict[str, str] = {
+        StepStatus.APPROVED: f"Approved by {deciders}",
+        StepStatus.REJECTED: f"Rejected by {deciders}",
+        StepStatus.TIMED_OUT: "No decision before the deadline",
+        StepStatus.DONE: f"Done by {deciders}",
+        StepStatus.FAILED: f"Not done ({deciders})",
+    }
+    said = words.get(gate.outcome, gate.outcome)
+    return f"{icon} *{said}*"  # the comment follows in a plain_text block
 
 
 def gate_text(run: RunFacts, gate: GateState) -> str:
@@ -493,8 +495,8 @@ class SlackIncidentAnnouncer:
             ),
         )
 
-    def run_finished(self, run: RunFacts, status: str, reason: str) -> None:
-        icon = ":white_check_mark:" if status == "succeeded" else ":x:"
+    def run_finished(self, run: RunFacts, status: RunStatus, reason: str) -> None:
+        icon = ":white_check_mark:" if status == RunStatus.SUCCEEDED else ":x:"
         outcome = f"{icon} Runbook {code(run.runbook)} {slack_text(status)}"
         report = f"Report: {code(f'tocsin report {run.ticket} -o {run.ticket}.pdf')}"
         self._reply(

@@ -151,11 +151,10 @@ class Decisions(AuditChain):
         with self.transaction() as db:
             return list(db.execute(_approvers_query(run_id, step_id, gate_hash)).scalars())
 
-    def settle_decision(self, decision_id: int, status: str, reason: str | None = None) -> bool:
-        """Mark a pending decision applied or refused; False when another process already did.
-
-        ``status``: a DecisionStatus (typed str until flows/runbook.py passes the enum).
-        """
+    def settle_decision(
+        self, decision_id: int, status: DecisionStatus, reason: str | None = None
+    ) -> bool:
+        """Mark a pending decision applied or refused; False when another process already did."""
         with self.transaction() as db:
             result = db.execute(
                 update(decisions)

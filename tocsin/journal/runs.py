@@ -82,9 +82,7 @@ class RunRecord:
 class StepRecord:
     run_id: int
     step_id: str
-    # A StepStatus; typed str until flows/runbook.py stops reusing it for a longer phrase
-    # (refuse_late_decisions: "waiting, but the run stopped").
-    status: str
+    status: StepStatus
     attempts: int
     outputs: dict[str, Any] | None
     error: str | None
