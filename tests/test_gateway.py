@@ -32,6 +32,7 @@ from tocsin.integrations.jira.fake import (
 )
 from tocsin.integrations.slack.directory import MIN_REFRESH_SECONDS, UsergroupMembers
 from tocsin.integrations.slack.fake import FakeSlack, PostedSlackMessage, SlackChannel
+from tocsin.integrations.slack.inbound import SlackInbound
 from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
 from tocsin.settings import load_settings
@@ -144,10 +145,10 @@ def usergroup_clock() -> SteppedClock:
 def gateway(environment: Path, usergroup_clock: SteppedClock) -> Iterator[Gateway]:
     with gateway_from_settings() as service:
         # The Gateway's clock= reaches only the signature check; the cache takes its own.
-        cache = service.slack.members
-        service.slack.members = UsergroupMembers(
-            cache.lookup, cache.ttl_seconds, clock=usergroup_clock
-        )
+        slack = service.people
+        assert isinstance(slack, SlackInbound)
+        cache = slack.members
+        slack.members = UsergroupMembers(cache.lookup, cache.ttl_seconds, clock=usergroup_clock)
         yield service
 
 
