@@ -50,5 +50,6 @@ integration: Integration[MicrosoftSettings] = Integration(
             "With the certificate key: the certificate's SHA-1 thumbprint (hex)",
         ),
     ),
+    action_modules=("tocsin.integrations.microsoft.actions",),
     sandbox=_sandbox,
 )

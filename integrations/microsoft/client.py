@@ -59,6 +59,16 @@ if TYPE_CHECKING:
 SERVICE = "Microsoft 365"
 BATCH_LIMIT = 20
 """Graph's limit of requests in one ``$batch``."""
+METHOD_KINDS = {
+    "phoneMethods": "#microsoft.graph.phoneAuthenticationMethod",
+    "emailMethods": "#microsoft.graph.emailAuthenticationMethod",
+    "microsoftAuthenticatorMethods": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
+    "fido2Methods": "#microsoft.graph.fido2AuthenticationMethod",
+    "softwareOathMethods": "#microsoft.graph.softwareOathAuthenticationMethod",
+    "temporaryAccessPassMethods": "#microsoft.graph.temporaryAccessPassAuthenticationMethod",
+    "windowsHelloForBusinessMethods": "#microsoft.graph.windowsHelloForBusinessAuthenticationMethod",
+}
+"""The path segment of each kind of authentication method, by the ``@odata.type`` Graph gives it."""
 _BACKOFF_BASE_SECONDS = 1.0
 _RETRIED_STATUSES = (429, 503)
 _CONSENT_PLACE = (
@@ -173,7 +183,12 @@ class HttpxTransport:
     ) -> httpx.Response:
         if isinstance(data, str | bytes):
             return self._client.post(url, params=params, content=data, headers=headers)
-        return self._client.post(url, params=params, data=data, headers=headers)
+        # msal gives the certificate assertion as bytes, which httpx would send as "b'...'".
+        form = {
+            key: value.decode("ascii") if isinstance(value, bytes) else value
+            for key, value in (data or {}).items()
+        }
+        return self._client.post(url, params=params, data=form, headers=headers)
 
     def get(
         self,
@@ -404,6 +419,10 @@ class Graph:
     def url(self, path_template: str, **values: Any) -> str:
         """The absolute URL of a Graph path, each ``{value}`` one encoded path segment."""
         return self._endpoint(None).url(path_template, **values)
+
+    def relative(self, path_template: str, **values: Any) -> str:
+        """A Graph path as a ``$batch`` item gives it (from the version on), values encoded."""
+        return self.url(path_template, **values)[len(self.base_url) :]
 
     def _endpoint(self, token: str | None) -> ServiceEndpoint:
         return ServiceEndpoint(
@@ -688,7 +707,7 @@ def graph_error(
         if needed is not None:
             missing = [p for p in needed.permissions if p not in granted]
             text = (
-                f"refused {doing} ({said}): the app needs the application permission "
+                f"refused to {doing} ({said}): the app needs the application permission "
                 f"{needed.describe()}"
                 + (f"; its token lacks {', '.join(missing)}" if granted and missing else "")
             )
@@ -699,7 +718,7 @@ def graph_error(
                 + "; the permission applies to new tokens, within minutes"
             )
         else:
-            text = f"refused {doing} ({said})"
+            text = f"refused to {doing} ({said})"
             hint = f"check the app's API permissions and their admin consent: {_CONSENT_PLACE}"
     elif status == 401:
         text = f"refused Tocsin's token for {doing} ({said})"
@@ -708,11 +727,11 @@ def graph_error(
             "same cloud, and that the app registration is enabled"
         )
     elif status == 429 or status >= 500:
-        text = f"failed {doing} ({said})"
+        text = f"failed to {doing} ({said})"
         hint = "Microsoft Graph is throttling or failing; retry the step in a few minutes"
         retryable = True
     else:
-        text = f"refused {doing} ({said})"
+        text = f"refused to {doing} ({said})"
         hint = "see the error code in the Microsoft Graph documentation of this call"
     return IntegrationError(action, SERVICE, text, hint, status_code=status, retryable=retryable)
 

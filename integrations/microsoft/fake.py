@@ -67,6 +67,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tocsin.integrations.microsoft.client import METHOD_KINDS
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 
 SANDBOX_TENANT_ID = "5f1c7a5e-7d2b-4f0e-9a11-0c0ffee00001"
@@ -94,15 +95,6 @@ ALL_ROLES = frozenset(
 )
 """Every application permission the integration's actions use (docs/microsoft.md)."""
 
-METHOD_KINDS = {
-    "phoneMethods": "#microsoft.graph.phoneAuthenticationMethod",
-    "emailMethods": "#microsoft.graph.emailAuthenticationMethod",
-    "microsoftAuthenticatorMethods": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
-    "fido2Methods": "#microsoft.graph.fido2AuthenticationMethod",
-    "softwareOathMethods": "#microsoft.graph.softwareOathAuthenticationMethod",
-    "temporaryAccessPassMethods": "#microsoft.graph.temporaryAccessPassAuthenticationMethod",
-    "windowsHelloForBusinessMethods": "#microsoft.graph.windowsHelloForBusinessAuthenticationMethod",
-}
 PASSWORD_METHOD = "#microsoft.graph.passwordAuthenticationMethod"
 _BATCH_LIMIT = 20
 
@@ -230,8 +222,8 @@ class FakeMicrosoft(FakeService):
             self.revocations: list[str] = []
             """User ids whose sessions were revoked, once per call."""
             self.confirmed_compromised: list[str] = []
-            self._throttle: list[tuple[int, str | None]] = []
-            self._throttle_items: list[tuple[int, str | None]] = []
+            self._throttle: list[tuple[int, str | None, str | None]] = []
+            self._throttle_items: list[tuple[int, str | None, str | None]] = []
 
     def reset(self) -> None:
         super().reset()
@@ -242,12 +234,15 @@ class FakeMicrosoft(FakeService):
     def throttle(self, count: int, retry_after: str | None = "1") -> None:
         """Answer the next ``count`` Graph requests 429 (``Retry-After`` omitted when None)."""
         with self.lock:
-            self._throttle.append((count, retry_after))
+            self._throttle.append((count, retry_after, None))
 
-    def throttle_batch_items(self, count: int, retry_after: str | None = "1") -> None:
-        """Answer the next ``count`` requests inside ``$batch`` requests 429."""
+    def throttle_batch_items(
+        self, count: int, retry_after: str | None = "1", *, method: str | None = None
+    ) -> None:
+        """Answer the next ``count`` requests inside ``$batch`` requests (those of ``method``
+        only, when given) 429."""
         with self.lock:
-            self._throttle_items.append((count, retry_after))
+            self._throttle_items.append((count, retry_after, method))
 
     def expire_tokens(self) -> None:
         """Every token issued so far is now expired (Graph answers 401)."""
@@ -481,15 +476,17 @@ class FakeMicrosoft(FakeService):
             raise GraphError(401, "InvalidAuthenticationToken", "Invalid audience.")
         return token
 
-    def _throttled(self, queue: list[tuple[int, str | None]]) -> Reply | None:
+    def _throttled(
+        self, queue: list[tuple[int, str | None, str | None]], method: str = ""
+    ) -> Reply | None:
         with self.lock:
-            if not queue:
+            if not queue or queue[0][2] not in (None, method):
                 return None
-            count, retry_after = queue[0]
+            count, retry_after, only = queue[0]
             if count <= 1:
                 queue.pop(0)
             else:
-                queue[0] = (count - 1, retry_after)
+                queue[0] = (count - 1, retry_after, only)
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         return Reply(
             429,
@@ -536,7 +533,10 @@ class FakeMicrosoft(FakeService):
             if any(not 200 <= statuses.get(d, 424) < 300 for d in depends):
                 reply = GraphError(424, "FailedDependency", "The dependent request failed.").reply()
             else:
-                reply = self._throttled(self._throttle_items) or self._batch_item(caller, item)
+                method = str(item.get("method", "GET")).upper()
+                reply = self._throttled(self._throttle_items, method) or self._batch_item(
+                    caller, item
+                )
             statuses[item_id] = reply.status
             entry: dict[str, Any] = {
                 "id": item_id,
