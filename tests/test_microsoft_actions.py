@@ -313,3 +313,26 @@ def test_the_whole_clean_up_leaves_only_what_is_the_users(
     ]
     assert fake.confirmed_compromised == [user_id] and fake.revocations == [user_id]
     assert fake.tokens_issued == 1, "msal's token cache served every step"
+
+
+def test_the_sandbox_starts_a_phished_tenant_over_tls_for_the_runs_user() -> None:
+    from tocsin.actions import ActionContext
+    from tocsin.integration import SandboxSeed
+    from tocsin.integrations.microsoft import integration
+    from tocsin.sandbox.assembly import Sandbox
+    from tocsin.settings import load_settings
+
+    carol = "carol@broker-office.example"
+    with Sandbox(load_settings(), SandboxSeed(inputs={"user": carol})) as sandbox:
+        fake = sandbox.fake("microsoft", FakeMicrosoft)
+        microsoft = integration.settings_of(sandbox.settings)
+        assert microsoft.graph_url == microsoft.authority_host == fake.url
+        assert fake.url.startswith("https://127.0.0.1:") and microsoft.ca_bundle is not None
+        context = ActionContext("INC-13", "rules", sandbox.secrets, sandbox.settings)
+        rules = (
+            ActionRegistry.discover()
+            .get("microsoft.list_inbox_rules")
+            .invoke(context, {"user": carol})
+        )
+        assert rules["user"] == carol and rules["flagged"] == 3
+        assert any(carol in note for note in sandbox.notes)

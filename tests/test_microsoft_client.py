@@ -4,12 +4,16 @@ msal really signs in (secret and certificate), throttling is waited out within b
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,8 +39,10 @@ from tocsin.integrations.microsoft.client import (
     BatchItem,
     Graph,
     MicrosoftCredentials,
+    acquire_token,
     backoff_seconds,
     retry_after_seconds,
+    scopes,
 )
 from tocsin.integrations.microsoft.fake import SANDBOX_USER, FakeApp, FakeMicrosoft
 from tocsin.sandbox.tls import LoopbackCA
@@ -435,3 +441,47 @@ def test_missing_licences_are_said_as_such(fake: FakeMicrosoft, settings: Settin
         run_action("microsoft.list_inbox_rules", {"user": USER}, settings)
     assert "no Exchange Online mailbox" in caught.value.message
     assert "MailboxNotEnabledForRESTAPI" in caught.value.message
+
+
+def _audience(token: str) -> str:
+    payload = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["aud"])
+
+
+def test_graph_defender_and_exchange_each_get_their_own_scope_and_token(
+    fake: FakeMicrosoft, ca: LoopbackCA
+) -> None:
+    settings = settings_for(
+        fake,
+        ca,
+        defender_url="https://api.securitycenter.microsoft.com",
+        exchange_url="https://outlook.office365.com/",
+    )
+    microsoft = integration.settings_of(settings)
+    assert scopes(microsoft) == {
+        "graph": f"{fake.url}/.default",
+        "defender": "https://api.securitycenter.microsoft.com/.default",
+        "exchange": "https://outlook.office365.com/.default",
+    }
+    credentials = MicrosoftCredentials.from_secrets(
+        settings, StaticSecrets({CLIENT_SECRET: "sandbox~microsoft~client~secret"})
+    )
+    tokens = {
+        api: acquire_token(credentials, scope, "t") for api, scope in scopes(microsoft).items()
+    }
+    assert {api: _audience(token) for api, token in tokens.items()} == {
+        "graph": fake.url,
+        "defender": "https://api.securitycenter.microsoft.com",
+        "exchange": "https://outlook.office365.com",
+    }
+    issued = fake.tokens_issued
+    assert acquire_token(credentials, scopes(microsoft)["defender"], "t") == tokens["defender"]
+    assert fake.tokens_issued == issued, "the second ask came from msal's cache"
+    # Graph refuses a token meant for another API.
+    refused = httpx.get(
+        f"{fake.url}/v1.0/users/{USER}",
+        headers={"Authorization": f"Bearer {tokens['defender']}"},
+        verify=ssl.create_default_context(cafile=str(ca.ca_bundle)),
+    )
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "InvalidAuthenticationToken"

@@ -162,6 +162,17 @@ class MicrosoftCredentials:
         )
 
 
+def scopes(settings: MicrosoftSettings) -> dict[str, str]:
+    """The token scope of each API Tocsin calls, for the cloud the settings name: Graph,
+    Defender for Endpoint, Exchange Online (each host's ``/.default``: the app's consented
+    application permissions on it)."""
+    return {
+        "graph": f"{settings.graph_url.rstrip('/')}/.default",
+        "defender": f"{settings.defender_url.rstrip('/')}/.default",
+        "exchange": f"{settings.exchange_url.rstrip('/')}/.default",
+    }
+
+
 class HttpxTransport:
     """msal's ``http_client`` over httpx, with the TLS context and timeout of the settings."""
 
@@ -401,7 +412,7 @@ class Graph:
         self.settings = settings
         self.action = action
         self.base_url = f"{settings.graph_url.rstrip('/')}/v1.0"
-        self.scope = f"{settings.graph_url.rstrip('/')}/.default"
+        self.scope = scopes(settings)["graph"]
         self._verify = trusting(settings.ca_bundle)
         self._sleep = sleep
         self._token: str | None = None
