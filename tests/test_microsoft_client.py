@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -189,6 +190,18 @@ def test_without_the_ca_bundle_the_fakes_certificate_is_refused(
     settings = settings_for(
         fake, ca, ca_bundle=None, authority_host=fake.url.replace("127.0.0.1", "localhost")
     )
+    with pytest.raises(ConfigurationError, match="does not trust") as caught:
+        graph(settings).token()
+    assert "TOCSIN_MICROSOFT__CA_BUNDLE" in caught.value.hint
+
+
+def test_a_sign_in_host_that_does_not_answer_is_retryable(
+    fake: FakeMicrosoft, ca: LoopbackCA
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = settings_for(fake, ca, authority_host=f"https://127.0.0.1:{closed}")
     with pytest.raises(IntegrationError, match="cannot be reached") as caught:
         graph(settings).token()
     assert caught.value.retryable is True

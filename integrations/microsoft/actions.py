@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from tocsin.actions import ActionContext, action
-from tocsin.errors import ActionError, IntegrationError
+from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.client import (
     METHOD_KINDS,
@@ -69,10 +69,12 @@ def _refuse_unknown_keep(
     action_name: str, unknown: Sequence[str], what: str, present: Iterable[str]
 ) -> None:
     if unknown:
-        raise ActionError(
+        # Not retried: the user's data will not change by waiting, the runbook's input must.
+        raise IntegrationError(
             action_name,
-            f"`keep` names {', '.join(repr(u) for u in unknown)}, which the user has no "
-            f"{what} of; nothing was removed",
+            SERVICE,
+            f"user has no {what} matching {', '.join(repr(u) for u in unknown)} in `keep`; "
+            "nothing was removed",
             f"the user's {what}s are: {', '.join(present) or 'none'}; fix `keep` and run the step again",
         )
 

@@ -229,7 +229,29 @@ _CREDENTIAL_ERRORS = {
 }
 
 
-def application(credentials: MicrosoftCredentials) -> msal.ConfidentialClientApplication:
+def _unreachable(
+    action: str, credentials: MicrosoftCredentials, exc: httpx.HTTPError
+) -> ConfigurationError | IntegrationError:
+    """The sign-in host failing at the network or TLS level, said as what to check."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return ConfigurationError(
+            f"Microsoft 365 sign-in host {credentials.authority_host} presented a certificate "
+            f"this machine does not trust: {exc}",
+            "behind a TLS-inspecting proxy, set TOCSIN_MICROSOFT__CA_BUNDLE to its CA "
+            "certificate (PEM); otherwise check TOCSIN_MICROSOFT__AUTHORITY_HOST",
+        )
+    return IntegrationError(
+        action,
+        SERVICE,
+        f"sign-in host {credentials.authority_host} cannot be reached: {exc}",
+        "check the network and TOCSIN_MICROSOFT__AUTHORITY_HOST; the step can be retried",
+        retryable=True,
+    )
+
+
+def application(
+    credentials: MicrosoftCredentials, action: str = "microsoft"
+) -> msal.ConfidentialClientApplication:
     """The process's msal app for these credentials (and its token cache), made once."""
     key = credentials._cache_key()
     with _apps_lock:
@@ -250,13 +272,7 @@ def application(credentials: MicrosoftCredentials) -> msal.ConfidentialClientApp
                     "TOCSIN_MICROSOFT__TENANT_ID, and the certificate key if one is set",
                 ) from None
             except httpx.HTTPError as exc:
-                raise IntegrationError(
-                    "microsoft",
-                    SERVICE,
-                    f"sign-in host {credentials.authority_host} cannot be reached: {exc}",
-                    "check the network and TOCSIN_MICROSOFT__AUTHORITY_HOST; the step can be retried",
-                    retryable=True,
-                ) from None
+                raise _unreachable(action, credentials, exc) from None
             _apps[key] = app
         return app
 
@@ -264,17 +280,11 @@ def application(credentials: MicrosoftCredentials) -> msal.ConfidentialClientApp
 def acquire_token(credentials: MicrosoftCredentials, scope: str, action: str) -> str:
     """An access token for ``scope`` (``https://graph.microsoft.com/.default``), from msal's
     cache while it is valid; the identity platform's refusal said as what to fix."""
-    app = application(credentials)
+    app = application(credentials, action)
     try:
         result = app.acquire_token_for_client(scopes=[scope])
     except httpx.HTTPError as exc:
-        raise IntegrationError(
-            action,
-            SERVICE,
-            f"sign-in host {credentials.authority_host} cannot be reached: {exc}",
-            "check the network; the step can be retried",
-            retryable=True,
-        ) from None
+        raise _unreachable(action, credentials, exc) from None
     except ValueError as exc:  # msal refusing a credential it cannot use (a malformed key)
         raise ConfigurationError(
             f"Microsoft 365 sign-in refused the credential: {exc}",
