@@ -4,6 +4,7 @@ each one's happy path, its re-run changing nothing, and the tenant's state after
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -338,3 +339,75 @@ def test_the_sandbox_starts_a_phished_tenant_over_tls_for_the_runs_user() -> Non
         )
         assert rules["user"] == carol and rules["flagged"] == 3
         assert any(carol in note for note in sandbox.notes)
+
+
+CONTAIN_RUNBOOK = """\
+runbook: ms-contain
+version: 1
+title: Contain a phished Microsoft 365 user
+summary: Block sign-in, remove the attacker's inbox rules and sign-in methods
+severity: high
+sources: [{title: Test, document: test.txt}]
+inputs:
+  user: {type: email, description: Sign-in address of the phished user}
+steps:
+  - id: block
+    title: Block sign-in
+    action: microsoft.disable_user
+    with: {user: "{{ inputs.user }}"}
+    undo: {action: microsoft.enable_user, with: {user: "{{ inputs.user }}"}}
+  - id: rules
+    title: Remove the attacker's inbox rules
+    action: microsoft.remove_inbox_rules
+    with: {user: "{{ inputs.user }}"}
+  - id: methods
+    title: Remove the attacker's sign-in methods
+    action: microsoft.remove_auth_methods
+    with: {user: "{{ inputs.user }}", keep: ["Alice's iPhone 13"]}
+"""
+
+
+@pytest.mark.slow
+def test_the_actions_run_in_a_runbook_in_the_sandbox(prefect_server: str, tmp_path: Path) -> None:
+    from tests.cli_runner import ROOT, run_tocsin
+    from tocsin.running import journal_for
+    from tocsin.settings import load_settings
+
+    runbook = tmp_path / "ms-contain.yaml"
+    runbook.write_text(CONTAIN_RUNBOOK)
+    data = tmp_path / "data"
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "MS-1",
+        "--set",
+        f"user={USER}",
+        env={
+            "PYTHONPATH": str(ROOT),
+            "TOCSIN_DATA_DIR": str(data),
+            "TOCSIN_PREFECT_API_URL": prefect_server,
+        },
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    journal = journal_for(load_settings(data_dir=data))
+    try:
+        run = journal.find_run("MS-1", "ms-contain")
+        assert run is not None
+        steps = {s: journal.step(run.id, s) for s in ("block", "rules", "methods")}
+        assert all(step is not None and step.status == "succeeded" for step in steps.values())
+        block, rules, methods = (steps[s] for s in ("block", "rules", "methods"))
+        assert block is not None and block.outputs["changed"] is True
+        assert rules is not None and sorted(r["name"] for r in rules.outputs["removed"]) == [
+            ".",
+            "..",
+            "...",
+        ]
+        assert methods is not None
+        assert [m["label"] for m in methods.outputs["kept"]] == [
+            "password",
+            KNOWN_GOOD_AUTHENTICATOR,
+        ]
+    finally:
+        journal.close()

@@ -148,12 +148,10 @@ def _set_enabled(context: ActionContext, name: str, user: str, enabled: bool) ->
     destructive=True,
     idempotent=True,
     secrets=(CLIENT_SECRET,),
-    describe=lambda user: (
-        f"block sign-in of {user} in Entra ID (accountEnabled=false); undo: microsoft.enable_user"
-    ),
+    describe=lambda user: f"block sign-in of {user} in Entra ID (accountEnabled=false)",
 )
 def disable_user(context: ActionContext, *, user: UserRef) -> AccountState:
-    """Block the user's sign-in (Entra ID ``accountEnabled=false``); undone by ``microsoft.enable_user``."""
+    """Block the user's sign-in in Entra ID (accountEnabled false); undone by microsoft.enable_user."""
     return _set_enabled(context, "microsoft.disable_user", user, False)
 
 
@@ -162,12 +160,10 @@ def disable_user(context: ActionContext, *, user: UserRef) -> AccountState:
     destructive=True,
     idempotent=True,
     secrets=(CLIENT_SECRET,),
-    describe=lambda user: (
-        f"let {user} sign in again in Entra ID (accountEnabled=true); undo: microsoft.disable_user"
-    ),
+    describe=lambda user: f"let {user} sign in again in Entra ID (accountEnabled=true)",
 )
 def enable_user(context: ActionContext, *, user: UserRef) -> AccountState:
-    """Let the user sign in again (``accountEnabled=true``); undone by ``microsoft.disable_user``."""
+    """Let the user sign in again (accountEnabled true); undone by microsoft.disable_user."""
     return _set_enabled(context, "microsoft.enable_user", user, True)
 
 
@@ -189,7 +185,7 @@ class SessionsRevoked(BaseModel):
     ),
 )
 def revoke_sessions(context: ActionContext, *, user: UserRef) -> SessionsRevoked:
-    """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``).
+    """Invalidate the user's refresh tokens and session cookies (revokeSignInSessions).
 
     Access tokens already issued keep working until they expire (up to an hour), so block
     sign-in first (``microsoft.disable_user``).
