@@ -62,6 +62,8 @@ def settings_for(fake: FakeMicrosoft, ca: LoopbackCA, **microsoft: Any) -> Setti
         "client_id": SANDBOX_CLIENT_ID,
         "authority_host": fake.url,
         "graph_url": fake.url,
+        "exchange_url": fake.url,
+        "defender_url": fake.url,
         "ca_bundle": str(ca.ca_bundle),
         "max_retry_wait_seconds": 2.0,
         **microsoft,

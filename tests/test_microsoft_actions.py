@@ -64,8 +64,16 @@ def test_every_action_is_declared_with_its_plan_sentence_and_flags() -> None:
         "microsoft.list_inbox_rules",
         "microsoft.remove_inbox_rules",
         "microsoft.confirm_compromised",
+        "microsoft.mailbox_forwarding",
+        "microsoft.remove_mailbox_forwarding",
     }
-    readers = {"list_auth_methods", "list_oauth_grants", "recent_sign_ins", "list_inbox_rules"}
+    readers = {
+        "list_auth_methods",
+        "list_oauth_grants",
+        "recent_sign_ins",
+        "list_inbox_rules",
+        "mailbox_forwarding",
+    }
     for name in names:
         definition = registry.get(name)
         assert definition.idempotent, name

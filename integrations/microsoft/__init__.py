@@ -4,6 +4,8 @@
 - ``client``: ``MicrosoftCredentials`` (msal's confidential client and its token cache),
   ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
 - ``permissions``: which application permission each Graph call needs;
+- ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
+  documented public API) for what Graph cannot reach (mailbox forwarding);
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
   ``microsoft.remove_inbox_rules``... (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback;

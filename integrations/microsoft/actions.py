@@ -2,7 +2,9 @@
 
 Each action names the user by sign-in address (UPN) or object id, reads before it writes
 (so that a second run changes nothing and says so), and returns what it found and what
-it changed. docs/microsoft.md lists the application permission each one needs.
+it changed. docs/microsoft.md lists the application permission each one needs. Graph
+serves all but the mailbox's forwarding, which only Exchange Online's admin API reaches
+(``exchange``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tocsin.integrations.microsoft.client import (
     BatchOutcome,
     Graph,
 )
+from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
 UserRef = Annotated[
     str,
@@ -836,6 +839,108 @@ def remove_inbox_rules(context: ActionContext, *, user: UserRef, keep: Keep = []
         removed=removed,
         kept=kept,
         unflagged=[r.name for r in rules if not r.flagged],
+    )
+
+
+# -- mailbox forwarding (Exchange Online) ----------------------------------------------------
+
+
+class MailboxForwarding(BaseModel):
+    """Where the mailbox forwards every message, as Exchange Online says (Graph cannot see it)."""
+
+    user: str
+    forwarding_smtp_address: str | None
+    """An address anywhere (``smtp:`` removed): what an attacker sets."""
+    forwarding_address: str | None
+    """A recipient of the organisation (an admin sets this one)."""
+    deliver_to_mailbox_and_forward: bool
+    forwards: bool
+
+
+def _forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
+    found = exchange.invoke(
+        "Get-Mailbox", {"Identity": upn}, mailbox=upn, what=f"read the mailbox of {upn}"
+    )
+    mailbox = found[0] if found else {}
+    smtp = mailbox.get("ForwardingSmtpAddress")
+    address = mailbox.get("ForwardingAddress")
+    smtp_text = str(smtp).removeprefix("smtp:").removeprefix("SMTP:") if smtp else None
+    return MailboxForwarding(
+        user=upn,
+        forwarding_smtp_address=smtp_text,
+        forwarding_address=str(address) if address else None,
+        deliver_to_mailbox_and_forward=bool(mailbox.get("DeliverToMailboxAndForward")),
+        forwards=bool(smtp_text or address),
+    )
+
+
+def _upn(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnline]:
+    found = _user(Graph.for_action(context, name), user)
+    return str(found["userPrincipalName"]), ExchangeOnline.for_action(context, name)
+
+
+@action(
+    "microsoft.mailbox_forwarding",
+    destructive=False,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"read whether {user}'s mailbox forwards mail (Exchange Online Get-Mailbox)"
+    ),
+)
+def mailbox_forwarding(context: ActionContext, *, user: UserRef) -> MailboxForwarding:
+    """Read the mailbox's forwarding (Exchange Online), which Graph does not show.
+
+    Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
+    document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
+    """
+    upn, exchange = _upn(context, "microsoft.mailbox_forwarding", user)
+    return _forwarding(exchange, upn)
+
+
+class RemovedForwarding(BaseModel):
+    user: str
+    before: MailboxForwarding
+    changed: bool
+    note: str = (
+        "forwarding by inbox rules, transport rules and apps is not this setting: see "
+        "microsoft.remove_inbox_rules and microsoft.revoke_oauth_grants"
+    )
+
+
+@action(
+    "microsoft.remove_mailbox_forwarding",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"stop {user}'s mailbox forwarding mail (Exchange Online Set-Mailbox "
+        "-ForwardingSmtpAddress $null -ForwardingAddress $null)"
+    ),
+)
+def remove_mailbox_forwarding(context: ActionContext, *, user: UserRef) -> RemovedForwarding:
+    """Stop the mailbox forwarding mail (Exchange Online Set-Mailbox), as S1 step 2 asks.
+
+    Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
+    document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
+    """
+    name = "microsoft.remove_mailbox_forwarding"
+    upn, exchange = _upn(context, name, user)
+    before = _forwarding(exchange, upn)
+    if before.forwards or before.deliver_to_mailbox_and_forward:
+        exchange.invoke(
+            "Set-Mailbox",
+            {
+                "Identity": upn,
+                "ForwardingSmtpAddress": None,
+                "ForwardingAddress": None,
+                "DeliverToMailboxAndForward": False,
+            },
+            mailbox=upn,
+            what=f"remove the forwarding of {upn}",
+        )
+    return RemovedForwarding(
+        user=upn, before=before, changed=before.forwards or before.deliver_to_mailbox_and_forward
     )
 
 

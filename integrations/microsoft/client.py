@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 import httpx
@@ -407,8 +407,13 @@ def backoff_seconds(attempt: int, limit: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-class Graph:
-    """Microsoft Graph v1.0 for one action: token, throttling, ``$batch`` and errors."""
+class MicrosoftApi:
+    """One of Microsoft's APIs for one action: its token (its own scope) and its calls,
+    sent again when throttled within the settings' bounds."""
+
+    api = "graph"
+    """Which scope of ``scopes`` its tokens are for."""
+    label = "Microsoft Graph"
 
     def __init__(
         self,
@@ -421,14 +426,18 @@ class Graph:
         self.credentials = credentials
         self.settings = settings
         self.action = action
-        self.base_url = f"{settings.graph_url.rstrip('/')}/v1.0"
-        self.scope = scopes(settings)["graph"]
+        self.base_url = self.base_url_of(settings, credentials)
+        self.scope = scopes(settings)[self.api]
         self._verify = trusting(settings.ca_bundle)
         self._sleep = sleep
         self._token: str | None = None
 
+    def base_url_of(self, settings: MicrosoftSettings, credentials: MicrosoftCredentials) -> str:
+        """Where the API's paths start."""
+        raise NotImplementedError
+
     @classmethod
-    def for_action(cls, context: ActionContext, action: str) -> Graph:
+    def for_action(cls, context: ActionContext, action: str) -> Self:
         credentials = MicrosoftCredentials.from_context(context)
         return cls(credentials, integration.settings_of(context.settings), action)
 
@@ -438,43 +447,17 @@ class Graph:
         return self._token
 
     def url(self, path_template: str, **values: Any) -> str:
-        """The absolute URL of a Graph path, each ``{value}`` one encoded path segment."""
+        """The absolute URL of a path of the API, each ``{value}`` one encoded path segment."""
         return self._endpoint(None).url(path_template, **values)
-
-    def relative(self, path_template: str, **values: Any) -> str:
-        """A Graph path as a ``$batch`` item gives it (from the version on), values encoded."""
-        return self.url(path_template, **values)[len(self.base_url) :]
 
     def _endpoint(self, token: str | None) -> ServiceEndpoint:
         return ServiceEndpoint(
-            "Microsoft Graph",
+            self.label,
             self.base_url,
             action=self.action,
             credential=BearerToken(token) if token else None,
             verify=self._verify,
         )
-
-    # -- one request -------------------------------------------------------------------------
-
-    def call(
-        self,
-        method: str,
-        path_template: str,
-        /,
-        *,
-        json_body: Any = None,
-        query: Mapping[str, str | int] | None = None,
-        allow: Sequence[int] = (),
-        what: str = "",
-        **values: Any,
-    ) -> GraphResponse:
-        """Send one request (retried when throttled); a status >= 400 not in ``allow``
-        raises ``graph_error``'s ``IntegrationError``."""
-        url = self.url(path_template, **values)
-        response = self.send(method, url, json_body=json_body, query=query)
-        if response.status >= 400 and response.status not in allow:
-            raise self.error(method, url, response, what)
-        return response
 
     def send(
         self,
@@ -483,6 +466,7 @@ class Graph:
         *,
         json_body: Any = None,
         query: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> GraphResponse:
         """Send ``method url`` until it is not throttled (within the settings' bounds)."""
         renewed = False
@@ -494,7 +478,7 @@ class Graph:
                 url,
                 json_body=json_body,
                 query=query,
-                headers={"Accept": "application/json"},
+                headers={"Accept": "application/json", **(headers or {})},
                 timeout=self.settings.timeout_seconds,
             )
             response = _parsed(raw)
@@ -524,11 +508,51 @@ class Graph:
                 self.action,
                 SERVICE,
                 f"is throttling {method} {_shown(url)}: it {reason}",
-                "retry the step in a few minutes; Graph limits each app per tenant and per mailbox",
+                f"retry the step in a few minutes; {self.label} limits each app per tenant and "
+                "per mailbox",
                 status_code=response.status,
                 retryable=True,
             )
         self._sleep(asked if asked is not None else backoff_seconds(attempt, limit))
+
+    def error(
+        self, method: str, url: str, response: GraphResponse, what: str = ""
+    ) -> IntegrationError:
+        """What the API's refusal means; each API says it its own way."""
+        raise NotImplementedError
+
+
+class Graph(MicrosoftApi):
+    """Microsoft Graph v1.0 for one action: calls, ``$batch``, paging and errors."""
+
+    def base_url_of(self, settings: MicrosoftSettings, credentials: MicrosoftCredentials) -> str:
+        return f"{settings.graph_url.rstrip('/')}/v1.0"
+
+    def relative(self, path_template: str, **values: Any) -> str:
+        """A Graph path as a ``$batch`` item gives it (from the version on), values encoded."""
+        return self.url(path_template, **values)[len(self.base_url) :]
+
+    # -- one request -------------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path_template: str,
+        /,
+        *,
+        json_body: Any = None,
+        query: Mapping[str, str | int] | None = None,
+        allow: Sequence[int] = (),
+        what: str = "",
+        **values: Any,
+    ) -> GraphResponse:
+        """Send one request (retried when throttled); a status >= 400 not in ``allow``
+        raises ``graph_error``'s ``IntegrationError``."""
+        url = self.url(path_template, **values)
+        response = self.send(method, url, json_body=json_body, query=query)
+        if response.status >= 400 and response.status not in allow:
+            raise self.error(method, url, response, what)
+        return response
 
     # -- $batch ------------------------------------------------------------------------------
 

@@ -41,9 +41,16 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
 - ``POST /$batch``: at most 20 requests, each answered on its own, ``dependsOn`` giving 424
   when the dependency failed.
 
+Exchange Online's admin API, ``POST /adminapi/beta/{tenant}/InvokeCommand`` (not a
+documented API: the request and answer shapes are those peer tools rely on):
+``Get-Mailbox`` and ``Set-Mailbox`` (forwarding) of ``Tenant.mailboxes``; a cmdlet's error
+is ``{"error": {"details": [{"message": "Ex...|Microsoft.Exchange...Exception|..."}]}}``;
+an app without ``Exchange.ManageAsApp`` or an Exchange role 403.
+
 Throttling: ``throttle(n, retry_after)`` answers the next n Graph requests 429 with
 ``Retry-After`` (omitted when None); ``throttle_batch_items(n, ...)`` does it to the next n
-items inside batches. ``expire_tokens()`` makes every issued token expired.
+items inside batches, ``throttle_exchange(n, ...)`` to InvokeCommand. ``expire_tokens()``
+makes every issued token expired.
 """
 
 from __future__ import annotations
@@ -91,9 +98,12 @@ ALL_ROLES = frozenset(
         "MailboxSettings.ReadWrite",
         "Mail.ReadBasic.All",
         "IdentityRiskyUser.ReadWrite.All",
+        "Exchange.ManageAsApp",
     }
 )
-"""Every application permission the integration's actions use (docs/microsoft.md)."""
+"""Every application permission the integration's actions use (docs/microsoft.md); the
+fake puts them in every token, whatever the API (Exchange.ManageAsApp is Exchange Online's)."""
+EXCHANGE_RESOURCE = "https://outlook.office365.com"
 
 PASSWORD_METHOD = "#microsoft.graph.passwordAuthenticationMethod"
 _BATCH_LIMIT = 20
@@ -109,6 +119,8 @@ class FakeApp:
     """A certificate uploaded to the app (PEM); assertions signed by its key are accepted."""
     roles: frozenset[str] = ALL_ROLES
     display_name: str = "Tocsin incident response"
+    exchange_role: bool = True
+    """Whether an Exchange role (Exchange Administrator) is assigned to the app."""
 
 
 @dataclass
@@ -138,6 +150,8 @@ class Tenant:
     """Entra ID P1 or P2: the sign-in logs API."""
     p2: bool = True
     """Entra ID P2: Identity Protection."""
+    mailboxes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Exchange Online's view of each user's mailbox (Get-Mailbox properties), by user id."""
 
 
 class GraphError(Exception):
@@ -224,6 +238,7 @@ class FakeMicrosoft(FakeService):
             self.confirmed_compromised: list[str] = []
             self._throttle: list[tuple[int, str | None, str | None]] = []
             self._throttle_items: list[tuple[int, str | None, str | None]] = []
+            self._throttle_exchange: list[tuple[int, str | None, str | None]] = []
 
     def reset(self) -> None:
         super().reset()
@@ -235,6 +250,11 @@ class FakeMicrosoft(FakeService):
         """Answer the next ``count`` Graph requests 429 (``Retry-After`` omitted when None)."""
         with self.lock:
             self._throttle.append((count, retry_after, None))
+
+    def throttle_exchange(self, count: int, retry_after: str | None = "1") -> None:
+        """Answer the next ``count`` Exchange Online InvokeCommand requests 429."""
+        with self.lock:
+            self._throttle_exchange.append((count, retry_after, None))
 
     def throttle_batch_items(
         self, count: int, retry_after: str | None = "1", *, method: str | None = None
@@ -275,6 +295,9 @@ class FakeMicrosoft(FakeService):
         path = request.path
         if path.startswith("/v1.0/") or path == "/v1.0":
             return self._graph_request(request)
+        exchange = re.match(r"^/adminapi/beta/([^/]+)/InvokeCommand$", path)
+        if exchange and request.method == "POST":
+            return self._invoke_command(exchange.group(1), request)
         discovery = re.match(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$", path)
         if discovery and request.method == "GET":
             return self._discovery(discovery.group(1))
@@ -451,6 +474,165 @@ class FakeMicrosoft(FakeService):
                 "Client assertion is not within its valid time range.",
             )
         return None
+
+    # -- Exchange Online's admin API ----------------------------------------------------------
+    # The shapes peer tools rely on (CIPP, Microsoft Extractor Suite); the API is not documented.
+
+    def _exchange_error(self, status: int, exception: str, message: str) -> Reply:
+        detail = f"Ex6F9304|Microsoft.Exchange.{exception}|{message}"
+        return Reply(
+            status,
+            {
+                "error": {
+                    "code": "InternalServerError" if status >= 500 else "BadRequest",
+                    "message": "Error executing cmdlet",
+                    "details": [{"code": "Context", "target": "", "message": detail}],
+                    "innererror": {
+                        "message": detail,
+                        "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                        "internalException": {
+                            "message": message,
+                            "type": f"Microsoft.Exchange.{exception}",
+                        },
+                    },
+                }
+            },
+        )
+
+    def _invoke_command(self, tenant: str, request: ReceivedRequest) -> Reply:
+        throttled = self._throttled(self._throttle_exchange)
+        if throttled is not None:
+            return throttled
+        given = request.bearer_token()
+        with self.lock:
+            token = self._tokens.get(given or "")
+        if token is None or token.expires_at <= time.time():
+            return Reply(
+                401,
+                {
+                    "error": {
+                        "code": "InvalidToken",
+                        "message": "The token is not valid or has expired.",
+                    }
+                },
+                {"WWW-Authenticate": 'Bearer realm="outlook.office365.com"'},
+            )
+        app = self.apps.get(token.client_id)
+        if token.audience not in (self.url, EXCHANGE_RESOURCE) or not self._known_tenant(tenant):
+            return Reply(
+                401,
+                {
+                    "error": {
+                        "code": "InvalidToken",
+                        "message": "The token's audience or tenant is not this one.",
+                    }
+                },
+            )
+        if "Exchange.ManageAsApp" not in token.roles or app is None or not app.exchange_role:
+            return Reply(
+                403,
+                {
+                    "error": {
+                        "code": "Forbidden",
+                        "message": "The application is not allowed to run this cmdlet: it has no Exchange.ManageAsApp permission or no Exchange role.",
+                    }
+                },
+            )
+        try:
+            cmdlet_input = request.json()["CmdletInput"]
+            cmdlet, parameters = (
+                str(cmdlet_input["CmdletName"]),
+                dict(cmdlet_input.get("Parameters") or {}),
+            )
+        except (ValueError, KeyError, TypeError):
+            return Reply(
+                400,
+                {
+                    "error": {
+                        "code": "BadRequest",
+                        "message": "The request body is not a CmdletInput.",
+                    }
+                },
+            )
+        with self.lock:
+            if cmdlet == "Get-Mailbox":
+                return self._get_mailbox(parameters)
+            if cmdlet == "Set-Mailbox":
+                return self._set_mailbox(parameters)
+        return self._exchange_error(
+            400,
+            "Management.RestApiClient.RestClientException",
+            f"The term '{cmdlet}' is not recognized as a name of a cmdlet.",
+        )
+
+    def _exchange_mailbox(self, identity: Any) -> tuple[dict[str, Any], dict[str, Any]] | Reply:
+        for user in self.tenant.users:
+            if str(identity).lower() in (user["id"], user["userPrincipalName"].lower()):
+                mailbox = self.tenant.mailboxes.get(user["id"])
+                if mailbox is not None:
+                    return user, mailbox
+        return self._exchange_error(
+            404,
+            "Configuration.Tasks.ManagementObjectNotFoundException",
+            f"The operation couldn't be performed because object '{identity}' couldn't be found "
+            "on 'AM0PR01A001DC01.EURPR01A001.prod.outlook.com'.",
+        )
+
+    def _get_mailbox(self, parameters: Mapping[str, Any]) -> Reply:
+        found = self._exchange_mailbox(parameters.get("Identity"))
+        if isinstance(found, Reply):
+            return found
+        user, mailbox = found
+        return Reply(
+            200,
+            {
+                "@odata.context": f"{self.url}/adminapi/beta/{self.tenant_id}/$metadata#Collection(Exchange.GenericHashTable)",
+                "adminapi.warnings@odata.type": "#Collection(String)",
+                "@adminapi.warnings": [],
+                "value": [
+                    {
+                        "Identity": user["displayName"],
+                        "Name": user["displayName"],
+                        "DisplayName": user["displayName"],
+                        "UserPrincipalName": user["userPrincipalName"],
+                        "PrimarySmtpAddress": user["mail"],
+                        "ExternalDirectoryObjectId": user["id"],
+                        "RecipientTypeDetails": "UserMailbox",
+                        **copy.deepcopy(mailbox),
+                    }
+                ],
+            },
+        )
+
+    _SETTABLE = ("ForwardingSmtpAddress", "ForwardingAddress", "DeliverToMailboxAndForward")
+
+    def _set_mailbox(self, parameters: Mapping[str, Any]) -> Reply:
+        found = self._exchange_mailbox(parameters.get("Identity"))
+        if isinstance(found, Reply):
+            return found
+        _, mailbox = found
+        unknown = [name for name in parameters if name not in ("Identity", *self._SETTABLE)]
+        if unknown:
+            return self._exchange_error(
+                400,
+                "Management.RestApiClient.RestClientException",
+                f"A parameter cannot be found that matches parameter name '{unknown[0]}'.",
+            )
+        before = {name: mailbox.get(name) for name in self._SETTABLE}
+        for name in self._SETTABLE:
+            if name in parameters:
+                value = parameters[name]
+                if name == "ForwardingSmtpAddress" and value:
+                    value = f"smtp:{str(value).removeprefix('smtp:')}"
+                mailbox[name] = value
+        warnings = (
+            [
+                f"The command completed successfully but no settings of '{parameters['Identity']}' have been modified."
+            ]
+            if before == {name: mailbox.get(name) for name in self._SETTABLE}
+            else []
+        )
+        return Reply(200, {"@adminapi.warnings": warnings, "value": []})
 
     # -- Graph: the token and the throttle --------------------------------------------------
 
@@ -893,8 +1075,9 @@ ATTACKER_PHONE = "+234 8031234567"
 def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) -> Tenant:
     """A tenant whose user ``upn`` was phished two days ago.
 
-    The attacker added inbox rules (forward to an outside address, delete payment mail,
-    move security alerts to RSS Feeds), registered their own phone beside the user's
+    The attacker set the mailbox to forward every message outside (Exchange's
+    ForwardingSmtpAddress, which Graph does not show), added inbox rules (forward to an
+    outside address, delete payment mail, move security alerts to RSS Feeds), registered their own phone beside the user's
     Authenticator, consented a mail-reading app, and signed in from abroad. The user's own
     rule, their Authenticator (the default method) and their Zoom consent are genuine.
     """
@@ -1105,6 +1288,13 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
                 "publisherName": "Zoom Video Communications",
             },
         ],
+        mailboxes={
+            user_id: {
+                "ForwardingSmtpAddress": f"smtp:{ATTACKER_FORWARD}",
+                "ForwardingAddress": None,
+                "DeliverToMailboxAndForward": True,
+            }
+        },
         sign_ins=[
             sign_in(70, "81.246.12.7", "Brussels", "BE", "Office 365 Exchange Online"),
             sign_in(50, "102.89.34.11", "Lagos", "NG", "OfficeHome", error=50126),
