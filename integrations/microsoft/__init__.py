@@ -7,7 +7,8 @@
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
   documented public API) for what Graph cannot reach (mailbox forwarding);
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
-  ``microsoft.remove_inbox_rules``... (docs/microsoft.md lists them with their permissions);
+  ``microsoft.remove_inbox_rules``..., one module per job (docs/microsoft.md lists them
+  with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback;
   ``sandbox``: a tenant with one compromised mailbox.
 """
@@ -52,6 +53,12 @@ integration: Integration[MicrosoftSettings] = Integration(
             "With the certificate key: the certificate's SHA-1 thumbprint (hex)",
         ),
     ),
-    action_modules=("tocsin.integrations.microsoft.actions",),
+    action_modules=(
+        "tocsin.integrations.microsoft.actions.account",
+        "tocsin.integrations.microsoft.actions.sign_in_methods",
+        "tocsin.integrations.microsoft.actions.consents",
+        "tocsin.integrations.microsoft.actions.sign_ins",
+        "tocsin.integrations.microsoft.actions.mailbox",
+    ),
     sandbox=_sandbox,
 )
