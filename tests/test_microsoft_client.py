@@ -177,6 +177,15 @@ def test_a_wrong_client_secret_is_a_configuration_error_saying_which_secret(
     assert "the-secret-id-not-its-value" not in caught.value.message + caught.value.hint
 
 
+def test_an_app_the_tenant_does_not_know_is_a_configuration_error(
+    fake: FakeMicrosoft, ca: LoopbackCA
+) -> None:
+    settings = settings_for(fake, ca, client_id="99999999-9999-4999-8999-999999999999")
+    with pytest.raises(ConfigurationError, match="AADSTS700016") as caught:
+        graph(settings).token()
+    assert "TOCSIN_MICROSOFT__CLIENT_ID" in caught.value.hint
+
+
 def test_an_unknown_tenant_is_a_configuration_error(fake: FakeMicrosoft, ca: LoopbackCA) -> None:
     settings = settings_for(fake, ca, tenant_id="00000000-0000-0000-0000-000000000000")
     with pytest.raises(ConfigurationError, match="cannot be set up") as caught:
