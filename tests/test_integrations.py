@@ -78,6 +78,7 @@ def test_the_built_in_integrations_are_declared_like_a_third_partys() -> None:
             "core",
             "http",
             "jira",
+            "microsoft",
             "platform",
             "slack",
         }

@@ -1,0 +1,64 @@
+"""Microsoft 365: contain and clean a compromised user through Microsoft Graph.
+
+- ``settings``: ``MicrosoftSettings``, the ``microsoft`` slot (``TOCSIN_MICROSOFT__TENANT_ID``...);
+- ``client``: ``MicrosoftCredentials`` (msal's confidential client and its token cache),
+  ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
+- ``permissions``: which application permission each Graph call needs;
+- ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
+  documented public API) for what Graph cannot reach (mailbox forwarding);
+- ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
+  ``microsoft.remove_inbox_rules``..., one module per job (docs/microsoft.md lists them
+  with their permissions);
+- ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback;
+  ``sandbox``: a tenant with one compromised mailbox.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tocsin.integration import DeclaredSecret, Integration
+from tocsin.integrations.microsoft.settings import MicrosoftSettings
+
+if TYPE_CHECKING:
+    from tocsin.integration import SandboxSeed, SandboxService
+
+CLIENT_SECRET = "microsoft_client_secret"
+CERTIFICATE_KEY_SECRET = "microsoft_certificate_key"
+CERTIFICATE_THUMBPRINT_SECRET = "microsoft_certificate_thumbprint"
+
+
+def _sandbox(seed: SandboxSeed) -> SandboxService:
+    from tocsin.integrations.microsoft.sandbox import start
+
+    return start(seed)
+
+
+integration: Integration[MicrosoftSettings] = Integration(
+    name="microsoft",
+    description="Microsoft 365: block, sign out and clean a compromised user (Entra ID, Exchange Online)",
+    settings=MicrosoftSettings,
+    secrets=(
+        DeclaredSecret(
+            CLIENT_SECRET,
+            "The Tocsin app registration's client secret (its Value, not its Secret ID)",
+        ),
+        DeclaredSecret(
+            CERTIFICATE_KEY_SECRET,
+            "Instead of a client secret: the PEM private key of the certificate uploaded to "
+            "the app registration",
+        ),
+        DeclaredSecret(
+            CERTIFICATE_THUMBPRINT_SECRET,
+            "With the certificate key: the certificate's SHA-1 thumbprint (hex)",
+        ),
+    ),
+    action_modules=(
+        "tocsin.integrations.microsoft.actions.account",
+        "tocsin.integrations.microsoft.actions.sign_in_methods",
+        "tocsin.integrations.microsoft.actions.consents",
+        "tocsin.integrations.microsoft.actions.sign_ins",
+        "tocsin.integrations.microsoft.actions.mailbox",
+    ),
+    sandbox=_sandbox,
+)

@@ -1,0 +1,150 @@
+"""The account: block sign-in and let the user back in (each the other's undo), sign them
+out everywhere, mark them compromised in Entra ID Protection.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from tocsin.actions import ActionContext, action
+from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft.actions import UserRef, find_user
+from tocsin.integrations.microsoft.client import Graph
+
+
+class AccountState(BaseModel):
+    """The user's account before and after the call."""
+
+    user: str
+    user_id: str
+    account_enabled: bool
+    was_enabled: bool
+    changed: bool
+    note: str = ""
+
+
+def _set_enabled(context: ActionContext, name: str, user: str, enabled: bool) -> AccountState:
+    graph = Graph.for_action(context, name)
+    found = find_user(graph, user)
+    was = bool(found.get("accountEnabled"))
+    if was != enabled:
+        graph.call(
+            "PATCH",
+            "/users/{user}",
+            user=found["id"],
+            json_body={"accountEnabled": enabled},
+            what=f"{'enable' if enabled else 'disable'} {found['userPrincipalName']}",
+        )
+    note = (
+        "the user is synchronised from on-premises AD: change the account there too, or the "
+        "next sync sets it back"
+        if found.get("onPremisesSyncEnabled")
+        else ""
+    )
+    return AccountState(
+        user=found["userPrincipalName"],
+        user_id=found["id"],
+        account_enabled=enabled,
+        was_enabled=was,
+        changed=was != enabled,
+        note=note,
+    )
+
+
+@action(
+    "microsoft.disable_user",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: f"block sign-in of {user} in Entra ID (accountEnabled=false)",
+)
+def disable_user(context: ActionContext, *, user: UserRef) -> AccountState:
+    """Block the user's sign-in in Entra ID (accountEnabled false); undone by microsoft.enable_user."""
+    return _set_enabled(context, "microsoft.disable_user", user, False)
+
+
+@action(
+    "microsoft.enable_user",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: f"let {user} sign in again in Entra ID (accountEnabled=true)",
+)
+def enable_user(context: ActionContext, *, user: UserRef) -> AccountState:
+    """Let the user sign in again (accountEnabled true); undone by microsoft.disable_user."""
+    return _set_enabled(context, "microsoft.enable_user", user, True)
+
+
+class SessionsRevoked(BaseModel):
+    user: str
+    user_id: str
+    revoked: bool
+    note: str
+
+
+@action(
+    "microsoft.revoke_sessions",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"sign {user} out of every Microsoft 365 session "
+        "(revoke refresh tokens and session cookies)"
+    ),
+)
+def revoke_sessions(context: ActionContext, *, user: UserRef) -> SessionsRevoked:
+    """Invalidate the user's refresh tokens and session cookies (revokeSignInSessions).
+
+    Access tokens already issued keep working until they expire (up to an hour), so block
+    sign-in first (``microsoft.disable_user``).
+    """
+    graph = Graph.for_action(context, "microsoft.revoke_sessions")
+    found = find_user(graph, user)
+    answer = graph.call(
+        "POST",
+        "/users/{user}/revokeSignInSessions",
+        user=found["id"],
+        what=f"revoke the sessions of {found['userPrincipalName']}",
+    )
+    value = answer.body.get("value") if isinstance(answer.body, dict) else None
+    return SessionsRevoked(
+        user=found["userPrincipalName"],
+        user_id=found["id"],
+        revoked=answer.status == 204 or value is True,
+        note="takes a few minutes; access tokens already issued stay valid until they "
+        "expire (up to 1 h)",
+    )
+
+
+# -- Identity Protection --------------------------------------------------------------------
+
+
+class ConfirmedCompromised(BaseModel):
+    user: str
+    user_id: str
+    confirmed: bool
+    note: str = "the user's risk is now high: risk-based Conditional Access policies apply"
+
+
+@action(
+    "microsoft.confirm_compromised",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"mark {user} as compromised in Entra ID Protection (user risk high; needs Entra ID P2)"
+    ),
+)
+def confirm_compromised(context: ActionContext, *, user: UserRef) -> ConfirmedCompromised:
+    """Mark the user as compromised in Entra ID Protection (needs Entra ID P2)."""
+    graph = Graph.for_action(context, "microsoft.confirm_compromised")
+    found = find_user(graph, user)
+    graph.call(
+        "POST",
+        "/identityProtection/riskyUsers/confirmCompromised",
+        json_body={"userIds": [found["id"]]},
+        what=f"mark {found['userPrincipalName']} as compromised",
+    )
+    return ConfirmedCompromised(
+        user=found["userPrincipalName"], user_id=found["id"], confirmed=True
+    )

@@ -1,0 +1,328 @@
+"""The mailbox: inbox rules (Graph) and forwarding (Exchange Online's admin API, since Graph
+does not show it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from tocsin.actions import ActionContext, action
+from tocsin.errors import IntegrationError
+from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft.actions import (
+    Keep,
+    UserRef,
+    failed_items,
+    find_user,
+    name_key,
+    refuse_unknown_keep,
+    unmatched,
+)
+from tocsin.integrations.microsoft.client import Graph
+from tocsin.integrations.microsoft.exchange import ExchangeOnline
+
+# -- inbox rules ----------------------------------------------------------------------------
+
+SUSPECT_FOLDERS = frozenset(
+    {
+        "rss feeds",
+        "rss subscriptions",
+        "archive",
+        "junk email",
+        "deleted items",
+        "conversation history",
+        "notes",
+        "sync issues",
+        "conflicts",
+        "outbox",
+    }
+)
+"""Folders attackers move mail to so that the user does not see it (S6)."""
+
+
+class InboxRule(BaseModel):
+    id: str
+    name: str
+    enabled: bool
+    flagged: bool
+    reasons: list[str]
+    """Why the rule looks like an attacker's: forwards, redirects, deletes, hides mail."""
+
+
+class InboxRules(BaseModel):
+    user: str
+    user_id: str
+    rules: list[InboxRule]
+    flagged: int
+    note: str = (
+        "Graph does not show hidden rules: check them with Exchange Online PowerShell "
+        "(Get-InboxRule -Mailbox <user> -IncludeHidden), and mailbox forwarding with Get-Mailbox"
+    )
+
+
+def _addresses(recipients: Any) -> list[str]:
+    found = []
+    for recipient in recipients or []:
+        email = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+        if isinstance(email, dict) and email.get("address"):
+            found.append(str(email["address"]))
+    return found
+
+
+def _judge_rule(raw: dict[str, Any], folders: dict[str, str] | None, domain: str) -> InboxRule:
+    actions = raw.get("actions") if isinstance(raw.get("actions"), dict) else {}
+    actions = actions or {}
+    reasons: list[str] = []
+    for key, verb in (
+        ("forwardTo", "forwards"),
+        ("forwardAsAttachmentTo", "forwards as attachment"),
+        ("redirectTo", "redirects"),
+    ):
+        for address in _addresses(actions.get(key)):
+            outside = not address.lower().endswith("@" + domain.lower())
+            reasons.append(
+                f"{verb} mail to {address}" + (" (outside the organisation)" if outside else "")
+            )
+    if actions.get("delete"):
+        reasons.append("deletes matching mail")
+    if actions.get("permanentDelete"):
+        reasons.append("permanently deletes matching mail")
+    for key, verb in (("moveToFolder", "moves"), ("copyToFolder", "copies")):
+        folder = actions.get(key)
+        if not folder:
+            continue
+        if folders is None:
+            reasons.append(f"{verb} mail to a folder Tocsin cannot name (grant Mail.ReadBasic.All)")
+        elif folder not in folders:
+            reasons.append(f"{verb} mail to a folder that is not at the top of the mailbox")
+        elif folders[folder].lower() in SUSPECT_FOLDERS:
+            reasons.append(f"{verb} mail to {folders[folder]}")
+    name = str(raw.get("displayName") or "")
+    if reasons and not re.search(r"\w", name):
+        reasons.append(f"has a name of punctuation only ({name!r})")
+    return InboxRule(
+        id=str(raw.get("id")),
+        name=name,
+        enabled=bool(raw.get("isEnabled", True)),
+        flagged=bool(reasons),
+        reasons=reasons,
+    )
+
+
+def _rules(graph: Graph, found: dict[str, Any]) -> list[InboxRule]:
+    answer = graph.call(
+        "GET",
+        "/users/{user}/mailFolders/inbox/messageRules",
+        user=found["id"],
+        what="list the inbox rules",
+    )
+    raw = [r for r in (answer.body or {}).get("value") or [] if isinstance(r, dict)]
+    folders: dict[str, str] | None = {}
+    if any((r.get("actions") or {}).get(k) for r in raw for k in ("moveToFolder", "copyToFolder")):
+        listed = graph.call(
+            "GET",
+            "/users/{user}/mailFolders",
+            user=found["id"],
+            query={"$select": "id,displayName", "$top": 250},
+            allow=(403,),
+        )
+        folders = (
+            None
+            if listed.status == 403
+            else {
+                str(f["id"]): str(f.get("displayName", ""))
+                for f in (listed.body or {}).get("value") or []
+            }
+        )
+    domain = str(found["userPrincipalName"]).rsplit("@", 1)[-1]
+    return [_judge_rule(r, folders, domain) for r in raw]
+
+
+@action(
+    "microsoft.list_inbox_rules",
+    destructive=False,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"list the inbox rules of {user}'s mailbox and flag those that "
+        "forward, redirect, delete or hide mail"
+    ),
+)
+def list_inbox_rules(context: ActionContext, *, user: UserRef) -> InboxRules:
+    """List the mailbox's inbox rules, flagging those that forward, redirect, delete or hide mail."""
+    graph = Graph.for_action(context, "microsoft.list_inbox_rules")
+    found = find_user(graph, user)
+    rules = _rules(graph, found)
+    return InboxRules(
+        user=found["userPrincipalName"],
+        user_id=found["id"],
+        rules=rules,
+        flagged=sum(1 for r in rules if r.flagged),
+    )
+
+
+class RemovedRules(BaseModel):
+    user: str
+    user_id: str
+    removed: list[InboxRule]
+    kept: list[InboxRule]
+    """Flagged rules kept because ``keep`` names them."""
+    unflagged: list[str]
+    """Names of the rules left alone because nothing in them looks like an attacker's."""
+
+
+@action(
+    "microsoft.remove_inbox_rules",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user, keep: (
+        f"delete the inbox rules of {user} that forward, redirect, "
+        f"delete or hide mail" + (f", but {', '.join(keep)}" if keep else "")
+    ),
+)
+def remove_inbox_rules(context: ActionContext, *, user: UserRef, keep: Keep = []) -> RemovedRules:  # noqa: B006 - pydantic copies defaults
+    """Delete the inbox rules that forward, redirect, delete or hide mail (rules without such
+    actions are left alone); ``keep`` names flagged rules the user confirms are theirs.
+
+    List them first (``microsoft.list_inbox_rules``) to keep the evidence; hidden rules and
+    mailbox forwarding are not visible to Graph.
+    """
+    name = "microsoft.remove_inbox_rules"
+    graph = Graph.for_action(context, name)
+    found = find_user(graph, user)
+    rules = _rules(graph, found)
+    names = [{name_key(r.id), name_key(r.name)} for r in rules]
+    refuse_unknown_keep(name, unmatched(keep, names), "inbox rule", [repr(r.name) for r in rules])
+    wanted = {name_key(entry) for entry in keep}
+    kept = [r for r in rules if r.flagged and {name_key(r.id), name_key(r.name)} & wanted]
+    targets = [r for r in rules if r.flagged and r not in kept]
+    removed, failures = [], []
+    # One at a time: Exchange allows few concurrent requests per mailbox (MailboxConcurrency).
+    for rule in targets:
+        try:
+            graph.call(
+                "DELETE",
+                "/users/{user}/mailFolders/inbox/messageRules/{rule}",
+                user=found["id"],
+                rule=rule.id,
+                allow=(404,),
+                what=f"delete the inbox rule {rule.name!r}",
+            )
+            removed.append(rule)
+        except IntegrationError as error:
+            failures.append((f"rule {rule.name!r}", error))
+    if failures:
+        raise failed_items(name, failures, len(targets))
+    return RemovedRules(
+        user=found["userPrincipalName"],
+        user_id=found["id"],
+        removed=removed,
+        kept=kept,
+        unflagged=[r.name for r in rules if not r.flagged],
+    )
+
+
+# -- mailbox forwarding (Exchange Online) ----------------------------------------------------
+
+
+class MailboxForwarding(BaseModel):
+    """Where the mailbox forwards every message, as Exchange Online says (Graph cannot see it)."""
+
+    user: str
+    forwarding_smtp_address: str | None
+    """An address anywhere (``smtp:`` removed): what an attacker sets."""
+    forwarding_address: str | None
+    """A recipient of the organisation (an admin sets this one)."""
+    deliver_to_mailbox_and_forward: bool
+    forwards: bool
+
+
+def _forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
+    found = exchange.invoke(
+        "Get-Mailbox", {"Identity": upn}, mailbox=upn, what=f"read the mailbox of {upn}"
+    )
+    mailbox = found[0] if found else {}
+    smtp = mailbox.get("ForwardingSmtpAddress")
+    address = mailbox.get("ForwardingAddress")
+    smtp_text = str(smtp).removeprefix("smtp:").removeprefix("SMTP:") if smtp else None
+    return MailboxForwarding(
+        user=upn,
+        forwarding_smtp_address=smtp_text,
+        forwarding_address=str(address) if address else None,
+        deliver_to_mailbox_and_forward=bool(mailbox.get("DeliverToMailboxAndForward")),
+        forwards=bool(smtp_text or address),
+    )
+
+
+def _upn(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnline]:
+    found = find_user(Graph.for_action(context, name), user)
+    return str(found["userPrincipalName"]), ExchangeOnline.for_action(context, name)
+
+
+@action(
+    "microsoft.mailbox_forwarding",
+    destructive=False,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"read whether {user}'s mailbox forwards mail (Exchange Online Get-Mailbox)"
+    ),
+)
+def mailbox_forwarding(context: ActionContext, *, user: UserRef) -> MailboxForwarding:
+    """Read the mailbox's forwarding (Exchange Online), which Graph does not show.
+
+    Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
+    document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
+    """
+    upn, exchange = _upn(context, "microsoft.mailbox_forwarding", user)
+    return _forwarding(exchange, upn)
+
+
+class RemovedForwarding(BaseModel):
+    user: str
+    before: MailboxForwarding
+    changed: bool
+    note: str = (
+        "forwarding by inbox rules, transport rules and apps is not this setting: see "
+        "microsoft.remove_inbox_rules and microsoft.revoke_oauth_grants"
+    )
+
+
+@action(
+    "microsoft.remove_mailbox_forwarding",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"stop {user}'s mailbox forwarding mail (Exchange Online Set-Mailbox "
+        "-ForwardingSmtpAddress $null -ForwardingAddress $null)"
+    ),
+)
+def remove_mailbox_forwarding(context: ActionContext, *, user: UserRef) -> RemovedForwarding:
+    """Stop the mailbox forwarding mail (Exchange Online Set-Mailbox), as S1 step 2 asks.
+
+    Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
+    document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
+    """
+    name = "microsoft.remove_mailbox_forwarding"
+    upn, exchange = _upn(context, name, user)
+    before = _forwarding(exchange, upn)
+    if before.forwards or before.deliver_to_mailbox_and_forward:
+        exchange.invoke(
+            "Set-Mailbox",
+            {
+                "Identity": upn,
+                "ForwardingSmtpAddress": None,
+                "ForwardingAddress": None,
+                "DeliverToMailboxAndForward": False,
+            },
+            mailbox=upn,
+            what=f"remove the forwarding of {upn}",
+        )
+    return RemovedForwarding(
+        user=upn, before=before, changed=before.forwards or before.deliver_to_mailbox_and_forward
+    )

@@ -1,0 +1,41 @@
+"""Microsoft 365 in the sandbox: a tenant whose user (the run's ``user`` input, or
+alice@broker-office.example) was phished, and the settings and secret that reach it."""
+
+from __future__ import annotations
+
+from tocsin.integration import SandboxSeed, SandboxService
+from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft.fake import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_TENANT_ID,
+    SANDBOX_USER,
+    FakeMicrosoft,
+    compromised_tenant,
+)
+
+
+def start(seed: SandboxSeed) -> SandboxService:
+    """Start the fake identity platform and Graph with one compromised mailbox."""
+    given = seed.inputs.get("user")
+    user = given if isinstance(given, str) and "@" in given else SANDBOX_USER
+    fake = FakeMicrosoft(compromised_tenant(user)).start(tls=seed.server_tls)
+    microsoft: dict[str, object] = {
+        "tenant_id": SANDBOX_TENANT_ID,
+        "client_id": SANDBOX_CLIENT_ID,
+        "authority_host": fake.url,
+        "graph_url": fake.url,
+        "defender_url": fake.url,
+        "exchange_url": fake.url,
+    }
+    if seed.ca_bundle is not None:
+        microsoft["ca_bundle"] = str(seed.ca_bundle)
+    return SandboxService(
+        fake,
+        settings={"microsoft": microsoft},
+        secrets={CLIENT_SECRET: SANDBOX_CLIENT_SECRET},
+        notes=[
+            f"Microsoft 365 tenant {SANDBOX_TENANT_ID} at {fake.url}: {user} was phished "
+            "(attacker inbox rules, phone method, app consent, sign-ins from abroad)"
+        ],
+    )

@@ -1,0 +1,90 @@
+"""What the Microsoft 365 tests share: the fake tenant over TLS, and actions called the way
+the engine calls them (``ActionDefinition.invoke`` with an ``ActionContext``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft.fake import (
+    ALL_ROLES,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_TENANT_ID,
+    SANDBOX_USER,
+    FakeApp,
+    FakeMicrosoft,
+    compromised_tenant,
+)
+from tocsin.sandbox.tls import LoopbackCA
+from tocsin.settings import Settings, StaticSecrets, load_settings
+
+LIMITED_CLIENT_ID = "11111111-2222-4333-8444-limitedapp00"
+LIMITED_SECRET = "limited~secret"
+LIMITED_ROLES = ALL_ROLES - {"UserAuthenticationMethod.ReadWrite.All", "AuditLog.Read.All"} | {
+    "UserAuthenticationMethod.Read.All"
+}
+"""An app whose admin granted reading sign-in methods but not removing them, and forgot the
+sign-in logs."""
+
+
+@contextmanager
+def fake_tenant(folder: Path, **fake_options: Any) -> Iterator[tuple[FakeMicrosoft, LoopbackCA]]:
+    """The compromised tenant's identity platform and Graph over TLS, stopped afterwards."""
+    ca = LoopbackCA.create(folder / "tls")
+    apps = (
+        FakeApp(),
+        FakeApp(client_id=LIMITED_CLIENT_ID, secret=LIMITED_SECRET, roles=LIMITED_ROLES),
+        *fake_options.pop("apps", ()),
+    )
+    fake = FakeMicrosoft(compromised_tenant(), apps=apps, **fake_options)
+    fake.start(tls=ca.server_context())
+    try:
+        yield fake, ca
+    finally:
+        fake.stop()
+
+
+def signed_in(client: Any, fake: FakeMicrosoft) -> int:
+    """Make ``client`` hold a token the fake knows (a reset forgets them); the number of
+    requests the fake has received by then, to look at the later ones only."""
+    client.call("GET", "/users/{user}", user=SANDBOX_USER)
+    return len(fake.requests)
+
+
+def settings_for(fake: FakeMicrosoft, ca: LoopbackCA, **microsoft: Any) -> Settings:
+    values: dict[str, Any] = {
+        "tenant_id": SANDBOX_TENANT_ID,
+        "client_id": SANDBOX_CLIENT_ID,
+        "authority_host": fake.url,
+        "graph_url": fake.url,
+        "exchange_url": fake.url,
+        "defender_url": fake.url,
+        "ca_bundle": str(ca.ca_bundle),
+        "max_retry_wait_seconds": 2.0,
+        **microsoft,
+    }
+    return load_settings(microsoft=values)
+
+
+def run_action(
+    name: str,
+    params: Mapping[str, Any],
+    settings: Settings,
+    secrets: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Call the action ``name`` as a step would."""
+    definition = ActionRegistry.discover().get(name)
+    context = ActionContext(
+        incident="INC-13",
+        step_id="step",
+        secrets=StaticSecrets(
+            {CLIENT_SECRET: SANDBOX_CLIENT_SECRET} if secrets is None else secrets
+        ),
+        settings=settings,
+    )
+    return definition.invoke(context, dict(params))
