@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import textwrap
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.cli_runner import run_tocsin
+from tests.cli_runner import ROOT, run_tocsin
 from tocsin.actions import ActionContext, ActionRegistry, action, definitions_in
 from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
 from tocsin.settings import StaticSecrets, load_settings
@@ -148,7 +149,9 @@ def test_a_third_party_package_adds_actions_through_its_entry_point(tmp_path: Pa
             return {"noted": text}
         """,
     )
-    result = run_tocsin("actions", "--json", env={"PYTHONPATH": str(tmp_path)})
+    # The checkout stays on the path: the session's settings may name the tests' own actions.
+    path = os.pathsep.join((str(tmp_path), str(ROOT)))
+    result = run_tocsin("actions", "--json", env={"PYTHONPATH": path})
     assert result.returncode == 0, result.stderr
     actions = {item["name"]: item for item in json.loads(result.stdout)}
     assert actions["acme.ticket_note"]["description"] == "Add a note to the ACME ticket."
