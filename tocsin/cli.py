@@ -653,7 +653,7 @@ def _print_run_end(
 
 def cmd_decide(args: argparse.Namespace) -> int:
     from tocsin.decisions import find_waiting_run, submit
-    from tocsin.embedded import ensure_server
+    from tocsin.embedded import using_prefect
     from tocsin.gates import WaitRequest
     from tocsin.incident import check_ticket
     from tocsin.running import journal_for
@@ -672,18 +672,18 @@ def cmd_decide(args: argparse.Namespace) -> int:
                 if record and record.request:
                     count = len(WaitRequest.from_data(record.request).checklist)
                     checklist = list(range(1, count + 1))
-        ensure_server(settings)
-        outcome = submit(
-            journal,
-            incident=ticket,
-            step_id=args.step,
-            kind=kind,
-            actor=args.actor,
-            channel="cli",
-            comment=args.comment,
-            checklist=checklist,
-            gate_hash=args.gate_hash,
-        )
+        with using_prefect(settings):  # the decision resumes the paused flow run
+            outcome = submit(
+                journal,
+                incident=ticket,
+                step_id=args.step,
+                kind=kind,
+                actor=args.actor,
+                channel="cli",
+                comment=args.comment,
+                checklist=checklist,
+                gate_hash=args.gate_hash,
+            )
     finally:
         journal.close()
     print(outcome.message)
@@ -767,6 +767,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    from contextlib import AbstractContextManager, nullcontext
+
+    from tocsin.embedded import using_prefect
     from tocsin.gateway import Gateway
     from tocsin.integration import ticket_system
     from tocsin.settings import EnvironmentSecrets, SecretStore
@@ -786,27 +789,28 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             print(f"  {note}")
     try:
         tickets = ticket_system(settings, secrets)
-        if not settings.gateway.deployment:
-            from tocsin.embedded import ensure_server
-
-            ensure_server(settings)  # runs asked for from Slack or Jira run in this process
-        gateway = Gateway(settings, secrets=secrets, tickets=tickets)
-        host = args.host or settings.gateway.host
-        port = settings.gateway.port if args.port is None else args.port
-        public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
-        print(f"Tocsin gateway on http://{host}:{port}")
-        print(f"  Slack interactivity request URL: {public}/slack/interactions")
-        print(f"  Slack slash command /tocsin:      {public}/slack/commands")
-        print(
-            f"  Jira webhook:                    {public}/webhooks/jira"
-            + ("" if tickets else " (Jira not configured)")
+        # Runs asked for from Slack or Jira run in this process, unless on a deployment.
+        prefect: AbstractContextManager[object] = (
+            nullcontext() if settings.gateway.deployment else using_prefect(settings)
         )
-        runs = settings.gateway.deployment or "this process"
-        print(f"  runs started from Slack or Jira run on: {runs}")
-        try:
-            gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
-        finally:
-            gateway.close()
+        with prefect:
+            gateway = Gateway(settings, secrets=secrets, tickets=tickets)
+            host = args.host or settings.gateway.host
+            port = settings.gateway.port if args.port is None else args.port
+            public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
+            print(f"Tocsin gateway on http://{host}:{port}")
+            print(f"  Slack interactivity request URL: {public}/slack/interactions")
+            print(f"  Slack slash command /tocsin:      {public}/slack/commands")
+            print(
+                f"  Jira webhook:                    {public}/webhooks/jira"
+                + ("" if tickets else " (Jira not configured)")
+            )
+            runs = settings.gateway.deployment or "this process"
+            print(f"  runs started from Slack or Jira run on: {runs}")
+            try:
+                gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
+            finally:
+                gateway.close()
     finally:
         if sandbox is not None:
             sandbox.__exit__(None, None, None)

@@ -170,18 +170,21 @@ def published_heads(
 
 def flow_run_states(settings: Settings, flow_run_ids: list[str]) -> dict[str, str]:
     """Prefect's state name of each flow run, when a Prefect server is reachable; else empty."""
-    from tocsin.embedded import running_server
+    from tocsin.embedded import prefect_pointed_at, running_server
 
-    if not flow_run_ids or (settings.prefect_api_url is None and running_server(settings) is None):
+    if not flow_run_ids:
         return {}
+    api_url = settings.prefect_api_url
+    if api_url is None:
+        found = running_server(settings)  # a report never starts a server
+        if found is None:
+            return {}
+        api_url = found[0]
     try:
-        from tocsin.embedded import ensure_server
-
-        ensure_server(settings)  # only points the client at the server found running
         from prefect.client.orchestration import get_client
 
         states: dict[str, str] = {}
-        with get_client(sync_client=True) as client:
+        with prefect_pointed_at(settings, api_url), get_client(sync_client=True) as client:
             for flow_run_id in flow_run_ids:
                 flow_run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
                 if flow_run.state is not None and flow_run.state.name:
