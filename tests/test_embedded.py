@@ -8,32 +8,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fake_prefect import FakePrefect
 from tocsin.embedded import ensure_server, prefect_home, using_prefect
-from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 from tocsin.settings import load_settings
-
-
-class FakePrefect(FakeService):
-    """Enough of a Prefect server for Tocsin to find it: it answers its health check."""
-
-    name = "fake Prefect"
-
-    def handle(self, request: ReceivedRequest) -> Reply:
-        if (request.method, request.path) == ("GET", "/api/health"):
-            return Reply(200, True)
-        return Reply(404, {"detail": "Not Found"})
 
 
 @pytest.fixture
 def configured_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePrefect]:
     """A Prefect server named in the settings (TOCSIN_PREFECT_API_URL), answering its health check."""
     with FakePrefect() as fake:
-        monkeypatch.setenv("TOCSIN_PREFECT_API_URL", api_of(fake))
+        monkeypatch.setenv("TOCSIN_PREFECT_API_URL", fake.api_url)
         yield fake
-
-
-def api_of(fake: FakePrefect) -> str:
-    return f"{fake.url}/api"
 
 
 def api_url_seen(in_a_new_thread: bool = False) -> str | None:
@@ -55,7 +40,7 @@ def test_prefect_uses_the_server_within_the_block_and_the_environment_never_chan
     environment = dict(os.environ)
     before = api_url_seen()
     with using_prefect(load_settings()) as url:
-        assert url == api_of(configured_server)
+        assert url == configured_server.api_url
         assert dict(os.environ) == environment
         assert api_url_seen() == url
         # ...also in threads started without a copy of this context (the gateway's).
