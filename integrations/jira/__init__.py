@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tocsin.audit import AnchorPlace
     from tocsin.integration import AnnouncerContext, HeadsQuery, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
-    from tocsin.tickets import TicketSystem
+    from tocsin.tickets import TicketKeys, TicketSystem
 
 
 def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
@@ -31,6 +31,12 @@ def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
     if not integration.settings_of(settings).url:
         return None
     return JiraTickets.from_settings(settings, secrets)
+
+
+def _ticket_keys(settings: Settings) -> TicketKeys | None:
+    from tocsin.tickets import JIRA_KEYS
+
+    return JIRA_KEYS if integration.settings_of(settings).url else None  # as _tickets
 
 
 def _announcer(context: AnnouncerContext) -> Announcer | None:
@@ -72,5 +78,6 @@ integration: Integration[JiraSettings] = Integration(
     sandbox=_sandbox,
     announcer=_announcer,
     ticket_system=_tickets,
+    ticket_keys=_ticket_keys,
     published_heads=_published_heads,
 )

@@ -3,7 +3,8 @@
 ``tests/test_integrations.py`` installs it with nothing but an entry point (a dist-info
 folder on ``sys.path``) and checks that its action runs in a runbook, that its settings
 slot is read from ``TOCSIN_TOY__...``, and that the sandbox starts its fake and points it
-there: adding an integration touches its own folder only.
+there: adding an integration touches its own folder only. With ``TOCSIN_TOY__TICKET_DESK``
+set it is also the ticket system, with ServiceNow-style keys (``tickets.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from tocsin.integration import DeclaredSecret, Integration
 
 if TYPE_CHECKING:
     from tocsin.integration import SandboxSeed, SandboxService
+    from tocsin.settings import SecretStore, Settings
+    from tocsin.tickets import TicketKeys, TicketSystem
 
 TOKEN_SECRET = "toy_token"
 
@@ -25,6 +28,19 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     return start(seed)
 
 
+def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
+    from tests.toy_integration.tickets import ToyDesk
+
+    desk = integration.settings_of(settings).ticket_desk
+    return ToyDesk.from_settings(desk, secrets) if desk else None
+
+
+def _ticket_keys(settings: Settings) -> TicketKeys | None:
+    from tests.toy_integration.tickets import SERVICENOW_STYLE_KEYS
+
+    return SERVICENOW_STYLE_KEYS if integration.settings_of(settings).ticket_desk else None
+
+
 integration: Integration[ToySettings] = Integration(
     name="toy",
     description="A toy bell that answers when rung",
@@ -32,4 +48,6 @@ integration: Integration[ToySettings] = Integration(
     secrets=(DeclaredSecret(TOKEN_SECRET, "Bearer token the bell accepts"),),
     action_modules=("tests.toy_integration.actions",),
     sandbox=_sandbox,
+    ticket_system=_tickets,
+    ticket_keys=_ticket_keys,
 )
