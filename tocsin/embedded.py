@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from tocsin.errors import ConfigurationError
-from tocsin.private_paths import private_file
+from tocsin.private_paths import private_file, private_folder
 from tocsin.settings import Settings
 
 START_TIMEOUT_SECONDS = 90.0
@@ -156,6 +156,9 @@ def _import_prefect(variables: dict[str, str]) -> None:
     if "prefect" in sys.modules:
         return
     wanted = {name: variables[name] for name in _READ_AT_IMPORT if name in variables}
+    if "PREFECT_HOME" in wanted:
+        # Prefect makes its home without the parents, and only warns when it cannot.
+        private_folder(Path(wanted["PREFECT_HOME"]))
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:
