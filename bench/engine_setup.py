@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,17 +26,22 @@ os.environ.update(
 )
 sys.path.insert(0, str(ROOT))
 
-from tocsin.embedded import ensure_server, stop_server  # noqa: E402
+from tocsin.embedded import stop_server, using_prefect  # noqa: E402
 from tocsin.settings import load_settings  # noqa: E402
 
 SETTINGS = load_settings()
 
 
+_SERVER = ExitStack()
+
+
 def start_server() -> str:
+    """Start the benchmark's server; this process's Prefect clients use it until it exits."""
     started = time.perf_counter()
-    url = ensure_server(SETTINGS)
+    url = _SERVER.enter_context(using_prefect(SETTINGS))
     print(f"local Prefect server on SQLite ready in {time.perf_counter() - started:.1f} s ({url})")
-    atexit.register(stop_server, SETTINGS)
+    _SERVER.callback(stop_server, SETTINGS)  # first, then the clients' settings are put back
+    atexit.register(_SERVER.close)
     return url
 
 

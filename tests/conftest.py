@@ -29,7 +29,7 @@ def isolated_tocsin_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 @pytest.fixture(scope="session")
 def prefect_server(isolated_tocsin_home: None) -> Iterator[str]:
     """One local Prefect server for the whole test session, started the way `tocsin run` does."""
-    from tocsin.embedded import ensure_server, stop_server
+    from tocsin.embedded import stop_server, using_prefect
     from tocsin.settings import load_settings
 
     os.environ["TOCSIN_ACTION_MODULES"] = '["tests.engine_actions"]'
@@ -38,9 +38,11 @@ def prefect_server(isolated_tocsin_home: None) -> Iterator[str]:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
     settings = load_settings()
-    url = ensure_server(settings)
-    yield url
-    from prefect.logging.handlers import APILogWorker
+    # The test process's Prefect clients use it for the whole session (the gateway's threads,
+    # flows run in threads); subprocesses find it in the data folder as `tocsin` commands do.
+    with using_prefect(settings) as url:
+        yield url
+        from prefect.logging.handlers import APILogWorker
 
-    APILogWorker.drain_all(timeout=10)  # send the last run logs before the server goes away
+        APILogWorker.drain_all(timeout=10)  # send the last run logs before the server goes away
     stop_server(settings)

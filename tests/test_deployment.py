@@ -39,7 +39,11 @@ steps:
 @pytest.fixture(scope="module")
 def worker(prefect_server: str) -> Iterator[None]:
     """The tocsin work pool, the deployment from prefect.yaml, and one worker polling it."""
-    env = {**os.environ, "PWD": str(ROOT)}
+    from tocsin.embedded import prefect_environment
+    from tocsin.settings import load_settings
+
+    # The prefect commands and the worker are pointed at the session's server explicitly.
+    env = {**os.environ, **prefect_environment(load_settings(), prefect_server), "PWD": str(ROOT)}
     subprocess.run(
         [str(PREFECT), "work-pool", "create", "tocsin", "--type", "process"],
         cwd=ROOT,

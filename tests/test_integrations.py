@@ -26,6 +26,7 @@ from tocsin.integration import installed_integrations, integration_named
 from tocsin.integrations.http import integration as http
 from tocsin.integrations.jira import integration as jira
 from tocsin.integrations.slack import integration as slack
+from tocsin.running import journal_for
 from tocsin.settings import load_settings
 
 TOY_RUNBOOK = """\
@@ -166,8 +167,6 @@ def test_the_sandbox_starts_the_toy_fake_over_tls_and_points_the_settings_at_it(
 def test_the_toy_action_runs_in_a_runbook_in_the_sandbox(
     toy_installed: Path, prefect_server: str, tmp_path: Path
 ) -> None:
-    from tocsin.running import journal_for
-
     runbook = tmp_path / "toy-bell.yaml"
     runbook.write_text(TOY_RUNBOOK)
     data = tmp_path / "data"
@@ -245,6 +244,107 @@ def test_the_gateway_serves_the_toys_route_which_hands_off_to_the_core(
     # The genuine one: handed to the core, which found the runbook and asked the launcher.
     assert pressed.status_code == 202, pressed.text
     assert launcher.started == [("office-compromise", "TOY-7", "toy")]
+
+
+# -- the toy as the ticket system -------------------------------------------------------------
+
+
+def test_the_configured_ticket_systems_key_form_is_read_without_its_secrets(
+    toy_installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.toy_integration.tickets import SERVICENOW_STYLE_KEYS
+    from tocsin.integration import ticket_keys, ticket_system
+    from tocsin.settings import EnvironmentSecrets
+
+    assert ticket_keys(load_settings()) is None  # no ticket system configured: none
+    monkeypatch.setenv("TOCSIN_TOY__TICKET_DESK", "https://desk.invalid")
+    settings = load_settings()
+    assert ticket_keys(settings) is SERVICENOW_STYLE_KEYS
+    with pytest.raises(ConfigurationError, match="secret 'toy_token' is not set"):
+        ticket_system(settings, EnvironmentSecrets({}))  # building it needs them
+
+
+def test_jira_configured_gives_jiras_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tocsin.integration import ticket_keys
+    from tocsin.tickets import JIRA_KEYS
+
+    monkeypatch.setenv("TOCSIN_JIRA__URL", "https://jira.example")
+    assert ticket_keys(load_settings()) is JIRA_KEYS
+
+
+def test_a_ticket_system_without_its_key_form_is_a_bug_of_its_package() -> None:
+    from tocsin.integration import Integration
+
+    with pytest.raises(
+        TypeError, match="the acme integration has a ticket_system but no ticket_keys"
+    ):
+        Integration(name="acme", description="ACME", ticket_system=lambda settings, secrets: None)
+
+
+def test_a_servicenow_style_key_is_refused_saying_the_form_when_no_ticket_system_is_configured(
+    toy_installed: Path, tmp_path: Path
+) -> None:
+    runbook = tmp_path / "toy-bell.yaml"
+    runbook.write_text(TOY_RUNBOOK)
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "INC0010001",
+        env={"PYTHONPATH": f"{toy_installed}{os.pathsep}{ROOT}"},
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'INC0010001' is not a ticket key" in result.stderr
+    assert (
+        "ticket keys are a project code, a dash and a number, like INC-1234: Jira's form, "
+        "used while no ticket system is configured" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_jira_key_is_refused_saying_the_form_of_the_configured_ticket_system(
+    toy_installed: Path,
+) -> None:
+    environment = {
+        "PYTHONPATH": f"{toy_installed}{os.pathsep}{ROOT}",
+        "TOCSIN_TOY__TICKET_DESK": "https://desk.invalid",
+    }
+    result = run_tocsin("status", "INC-12", env=environment)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'INC-12' is not a ticket key" in result.stderr
+    assert "ticket keys are INC and seven digits, like INC0010001" in result.stderr
+
+
+@pytest.mark.slow
+def test_tocsin_run_accepts_the_configured_ticket_systems_keys(
+    toy_installed: Path, prefect_server: str, tmp_path: Path
+) -> None:
+    runbook = tmp_path / "toy-bell.yaml"
+    runbook.write_text(TOY_RUNBOOK)
+    data = tmp_path / "data"
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "INC0010001",
+        env={
+            "PYTHONPATH": f"{toy_installed}{os.pathsep}{ROOT}",
+            "TOCSIN_DATA_DIR": str(data),
+            "TOCSIN_PREFECT_API_URL": prefect_server,
+            # The toy desk is the ticket system; its token is not set: checking a key
+            # needs neither the token nor a call to the desk.
+            "TOCSIN_TOY__TICKET_DESK": "https://desk.invalid",
+        },
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ring: succeeded" in result.stdout
+    journal = journal_for(load_settings(data_dir=data))
+    try:
+        run = journal.find_run("INC0010001", "toy-bell")
+        assert run is not None and run.status == "succeeded"
+    finally:
+        journal.close()
 
 
 def test_nothing_outside_the_toys_folder_names_it() -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from tocsin.actions import ActionRegistry
     from tocsin.plan import Plan
+    from tocsin.tickets import TicketKeys
     from tocsin.validation import LoadedRunbook
 
 EXIT_OK = 0
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="show what a run would do, without calling anything")
     plan.add_argument("runbook", metavar="RUNBOOK", help="runbook file, or runbook id")
-    plan.add_argument("--ticket", default="INC-0", help="incident ticket key (default INC-0)")
+    plan.add_argument(
+        "--ticket", help="incident ticket key (default: the ticket system's example, like INC-1234)"
+    )
     plan.add_argument(
         "--set",
         dest="assignments",
@@ -317,11 +320,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tocsin.incident import Incident, check_ticket
+    from tocsin.incident import Incident
     from tocsin.inputs import parse_assignments
     from tocsin.plan import build_plan
 
-    ticket = check_ticket(args.ticket)
+    settings = _settings()
+    ticket = _check_ticket(settings, args.ticket or _ticket_keys(settings).example)
     given = parse_assignments(args.assignments)
     registry = _registry()
     loaded = resolve_runbook(args.runbook, registry)
@@ -569,18 +573,47 @@ def _settings() -> Any:
     return load_settings()
 
 
+def _ticket_keys(settings: Any) -> TicketKeys:
+    """The configured ticket system's key form (Jira's when none is), read from the settings."""
+    from tocsin.integration import ticket_keys
+    from tocsin.tickets import JIRA_KEYS
+
+    return ticket_keys(settings) or JIRA_KEYS
+
+
+def _check_ticket(settings: Any, ticket: str, *, or_gateway: bool = False) -> str:
+    """``ticket`` as a key of the configured ticket system (``or_gateway``: or the gateway's
+    own audit chain); ``InputError`` saying the form keys take."""
+    from tocsin.errors import InputError
+    from tocsin.incident import check_chain, check_ticket
+    from tocsin.integration import ticket_keys
+    from tocsin.tickets import JIRA_KEYS
+
+    keys = ticket_keys(settings)
+    try:
+        return (check_chain if or_gateway else check_ticket)(ticket, keys or JIRA_KEYS)
+    except InputError as exc:
+        if keys is not None:
+            raise
+        raise InputError(
+            exc.message,
+            f"{exc.hint}: Jira's form, used while no ticket system is configured "
+            "(configure yours, and its keys are accepted)",
+        ) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import getpass
 
     from tocsin.errors import InputError
-    from tocsin.incident import Incident, check_ticket
+    from tocsin.incident import Incident
     from tocsin.inputs import parse_assignments
     from tocsin.model import is_slack_user_id
     from tocsin.running import start_run
     from tocsin.statuses import RunStatus
 
     settings = _settings()
-    ticket = check_ticket(args.ticket)
+    ticket = _check_ticket(settings, args.ticket)
     if settings.mode == "live" and not (args.actor and is_slack_user_id(args.actor)):
         # Approvers are Slack ids: a requester known by another name could approve their own run.
         raise InputError(
@@ -653,13 +686,12 @@ def _print_run_end(
 
 def cmd_decide(args: argparse.Namespace) -> int:
     from tocsin.decisions import find_waiting_run, submit
-    from tocsin.embedded import ensure_server
+    from tocsin.embedded import using_prefect
     from tocsin.gates import WaitRequest
-    from tocsin.incident import check_ticket
     from tocsin.running import journal_for
 
     settings = _settings()
-    ticket = check_ticket(args.ticket)
+    ticket = _check_ticket(settings, args.ticket)
     kind = str(args.command)
     checklist: list[int] | None = None
     journal = journal_for(settings)
@@ -672,18 +704,18 @@ def cmd_decide(args: argparse.Namespace) -> int:
                 if record and record.request:
                     count = len(WaitRequest.from_data(record.request).checklist)
                     checklist = list(range(1, count + 1))
-        ensure_server(settings)
-        outcome = submit(
-            journal,
-            incident=ticket,
-            step_id=args.step,
-            kind=kind,
-            actor=args.actor,
-            channel="cli",
-            comment=args.comment,
-            checklist=checklist,
-            gate_hash=args.gate_hash,
-        )
+        with using_prefect(settings):  # the decision resumes the paused flow run
+            outcome = submit(
+                journal,
+                incident=ticket,
+                step_id=args.step,
+                kind=kind,
+                actor=args.actor,
+                channel="cli",
+                comment=args.comment,
+                checklist=checklist,
+                gate_hash=args.gate_hash,
+            )
     finally:
         journal.close()
     print(outcome.message)
@@ -691,12 +723,11 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tocsin.incident import check_ticket
     from tocsin.running import journal_for
     from tocsin.status import status_lines
 
     settings = _settings()
-    ticket = check_ticket(args.ticket) if args.ticket else None
+    ticket = _check_ticket(settings, args.ticket) if args.ticket else None
     journal = journal_for(settings)
     try:
         for line in status_lines(journal, ticket):
@@ -736,14 +767,15 @@ def _next_demo_ticket(settings: Any) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tocsin.demo import scripted_approver
     from tocsin.errors import ConfigurationError
-    from tocsin.incident import Incident, check_ticket
+    from tocsin.incident import Incident
     from tocsin.running import start_run
     from tocsin.statuses import RunStatus
 
     settings = _settings()
     if settings.mode != "sandbox":
         raise ConfigurationError("the demo runs only in sandbox mode", "unset TOCSIN_MODE")
-    ticket = check_ticket(args.ticket or _next_demo_ticket(settings))
+    # DEMO-n when none is given: the sandbox's ticket system is a fake Jira.
+    ticket = _check_ticket(settings, args.ticket) if args.ticket else _next_demo_ticket(settings)
     registry = _registry()
     loaded = resolve_runbook("office-compromise", registry)
     incident = Incident(
@@ -767,6 +799,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    from contextlib import AbstractContextManager, nullcontext
+
+    from tocsin.embedded import using_prefect
     from tocsin.gateway import Gateway
     from tocsin.integration import ticket_system
     from tocsin.settings import EnvironmentSecrets, SecretStore
@@ -786,25 +821,26 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             print(f"  {note}")
     try:
         tickets = ticket_system(settings, secrets)
-        if not settings.gateway.deployment:
-            from tocsin.embedded import ensure_server
-
-            ensure_server(settings)  # runs asked for from Slack or Jira run in this process
-        gateway = Gateway(settings, secrets=secrets, tickets=tickets)
-        host = args.host or settings.gateway.host
-        port = settings.gateway.port if args.port is None else args.port
-        public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
-        print(f"Tocsin gateway on http://{host}:{port}")
-        width = max((len(route.label) for _, route in gateway.routes), default=0) + 1
-        for _, route in gateway.routes:
-            note = f" {route.note}" if route.note else ""
-            print(f"  {route.label + ':':<{width}} {public}{route.path}{note}")
-        runs = settings.gateway.deployment or "this process"
-        print(f"  runs started from Slack or Jira run on: {runs}")
-        try:
-            gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
-        finally:
-            gateway.close()
+        # Runs asked for from Slack or Jira run in this process, unless on a deployment.
+        prefect: AbstractContextManager[object] = (
+            nullcontext() if settings.gateway.deployment else using_prefect(settings)
+        )
+        with prefect:
+            gateway = Gateway(settings, secrets=secrets, tickets=tickets)
+            host = args.host or settings.gateway.host
+            port = settings.gateway.port if args.port is None else args.port
+            public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
+            print(f"Tocsin gateway on http://{host}:{port}")
+            width = max((len(route.label) for _, route in gateway.routes), default=0) + 1
+            for _, route in gateway.routes:
+                note = f" {route.note}" if route.note else ""
+                print(f"  {route.label + ':':<{width}} {public}{route.path}{note}")
+            runs = settings.gateway.deployment or "this process"
+            print(f"  runs started from Slack or Jira run on: {runs}")
+            try:
+                gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
+            finally:
+                gateway.close()
     finally:
         if sandbox is not None:
             sandbox.__exit__(None, None, None)
@@ -828,7 +864,6 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from tocsin.errors import InputError
     from tocsin.evidence import verify_export_file, verify_incident
-    from tocsin.incident import check_chain
 
     if args.file is not None:
         if args.public_key is None:
@@ -843,9 +878,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     else:
         if not args.ticket:
             raise InputError("name the incident: tocsin audit verify INC-1 (or --file EXPORT)")
+        settings = _settings()
         result, key_used = verify_incident(
-            _settings(),
-            check_chain(args.ticket),
+            settings,
+            _check_ticket(settings, args.ticket, or_gateway=True),
             public_key_file=args.public_key,
             anchor=args.anchor,
             check_anchors=not args.offline,
@@ -887,10 +923,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from tocsin.evidence import export_incident
-    from tocsin.incident import check_chain
 
-    ticket = check_chain(args.ticket)
-    export = export_incident(_settings(), ticket)
+    settings = _settings()
+    ticket = _check_ticket(settings, args.ticket, or_gateway=True)
+    export = export_incident(settings, ticket)
     if args.output is None:
         sys.stdout.write(export.text)
     else:
@@ -932,7 +968,6 @@ _AUDIT_COMMANDS = {
 def cmd_report(args: argparse.Namespace) -> int:
     from tocsin.errors import InputError
     from tocsin.evidence import incident_report
-    from tocsin.incident import check_ticket
 
     fmt = args.fmt
     if fmt is None:
@@ -945,9 +980,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             )
     if fmt == "pdf" and args.output is None:
         raise InputError("a PDF report needs a file: -o report.pdf")
+    settings = _settings()
     content = incident_report(
-        _settings(),
-        check_ticket(args.ticket),
+        settings,
+        _check_ticket(settings, args.ticket),
         fmt=fmt,
         lang=args.lang,
         with_prefect=not args.offline,

@@ -5,6 +5,11 @@ Nothing touches the user's global Prefect profile: ``PREFECT_HOME`` points into
 started it exits, so that the next ``tocsin`` command (``approve`` from another
 terminal, say) finds it at once; ``tocsin server stop`` ends it. With the
 ``prefect_api_url`` setting, Tocsin uses that server instead and starts nothing.
+
+The settings are passed, never left behind in ``os.environ``: processes Tocsin starts
+(the server) get them as an explicit environment (``prefect_environment``), and this
+process's Prefect clients get them for the length of a ``with using_prefect(settings):``
+block, through Prefect's own ``temporary_settings``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tocsin.errors import ConfigurationError
-from tocsin.private_paths import private_file
+from tocsin.private_paths import private_file, private_folder
 from tocsin.settings import Settings
 
 START_TIMEOUT_SECONDS = 90.0
@@ -78,7 +86,8 @@ def running_server(settings: Settings) -> tuple[str, int] | None:
 
 
 def ensure_server(settings: Settings) -> str:
-    """Start Tocsin's Prefect server if needed; export its settings into this process."""
+    """The URL of the Prefect server runs use: the configured one, else Tocsin's own, started
+    if needed. This process's environment is left as it is (see ``using_prefect``)."""
     if settings.prefect_api_url:
         url = settings.prefect_api_url
         if not is_healthy(url):
@@ -86,16 +95,80 @@ def ensure_server(settings: Settings) -> str:
                 f"the Prefect server at {url} does not answer",
                 "start it (prefect server start) or unset TOCSIN_PREFECT_API_URL to use Tocsin's own",
             )
-        os.environ.update(PREFECT_API_URL=url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
         return url
     home = prefect_home(settings)
     private_file(home / "prefect.db")  # in a 0700 folder, mode 0600: it holds the run inputs
     with (home / "server.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two commands starting at once share one server
         found = running_server(settings)
-        url = found[0] if found else _start(settings)
-    os.environ.update(prefect_environment(settings, url))
-    return url
+        return found[0] if found else _start(settings)
+
+
+@contextmanager
+def using_prefect(settings: Settings) -> Iterator[str]:
+    """Start or find the server (``ensure_server``); in the block, this process's Prefect
+    clients use it. Yields its URL."""
+    url = ensure_server(settings)
+    with prefect_pointed_at(settings, url):
+        yield url
+
+
+@contextmanager
+def prefect_pointed_at(settings: Settings, api_url: str) -> Iterator[None]:
+    """In the block, this process's Prefect clients use the server at ``api_url``.
+
+    In the thread that enters the block and in contexts copied from it (Prefect's own
+    threads copy theirs), through ``temporary_settings``; and in threads started without a
+    copy (the gateway's pools), through Prefect's process-wide default, put back at the
+    end. Enter it once per command, not from several threads at a time.
+    """
+    variables = _client_variables(settings, api_url)
+    _import_prefect(variables)
+    import prefect.settings
+    from prefect.context import SettingsContext, _temporary_global_settings_context
+
+    updates: dict[Any, str] = {getattr(prefect.settings, name): v for name, v in variables.items()}
+    with prefect.settings.temporary_settings(updates=updates):
+        entered = SettingsContext.get()
+        assert entered is not None  # temporary_settings has just entered one
+        with _temporary_global_settings_context(entered):
+            yield
+
+
+def _client_variables(settings: Settings, api_url: str) -> dict[str, str]:
+    if settings.prefect_api_url:
+        # Someone else's server: only where it is; the rest is that installation's own.
+        return {"PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return prefect_environment(settings, api_url)
+
+
+_READ_AT_IMPORT = ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")
+
+
+def _import_prefect(variables: dict[str, str]) -> None:
+    """Import Prefect with its home in Tocsin's data folder, and put the environment back.
+
+    Prefect reads where its home is (and so which profiles file applies) from the
+    environment only, once, when it is first imported: imported without it, it would
+    create ~/.prefect and apply the user's own profile to Tocsin's runs. Everything else
+    is given through ``temporary_settings``.
+    """
+    if "prefect" in sys.modules:
+        return
+    wanted = {name: variables[name] for name in _READ_AT_IMPORT if name in variables}
+    if "PREFECT_HOME" in wanted:
+        # Prefect makes its home without the parents, and only warns when it cannot.
+        private_folder(Path(wanted["PREFECT_HOME"]))
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        import prefect.context  # noqa: F401  (builds Prefect's settings from the environment)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _free_port() -> int:

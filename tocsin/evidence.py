@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -28,6 +30,8 @@ from tocsin.errors import ConfigurationError, InputError
 from tocsin.journal import Journal, now
 from tocsin.running import journal_for
 from tocsin.settings import SecretStore, Settings
+
+_log = logging.getLogger(__name__)
 
 
 def _open_journal(settings: Settings, ticket: str) -> Journal:
@@ -168,27 +172,56 @@ def published_heads(
     return read_back(query)
 
 
-def flow_run_states(settings: Settings, flow_run_ids: list[str]) -> dict[str, str]:
-    """Prefect's state name of each flow run, when a Prefect server is reachable; else empty."""
-    from tocsin.embedded import running_server
+def flow_run_states(settings: Settings, flow_run_ids: list[str]) -> dict[str, str] | None:
+    """Prefect's state name of each flow run it knows; None when no Prefect server could be
+    read (logged as a warning: the report is built from the audit trail all the same)."""
+    import httpx
 
-    if not flow_run_ids or (settings.prefect_api_url is None and running_server(settings) is None):
+    from tocsin.embedded import prefect_pointed_at, running_server
+
+    if not flow_run_ids:
         return {}
+    runs = ", ".join(flow_run_ids)
+    api_url = settings.prefect_api_url
+    if api_url is None:
+        found = running_server(settings)  # a report never starts a server
+        if found is None:
+            _log.warning(
+                "no local Prefect server is running: the report shows no Prefect state for "
+                "flow runs %s (a later `tocsin run` starts it again)",
+                runs,
+            )
+            return None
+        api_url = found[0]
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    states: dict[str, str] = {}
     try:
-        from tocsin.embedded import ensure_server
-
-        ensure_server(settings)  # only points the client at the server found running
-        from prefect.client.orchestration import get_client
-
-        states: dict[str, str] = {}
-        with get_client(sync_client=True) as client:
+        with prefect_pointed_at(settings, api_url), get_client(sync_client=True) as client:
             for flow_run_id in flow_run_ids:
-                flow_run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+                try:
+                    flow_run = client.read_flow_run(UUID(flow_run_id))
+                except (ObjectNotFound, ValueError):
+                    _log.warning(
+                        "the Prefect server at %s has no flow run %s: the report shows no "
+                        "Prefect state for it",
+                        api_url,
+                        flow_run_id,
+                    )
+                    continue
                 if flow_run.state is not None and flow_run.state.name:
                     states[flow_run_id] = flow_run.state.name
-        return states
-    except Exception:  # the report is built from the audit trail; Prefect only adds detail
-        return {}
+    except httpx.HTTPError as exc:
+        _log.warning(
+            "the Prefect server at %s could not be read (%s): the report shows no Prefect "
+            "state for flow runs %s",
+            api_url,
+            str(exc) or type(exc).__name__,
+            runs,
+        )
+        return None
+    return states
 
 
 def incident_report(
@@ -219,7 +252,12 @@ def incident_report(
     )
     states = flow_run_states(settings, flow_run_ids) if with_prefect else {}
     report = build_report(
-        ticket, records, verification, flow_states=states, generated_at=generated_at
+        ticket,
+        records,
+        verification,
+        flow_states=states,
+        prefect_unavailable=states is None,
+        generated_at=generated_at,
     )
     rendered: Any = render(report, fmt, lang)  # type: ignore[arg-type]  # checked by the CLI
     return bytes(rendered)

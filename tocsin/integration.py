@@ -15,7 +15,8 @@ The object says, as data, everything the core needs to know about the service:
 - ``sandbox``: starts its fake service with seed data and returns the settings values
   and secrets that point runs at it (``tocsin.sandbox.assembly`` puts them together);
 - and, where the service has them: an ``announcer`` (where people hear about a run),
-  an ``approver_directory`` (who is in a user group), a ``ticket_system``, a
+  an ``approver_directory`` (who is in a user group), a ``ticket_system`` with its
+  ``ticket_keys`` (what its keys look like, from the settings alone), a
   ``head_publisher`` (where audit heads are published) and ``published_heads`` (reading
   them back for ``tocsin audit verify``), a ``gateway`` part (the URLs the service calls
   on ``tocsin gateway``: each checks the request is the service's, then hands it to the
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from tocsin.journal import Journal, RunRecord
     from tocsin.sandbox.fake_service import FakeService
     from tocsin.settings import SecretStore, Settings
-    from tocsin.tickets import TicketSystem
+    from tocsin.tickets import TicketKeys, TicketSystem
 
 ENTRY_POINT_GROUP = "tocsin.integrations"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -234,10 +235,20 @@ class Integration(Generic[SettingsT]):
     announcer: Callable[[AnnouncerContext], Announcer | None] | None = None
     approver_directory: Callable[[Settings, SecretStore], ApproverDirectory] | None = None
     ticket_system: Callable[[Settings, SecretStore], TicketSystem | None] | None = None
+    ticket_keys: Callable[[Settings], TicketKeys | None] | None = None
+    """With ``ticket_system``: its keys' form when it is the one configured, else None; from
+    the settings alone (no secret, no call), since the CLI checks every key it is given."""
     head_publisher: Callable[[Settings, SecretStore], HeadPublisher | None] | None = None
     published_heads: Callable[[HeadsQuery], list[AnchorPlace]] | None = None
     gateway: Callable[[Gateway], GatewayPart] | None = None
     demo_approver: Callable[[DemoContext], DemoApprover | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.ticket_system is not None and self.ticket_keys is None:
+            raise TypeError(
+                f"the {self.name} integration has a ticket_system but no ticket_keys: "
+                "say what its keys look like, so that they can be checked without its secrets"
+            )
 
     def settings_of(self, settings: Settings) -> SettingsT:
         """This integration's slot of ``settings`` (``settings.<name>``), typed."""
@@ -362,6 +373,17 @@ def ticket_system(settings: Settings, secrets: SecretStore) -> TicketSystem | No
             found = integration.ticket_system(settings, secrets)
             if found is not None:
                 return found
+    return None
+
+
+def ticket_keys(settings: Settings) -> TicketKeys | None:
+    """What the keys of the configured ticket system look like (the one ``ticket_system``
+    builds), read from the settings alone; None when none is configured."""
+    for integration in installed_integrations():
+        if integration.ticket_keys is not None:
+            keys = integration.ticket_keys(settings)
+            if keys is not None:
+                return keys
     return None
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tocsin.audit import AuditKey
@@ -56,12 +57,30 @@ def audit_key_for(settings: Settings, *, required: bool = False) -> AuditKey | N
     return None
 
 
-def _quiet_prefect_console() -> None:
-    """Prefect's INFO lines would repeat Tocsin's progress lines on the terminal: show warnings only.
+@contextmanager
+def _quiet_prefect_console() -> Iterator[None]:
+    """Prefect's INFO lines would repeat Tocsin's progress lines on the terminal: in the
+    block, its console handler shows warnings only.
 
-    Prefect reads this before it configures logging; its API log handler (the UI) is unaffected.
+    Only a handler left at Prefect's default level (all): one given a level
+    (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``) keeps it. Its API log handler (the UI) is
+    unaffected.
     """
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    import prefect.main  # noqa: F401  (configures Prefect's logging, once: after it, not undone)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    quieted = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, PrefectConsoleHandler) and handler.level == logging.NOTSET
+    ]
+    for handler in quieted:
+        handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler in quieted:
+            handler.setLevel(logging.NOTSET)
 
 
 def start_deployment_run(
@@ -76,26 +95,26 @@ def start_deployment_run(
     """Trigger the run through a Prefect deployment (a worker runs it) and follow it in the journal."""
     import time
 
-    from tocsin.embedded import ensure_server
+    from tocsin.embedded import using_prefect
 
     runbook = loaded.runbook
     resolve_inputs(runbook, given_inputs)  # refuse wrong inputs here, not in a worker
-    ensure_server(settings)
-    _quiet_prefect_console()
-    from prefect.exceptions import ObjectNotFound
-
     journal = journal_for(settings)
     try:
         request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
     finally:
         journal.close()
-    try:
-        flow_run = run_on_deployment(request, deployment)
-    except ObjectNotFound:
-        raise InputError(
-            f"no Prefect deployment named {deployment!r}",
-            "run `prefect deploy --all` in the Tocsin checkout, then `prefect worker start --pool tocsin`",
-        ) from None
+    with using_prefect(settings), _quiet_prefect_console():
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            flow_run = run_on_deployment(request, deployment)
+        except ObjectNotFound:
+            raise InputError(
+                f"no Prefect deployment named {deployment!r}",
+                "run `prefect deploy --all` in the Tocsin checkout, then "
+                "`prefect worker start --pool tocsin`",
+            ) from None
     printer(f"triggered flow run {flow_run.name} on deployment {deployment}; waiting for a worker")
     journal = journal_for(settings)
     seen = 0
@@ -200,25 +219,30 @@ def start_run(
         for note in sandbox.notes:
             printer(note)
     try:
-        from tocsin.embedded import ensure_server
+        from tocsin.embedded import using_prefect
 
-        api_url = ensure_server(settings)
-        printer(
-            f"Prefect server: {api_url.removesuffix('/api')} (runs are tagged incident:{incident.ticket})"
-        )
-        _quiet_prefect_console()
-        from tocsin.flows.runbook import listen_to_progress, outcome_of
+        with using_prefect(settings) as api_url:
+            printer(
+                f"Prefect server: {api_url.removesuffix('/api')} "
+                f"(runs are tagged incident:{incident.ticket})"
+            )
+            from tocsin.flows.runbook import listen_to_progress, outcome_of
 
-        if previous_flow_run is not None:
-            _mark_crashed(previous_flow_run)
-        stop_listening = listen_to_progress(printer)
-        if on_started is not None:
-            threading.Thread(target=on_started, args=(sandbox,), daemon=True).start()
-        try:
-            with configured(run_settings, secrets):
-                result = outcome_of(run_in_process(request))
-        finally:
-            stop_listening()
+            if previous_flow_run is not None:
+                _mark_crashed(previous_flow_run)
+            stop_listening = listen_to_progress(printer)
+            if on_started is not None:
+                # In a copy of this context, so that its Prefect clients use the same server.
+                threading.Thread(
+                    target=contextvars.copy_context().run,
+                    args=(on_started, sandbox),
+                    daemon=True,
+                ).start()
+            try:
+                with configured(run_settings, secrets), _quiet_prefect_console():
+                    result = outcome_of(run_in_process(request))
+            finally:
+                stop_listening()
     finally:
         if sandbox is not None:
             sandbox.__exit__(None, None, None)

@@ -93,7 +93,8 @@ class TicketSystem(Protocol):
 
     name: str
     keys: TicketKeys
-    """What this system's ticket keys look like; the CLI and the gateway check keys against it."""
+    """What this system's ticket keys look like; the gateway checks keys against it (the CLI,
+    which does not build the system, against its integration's ``ticket_keys``: the same)."""
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """Whether ``body`` was signed by the ticket system (header names in lower case)."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         SandboxService,
     )
     from tocsin.settings import SecretStore, Settings
-    from tocsin.tickets import TicketSystem
+    from tocsin.tickets import TicketKeys, TicketSystem
 
 
 def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
@@ -38,6 +38,12 @@ def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
     if not integration.settings_of(settings).url:
         return None
     return JiraTickets.from_settings(settings, secrets)
+
+
+def _ticket_keys(settings: Settings) -> TicketKeys | None:
+    from tocsin.tickets import JIRA_KEYS
+
+    return JIRA_KEYS if integration.settings_of(settings).url else None  # as _tickets
 
 
 def _announcer(context: AnnouncerContext) -> Announcer | None:
@@ -86,5 +92,6 @@ integration: Integration[JiraSettings] = Integration(
     gateway=_gateway,
     announcer=_announcer,
     ticket_system=_tickets,
+    ticket_keys=_ticket_keys,
     published_heads=_published_heads,
 )

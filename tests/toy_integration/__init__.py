@@ -4,7 +4,8 @@
 folder on ``sys.path``) and checks that its action runs in a runbook, that its settings
 slot is read from ``TOCSIN_TOY__...``, that the sandbox starts its fake and points it
 there, and that ``tocsin gateway`` serves its route: adding an integration touches its own
-folder only.
+folder only. With ``TOCSIN_TOY__TICKET_DESK`` set it is also the ticket system, with
+ServiceNow-style keys (``tickets.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tocsin.integration import DeclaredSecret, Integration
 if TYPE_CHECKING:
     from tocsin.gateway import Gateway
     from tocsin.integration import GatewayPart, SandboxSeed, SandboxService
+    from tocsin.settings import SecretStore, Settings
+    from tocsin.tickets import TicketKeys, TicketSystem
 
 TOKEN_SECRET = "toy_token"
 
@@ -33,6 +36,19 @@ def _gateway(gateway: Gateway) -> GatewayPart:
     return gateway_part(gateway)
 
 
+def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
+    from tests.toy_integration.tickets import ToyDesk
+
+    desk = integration.settings_of(settings).ticket_desk
+    return ToyDesk.from_settings(desk, secrets) if desk else None
+
+
+def _ticket_keys(settings: Settings) -> TicketKeys | None:
+    from tests.toy_integration.tickets import SERVICENOW_STYLE_KEYS
+
+    return SERVICENOW_STYLE_KEYS if integration.settings_of(settings).ticket_desk else None
+
+
 integration: Integration[ToySettings] = Integration(
     name="toy",
     description="A toy bell that answers when rung",
@@ -41,4 +57,6 @@ integration: Integration[ToySettings] = Integration(
     action_modules=("tests.toy_integration.actions",),
     sandbox=_sandbox,
     gateway=_gateway,
+    ticket_system=_tickets,
+    ticket_keys=_ticket_keys,
 )

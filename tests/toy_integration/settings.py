@@ -1,4 +1,4 @@
-"""The toy's settings slot: ``settings.toy``, ``TOCSIN_TOY__URL``, ``TOCSIN_TOY__GREETING``."""
+"""The toy's settings slot: ``settings.toy``, ``TOCSIN_TOY__URL``, ``TOCSIN_TOY__GREETING``..."""
 
 from __future__ import annotations
 
@@ -13,3 +13,5 @@ class ToySettings(BaseModel):
     url: str = "https://bell.invalid"
     greeting: str = "hello"
     ca_bundle: Path | None = None
+    ticket_desk: str = ""
+    """The toy desk's URL: set, the toy is the ticket system (keys like INC0010001)."""

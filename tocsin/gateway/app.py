@@ -41,7 +41,12 @@ from tocsin.gateway.reading import RequestRefused, claim_text, read_body
 from tocsin.gateway.refusals import RefusalAudit
 from tocsin.gateway.server import server_config
 from tocsin.incident import GATEWAY_CHAIN, Incident, check_ticket
-from tocsin.integration import GatewayPeople, InboundRoute, installed_integrations
+from tocsin.integration import (
+    GatewayPeople,
+    InboundRoute,
+    installed_integrations,
+    ticket_keys,
+)
 from tocsin.journal import Journal
 from tocsin.settings import EnvironmentSecrets, SecretStore, Settings
 from tocsin.statuses import RunStatus
@@ -113,7 +118,10 @@ class Gateway:
         self.secrets = secrets if secrets is not None else EnvironmentSecrets()
         self.clock = clock
         self.tickets = tickets
-        self.ticket_keys: TicketKeys = tickets.keys if tickets is not None else JIRA_KEYS
+        # The keys the ticket system uses, as the CLI checks them (Jira's while none is set).
+        self.ticket_keys: TicketKeys = (
+            tickets.keys if tickets is not None else ticket_keys(settings) or JIRA_KEYS
+        )
         self.policy = StartPolicy(settings)
         self.routes: list[tuple[str, InboundRoute]] = []
         self.people: GatewayPeople | None = None

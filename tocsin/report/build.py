@@ -151,6 +151,8 @@ class IncidentReport:
     anchors: list[dict[str, Any]]
     triggered_at: datetime | None
     contained_at: datetime | None
+    prefect_unavailable: bool = False
+    """No Prefect server could be read: the runs' Prefect states are missing, not unknown."""
 
     @property
     def severity(self) -> str:
@@ -204,8 +206,13 @@ def build_report(
     verification: Verification,
     flow_states: dict[str, str] | None = None,
     generated_at: datetime | None = None,
+    *,
+    prefect_unavailable: bool = False,
 ) -> IncidentReport:
-    """Read the incident's records, in chain order, into the report's facts."""
+    """Read the incident's records, in chain order, into the report's facts.
+
+    ``prefect_unavailable``: Prefect could not be asked for ``flow_states``; the report says so.
+    """
     states = flow_states or {}
     runs: dict[int | None, RunSummary] = {}
     steps: dict[tuple[int | None, str], StepSummary] = {}
@@ -426,6 +433,7 @@ def build_report(
         anchors=anchors,
         triggered_at=min(started) if started else None,
         contained_at=max(contained) if contained else None,
+        prefect_unavailable=prefect_unavailable,
     )
 
 

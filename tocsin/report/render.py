@@ -44,6 +44,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "finished": "Finished",
         "status": "Status",
         "prefect": "Prefect state",
+        "prefect_unavailable": "unavailable (Prefect could not be read)",
         "time_to_contain": "Time to contain",
         "not_contained": "not contained (no containment step finished)",
         "generated": "Generated",
@@ -119,6 +120,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "finished": "Fin",
         "status": "Statut",
         "prefect": "État Prefect",
+        "prefect_unavailable": "indisponible (Prefect n'a pas pu être lu)",
         "time_to_contain": "Délai de confinement",
         "not_contained": "non confiné (aucune étape de confinement terminée)",
         "generated": "Généré le",
@@ -412,7 +414,8 @@ def _layout(report: IncidentReport, t: _Words, *, printed: bool = False) -> list
                     t.when(r.started_at),
                     t.when(r.finished_at),
                     t.word(r.status) + (f": {r.reason}" if r.reason else ""),
-                    r.prefect_state or t("unknown"),
+                    r.prefect_state
+                    or t("prefect_unavailable" if report.prefect_unavailable else "unknown"),
                 ]
                 for r in report.runs
             ],
@@ -783,6 +786,7 @@ def _json(report: IncidentReport) -> str:
         "contained_at": report.contained_at,
         "time_to_contain_seconds": report.time_to_contain_seconds,
         "runs": [asdict(r) for r in report.runs],
+        "prefect_unavailable": report.prefect_unavailable,
         "steps": steps,
         "approvals": approvals,
         "refused_decisions": [asdict(r) for r in report.refused_decisions],
