@@ -101,8 +101,11 @@ class RunState:
         event: str,
         step_values: dict[str, Any],
         event_data: dict[str, Any],
+        *,
+        flushed: bool = True,
     ) -> None:
-        """A step's row and its audit record, in one transaction, secrets redacted in both."""
+        """A step's row and its audit record, in one transaction, secrets redacted in both
+        (``flushed``: on disk before this returns)."""
         self.journal.step_event(
             self.run_id,
             self.incident.ticket,
@@ -110,6 +113,7 @@ class RunState:
             event,
             self.redactor.scrub(step_values),
             self.redactor.scrub(event_data),
+            flushed=flushed,
         )
 
     def step_facts(self, step: Step) -> dict[str, Any]:

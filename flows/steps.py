@@ -201,6 +201,10 @@ class StepRunner:
                 "attempts": attempt,
             },
             {"outputs": recorded, "attempts": attempt},
+            # Idempotent: lost with the power, the step is run again on resume, and does the
+            # same. The next flushed commit (an action that must not run twice, a decision,
+            # the run's end) puts this one on disk first.
+            flushed=not definition.idempotent,
         )
         if definition.communicates:
             sent = outputs.get("sent", 1)
@@ -218,6 +222,12 @@ class StepRunner:
     def start_action(self, step: Step, *, in_thread: bool = False) -> tuple[Any, dict[str, Any]]:
         state = self.state
         parameters = self.render_parameters(step)
+        # Before an action that must not run twice, its start is on disk (with everything
+        # journalled before it): a resume after a power cut knows it may have run. An
+        # idempotent one's start needs no disk flush of its own: if a power cut loses it,
+        # running the action again does what it did.
+        assert step.action is not None  # an action step
+        idempotent = state.registry.get(step.action).idempotent
         state.step_event(
             step,
             "step.started",
@@ -227,6 +237,7 @@ class StepRunner:
                 "parameters": state.redactor.fields(parameters, state.secret_fields(step)),
                 **state.step_facts(step),
             },
+            flushed=not idempotent,
         )
         state.report(f"{step.id}: {step.title} ({step.action})")
         return self.make_task(step, in_thread=in_thread), parameters

@@ -173,11 +173,12 @@ class AuditChain(JournalDatabase):
         records, signed = self.audit_trail(incident)
         return verify_chain(incident, records, signed, public_key, anchor=anchor)
 
-    def _chained_write(self, write: Callable[[Connection], _T]) -> _T:
-        """Run a transaction that appends to a chain, again when another writer took its place."""
+    def _chained_write(self, write: Callable[[Connection], _T], *, flushed: bool = True) -> _T:
+        """Run a transaction that appends to a chain, again when another writer took its place
+        (``flushed``: see ``JournalDatabase.transaction``)."""
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
-                with self.transaction() as db:
+                with self.transaction(flushed=flushed) as db:
                     return write(db)
             except IntegrityError:
                 if attempt == _APPEND_ATTEMPTS:

@@ -64,15 +64,42 @@ class JournalDatabase:
         self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        # SQLite takes one writer at a time and makes the others sleep and retry (up to
-        # 100 ms a time); threads of one process queue here instead, in order.
+    def transaction(self, *, flushed: bool = True) -> Iterator[Connection]:
+        """One transaction, committed when the block ends.
+
+        ``flushed``: the commit reaches the disk before this returns (SQLite
+        ``synchronous=FULL``; PostgreSQL ``synchronous_commit``), so it survives a power
+        cut. ``False``: the commit survives the process being killed (every other process
+        sees it at once) but may be lost with the machine's power, until the next flushed
+        commit, which flushes it too. For records whose loss is harmless, such as the start
+        of an idempotent step (run again, it does the same), where one disk flush less per
+        step counts.
+        """
         if self._sqlite_lock is None:
             with self.engine.begin() as connection:
+                if not flushed and connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield connection
             return
-        with self._sqlite_lock, self.engine.begin() as connection:
-            yield connection
+        # SQLite takes one writer at a time and makes the others sleep and retry (up to
+        # 100 ms a time); threads of one process queue here instead, in order.
+        with self._sqlite_lock, self.engine.connect() as connection:
+            if not flushed:
+                _sqlite_synchronous(connection, "NORMAL")
+            try:
+                with connection.begin():
+                    yield connection
+            finally:
+                if not flushed:
+                    _sqlite_synchronous(connection, "FULL")
+
+
+def _sqlite_synchronous(connection: Connection, level: str) -> None:
+    """Set SQLite's ``synchronous`` on this connection, outside any transaction (the raw
+    driver connection: SQLAlchemy would open one first)."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA synchronous={level}")
 
 
 def safe_url(url: str) -> str:

@@ -237,8 +237,11 @@ class RunsAndSteps(AuditChain):
         event: str,
         step_values: dict[str, Any],
         event_data: dict[str, Any],
+        *,
+        flushed: bool = True,
     ) -> None:
-        """Update (or create) a step's row and record its event, in one durable transaction."""
+        """Update (or create) a step's row and record its event, in one transaction
+        (``flushed``: on disk before this returns; see ``JournalDatabase.transaction``)."""
 
         def write(db: Connection) -> None:
             changed = db.execute(
@@ -248,4 +251,4 @@ class RunsAndSteps(AuditChain):
                 db.execute(_INSERT_STEP, {"run_id": run_id, "step_id": step_id, **step_values})
             self._append(db, incident, event, run_id, step_id, None, event_data)
 
-        self._chained_write(write)
+        self._chained_write(write, flushed=flushed)
