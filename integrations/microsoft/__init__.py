@@ -59,6 +59,8 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.consents",
         "tocsin.integrations.microsoft.actions.sign_ins",
         "tocsin.integrations.microsoft.actions.mailbox",
+        "tocsin.integrations.microsoft.actions.mailbox_access",
+        "tocsin.integrations.microsoft.actions.entra",
     ),
     sandbox=_sandbox,
 )
