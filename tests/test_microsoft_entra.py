@@ -216,3 +216,115 @@ def test_removing_roles_without_the_permission_names_role_management(
     assert "RoleManagement.ReadWrite.Directory" in caught.value.message
     assert caught.value.status_code == 403
     assert len(fake.tenant.role_assignments) == 2
+
+
+# -- in a runbook, through Prefect ---------------------------------------------------------------
+
+RESET_RUNBOOK = """\
+runbook: ms-reset
+version: 1
+title: Reset a phished Microsoft 365 user
+summary: Reset the password, turn off POP and IMAP, take the admin roles away
+severity: high
+sources: [{title: Test, document: test.txt}]
+inputs:
+  user: {type: email, description: Sign-in address of the phished user}
+steps:
+  - id: reset
+    title: Reset the password
+    action: microsoft.reset_password
+    with: {user: "{{ inputs.user }}"}
+  - id: protocols
+    title: Turn off POP and IMAP
+    action: microsoft.disable_mail_protocols
+    with: {user: "{{ inputs.user }}"}
+    undo:
+      action: microsoft.enable_mail_protocols
+      with:
+        user: "{{ inputs.user }}"
+        protocols: "{{ steps.protocols.outputs.changed }}"
+  - id: roles
+    title: Take the admin roles away, but a misspelt one (so the run stops and undoes)
+    action: microsoft.remove_admin_roles
+    with: {user: "{{ inputs.user }}", keep: ["Report Reader"]}
+"""
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[Path]:
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes()
+    ]
+
+
+@pytest.mark.slow
+def test_the_password_reaches_its_file_and_nothing_else_in_a_runbook_run(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    import httpx
+
+    from tests.cli_runner import ROOT, run_tocsin
+    from tocsin.embedded import prefect_home
+    from tocsin.running import journal_for
+    from tocsin.settings import load_settings
+
+    runbook = tmp_path / "ms-reset.yaml"
+    runbook.write_text(RESET_RUNBOOK)
+    data = tmp_path / "data"
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "MS-2",
+        "--set",
+        f"user={USER}",
+        env={
+            "PYTHONPATH": str(ROOT),
+            "TOCSIN_DATA_DIR": str(data),
+            "TOCSIN_PREFECT_API_URL": prefect_server,
+        },
+        timeout=240,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output  # the roles step fails on purpose
+    journal = journal_for(load_settings(data_dir=data))
+    try:
+        run = journal.find_run("MS-2", "ms-reset")
+        assert run is not None
+        reset, protocols = journal.step(run.id, "reset"), journal.step(run.id, "protocols")
+        assert reset is not None and reset.status == "succeeded"
+        assert protocols is not None and protocols.status == "undone"
+        events = journal.events_of("MS-2")
+    finally:
+        journal.close()
+    # The undo gave back what the step had turned off, read from the step's own outputs.
+    (undone,) = [e for e in events if e["kind"] == "step.undone"]
+    assert undone["data"]["parameters"] == {"user": USER, "protocols": ["pop", "imap"]}
+    delivered_to = str(reset.outputs["delivered_to"])
+    path = Path(re.sub(r"^file (.+) \(mode 0600\)$", r"\1", delivered_to))
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        password = path.read_text().splitlines()[1]
+        assert len(password) == 24
+        secret = password.encode()
+        # Not in the journal (events, step rows, outputs), not in what the run printed...
+        assert secret not in repr(events).encode() and secret not in repr(reset.outputs).encode()
+        assert password not in output
+        assert _files_holding(data, secret) == []
+        # ...nor in Prefect: its database and files, its task runs and the logs it kept.
+        assert _files_holding(prefect_home(load_settings()), secret) == []
+        with httpx.Client(base_url=prefect_server, timeout=30) as api:
+            logs = api.post("/logs/filter", json={"limit": 200, "sort": "TIMESTAMP_DESC"})
+            tasks = api.post("/task_runs/filter", json={"limit": 200})
+            flows = api.post("/flow_runs/filter", json={"limit": 50})
+        assert logs.status_code == tasks.status_code == flows.status_code == 200
+        assert {"reset", "protocols", "undo-protocols"} <= {t["name"] for t in tasks.json()}
+        assert any("reset: succeeded" in line["message"] for line in logs.json()), logs.text
+        for answer in (logs, tasks, flows):
+            assert password not in answer.text
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
