@@ -3,6 +3,9 @@ alice@broker-office.example) was phished, and the settings and secret that reach
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import tempfile
 
 from tocsin.integration import SandboxSeed, SandboxService
@@ -32,6 +35,7 @@ def start(seed: SandboxSeed) -> SandboxService:
     }
     # The sandbox's secure channel for temporary passwords: a 0700 folder of its own.
     passwords = tempfile.mkdtemp(prefix="tocsin-sandbox-passwords-")
+    atexit.register(_remove_if_empty, passwords)  # a password written stays for its reader
     microsoft["password_folder"] = passwords
     if seed.ca_bundle is not None:
         microsoft["ca_bundle"] = str(seed.ca_bundle)
@@ -46,3 +50,8 @@ def start(seed: SandboxSeed) -> SandboxService:
             f"go to {passwords}"
         ],
     )
+
+
+def _remove_if_empty(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
