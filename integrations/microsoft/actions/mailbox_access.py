@@ -10,6 +10,7 @@ Exchange role (``exchange.py``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -210,7 +211,7 @@ class MailProtocols(BaseModel):
 
 
 def _set_protocols(
-    context: ActionContext, name: str, user: str, protocols: list[str], enabled: bool
+    context: ActionContext, name: str, user: str, protocols: Sequence[str], enabled: bool
 ) -> MailProtocols:
     upn, exchange = _exchange_for(context, name, user)
     found = exchange.invoke(
