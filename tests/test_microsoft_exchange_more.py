@@ -180,7 +180,6 @@ def test_delegates_not_kept_lose_full_access_and_send_as_and_a_rerun_changes_not
                 "User": ATTACKER_DELEGATE,
                 "AccessRights": ["FullAccess"],
                 "InheritanceType": "All",
-                "Confirm": False,
             },
         ),
         (
@@ -189,7 +188,6 @@ def test_delegates_not_kept_lose_full_access_and_send_as_and_a_rerun_changes_not
                 "Identity": USER,
                 "Trustee": ATTACKER_DELEGATE,
                 "AccessRights": ["SendAs"],
-                "Confirm": False,
             },
         ),
     ]

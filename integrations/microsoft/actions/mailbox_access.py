@@ -37,6 +37,8 @@ def _exchange_for(context: ActionContext, name: str, user: str) -> tuple[str, Ex
     return str(found["userPrincipalName"]), ExchangeOnline.for_action(context, name)
 
 
+# No ``Confirm``: over InvokeCommand nothing prompts, and peer tools send no such parameter.
+
 # -- hidden inbox rules -----------------------------------------------------------------------
 
 OUTLOOK_JUNK_RULE = "Junk E-mail Rule"
@@ -167,7 +169,6 @@ def remove_hidden_inbox_rules(
                     "Mailbox": upn,
                     "Identity": rule.rule_identity,
                     "AlwaysDeleteOutlookRulesBlob": True,
-                    "Confirm": False,
                 },
                 mailbox=upn,
                 what=f"remove the hidden inbox rule {rule.name!r} of {upn}",
@@ -397,7 +398,6 @@ def remove_mailbox_delegates(
                         "User": delegate.trustee,
                         "AccessRights": ["FullAccess"],
                         "InheritanceType": "All",
-                        "Confirm": False,
                     },
                     mailbox=upn,
                     what=f"remove the FullAccess of {delegate.trustee} on {upn}",
@@ -409,7 +409,6 @@ def remove_mailbox_delegates(
                         "Identity": upn,
                         "Trustee": delegate.trustee,
                         "AccessRights": ["SendAs"],
-                        "Confirm": False,
                     },
                     mailbox=upn,
                     what=f"remove the SendAs of {delegate.trustee} on {upn}",
