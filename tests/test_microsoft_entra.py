@@ -328,3 +328,28 @@ def test_the_password_reaches_its_file_and_nothing_else_in_a_runbook_run(
             assert password not in answer.text
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_the_permission_without_the_entra_role_is_refused_and_the_role_named(
+    tmp_path: Path, folder: Path
+) -> None:
+    user_admin_only = FakeApp(
+        client_id="33333333-4444-4555-8666-useradminon0",
+        secret="ua",
+        entra_roles=frozenset({"User Administrator"}),
+    )
+    with fake_tenant(tmp_path, apps=(user_admin_only,)) as (fake, ca):
+        settings = settings_for(
+            fake, ca, client_id=user_admin_only.client_id, password_folder=str(folder)
+        )
+        # The phished user holds admin roles: User Administrator is not enough for them.
+        with pytest.raises(IntegrationError) as caught:
+            run_action("microsoft.reset_password", {"user": USER}, settings, {CLIENT_SECRET: "ua"})
+        assert "Privileged Authentication Administrator" in caught.value.message
+        assert list(folder.iterdir()) == []
+        with fake.lock:
+            fake.tenant.role_assignments.clear()
+        done = run_action(
+            "microsoft.reset_password", {"user": USER}, settings, {CLIENT_SECRET: "ua"}
+        )
+        assert done["force_change_next_sign_in"] is True and len(list(folder.iterdir())) == 1

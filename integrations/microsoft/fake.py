@@ -21,7 +21,8 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
 ``Authentication_MSGraphPermissionMissing`` for sign-in logs):
 
 - ``GET/PATCH /users/{id or UPN}`` (``accountEnabled``, ``passwordProfile``: 204; a user
-  synchronised from on-premises refuses a password with 400 ``Request_BadRequest``);
+  synchronised from on-premises refuses a password with 400 ``Request_BadRequest``, an app
+  without the Entra role for it with 403: ``fake_entra.password_role_check``);
   unknown users 404 ``Request_ResourceNotFound``;
 - ``POST /users/{id}/revokeSignInSessions``: 200 ``{"value": true}`` (as Graph does);
 - ``GET /users/{id}/authentication/methods``, ``DELETE /users/{id}/authentication/
@@ -77,7 +78,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tocsin.integrations.microsoft.client import METHOD_KINDS
-from tocsin.integrations.microsoft.fake_entra import role_management, seeded_assignments
+from tocsin.integrations.microsoft.fake_entra import (
+    password_role_check,
+    role_management,
+    seeded_assignments,
+)
 from tocsin.integrations.microsoft.fake_exchange import CMDLETS, seeded_exchange
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 
@@ -126,6 +131,8 @@ class FakeApp:
     display_name: str = "Tocsin incident response"
     exchange_role: bool = True
     """Whether an Exchange role (Exchange Administrator) is assigned to the app."""
+    entra_roles: frozenset[str] = frozenset({"Privileged Authentication Administrator"})
+    """The Entra roles of the app's service principal (a password reset needs one)."""
 
 
 @dataclass
@@ -880,6 +887,8 @@ class FakeMicrosoft(FakeService):
                     400, "Request_BadRequest", f"Property '{name}' is not writable here."
                 )
         user = self._user(key)
+        if "passwordProfile" in body:
+            password_role_check(self, caller, user)
         if "passwordProfile" in body and user.get("onPremisesSyncEnabled"):
             raise GraphError(
                 400,

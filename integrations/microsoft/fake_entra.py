@@ -6,6 +6,9 @@
 - ``DELETE /roleManagement/directory/roleAssignments/{id}``: 204, then 404
   ``Request_ResourceNotFound``.
 
+``password_role_check``: a password reset also needs an Entra role on the app (User
+Administrator; Privileged Authentication Administrator for a user holding a role).
+
 Reading needs ``RoleManagement.Read.Directory`` (or ``RoleManagement.ReadWrite.Directory``,
 ``Directory.Read.All``); deleting ``RoleManagement.ReadWrite.Directory``: otherwise 403
 ``Authorization_RequestDenied``. Kept apart from ``fake`` so that it grows on its own; the
@@ -60,6 +63,26 @@ def seeded_assignments(user_id: str) -> list[dict[str, Any]]:
         }
         for name in (GENUINE_ROLE, ATTACKER_ROLE)
     ]
+
+
+def password_role_check(fake: FakeMicrosoft, caller: _Token, user: Mapping[str, Any]) -> None:
+    """Graph's refusal of a password reset by an app whose service principal lacks the Entra
+    role for it: User Administrator, or Privileged Authentication Administrator when the
+    user holds an admin role (the permission alone is not enough)."""
+    from tocsin.integrations.microsoft.fake import GraphError
+
+    app = fake.apps.get(caller.client_id)
+    held = app.entra_roles if app is not None else frozenset()
+    admin = any(a["principalId"] == user["id"] for a in fake.tenant.role_assignments)
+    enough = {"Privileged Authentication Administrator"} | (
+        set() if admin else {"User Administrator"}
+    )
+    if not held & enough:
+        raise GraphError(
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )
 
 
 def role_management(
