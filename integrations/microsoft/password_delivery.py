@@ -122,7 +122,11 @@ class _StagedFile:
     final: Path
 
     def commit(self) -> str:
-        os.link(self.pending, self.final)  # never over an existing file, unlike a rename
+        try:
+            os.link(self.pending, self.final)  # never over an existing file, unlike a rename
+        except OSError:
+            # The password is set by now: the staged file is where it is, say so.
+            return f"file {self.pending} (mode 0600; it could not be renamed)"
         self.pending.unlink()
         return f"file {self.final} (mode 0600)"
 
