@@ -51,8 +51,9 @@ def changes(fake: FakeMicrosoft) -> list[tuple[str, str]]:
 
 def test_every_action_is_declared_with_its_plan_sentence_and_flags() -> None:
     registry = ActionRegistry.discover()
-    names = {d.name for d in registry if d.name.startswith("microsoft.")}
-    assert names == {
+    discovered = {d.name for d in registry if d.name.startswith("microsoft.")}
+    # Those of this file; the newer actions' declarations are checked in their own test files.
+    names = {
         "microsoft.disable_user",
         "microsoft.enable_user",
         "microsoft.revoke_sessions",
@@ -67,6 +68,7 @@ def test_every_action_is_declared_with_its_plan_sentence_and_flags() -> None:
         "microsoft.mailbox_forwarding",
         "microsoft.remove_mailbox_forwarding",
     }
+    assert discovered >= names
     readers = {
         "list_auth_methods",
         "list_oauth_grants",

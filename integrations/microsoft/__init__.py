@@ -5,11 +5,14 @@
   ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
 - ``permissions``: which application permission each Graph call needs;
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
-  documented public API) for what Graph cannot reach (mailbox forwarding);
+  documented public API) for what Graph cannot reach (forwarding, hidden rules, protocols,
+  delegates);
+- ``password_delivery``: where ``microsoft.reset_password``'s temporary password goes;
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
   ``microsoft.remove_inbox_rules``..., one module per job (docs/microsoft.md lists them
   with their permissions);
-- ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback;
+- ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
+  ``fake_entra`` and ``fake_exchange``);
   ``sandbox``: a tenant with one compromised mailbox.
 """
 
@@ -59,6 +62,8 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.consents",
         "tocsin.integrations.microsoft.actions.sign_ins",
         "tocsin.integrations.microsoft.actions.mailbox",
+        "tocsin.integrations.microsoft.actions.mailbox_access",
+        "tocsin.integrations.microsoft.actions.entra",
     ),
     sandbox=_sandbox,
 )

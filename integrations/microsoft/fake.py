@@ -21,7 +21,8 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
 ``Authentication_MSGraphPermissionMissing`` for sign-in logs):
 
 - ``GET/PATCH /users/{id or UPN}`` (``accountEnabled``, ``passwordProfile``: 204; a user
-  synchronised from on-premises refuses a password with 400 ``Request_BadRequest``);
+  synchronised from on-premises refuses a password with 400 ``Request_BadRequest``, an app
+  without the Entra role for it with 403: ``fake_entra.password_role_check``);
   unknown users 404 ``Request_ResourceNotFound``;
 - ``POST /users/{id}/revokeSignInSessions``: 200 ``{"value": true}`` (as Graph does);
 - ``GET /users/{id}/authentication/methods``, ``DELETE /users/{id}/authentication/
@@ -38,12 +39,14 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
   a user without a mailbox 404 ``MailboxNotEnabledForRESTAPI``);
 - ``POST /identityProtection/riskyUsers/confirmCompromised`` ``{"userIds": [...]}``: 204
   (without Entra ID P2, 403: the exact body is not verified);
+- ``/roleManagement/directory/roleAssignments``: ``fake_entra``;
 - ``POST /$batch``: at most 20 requests, each answered on its own, ``dependsOn`` giving 424
   when the dependency failed.
 
 Exchange Online's admin API, ``POST /adminapi/beta/{tenant}/InvokeCommand`` (not a
 documented API: the request and answer shapes are those peer tools rely on):
-``Get-Mailbox`` and ``Set-Mailbox`` (forwarding) of ``Tenant.mailboxes``; a cmdlet's error
+``Get-Mailbox`` and ``Set-Mailbox`` (forwarding) of ``Tenant.mailboxes``, and those of
+``fake_exchange`` (hidden inbox rules, protocols, delegates); a cmdlet's error
 is ``{"error": {"details": [{"message": "Ex...|Microsoft.Exchange...Exception|..."}]}}``;
 an app without ``Exchange.ManageAsApp`` or an Exchange role 403.
 
@@ -75,6 +78,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tocsin.integrations.microsoft.client import METHOD_KINDS
+from tocsin.integrations.microsoft.fake_entra import (
+    password_role_check,
+    role_management,
+    seeded_assignments,
+)
+from tocsin.integrations.microsoft.fake_exchange import CMDLETS, seeded_exchange
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 
 SANDBOX_TENANT_ID = "5f1c7a5e-7d2b-4f0e-9a11-0c0ffee00001"
@@ -99,6 +108,7 @@ ALL_ROLES = frozenset(
         "Mail.ReadBasic.All",
         "IdentityRiskyUser.ReadWrite.All",
         "Exchange.ManageAsApp",
+        "RoleManagement.ReadWrite.Directory",
     }
 )
 """Every application permission the integration's actions use (docs/microsoft.md); the
@@ -121,6 +131,8 @@ class FakeApp:
     display_name: str = "Tocsin incident response"
     exchange_role: bool = True
     """Whether an Exchange role (Exchange Administrator) is assigned to the app."""
+    entra_roles: frozenset[str] = frozenset({"Privileged Authentication Administrator"})
+    """The Entra roles of the app's service principal (a password reset needs one)."""
 
 
 @dataclass
@@ -152,6 +164,10 @@ class Tenant:
     """Entra ID P2: Identity Protection."""
     mailboxes: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Exchange Online's view of each user's mailbox (Get-Mailbox properties), by user id."""
+    exchange: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The rest of Exchange's view, by user id (``fake_exchange``: protocols, delegates...)."""
+    role_assignments: list[dict[str, Any]] = field(default_factory=list)
+    """Directory role assignments (``fake_entra``)."""
 
 
 class GraphError(Exception):
@@ -559,6 +575,8 @@ class FakeMicrosoft(FakeService):
                 return self._get_mailbox(parameters)
             if cmdlet == "Set-Mailbox":
                 return self._set_mailbox(parameters)
+            if cmdlet in CMDLETS:
+                return CMDLETS[cmdlet](self, parameters)
         return self._exchange_error(
             400,
             "Management.RestApiClient.RestClientException",
@@ -756,6 +774,8 @@ class FakeMicrosoft(FakeService):
                 return self._user_route(caller, method, parts[1], parts[2:], query, body)
             if parts == ["auditLogs", "signIns"] and method == "GET":
                 return self._sign_ins(caller, query)
+            if parts[0] == "roleManagement":
+                return role_management(self, caller, method, parts, query)
             if parts[0] == "oauth2PermissionGrants":
                 return self._grants(caller, method, parts[1:], query)
             if parts[0] == "servicePrincipals" and len(parts) == 2 and method == "GET":
@@ -867,6 +887,8 @@ class FakeMicrosoft(FakeService):
                     400, "Request_BadRequest", f"Property '{name}' is not writable here."
                 )
         user = self._user(key)
+        if "passwordProfile" in body:
+            password_role_check(self, caller, user)
         if "passwordProfile" in body and user.get("onPremisesSyncEnabled"):
             raise GraphError(
                 400,
@@ -1288,6 +1310,8 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
                 "publisherName": "Zoom Video Communications",
             },
         ],
+        exchange={user_id: seeded_exchange(upn, ATTACKER_FORWARD)},
+        role_assignments=seeded_assignments(user_id),
         mailboxes={
             user_id: {
                 "ForwardingSmtpAddress": f"smtp:{ATTACKER_FORWARD}",

@@ -98,6 +98,19 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Needed], ...] = tuple(
             Needed(("Application.Read.All",), also=("Directory.Read.All",)),
         ),
         (
+            "GET",
+            r"^/roleManagement/directory/roleAssignments$",
+            Needed(
+                ("RoleManagement.Read.Directory",),
+                also=("RoleManagement.ReadWrite.Directory", "Directory.Read.All"),
+            ),
+        ),
+        (
+            "DELETE",
+            r"^/roleManagement/directory/roleAssignments/",
+            Needed(("RoleManagement.ReadWrite.Directory",)),
+        ),
+        (
             "POST",
             r"^/identityProtection/riskyUsers/confirmCompromised$",
             Needed(

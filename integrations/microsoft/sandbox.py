@@ -3,6 +3,11 @@ alice@broker-office.example) was phished, and the settings and secret that reach
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import tempfile
+
 from tocsin.integration import SandboxSeed, SandboxService
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import (
@@ -28,6 +33,10 @@ def start(seed: SandboxSeed) -> SandboxService:
         "defender_url": fake.url,
         "exchange_url": fake.url,
     }
+    # The sandbox's secure channel for temporary passwords: a 0700 folder of its own.
+    passwords = tempfile.mkdtemp(prefix="tocsin-sandbox-passwords-")
+    atexit.register(_remove_if_empty, passwords)  # a password written stays for its reader
+    microsoft["password_folder"] = passwords
     if seed.ca_bundle is not None:
         microsoft["ca_bundle"] = str(seed.ca_bundle)
     return SandboxService(
@@ -36,6 +45,13 @@ def start(seed: SandboxSeed) -> SandboxService:
         secrets={CLIENT_SECRET: SANDBOX_CLIENT_SECRET},
         notes=[
             f"Microsoft 365 tenant {SANDBOX_TENANT_ID} at {fake.url}: {user} was phished "
-            "(attacker inbox rules, phone method, app consent, sign-ins from abroad)"
+            "(attacker inbox rules, hidden rule, phone method, app consent, admin role, "
+            "mailbox delegate, POP and IMAP on, sign-ins from abroad); temporary passwords "
+            f"go to {passwords}"
         ],
     )
+
+
+def _remove_if_empty(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)

@@ -49,6 +49,12 @@ class MicrosoftSettings(BaseModel):
         description="PEM file of CA certificates trusted besides the system's, to reach the "
         "hosts above (a TLS-inspecting proxy; the sandbox sets its own)",
     )
+    password_folder: Path | None = Field(
+        None,
+        description="Folder (mode 0700, on this machine) where microsoft.reset_password "
+        "writes each temporary password in its own 0600 file, for the person who hands it "
+        "to the user; none: password resets are refused (docs/microsoft.md)",
+    )
     timeout_seconds: float = Field(
         30.0, gt=0, description="How long one HTTP call (token or Graph) may take"
     )

@@ -5,7 +5,8 @@ Each action names the user by sign-in address (UPN) or object id, reads before i
 it changed; docs/microsoft.md lists the application permission each one needs. One module
 per job: ``account`` (block, let back in, sign out, mark compromised), ``sign_in_methods``,
 ``consents``, ``sign_ins``, ``mailbox`` (inbox rules, and the forwarding only Exchange
-Online's admin API reaches). This module holds what they share: how a user is named and
+Online's admin API reaches), ``mailbox_access`` (hidden rules, protocols, delegates: Exchange
+Online), ``entra`` (password reset, admin roles). This module holds what they share: how a user is named and
 found, and how ``keep`` lists and partly failed removals are judged.
 """
 

@@ -1,0 +1,222 @@
+"""Entra ID: reset the password (delivered to a secure channel only) and take away the
+user's admin roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from tocsin.actions import ActionContext, action
+from tocsin.errors import IntegrationError
+from tocsin.integrations.microsoft import CLIENT_SECRET, integration
+from tocsin.integrations.microsoft.actions import (
+    Keep,
+    UserRef,
+    failed_items,
+    find_user,
+    name_key,
+    refuse_unknown_keep,
+    unmatched,
+)
+from tocsin.integrations.microsoft.client import SERVICE, Graph
+from tocsin.integrations.microsoft.password_delivery import (
+    PasswordNote,
+    password_delivery,
+    temporary_password,
+)
+
+# -- password reset ---------------------------------------------------------------------------
+
+PASSWORD_PERMISSION = "User-PasswordProfile.ReadWrite.All"
+
+
+class PasswordReset(BaseModel):
+    """That the password was reset and where it went; never the password."""
+
+    user: str
+    user_id: str
+    force_change_next_sign_in: bool
+    delivered_to: str
+    note: str = (
+        "app passwords and sessions are not revoked by a reset: run microsoft.revoke_sessions; "
+        "never send the password to the user's own mailbox"
+    )
+
+
+def _password_refused(name: str, upn: str, said: str, client_id: str) -> IntegrationError:
+    return IntegrationError(
+        name,
+        SERVICE,
+        f"refused to reset the password of {upn} ({said}): the app needs the application "
+        f"permission {PASSWORD_PERMISSION} (or User.ReadWrite.All), and its service principal "
+        "the User Administrator role (Privileged Authentication Administrator when the user "
+        "holds an admin role)",
+        f"grant {PASSWORD_PERMISSION} to the app {client_id} (Entra admin centre → App "
+        "registrations → the Tocsin app → API permissions → Microsoft Graph → Application "
+        "permissions, then grant admin consent), and assign the role (Roles and "
+        "administrators → User Administrator → Add assignments → the app)",
+        status_code=403,
+    )
+
+
+@action(
+    "microsoft.reset_password",
+    destructive=True,
+    idempotent=False,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: (
+        f"reset the password of {user} to a new random one the user must change at the "
+        "next sign-in, delivered only to the configured password channel (each run "
+        "resets it again)"
+    ),
+)
+def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
+    """Reset the password to a random temporary one (changed at next sign-in), delivered only
+    to ``microsoft.password_folder``; never in the trail, the logs or the outputs.
+
+    Not idempotent: each run sets a new password. A user synchronised from on-premises AD or
+    signing in through a federated domain is refused: reset them on-premises (twice).
+    """
+    name = "microsoft.reset_password"
+    delivery = password_delivery(integration.settings_of(context.settings))
+    graph = Graph.for_action(context, name)
+    found = find_user(graph, user)
+    upn = str(found["userPrincipalName"])
+    # The password lives only here, in the staged note and in this request's body: it is
+    # staged first, so that a channel that cannot take it fails before anything changes.
+    password = temporary_password()
+    staged = delivery.stage(PasswordNote(upn, context.incident, context.step_id, password))
+    try:
+        answer = graph.call(
+            "PATCH",
+            "/users/{user}",
+            user=found["id"],
+            json_body={
+                "passwordProfile": {
+                    "forceChangePasswordNextSignIn": True,
+                    "password": password,
+                }
+            },
+            allow=(403,),
+            what=f"reset the password of {upn}",
+        )
+    except BaseException:
+        staged.discard()
+        raise
+    if answer.status == 403:
+        staged.discard()
+        said = f"{answer.error_code}: {answer.error_message}" if answer.error_code else "HTTP 403"
+        raise _password_refused(name, upn, said, graph.credentials.client_id)
+    return PasswordReset(
+        user=upn,
+        user_id=found["id"],
+        force_change_next_sign_in=True,
+        delivered_to=staged.commit(),
+    )
+
+
+# -- admin roles ------------------------------------------------------------------------------
+
+
+class RoleAssignment(BaseModel):
+    id: str
+    role: str
+    role_id: str
+    scope: str
+
+
+class AdminRoles(BaseModel):
+    user: str
+    user_id: str
+    roles: list[RoleAssignment]
+    note: str = (
+        "active assignments only: eligible (PIM) assignments, roles through groups, Exchange "
+        "role groups and Defender role groups are not listed here"
+    )
+
+
+def _assignments(graph: Graph, user_id: str) -> list[RoleAssignment]:
+    listed = graph.pages(
+        "/roleManagement/directory/roleAssignments",
+        query={"$filter": f"principalId eq '{user_id}'", "$expand": "roleDefinition"},
+        what="list the user's directory role assignments",
+    )
+    found = []
+    for item in listed:
+        definition: dict[str, Any] = item.get("roleDefinition") or {}
+        found.append(
+            RoleAssignment(
+                id=str(item["id"]),
+                role=str(definition.get("displayName") or item.get("roleDefinitionId")),
+                role_id=str(item.get("roleDefinitionId")),
+                scope=str(item.get("directoryScopeId") or "/"),
+            )
+        )
+    return found
+
+
+@action(
+    "microsoft.list_admin_roles",
+    destructive=False,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: f"list the Entra admin roles assigned to {user}",
+)
+def list_admin_roles(context: ActionContext, *, user: UserRef) -> AdminRoles:
+    """List the user's active Entra directory role assignments."""
+    graph = Graph.for_action(context, "microsoft.list_admin_roles")
+    found = find_user(graph, user)
+    return AdminRoles(
+        user=found["userPrincipalName"], user_id=found["id"], roles=_assignments(graph, found["id"])
+    )
+
+
+class RemovedRoles(BaseModel):
+    user: str
+    user_id: str
+    removed: list[RoleAssignment]
+    kept: list[RoleAssignment]
+    note: str = AdminRoles.model_fields["note"].default
+
+
+@action(
+    "microsoft.remove_admin_roles",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user, keep: (
+        f"remove every Entra admin role assigned to {user}"
+        + (f", but {', '.join(keep)}" if keep else "")
+    ),
+)
+def remove_admin_roles(context: ActionContext, *, user: UserRef, keep: Keep = []) -> RemovedRoles:  # noqa: B006 - pydantic copies defaults
+    """Remove the user's active Entra role assignments but the roles ``keep`` names (by role
+    name or assignment id); a re-run finds nothing left to remove."""
+    name = "microsoft.remove_admin_roles"
+    graph = Graph.for_action(context, name)
+    found = find_user(graph, user)
+    roles = _assignments(graph, found["id"])
+    names = [{name_key(r.id), name_key(r.role), name_key(r.role_id)} for r in roles]
+    refuse_unknown_keep(name, unmatched(keep, names), "admin role", [r.role for r in roles])
+    wanted = {name_key(entry) for entry in keep}
+    kept = [r for r, keys in zip(roles, names, strict=True) if keys & wanted]
+    targets = [r for r in roles if r not in kept]
+    removed, failures = [], []
+    for role in targets:
+        try:
+            graph.call(
+                "DELETE",
+                "/roleManagement/directory/roleAssignments/{assignment}",
+                assignment=role.id,
+                allow=(404,),
+                what=f"remove the role {role.role} of {found['userPrincipalName']}",
+            )
+            removed.append(role)
+        except IntegrationError as error:
+            failures.append((f"role {role.role}", error))
+    if failures:
+        raise failed_items(name, failures, len(targets))
+    return RemovedRoles(
+        user=found["userPrincipalName"], user_id=found["id"], removed=removed, kept=kept
+    )

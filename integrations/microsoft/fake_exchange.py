@@ -1,0 +1,338 @@
+"""More of the fake's Exchange Online cmdlets (``InvokeCommand``): hidden inbox rules,
+protocols, delegates.
+
+- ``Get-InboxRule -Mailbox <upn> [-IncludeHidden]``: the rules Graph shows (in Exchange's
+  shape: ``RuleIdentity``, ``ForwardTo`` as ``"Name" [SMTP:address]``...), and with
+  ``IncludeHidden`` also the hidden ones (Outlook's junk rule, an attacker's rule hidden by
+  editing its MAPI properties);
+- ``Remove-InboxRule -Mailbox <upn> -Identity <RuleIdentity>``;
+- ``Get-CASMailbox``/``Set-CASMailbox``: ``PopEnabled``, ``ImapEnabled``, ``EwsEnabled``,
+  ``ActiveSyncEnabled``, ``MAPIEnabled``, ``OWAEnabled`` (an unknown parameter is refused as
+  the cmdlet does; a set that changes nothing warns);
+- ``Get-MailboxPermission``/``Remove-MailboxPermission`` (FullAccess: ``User``,
+  ``AccessRights``, ``IsInherited``, ``Deny``), ``Get-RecipientPermission``/
+  ``Remove-RecipientPermission`` (SendAs: ``Trustee``); removing what is not there warns.
+
+The shapes are those peer tools read (the API is not documented). ``CMDLETS`` is what the
+fake's ``InvokeCommand`` dispatches here; each handler runs with the fake's lock held.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from tocsin.sandbox.fake_service import Reply
+
+if TYPE_CHECKING:
+    from tocsin.integrations.microsoft.fake import FakeMicrosoft
+
+ATTACKER_DELEGATE = "svc-archive@broker-office.example"
+"""The account the attacker gave FullAccess and SendAs on the phished mailbox."""
+GENUINE_DELEGATE_LOCAL = "bob"
+"""The colleague (the user's assistant) who genuinely has FullAccess."""
+HIDDEN_RULE_NAME = " "
+SELF = "NT AUTHORITY\\SELF"
+CAS_PROPERTIES = (
+    "PopEnabled",
+    "ImapEnabled",
+    "EwsEnabled",
+    "ActiveSyncEnabled",
+    "MAPIEnabled",
+    "OWAEnabled",
+)
+
+
+def seeded_exchange(upn: str, forward_to: str) -> dict[str, Any]:
+    """Exchange's view of the phished mailbox beyond Get-Mailbox: POP and IMAP on (the
+    attacker downloads the mailbox with them), the attacker's delegate besides the user's
+    assistant, a hidden rule forwarding and deleting mail, Outlook's own hidden junk rule."""
+    domain = upn.split("@")[-1]
+    assistant = f"{GENUINE_DELEGATE_LOCAL}@{domain}"
+    attacker = ATTACKER_DELEGATE.split("@")[0] + "@" + domain
+
+    def permission(user: str, rights: str, inherited: bool = False) -> dict[str, Any]:
+        return {
+            "Identity": upn,
+            "User": user,
+            "AccessRights": [rights],
+            "IsInherited": inherited,
+            "Deny": False,
+            "InheritanceType": "All",
+        }
+
+    def send_as(trustee: str) -> dict[str, Any]:
+        return {
+            "Identity": upn,
+            "Trustee": trustee,
+            "AccessControlType": "Allow",
+            "AccessRights": ["SendAs"],
+            "IsInherited": False,
+            "InheritanceType": "None",
+        }
+
+    return {
+        "cas": {name: True for name in CAS_PROPERTIES},
+        "mailbox_permissions": [
+            permission(SELF, "FullAccess, ReadPermission"),
+            permission("NT AUTHORITY\\SYSTEM", "FullAccess", inherited=True),
+            permission(assistant, "FullAccess"),
+            permission(attacker, "FullAccess"),
+        ],
+        "recipient_permissions": [send_as(SELF), send_as(attacker)],
+        "hidden_rules": [
+            {
+                "Name": "Junk E-mail Rule",
+                "RuleIdentity": "4573406057713467393",
+                "Enabled": True,
+                "Priority": 0,
+                "ForwardTo": None,
+                "RedirectTo": None,
+                "ForwardAsAttachmentTo": None,
+                "DeleteMessage": False,
+                "MoveToFolder": "Junk Email",
+                "Description": "If the message: the message was marked as junk\r\nTake the "
+                "following actions: move the message to folder 'Junk Email'\r\n",
+            },
+            {
+                "Name": HIDDEN_RULE_NAME,
+                "RuleIdentity": "4573406057713467400",
+                "Enabled": True,
+                "Priority": 9,
+                "ForwardTo": [f'"{forward_to}" [SMTP:{forward_to}]'],
+                "RedirectTo": None,
+                "ForwardAsAttachmentTo": None,
+                "DeleteMessage": True,
+                "MoveToFolder": None,
+                "Description": "If the message: includes 'wire' in the subject or body\r\nTake "
+                f"the following actions: forward the message to '{forward_to}' and delete it\r\n",
+            },
+        ],
+    }
+
+
+Handler = Callable[["FakeMicrosoft", Mapping[str, Any]], Reply]
+
+
+def _state(fake: FakeMicrosoft, identity: Any) -> tuple[dict[str, Any], dict[str, Any]] | Reply:
+    found = fake._exchange_mailbox(identity)
+    if isinstance(found, Reply):
+        return found
+    user, _ = found
+    return user, fake.tenant.exchange.setdefault(user["id"], seeded_exchange(user["mail"], ""))
+
+
+def _refuse_unknown(
+    fake: FakeMicrosoft, parameters: Mapping[str, Any], known: set[str]
+) -> Reply | None:
+    unknown = [name for name in parameters if name not in known | {"Confirm"}]
+    if not unknown:
+        return None
+    return fake._exchange_error(
+        400,
+        "Management.RestApiClient.RestClientException",
+        f"A parameter cannot be found that matches parameter name '{unknown[0]}'.",
+    )
+
+
+def _values(items: list[dict[str, Any]], warnings: list[str] | None = None) -> Reply:
+    return Reply(200, {"@adminapi.warnings": warnings or [], "value": copy.deepcopy(items)})
+
+
+def _addresses(recipients: Any) -> list[str] | None:
+    found = [
+        f'"{r["emailAddress"].get("name") or r["emailAddress"]["address"]}" '
+        f"[SMTP:{r['emailAddress']['address']}]"
+        for r in recipients or []
+        if isinstance(r, dict) and isinstance(r.get("emailAddress"), dict)
+    ]
+    return found or None
+
+
+def _visible_rules(fake: FakeMicrosoft, user: dict[str, Any]) -> list[dict[str, Any]]:
+    """Graph's rules of the mailbox, as Get-InboxRule shows them."""
+    rules = []
+    for rule in fake.tenant.rules.get(user["id"], []):
+        actions = rule.get("actions") or {}
+        number = int(hashlib.sha256(rule["id"].encode()).hexdigest()[:15], 16)
+        rules.append(
+            {
+                "Name": rule["displayName"],
+                "RuleIdentity": str(number),
+                "Enabled": rule.get("isEnabled", True),
+                "Priority": rule.get("sequence", 0),
+                "ForwardTo": _addresses(actions.get("forwardTo")),
+                "RedirectTo": _addresses(actions.get("redirectTo")),
+                "ForwardAsAttachmentTo": _addresses(actions.get("forwardAsAttachmentTo")),
+                "DeleteMessage": bool(actions.get("delete")),
+                "MoveToFolder": actions.get("moveToFolder"),
+                "Description": "",
+            }
+        )
+    return rules
+
+
+def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Mailbox", "IncludeHidden", "Identity"})
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("Mailbox"))
+    if isinstance(found, Reply):
+        return found
+    user, state = found
+    rules = _visible_rules(fake, user)
+    if parameters.get("IncludeHidden"):
+        rules += state["hidden_rules"]
+    upn = user["userPrincipalName"]
+    shown = [{"Identity": f"{upn}\\{r['RuleIdentity']}", "MailboxOwnerId": upn, **r} for r in rules]
+    return _values(shown)
+
+
+def remove_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(
+        fake, parameters, {"Mailbox", "Identity", "AlwaysDeleteOutlookRulesBlob"}
+    )
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("Mailbox"))
+    if isinstance(found, Reply):
+        return found
+    user, state = found
+    wanted = str(parameters.get("Identity", "")).rsplit("\\", 1)[-1]
+    hidden = [r for r in state["hidden_rules"] if r["RuleIdentity"] == wanted]
+    if hidden:
+        state["hidden_rules"].remove(hidden[0])
+        return _values([])
+    visible = {r["RuleIdentity"]: r for r in _visible_rules(fake, user)}
+    if wanted in visible:
+        graph_rules = fake.tenant.rules.get(user["id"], [])
+        graph_rules[:] = [
+            r
+            for r in graph_rules
+            if str(int(hashlib.sha256(r["id"].encode()).hexdigest()[:15], 16)) != wanted
+        ]
+        return _values([])
+    return fake._exchange_error(
+        404,
+        "Configuration.Tasks.ManagementObjectNotFoundException",
+        f"The operation couldn't be performed because object '{parameters.get('Identity')}' "
+        "couldn't be found on 'AM0PR01A001DC01.EURPR01A001.prod.outlook.com'.",
+    )
+
+
+def get_cas_mailbox(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    found = _state(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    user, state = found
+    return _values(
+        [
+            {
+                "Identity": user["displayName"],
+                "Name": user["displayName"],
+                "PrimarySmtpAddress": user["mail"],
+                "ExternalDirectoryObjectId": user["id"],
+                **state["cas"],
+            }
+        ]
+    )
+
+
+def set_cas_mailbox(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Identity", *CAS_PROPERTIES})
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    _, state = found
+    before = dict(state["cas"])
+    for name in CAS_PROPERTIES:
+        if name in parameters:
+            if not isinstance(parameters[name], bool):
+                return fake._exchange_error(
+                    400,
+                    "Management.RestApiClient.RestClientException",
+                    f"Cannot process argument transformation on parameter '{name}'. Cannot "
+                    "convert value to type System.Boolean.",
+                )
+            state["cas"][name] = parameters[name]
+    warnings = (
+        [
+            f"The command completed successfully but no settings of '{parameters['Identity']}' "
+            "have been modified."
+        ]
+        if before == state["cas"]
+        else []
+    )
+    return _values([], warnings)
+
+
+def get_mailbox_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    found = _state(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    return _values(found[1]["mailbox_permissions"])
+
+
+def get_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    found = _state(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    return _values(found[1]["recipient_permissions"])
+
+
+def _remove_permission(
+    fake: FakeMicrosoft, parameters: Mapping[str, Any], key: str, who: str, rights: str
+) -> Reply:
+    refused = _refuse_unknown(
+        fake, parameters, {"Identity", who, "AccessRights", "InheritanceType"}
+    )
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    _, state = found
+    trustee = str(parameters.get(who, "")).lower()
+    entries = state[key]
+    gone = [
+        e
+        for e in entries
+        if e[who].lower() == trustee
+        and any(rights in right for right in e["AccessRights"])
+        and not e.get("IsInherited")
+    ]
+    for entry in gone:
+        entries.remove(entry)
+    warnings = (
+        []
+        if gone
+        else [
+            f"Can't remove the access control entry on the object '{parameters.get('Identity')}' "
+            f"for account '{parameters.get(who)}' because the ACE doesn't exist on the object."
+        ]
+    )
+    return _values([], warnings)
+
+
+def remove_mailbox_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    return _remove_permission(fake, parameters, "mailbox_permissions", "User", "FullAccess")
+
+
+def remove_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    return _remove_permission(fake, parameters, "recipient_permissions", "Trustee", "SendAs")
+
+
+CMDLETS: dict[str, Handler] = {
+    "Get-InboxRule": get_inbox_rule,
+    "Remove-InboxRule": remove_inbox_rule,
+    "Get-CASMailbox": get_cas_mailbox,
+    "Set-CASMailbox": set_cas_mailbox,
+    "Get-MailboxPermission": get_mailbox_permission,
+    "Remove-MailboxPermission": remove_mailbox_permission,
+    "Get-RecipientPermission": get_recipient_permission,
+    "Remove-RecipientPermission": remove_recipient_permission,
+}
