@@ -264,6 +264,13 @@ class JiraTickets:
             )
         return document
 
+    def myself(self) -> dict[str, Any]:
+        """The account Tocsin's credentials are (``GET /rest/api/2/myself``; changes nothing)."""
+        document = _json(self._call("jira.myself", "", "GET", "/rest/api/2/myself"), "jira.myself")
+        if not isinstance(document, dict):
+            raise IntegrationError("jira.myself", SERVICE, "answered something other than a user")
+        return document
+
     def comments(self, ticket: str) -> list[dict[str, Any]]:
         """Every comment of the ticket, oldest first (``GET .../comment``, page by page)."""
         found: list[dict[str, Any]] = []

@@ -12,6 +12,8 @@ What it does like Jira:
 - ``POST /rest/api/2/issue/{key}/attachments``, multipart field ``file`` (one or more):
   200 and the list of attachments; without ``X-Atlassian-Token: no-check`` 403
   ``XSRF check failed``; a body that is not multipart/form-data 415;
+- ``GET /rest/api/2/myself``: the account the credentials are (Cloud: ``accountId``,
+  ``emailAddress``; Data Center: ``name``, ``key``), ``displayName``, ``active``;
 - an unknown issue answers 404 ``Issue does not exist or you do not have permission to see it.``;
   every error body is ``{"errorMessages": [...], "errors": {...}}``;
 - rate limit: more than ``rate_limit`` calls within ``rate_window_seconds`` answer 429 with
@@ -289,6 +291,10 @@ class FakeJira(FakeService):
                 {"errorMessages": ["Rate limit exceeded."], "errors": {}},
                 {"Retry-After": str(retry_after)},
             )
+        if request.path.rstrip("/") == "/rest/api/2/myself":
+            if request.method != "GET":
+                return Reply(405, {"errorMessages": [], "errors": {}}, {"Allow": "GET"})
+            return Reply(200, self._myself())
         match = _ISSUE_PATH.match(request.path)
         if match is None:
             return JiraError(404, [f"null for uri: {self.url}{request.path}"]).reply()
@@ -306,6 +312,28 @@ class FakeJira(FakeService):
                 return route(issue, request)
         except JiraError as error:
             return error.reply()
+
+    def _myself(self) -> dict[str, Any]:
+        """The account of the credentials, as Cloud or Data Center describe it."""
+        if self.user is None:
+            return {
+                "self": f"{self.url}/rest/api/2/user?username=tocsin",
+                "key": "JIRAUSER10100",
+                "name": "tocsin",
+                "emailAddress": "tocsin@broker-support.example",
+                "displayName": "Tocsin",
+                "active": True,
+                "timeZone": "UTC",
+            }
+        return {
+            "self": f"{self.url}/rest/api/2/user?accountId={_TOCSIN_ACCOUNT_ID}",
+            "accountId": _TOCSIN_ACCOUNT_ID,
+            "accountType": "atlassian",
+            "emailAddress": self.user,
+            "displayName": "Tocsin",
+            "active": True,
+            "timeZone": "UTC",
+        }
 
     def _authenticated(self, request: ReceivedRequest) -> bool:
         scheme, _, credentials = (request.header("authorization") or "").partition(" ")

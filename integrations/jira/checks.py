@@ -1,0 +1,62 @@
+"""``tocsin integrations check jira``: the credentials sign in, and the webhook secret is set.
+
+``GET /rest/api/2/myself`` changes nothing and answers who the credentials are (Cloud: basic
+auth with the account e-mail and an API token; Data Center: a bearer personal access token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tocsin.errors import TocsinError
+from tocsin.integration import CheckResult
+from tocsin.integrations.jira.client import WEBHOOK_SECRET, JiraTickets
+from tocsin.settings import SecretStore, Settings
+
+
+def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
+    """Who the credentials sign in as; whether the webhook secret is set."""
+    return [_account(settings, secrets), _webhook_secret(secrets)]
+
+
+def _account(settings: Settings, secrets: SecretStore) -> CheckResult:
+    try:
+        tickets = JiraTickets.from_settings(settings, secrets)
+        me = tickets.myself()
+    except TocsinError as exc:
+        if getattr(exc, "status_code", None) == 404:
+            return CheckResult(
+                "credentials",
+                False,
+                "the site answered 404 to GET /rest/api/2/myself: no Jira REST API there",
+                "set settings.jira.url (TOCSIN_JIRA__URL) to the site's base URL, like "
+                "https://broker-support.atlassian.net",
+            )
+        return CheckResult("credentials", False, exc.message, exc.hint)
+    name = me.get("emailAddress") or me.get("name") or me.get("accountId") or "?"
+    kind = "Cloud, API token" if tickets.user else "Data Center, personal access token"
+    if me.get("active") is False:
+        return CheckResult(
+            "credentials",
+            False,
+            f"signs in as {me.get('displayName')} ({name}), but the account is deactivated",
+            "reactivate the Tocsin account in Jira's user management",
+        )
+    return CheckResult(
+        "credentials",
+        True,
+        f"signs in at {tickets.base_url} as {me.get('displayName')} ({name}; {kind})",
+    )
+
+
+def _webhook_secret(secrets: SecretStore) -> CheckResult:
+    if secrets.get(WEBHOOK_SECRET):
+        return CheckResult("webhook secret", True, f"{WEBHOOK_SECRET} is set")
+    return CheckResult(
+        "webhook secret",
+        False,
+        f"the secret {WEBHOOK_SECRET} is not set: the gateway cannot tell Jira's webhooks "
+        "from forged ones, so no run starts from a ticket",
+        f"set TOCSIN_SECRET_{WEBHOOK_SECRET.upper()} to the secret of the Jira webhook "
+        "(Jira settings → System → WebHooks → the Tocsin webhook → Secret)",
+    )
