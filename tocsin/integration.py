@@ -233,6 +233,16 @@ class CheckResult:
     message: str
     hint: str = ""
 
+    @classmethod
+    def problem(cls, check: str, error: TocsinError) -> CheckResult:
+        """A problem said by ``error``'s message and hint (an action error's without the
+        action's name, since no action ran)."""
+        message = error.message
+        action = getattr(error, "action", None)
+        if isinstance(action, str):
+            message = message.removeprefix(f"{action}: ")
+        return cls(check, False, message, error.hint)
+
 
 # -- the integration ------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ def check_integration(
     try:
         results = tuple(integration.check(settings, secrets))
     except TocsinError as exc:
-        results = (CheckResult("check", False, exc.message, exc.hint),)
+        results = (CheckResult.problem("check", exc),)
     except Exception as exc:  # a plug-in's bug must not hide the other integrations' checks
         if debug:
             raise

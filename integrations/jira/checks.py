@@ -32,7 +32,7 @@ def _account(settings: Settings, secrets: SecretStore) -> CheckResult:
                 "set settings.jira.url (TOCSIN_JIRA__URL) to the site's base URL, like "
                 "https://broker-support.atlassian.net",
             )
-        return CheckResult("credentials", False, exc.message, exc.hint)
+        return CheckResult.problem("credentials", exc)
     name = me.get("emailAddress") or me.get("name") or me.get("accountId") or "?"
     kind = "Cloud, API token" if tickets.user else "Data Center, personal access token"
     if me.get("active") is False:

@@ -78,7 +78,7 @@ def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
     try:
         credentials = MicrosoftCredentials.from_secrets(settings, secrets)
     except TocsinError as exc:
-        return [CheckResult("sign-in", False, exc.message, exc.hint)]
+        return [CheckResult.problem("sign-in", exc)]
     api_scopes = scopes(integration.settings_of(settings))
     return [_api(credentials, api, api_scopes[api.api]) for api in APIS]
 
@@ -101,7 +101,8 @@ def _api(credentials: MicrosoftCredentials, api: ApiNeeds, scope: str) -> CheckR
     try:
         token = acquire_token(credentials, scope, "check")
     except TocsinError as exc:
-        return CheckResult(name, False, f"sign-in for {scope}: {exc.message}", exc.hint)
+        found = CheckResult.problem(name, exc)
+        return CheckResult(name, False, f"sign-in for {scope}: {found.message}", found.hint)
     roles = token_roles(token)
     missing = missing_permissions(roles, api)
     how = "client secret" if credentials.client_secret else "certificate"

@@ -81,8 +81,10 @@ def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
     try:
         response = client.auth_test()
     except SlackApiError as exc:
-        error = api_error("check", "auth.test", None, exc)
-        return [CheckResult("bot token", False, error.message, error.hint), *results]
+        return [
+            CheckResult.problem("bot token", api_error("check", "auth.test", None, exc)),
+            *results,
+        ]
     except OSError as exc:  # refused, unresolvable, TLS, timed out: urllib's errors are OSErrors
         return [
             CheckResult(
