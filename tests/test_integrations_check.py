@@ -242,6 +242,11 @@ def test_an_integration_not_configured_is_no_failure_unless_named(tmp_path: Path
     unknown = run_tocsin("integrations", "check", "jiraa", env=env)
     assert unknown.returncode == 2
     assert "no installed integration is named 'jiraa'" in unknown.stderr
+    wrong = run_tocsin(
+        "integrations", "check", env={**env, "TOCSIN_SLACK__CHANNEL_PER_INCIDENT": "maybe"}
+    )
+    assert wrong.returncode == 3, "settings that cannot be read are a configuration error"
+    assert "slack.channel_per_incident" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_the_list_says_what_is_configured_and_which_secrets_are_set_never_their_values(
@@ -260,6 +265,7 @@ def test_the_list_says_what_is_configured_and_which_secrets_are_set_never_their_
     data = json.loads(run_tocsin("integrations", "--json", env=env).stdout)
     jira = next(i for i in data["integrations"] if i["name"] == "jira")
     assert jira["configured"] is True and jira["checks"] == []
+    assert jira["state"] == "not checked"
     assert {s["name"]: s["set"] for s in jira["secrets"]} == {
         "jira_api_token": True,
         "jira_webhook_secret": False,

@@ -581,7 +581,7 @@ def _type_label(prop: dict[str, Any]) -> str:
 
 
 def cmd_integrations(args: argparse.Namespace) -> int:
-    from tocsin.integration_checks import CheckState, check_all, list_all
+    from tocsin.integration_checks import check_all, list_all
     from tocsin.settings import EnvironmentSecrets, SecretStore
 
     as_json = bool(getattr(args, "json", False) or args.json_all)
@@ -622,7 +622,7 @@ def cmd_integrations(args: argparse.Namespace) -> int:
         )
     problems = 0
     for state in report.integrations:
-        if state.state in (CheckState.NOT_CONFIGURED, CheckState.NOTHING_TO_CHECK):
+        if not state.results:
             print(f"{state.name}: {state.state.value}")
             continue
         for result in state.results:

@@ -28,6 +28,8 @@ class CheckState(StrEnum):
     PROBLEM = "problem"
     NOT_CONFIGURED = "not configured"
     NOTHING_TO_CHECK = "nothing to check"
+    NOT_CHECKED = "not checked"
+    """Configured, and only listed (``tocsin integrations list``)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def describe(
         configured=configured,
         secrets=secret_states(integration, secrets),
         has_check=integration.check is not None,
-        state=CheckState.NOT_CONFIGURED if not configured else CheckState.OK,
+        state=CheckState.NOT_CHECKED if configured else CheckState.NOT_CONFIGURED,
     )
 
 
