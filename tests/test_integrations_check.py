@@ -190,6 +190,7 @@ def test_a_service_that_is_down_is_a_problem_line_not_a_traceback(fakes: Fakes) 
         TOCSIN_SLACK__API_URL=f"{down}/api/",
         TOCSIN_MICROSOFT__AUTHORITY_HOST=down,
         TOCSIN_HTTP__SERVICES__PLATFORM=f"{down}/api/v1",
+        TOCSIN_HTTP__SERVICES__LEGACY=f"https://svc:legacy-password@127.0.0.1:{closed_port()}/",
     )
     result = run_tocsin("integrations", "check", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -199,9 +200,11 @@ def test_a_service_that_is_down_is_a_problem_line_not_a_traceback(fakes: Fakes) 
         "slack: bot token: PROBLEM: Slack cannot be reached at",
         "microsoft: Microsoft Graph: PROBLEM",
         "http: service platform: PROBLEM",
+        "http: service legacy: PROBLEM: https://127.0.0.1:",
     ):
         assert any(line.startswith(prefix) for line in lines), (prefix, result.stdout)
     assert result.stderr == ""
+    assert "legacy-password" not in result.stdout, "a password in a service URL was shown"
     assert_no_secret_shown(result, env)
 
 

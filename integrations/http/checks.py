@@ -10,6 +10,7 @@ says which ones it needs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -40,18 +41,27 @@ def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
     return results
 
 
-def _reachable(client: httpx.Client, name: str, url: str, timeout: float) -> CheckResult:
+def _shown(url: str) -> str:
+    """``url`` without a user or password it may carry (they are secrets)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _reachable(client: httpx.Client, name: str, given: str, timeout: float) -> CheckResult:
     check = f"service {name}"
+    url = _shown(given)
     fix = (
         f"check that {url} is the service's base URL (TOCSIN_HTTP__SERVICES__{name.upper()}) "
         "and that this machine can reach it"
     )
     try:
-        response = client.head(url)
+        response = client.head(given)
     except httpx.TimeoutException:
         return CheckResult(check, False, f"{url} did not answer within {timeout:g} s", fix)
     except httpx.HTTPError as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = (str(exc) or type(exc).__name__).replace(given, url)
         if "CERTIFICATE_VERIFY_FAILED" in reason:
             fix = (
                 "set http.ca_bundle (TOCSIN_HTTP__CA_BUNDLE) to the PEM of the CA that signed "

@@ -42,9 +42,11 @@ def needed_scopes(settings: Settings) -> dict[str, str]:
 
 
 OPTIONAL_SCOPES = {
+    "commands": "the /tocsin slash command",
     "users:read.email": "finding who started a run from Jira by e-mail, and deciders' e-mail "
     "in the audit trail",
 }
+"""Scopes Tocsin works without, a feature less: said, not a problem."""
 
 
 def is_configured(settings: Settings, secrets: SecretStore) -> bool:
