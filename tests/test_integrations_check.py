@@ -33,6 +33,7 @@ from tocsin.sandbox.tls import LoopbackCA
 
 SIGNING_SECRET = "slack-signing-secret-for-the-check"
 CHAT_ONLY_TOKEN = "xoxb-chat-only"
+AUDITOR_TOKEN = "xoxb-reads-history-too"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fakes]:
             tokens={
                 SANDBOX_BOT_TOKEN: {"chat:write", "usergroups:read", "users:read"},
                 CHAT_ONLY_TOKEN: {"chat:write"},
+                AUDITOR_TOKEN: {"chat:write", "usergroups:read", "users:read", "channels:history"},
             }
         )
         jira = FakeJira()
@@ -114,6 +116,8 @@ def closed_port() -> int:
 
 def test_every_configured_integration_checks_ok_against_the_services(fakes: Fakes) -> None:
     env = live_env(fakes)
+    for fake in (fakes.slack, fakes.jira, fakes.platform):
+        fake.reset()
     result = run_tocsin("integrations", "check", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -156,6 +160,33 @@ def test_a_slack_token_without_a_needed_scope_names_the_scope(fakes: Fakes) -> N
     assert "PROBLEM: the bot token lacks usergroups:read" in scopes
     assert "users:read" in scopes and "chat:write" not in scopes
     assert "OAuth & Permissions" in result.stdout and "reinstall" in result.stdout
+
+
+def test_the_anchor_channel_is_read_back_as_audit_verify_does(fakes: Fakes) -> None:
+    env = live_env(
+        fakes,
+        TOCSIN_SECRET_SLACK_BOT_TOKEN=AUDITOR_TOKEN,
+        TOCSIN_SLACK__ANCHOR_CHANNEL="C0INCIDENTS",
+    )
+    readable = run_tocsin("integrations", "check", "slack", env=env)
+    assert readable.returncode == 0, readable.stdout
+    assert "slack: anchor channel: ok: the bot reads C0INCIDENTS" in readable.stdout
+    missing = run_tocsin(
+        "integrations", "check", "slack", env={**env, "TOCSIN_SLACK__ANCHOR_CHANNEL": "C0GONE"}
+    )
+    assert missing.returncode == 1
+    assert (
+        "slack: anchor channel: PROBLEM: Slack refused conversations.history in C0GONE: "
+        "channel_not_found"
+    ) in missing.stdout
+    # Without channels:history, the scope is named (verify needs it).
+    lacking = run_tocsin(
+        "integrations",
+        "check",
+        "slack",
+        env={**env, "TOCSIN_SECRET_SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN},
+    )
+    assert "the bot token lacks channels:history (reading audit heads back" in lacking.stdout
 
 
 def test_a_microsoft_app_missing_permissions_names_each_and_how_to_grant_consent(

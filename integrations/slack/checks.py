@@ -3,13 +3,16 @@
 ``auth.test`` (which needs no scope and changes nothing) says who the token signs in as;
 Slack tells every call's token scopes in the ``x-oauth-scopes`` response header, which is
 compared with the scopes the settings in force need (docs/gateway.md, "Setting up the
-Slack app").
+Slack app"). With ``slack.anchor_channel``, one message of its history is read, as
+``tocsin audit verify`` does. The incident channel is not checked: only posting would
+prove the bot may post there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from tocsin.integration import CheckResult
@@ -103,7 +106,35 @@ def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
     results.insert(0, CheckResult("bot token", True, f"signs in as {who} in workspace {team}"))
     header = _header(response.headers, "x-oauth-scopes")
     results.insert(1, _scopes(header, needed_scopes(settings)))
+    anchor = integration.settings_of(settings).anchor_channel
+    if anchor:
+        results.insert(2, _anchor_channel(client, anchor))
     return results
+
+
+def _anchor_channel(client: WebClient, channel: str) -> CheckResult:
+    """The bot can read the anchor channel back (``conversations.history``, one message), as
+    ``tocsin audit verify`` does; posting there is not tried, since it would change it."""
+    try:
+        client.conversations_history(channel=channel, limit=1)
+    except SlackApiError as exc:
+        found = CheckResult.problem(
+            "anchor channel", api_error("check", "conversations.history", channel, exc)
+        )
+        if not channel.startswith(("C", "G")):
+            return CheckResult(
+                found.check,
+                False,
+                found.message,
+                f"set slack.anchor_channel to the channel's id (C0...), not its name: Slack "
+                f"reads a channel's history by id; {found.hint}",
+            )
+        return found
+    except OSError as exc:
+        return CheckResult(
+            "anchor channel", False, f"Slack cannot be reached: {getattr(exc, 'reason', exc)}"
+        )
+    return CheckResult("anchor channel", True, f"the bot reads {channel} (audit heads)")
 
 
 def _header(headers: object, name: str) -> str | None:
