@@ -126,6 +126,7 @@ def test_every_configured_integration_checks_ok_against_the_services(fakes: Fake
         "slack: scopes: ok: the bot token has chat:write, usergroups:read, users:read",
         "slack: signing secret: ok",
         f"jira: credentials: ok: signs in at {fakes.jira.url} as Tocsin ({SANDBOX_JIRA_USER}",
+        "jira: permissions: ok: may browse, comment and attach",
         "jira: webhook secret: ok",
         "microsoft: Microsoft Graph: ok: signed in to tenant",
         "microsoft: Office 365 Exchange Online: ok",
@@ -136,9 +137,12 @@ def test_every_configured_integration_checks_ok_against_the_services(fakes: Fake
         assert any(line.startswith(expected) for line in lines), (expected, result.stdout)
     assert lines[-1] == "all configured integrations ok"
     assert_no_secret_shown(result, env)
-    # Nothing was changed: the only Slack method called is auth.test, the only Jira call /myself.
+    # Nothing was changed: Slack was asked auth.test only, Jira two GETs of the account.
     assert {r.path for r in fakes.slack.requests} == {"/api/auth.test"}
-    assert {r.path for r in fakes.jira.requests} == {"/rest/api/2/myself"}
+    assert {(r.method, r.path) for r in fakes.jira.requests} == {
+        ("GET", "/rest/api/2/myself"),
+        ("GET", "/rest/api/2/mypermissions"),
+    }
     assert not fakes.platform.requests or {r.method for r in fakes.platform.requests} == {"HEAD"}
 
 
@@ -316,3 +320,31 @@ def test_sandbox_mode_checks_the_fakes_and_a_third_party_check_plugs_in(tmp_path
     assert any(line.startswith("toy: token: ok: the bell at https://127.0.0.1:") for line in lines)
     assert any(line.startswith("microsoft: Microsoft Graph: ok") for line in lines)
     assert "Traceback" not in result.stderr
+
+
+def test_a_jira_account_without_a_project_permission_is_told_which(tmp_path: Path) -> None:
+    ca = LoopbackCA.create(tmp_path / "tls")
+    jira = FakeJira(permissions=frozenset({"BROWSE_PROJECTS"})).start(tls=ca.server_context())
+    try:
+        env = {
+            "TOCSIN_MODE": "live",
+            "TOCSIN_JIRA__URL": jira.url,
+            "TOCSIN_JIRA__USER": SANDBOX_JIRA_USER,
+            "TOCSIN_JIRA__CA_BUNDLE": str(ca.ca_bundle),
+            "TOCSIN_SECRET_JIRA_API_TOKEN": SANDBOX_JIRA_TOKEN,
+        }
+        result = run_tocsin("integrations", "check", env=env)
+    finally:
+        jira.stop()
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert (
+        "jira: permissions: PROBLEM: the Tocsin account lacks Add comments (progress, gates, "
+        "audit heads); Create attachments (the report) in every project"
+    ) in lines
+    assert any(
+        line.startswith("jira: webhook secret: PROBLEM: the secret jira_webhook_secret")
+        for line in lines
+    )
+    assert "2 problems found" == lines[-1]
+    assert_no_secret_shown(result, env)

@@ -1,7 +1,11 @@
-"""``tocsin integrations check jira``: the credentials sign in, and the webhook secret is set.
+"""``tocsin integrations check jira``: the credentials sign in, the account may browse,
+comment and attach, and the webhook secret is set.
 
-``GET /rest/api/2/myself`` changes nothing and answers who the credentials are (Cloud: basic
-auth with the account e-mail and an API token; Data Center: a bearer personal access token).
+``GET /rest/api/2/myself`` answers who the credentials are (Cloud: basic auth with the
+account e-mail and an API token; Data Center: a bearer personal access token) and
+``GET /rest/api/2/mypermissions`` whether the account holds the project permissions Tocsin
+uses in at least one project (without a project key: the incident projects are not known
+here). Both change nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +17,52 @@ from tocsin.integration import CheckResult
 from tocsin.integrations.jira.client import WEBHOOK_SECRET, JiraTickets
 from tocsin.settings import SecretStore, Settings
 
+PERMISSIONS = {
+    "BROWSE_PROJECTS": "Browse projects (read the incident ticket)",
+    "ADD_COMMENTS": "Add comments (progress, gates, audit heads)",
+    "CREATE_ATTACHMENTS": "Create attachments (the report)",
+}
+"""The project permissions the Tocsin account needs, each with what for."""
+
 
 def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
-    """Who the credentials sign in as; whether the webhook secret is set."""
-    return [_account(settings, secrets), _webhook_secret(secrets)]
-
-
-def _account(settings: Settings, secrets: SecretStore) -> CheckResult:
+    """Who the credentials sign in as, their project permissions; whether the webhook secret is set."""
     try:
         tickets = JiraTickets.from_settings(settings, secrets)
+    except TocsinError as exc:
+        return [CheckResult.problem("credentials", exc), _webhook_secret(secrets)]
+    account = _account(tickets)
+    results = [account]
+    if account.ok:
+        results.append(_permissions(tickets))
+    return [*results, _webhook_secret(secrets)]
+
+
+def _permissions(tickets: JiraTickets) -> CheckResult:
+    try:
+        held = tickets.my_permissions(list(PERMISSIONS))
+    except TocsinError as exc:
+        return CheckResult.problem("permissions", exc)
+    missing = [key for key, ok in held.items() if not ok]
+    if missing:
+        return CheckResult(
+            "permissions",
+            False,
+            "the Tocsin account lacks "
+            + "; ".join(PERMISSIONS[key] for key in missing)
+            + " in every project",
+            "grant them to the Tocsin account in the permission scheme of the incident "
+            "projects (Project settings → Permissions), or to a group or project role it is in",
+        )
+    return CheckResult(
+        "permissions",
+        True,
+        "may browse, comment and attach (in at least one project: Jira says so per project)",
+    )
+
+
+def _account(tickets: JiraTickets) -> CheckResult:
+    try:
         me = tickets.myself()
     except TocsinError as exc:
         if getattr(exc, "status_code", None) == 404:
