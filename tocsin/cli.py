@@ -581,26 +581,36 @@ def _type_label(prop: dict[str, Any]) -> str:
 
 
 def cmd_integrations(args: argparse.Namespace) -> int:
-    from tocsin.integration_checks import check_all, list_all
-    from tocsin.settings import EnvironmentSecrets, SecretStore
+    from tocsin.settings import EnvironmentSecrets
 
     as_json = bool(getattr(args, "json", False) or args.json_all)
+    if args.integrations_command == "check":
+        return _check_integrations(_settings(), args.names, as_json=as_json, debug=args.debug)
+    from tocsin.integration_checks import list_all
+
     settings = _settings()
-    secrets: SecretStore = EnvironmentSecrets()
-    if args.integrations_command != "check":
-        report = list_all(settings, secrets)
-        if as_json:
-            print(json.dumps({"mode": settings.mode, **report.as_data()}, indent=2))
-            return EXIT_OK
-        if settings.mode == "sandbox":
-            print("SANDBOX mode: runs use the sandbox's local fakes, not the settings below")
-        for state in report.integrations:
-            configured = "configured" if state.configured else "not configured"
-            print(f"{state.name}: {configured} — {state.description}")
-            for secret in state.secrets:
-                print(f"    secret {secret.variable}: {'set' if secret.set else 'not set'}")
-        print("`tocsin integrations check` verifies the configured ones' access")
+    report = list_all(settings, EnvironmentSecrets())
+    if as_json:
+        print(json.dumps({"mode": settings.mode, **report.as_data()}, indent=2))
         return EXIT_OK
+    if settings.mode == "sandbox":
+        print("SANDBOX mode: runs use the sandbox's local fakes, not the settings below")
+    for state in report.integrations:
+        configured = "configured" if state.configured else "not configured"
+        print(f"{state.name}: {configured} — {state.description}")
+        for secret in state.secrets:
+            print(f"    secret {secret.variable}: {'set' if secret.set else 'not set'}")
+    print("`tocsin integrations check` verifies the configured ones' access")
+    return EXIT_OK
+
+
+def _check_integrations(settings: Any, names: list[str], *, as_json: bool, debug: bool) -> int:
+    """`tocsin integrations check`: live, the settings' services; in the sandbox, its fakes."""
+    from tocsin.integration_checks import check_all, integrations_named
+    from tocsin.settings import EnvironmentSecrets, SecretStore
+
+    chosen = integrations_named(names)  # an unknown name is said before anything starts
+    secrets: SecretStore = EnvironmentSecrets()
     sandbox = None
     if settings.mode == "sandbox":
         from tocsin.sandbox.assembly import Sandbox
@@ -608,7 +618,7 @@ def cmd_integrations(args: argparse.Namespace) -> int:
         sandbox = Sandbox(settings).__enter__()
         settings, secrets = sandbox.settings, sandbox.secrets
     try:
-        report = check_all(settings, secrets, args.names, debug=args.debug)
+        report = check_all(settings, secrets, chosen, asked_for=bool(names), debug=debug)
     finally:
         if sandbox is not None:
             sandbox.__exit__(None, None, None)
@@ -633,8 +643,8 @@ def cmd_integrations(args: argparse.Namespace) -> int:
                 problems += 1
                 if result.hint:
                     print(f"    fix: {result.hint}")
-    checked = [s for s in report.integrations if s.results]
     if report.ok:
+        checked = any(state.results for state in report.integrations)
         print(
             "all configured integrations ok" if checked else "no integration to check is configured"
         )

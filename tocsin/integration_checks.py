@@ -154,13 +154,19 @@ def check_integration(
 
 
 def check_all(
-    settings: Settings, secrets: SecretStore, names: Sequence[str] = (), *, debug: bool = False
+    settings: Settings,
+    secrets: SecretStore,
+    integrations: Sequence[Integration[Any]] | None = None,
+    *,
+    asked_for: bool = False,
+    debug: bool = False,
 ) -> CheckReport:
-    """Check the integrations named (all installed ones when none is)."""
-    chosen = _chosen(names)
+    """Check ``integrations`` (default: every installed one); ``asked_for``: they were named,
+    so one not configured is a problem."""
+    chosen = installed_integrations() if integrations is None else integrations
     return CheckReport(
         tuple(
-            check_integration(i, settings, secrets, asked_for=bool(names), debug=debug)
+            check_integration(i, settings, secrets, asked_for=asked_for, debug=debug)
             for i in chosen
         )
     )
@@ -171,7 +177,9 @@ def list_all(settings: Settings, secrets: SecretStore) -> CheckReport:
     return CheckReport(tuple(describe(i, settings, secrets) for i in installed_integrations()))
 
 
-def _chosen(names: Sequence[str]) -> tuple[Integration[Any], ...]:
+def integrations_named(names: Sequence[str]) -> tuple[Integration[Any], ...]:
+    """The installed integrations ``names`` (all when none is); ``InputError`` for a name
+    none has, listing those installed."""
     from tocsin.errors import InputError
 
     installed = installed_integrations()
