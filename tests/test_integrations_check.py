@@ -217,6 +217,18 @@ def test_a_microsoft_app_missing_permissions_names_each_and_how_to_grant_consent
     assert_no_secret_shown(result, env)
 
 
+def test_a_wrong_microsoft_client_secret_says_to_give_its_value_and_never_shows_it(
+    fakes: Fakes,
+) -> None:
+    env = live_env(fakes, TOCSIN_SECRET_MICROSOFT_CLIENT_SECRET="a-secret-id-not-its-value")
+    result = run_tocsin("integrations", "check", "microsoft", env=env)
+    assert result.returncode == 1, "a refused sign-in is a problem found, not exit 3"
+    graph = next(line for line in result.stdout.splitlines() if "Microsoft Graph" in line)
+    assert "PROBLEM" in graph and "AADSTS7000215" in graph
+    assert "give its Value (not its Secret ID)" in result.stdout
+    assert_no_secret_shown(result, env)
+
+
 def test_a_service_that_is_down_is_a_problem_line_not_a_traceback(fakes: Fakes) -> None:
     down = f"https://127.0.0.1:{closed_port()}"
     env = live_env(
