@@ -309,6 +309,7 @@ def test_the_list_says_what_is_configured_and_which_secrets_are_set_never_their_
         assert result.returncode == 0, result.stdout + result.stderr
         lines = result.stdout.splitlines()
         assert any(line.startswith("slack: configured") for line in lines)
+        assert any(line.startswith("core: nothing to configure") for line in lines)
         assert "    secret TOCSIN_SECRET_SLACK_BOT_TOKEN: set" in lines
         assert "    secret TOCSIN_SECRET_JIRA_WEBHOOK_SECRET: not set" in lines
         assert_no_secret_shown(result, env)

@@ -596,7 +596,13 @@ def cmd_integrations(args: argparse.Namespace) -> int:
     if settings.mode == "sandbox":
         print("SANDBOX mode: runs use the sandbox's local fakes, not the settings below")
     for state in report.integrations:
-        configured = "configured" if state.configured else "not configured"
+        configured = (
+            "nothing to configure"
+            if not state.needs_setup
+            else "configured"
+            if state.configured
+            else "not configured"
+        )
         print(f"{state.name}: {configured} — {state.description}")
         for secret in state.secrets:
             print(f"    secret {secret.variable}: {'set' if secret.set else 'not set'}")

@@ -53,6 +53,8 @@ class IntegrationState:
     results: Sequence[CheckResult] = ()
     state: CheckState = CheckState.NOT_CONFIGURED
     has_check: bool = False
+    needs_setup: bool = True
+    """False for an integration with neither settings nor secrets (``core``)."""
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -104,6 +106,7 @@ def describe(
         configured=configured,
         secrets=secret_states(integration, secrets),
         has_check=integration.check is not None,
+        needs_setup=bool(integration.settings or integration.secrets or integration.configured),
         state=CheckState.NOT_CHECKED if configured else CheckState.NOT_CONFIGURED,
     )
 
