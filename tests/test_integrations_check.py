@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -361,3 +362,20 @@ def test_a_jira_account_without_a_project_permission_is_told_which(tmp_path: Pat
     )
     assert "2 problems found" == lines[-1]
     assert_no_secret_shown(result, env)
+
+
+def test_a_check_that_breaks_is_a_problem_line_naming_the_integration() -> None:
+    from tocsin.integration import CheckResult, Integration
+    from tocsin.integration_checks import CheckState, check_integration
+    from tocsin.settings import SecretStore, Settings, StaticSecrets, load_settings
+
+    def broken(settings: Settings, secrets: SecretStore) -> list[CheckResult]:
+        raise KeyError("roles")
+
+    bell: Integration[Any] = Integration(name="bell", description="a bell", check=broken)
+    state = check_integration(bell, load_settings(), StaticSecrets({}))
+    assert state.state is CheckState.PROBLEM
+    assert state.results[0].message == "the check itself failed: KeyError: 'roles'"
+    assert "a bug of the bell integration" in state.results[0].hint
+    with pytest.raises(KeyError):
+        check_integration(bell, load_settings(), StaticSecrets({}), debug=True)
