@@ -523,3 +523,21 @@ def test_signature_headers_match_what_slack_sdk_computes() -> None:
         timestamp="1531420618", body=body
     )
     assert headers == {"X-Slack-Request-Timestamp": "1531420618", "X-Slack-Signature": expected}
+
+
+# -- auth.test and the token's scopes ------------------------------------------------
+
+
+def test_auth_test_needs_no_scope_and_answers_with_the_tokens_scopes(slack: FakeSlack) -> None:
+    answer = web_client(slack, NO_USERS_READ_TOKEN).auth_test()
+    assert answer["user_id"] == BOT_USER_ID
+    assert answer.headers["x-oauth-scopes"] == "chat:write"
+    assert answer.headers["x-accepted-oauth-scopes"] == ""
+
+
+def test_a_refused_call_still_says_the_tokens_scopes(slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as raised:
+        web_client(slack, NO_USERS_READ_TOKEN).users_info(user=ALICE.id)
+    assert raised.value.response["error"] == "missing_scope"
+    assert raised.value.response.headers["x-oauth-scopes"] == "chat:write"
+    assert raised.value.response.headers["x-accepted-oauth-scopes"] == "users:read"

@@ -196,6 +196,29 @@ def test_wrong_data_center_token_hint_names_the_personal_access_token(dc_jira: F
     assert wrong not in caught.value.message + caught.value.hint
 
 
+def test_an_account_without_comment_permission_is_refused_and_told_so(
+    cloud_jira: FakeJira,
+) -> None:
+    with FakeJira(
+        token=CLOUD_TOKEN,
+        user=CLOUD_USER,
+        issues=ISSUES,
+        permissions=frozenset({"BROWSE_PROJECTS", "CREATE_ATTACHMENTS"}),
+    ) as limited:
+        tickets = cloud(limited)
+        assert tickets.my_permissions(["BROWSE_PROJECTS", "ADD_COMMENTS"]) == {
+            "BROWSE_PROJECTS": True,
+            "ADD_COMMENTS": False,
+        }
+        with pytest.raises(IntegrationError) as refused:
+            tickets.comment("INC-12", "hello")
+        tickets.attach("INC-12", "report.html", b"<html/>", "text/html")
+        assert limited.comments("INC-12") == [] and len(limited.attachments("INC-12")) == 1
+    assert refused.value.status_code == 403
+    assert "You do not have the permission to comment on this issue." in refused.value.message
+    assert "'Add comments'" in refused.value.hint
+
+
 def test_missing_permission_names_the_project_permission_to_grant(cloud_jira: FakeJira) -> None:
     tickets = cloud(cloud_jira)
     forbidden = {"errorMessages": ["You do not have permission to do this."], "errors": {}}

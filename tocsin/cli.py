@@ -1,7 +1,7 @@
 """The ``tocsin`` command.
 
-Exit codes: 0 success; 1 a runbook or a run has problems; 2 wrong command line
-or inputs; 3 configuration (settings, secrets, installed action packages);
+Exit codes: 0 success; 1 a runbook, a run or an integration's check has problems;
+2 wrong command line or inputs; 3 configuration (settings, secrets, installed action packages);
 70 an internal error (a bug: rerun with --debug and report it).
 Expected errors print a message and a hint, never a traceback (use ``--debug``).
 Heavy modules (pydantic, Jinja2, Prefect) are imported inside the commands so
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions = commands.add_parser("actions", help="list the actions runbooks can use")
     actions.add_argument("name", nargs="?", help="show one action in detail")
     actions.add_argument("--json", action="store_true", help="print as JSON")
+
+    _integrations_parser(commands)
 
     schema = commands.add_parser("schema", help="write the runbook JSON Schema (for editors)")
     schema.add_argument(
@@ -158,6 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 REPORT_FORMATS = ("md", "html", "pdf", "json")
+
+
+def _integrations_parser(commands: Any) -> None:
+    integrations = commands.add_parser(
+        "integrations",
+        help="the installed integrations: configured?, secrets set?, and `check` their access",
+    )
+    integrations.add_argument("--json", dest="json_all", action="store_true", help="as JSON")
+    actions = integrations.add_subparsers(dest="integrations_command", metavar="ACTION")
+    listing = actions.add_parser(
+        "list", help="installed integrations, configured or not, their secrets set or not"
+    )
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+    check = actions.add_parser(
+        "check",
+        help="verify each configured integration's credentials and permissions (changes nothing)",
+    )
+    check.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="only these integrations (checked even when not configured); default: all",
+    )
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def _audit_parser(commands: Any) -> None:
@@ -552,6 +578,85 @@ def _type_label(prop: dict[str, Any]) -> str:
         "boolean": "boolean",
         "null": "none",
     }.get(str(kind), str(kind))
+
+
+def cmd_integrations(args: argparse.Namespace) -> int:
+    from tocsin.settings import EnvironmentSecrets
+
+    as_json = bool(getattr(args, "json", False) or args.json_all)
+    if args.integrations_command == "check":
+        return _check_integrations(_settings(), args.names, as_json=as_json, debug=args.debug)
+    from tocsin.integration_checks import list_all
+
+    settings = _settings()
+    report = list_all(settings, EnvironmentSecrets())
+    if as_json:
+        print(json.dumps({"mode": settings.mode, **report.as_data()}, indent=2))
+        return EXIT_OK
+    if settings.mode == "sandbox":
+        print("SANDBOX mode: runs use the sandbox's local fakes, not the settings below")
+    for state in report.integrations:
+        configured = (
+            "nothing to configure"
+            if not state.needs_setup
+            else "configured"
+            if state.configured
+            else "not configured"
+        )
+        print(f"{state.name}: {configured} — {state.description}")
+        for secret in state.secrets:
+            print(f"    secret {secret.variable}: {'set' if secret.set else 'not set'}")
+    print("`tocsin integrations check` verifies the configured ones' access")
+    return EXIT_OK
+
+
+def _check_integrations(settings: Any, names: list[str], *, as_json: bool, debug: bool) -> int:
+    """`tocsin integrations check`: live, the settings' services; in the sandbox, its fakes."""
+    from tocsin.integration_checks import check_all, integrations_named
+    from tocsin.settings import EnvironmentSecrets, SecretStore
+
+    chosen = integrations_named(names)  # an unknown name is said before anything starts
+    secrets: SecretStore = EnvironmentSecrets()
+    sandbox = None
+    if settings.mode == "sandbox":
+        from tocsin.sandbox.assembly import Sandbox
+
+        sandbox = Sandbox(settings).__enter__()
+        settings, secrets = sandbox.settings, sandbox.secrets
+    try:
+        report = check_all(settings, secrets, chosen, asked_for=bool(names), debug=debug)
+    finally:
+        if sandbox is not None:
+            sandbox.__exit__(None, None, None)
+    if as_json:
+        print(json.dumps({"mode": settings.mode, **report.as_data()}, indent=2))
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    if sandbox is not None:
+        print(
+            "SANDBOX mode: checking the local fakes runs use "
+            "(TOCSIN_MODE=live checks the real services)"
+        )
+    problems = 0
+    for state in report.integrations:
+        if not state.results:
+            print(f"{state.name}: {state.state.value}")
+            continue
+        for result in state.results:
+            print(
+                f"{state.name}: {result.check}: {'ok' if result.ok else 'PROBLEM'}: {result.message}"
+            )
+            if not result.ok:
+                problems += 1
+                if result.hint:
+                    print(f"    fix: {result.hint}")
+    if report.ok:
+        checked = any(state.results for state in report.integrations)
+        print(
+            "all configured integrations ok" if checked else "no integration to check is configured"
+        )
+        return EXIT_OK
+    print(f"{problems} problem{'s' * (problems != 1)} found")
+    return EXIT_PROBLEMS
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -1011,6 +1116,7 @@ _COMMANDS = {
     "list": cmd_list,
     "actions": cmd_actions,
     "schema": cmd_schema,
+    "integrations": cmd_integrations,
     "run": cmd_run,
     "approve": cmd_decide,
     "reject": cmd_decide,

@@ -20,8 +20,11 @@ The object says, as data, everything the core needs to know about the service:
   ``head_publisher`` (where audit heads are published) and ``published_heads`` (reading
   them back for ``tocsin audit verify``), a ``gateway`` part (the URLs the service calls
   on ``tocsin gateway``: each checks the request is the service's, then hands it to the
-  gateway's core), and a ``demo_approver`` (a scripted person clicking in its fake, for
-  ``tocsin demo``).
+  gateway's core), a ``demo_approver`` (a scripted person clicking in its fake, for
+  ``tocsin demo``);
+- ``configured`` (whether it is set up here, from settings and secrets, no call) and
+  ``check`` (its credentials and permissions verified without changing anything, each a
+  ``CheckResult``, for ``tocsin integrations check``; ``tocsin.integration_checks`` runs it).
 
 Built-in integrations are declared in Tocsin's own ``pyproject.toml`` exactly like a
 third-party one, so there is one way to find them. Every hook is a plain function that
@@ -219,6 +222,28 @@ class DemoContext:
     say: Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """One thing ``tocsin integrations check`` verified of an integration: what (``check``,
+    like ``bot token``), whether it is fine, what was found (never a secret's value) and,
+    when it is not, what to do."""
+
+    check: str
+    ok: bool
+    message: str
+    hint: str = ""
+
+    @classmethod
+    def problem(cls, check: str, error: TocsinError) -> CheckResult:
+        """A problem said by ``error``'s message and hint (an action error's without the
+        action's name, since no action ran)."""
+        message = error.message
+        action = getattr(error, "action", None)
+        if isinstance(action, str):
+            message = message.removeprefix(f"{action}: ")
+        return cls(check, False, message, error.hint)
+
+
 # -- the integration ------------------------------------------------------------------------
 
 
@@ -242,6 +267,12 @@ class Integration(Generic[SettingsT]):
     published_heads: Callable[[HeadsQuery], list[AnchorPlace]] | None = None
     gateway: Callable[[Gateway], GatewayPart] | None = None
     demo_approver: Callable[[DemoContext], DemoApprover | None] | None = None
+    configured: Callable[[Settings, SecretStore], bool] | None = None
+    """Whether the service is set up here (settings and secrets only, no call); None: when
+    one of its declared secrets is set."""
+    check: Callable[[Settings, SecretStore], Sequence[CheckResult]] | None = None
+    """Verify the credentials and permissions, changing nothing; a ``TocsinError`` (or a
+    failed call) is reported as a problem by the caller, never as a traceback."""
 
     def __post_init__(self) -> None:
         if self.ticket_system is not None and self.ticket_keys is None:
@@ -261,6 +292,15 @@ class Integration(Generic[SettingsT]):
                 "tocsin.settings.load_settings(), which adds every installed integration's"
             )
         return value
+
+    def is_configured(self, settings: Settings, secrets: SecretStore) -> bool:
+        """Whether the service is set up here (``configured``; else one of its secrets is set;
+        an integration with neither settings nor secrets needs no set-up, so it always is)."""
+        if self.configured is not None:
+            return self.configured(settings, secrets)
+        if self.settings is None and not self.secrets:
+            return True
+        return any(secrets.get(declared.name) for declared in self.secrets)
 
     def secret(self, name: str) -> DeclaredSecret:
         """The declared secret ``name``; an integration using one it did not declare fails here."""

@@ -4,6 +4,7 @@
 - ``client``: ``JiraTickets``, the ``TicketSystem`` over REST API v2 (comments, attachments,
   signed webhooks), and ``jira_text`` (a value as literal wiki markup);
 - ``anchors``: the audit heads commented on the ticket, read back for verify;
+- ``checks``: ``tocsin integrations check jira`` (who the credentials are, the webhook secret);
 - ``fake``: ``FakeJira``, the site on loopback; ``sandbox``: the fake with the run's ticket.
 
 Its announcer is the core's ``TicketAnnouncer`` (``tocsin.ticket_updates``), written
@@ -12,6 +13,7 @@ against the ``TicketSystem`` seam, given ``JiraTickets``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tocsin.integration import DeclaredSecret, Integration
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from tocsin.gateway import Gateway
     from tocsin.integration import (
         AnnouncerContext,
+        CheckResult,
         GatewayPart,
         HeadsQuery,
         SandboxSeed,
@@ -68,6 +71,16 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     return start(seed)
 
 
+def _configured(settings: Settings, secrets: SecretStore) -> bool:
+    return bool(integration.settings_of(settings).url)  # as _tickets
+
+
+def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
+    from tocsin.integrations.jira.checks import check
+
+    return check(settings, secrets)
+
+
 def _gateway(gateway: Gateway) -> GatewayPart:
     from tocsin.integrations.jira.webhook import gateway_part
 
@@ -94,4 +107,6 @@ integration: Integration[JiraSettings] = Integration(
     ticket_system=_tickets,
     ticket_keys=_ticket_keys,
     published_heads=_published_heads,
+    configured=_configured,
+    check=_check,
 )

@@ -24,7 +24,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -263,6 +263,28 @@ class JiraTickets:
                 "jira.issue", SERVICE, f"answered something other than an issue for {ticket}"
             )
         return document
+
+    def myself(self) -> dict[str, Any]:
+        """The account Tocsin's credentials are (``GET /rest/api/2/myself``; changes nothing)."""
+        document = _json(self._call("jira.myself", "", "GET", "/rest/api/2/myself"), "jira.myself")
+        if not isinstance(document, dict):
+            raise IntegrationError("jira.myself", SERVICE, "answered something other than a user")
+        return document
+
+    def my_permissions(self, keys: Sequence[str]) -> dict[str, bool]:
+        """Whether the account holds each project permission (``BROWSE_PROJECTS``...) in at least
+        one project (``GET /rest/api/2/mypermissions``; changes nothing)."""
+        path = f"/rest/api/2/mypermissions?permissions={','.join(keys)}"
+        document = _json(self._call("jira.mypermissions", "", "GET", path), "jira.mypermissions")
+        found = document.get("permissions") if isinstance(document, dict) else None
+        if not isinstance(found, dict):
+            raise IntegrationError(
+                "jira.mypermissions", SERVICE, "answered something other than permissions"
+            )
+        return {
+            key: bool(isinstance(found.get(key), dict) and found[key].get("havePermission"))
+            for key in keys
+        }
 
     def comments(self, ticket: str) -> list[dict[str, Any]]:
         """Every comment of the ticket, oldest first (``GET .../comment``, page by page)."""

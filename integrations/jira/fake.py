@@ -12,6 +12,13 @@ What it does like Jira:
 - ``POST /rest/api/2/issue/{key}/attachments``, multipart field ``file`` (one or more):
   200 and the list of attachments; without ``X-Atlassian-Token: no-check`` 403
   ``XSRF check failed``; a body that is not multipart/form-data 415;
+- ``GET /rest/api/2/myself``: the account the credentials are (Cloud: ``accountId``,
+  ``emailAddress``; Data Center: ``name``, ``key``), ``displayName``, ``active``;
+- project permissions: the account holds ``permissions`` (default: browse, comment,
+  attach) in every project; ``GET /rest/api/2/mypermissions?permissions=A,B`` says
+  ``havePermission`` for each (no ``permissions`` parameter: 400, as Cloud answers);
+  without ``ADD_COMMENTS`` a comment is refused 403, without ``CREATE_ATTACHMENTS`` a file,
+  and without ``BROWSE_PROJECTS`` an issue is not found (404), as Jira hides it;
 - an unknown issue answers 404 ``Issue does not exist or you do not have permission to see it.``;
   every error body is ``{"errorMessages": [...], "errors": {...}}``;
 - rate limit: more than ``rate_limit`` calls within ``rate_window_seconds`` answer 429 with
@@ -53,6 +60,17 @@ SANDBOX_JIRA_USER = "tocsin@broker-support.example"
 SANDBOX_JIRA_WEBHOOK_SECRET = "jira-sandbox-webhook-secret"
 """The secret the sandbox signs Jira webhooks with."""
 
+ALL_PERMISSIONS = frozenset({"BROWSE_PROJECTS", "ADD_COMMENTS", "CREATE_ATTACHMENTS"})
+_PERMISSION_NAMES = {
+    "BROWSE_PROJECTS": ("10", "Browse Projects"),
+    "ADD_COMMENTS": ("15", "Add Comments"),
+    "CREATE_ATTACHMENTS": ("19", "Create Attachments"),
+}
+_POSTING = {"/comment": "ADD_COMMENTS", "/attachments": "CREATE_ATTACHMENTS"}
+_REFUSED = {
+    "ADD_COMMENTS": "You do not have the permission to comment on this issue.",
+    "CREATE_ATTACHMENTS": "You do not have permission to create attachments for this issue.",
+}
 _ISSUE_PATH = re.compile(r"^/rest/api/2/issue/(?P<issue>[^/]+)(?P<rest>/comment|/attachments)?/?$")
 _NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 _TOCSIN_ACCOUNT_ID = "712020:5b10ac8d-tocsin-sandbox"
@@ -121,14 +139,17 @@ class FakeJira(FakeService):
         rate_limit: int | None = None,
         rate_window_seconds: float = 60.0,
         retry_after_seconds: int = 1,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
     ) -> None:
         """``user`` given: a Cloud site (basic auth user:token); None: Data Center (bearer token).
 
-        ``issues`` maps each key (``INC-12``) to its fields (``summary``, custom fields...).
+        ``issues`` maps each key (``INC-12``) to its fields (``summary``, custom fields...);
+        ``permissions`` are the project permissions the account holds in every project.
         """
         super().__init__()
         self.token = token
         self.user = user
+        self.permissions = frozenset(permissions)
         self._seed = {key: copy.deepcopy(dict(fields)) for key, fields in (issues or {}).items()}
         self._initial_limits = (rate_limit, rate_window_seconds, retry_after_seconds)
         self._restore()
@@ -289,6 +310,12 @@ class FakeJira(FakeService):
                 {"errorMessages": ["Rate limit exceeded."], "errors": {}},
                 {"Retry-After": str(retry_after)},
             )
+        if request.path.rstrip("/") == "/rest/api/2/myself":
+            if request.method != "GET":
+                return Reply(405, {"errorMessages": [], "errors": {}}, {"Allow": "GET"})
+            return Reply(200, self._myself())
+        if request.path.rstrip("/") == "/rest/api/2/mypermissions" and request.method == "GET":
+            return self._my_permissions(request)
         match = _ISSUE_PATH.match(request.path)
         if match is None:
             return JiraError(404, [f"null for uri: {self.url}{request.path}"]).reply()
@@ -302,10 +329,54 @@ class FakeJira(FakeService):
             return Reply(405, {"errorMessages": [], "errors": {}}, {"Allow": ", ".join(routes)})
         try:
             with self.lock:
+                if "BROWSE_PROJECTS" not in self.permissions:
+                    raise JiraError(404, [_NOT_FOUND])
                 issue = self._find(unquote(match.group("issue")))
+                needed = _POSTING.get(match.group("rest") or "")
+                if request.method == "POST" and needed and needed not in self.permissions:
+                    raise JiraError(403, [_REFUSED[needed]])
                 return route(issue, request)
         except JiraError as error:
             return error.reply()
+
+    def _my_permissions(self, request: ReceivedRequest) -> Reply:
+        asked = [p for p in ",".join(request.query.get("permissions", [])).split(",") if p]
+        if not asked:
+            return JiraError(400, ["The 'permissions' query parameter is required."]).reply()
+        found = {}
+        for key in asked:
+            number, name = _PERMISSION_NAMES.get(key, ("0", key.replace("_", " ").title()))
+            found[key] = {
+                "id": number,
+                "key": key,
+                "name": name,
+                "type": "PROJECT",
+                "description": "",
+                "havePermission": key in self.permissions,
+            }
+        return Reply(200, {"permissions": found})
+
+    def _myself(self) -> dict[str, Any]:
+        """The account of the credentials, as Cloud or Data Center describe it."""
+        if self.user is None:
+            return {
+                "self": f"{self.url}/rest/api/2/user?username=tocsin",
+                "key": "JIRAUSER10100",
+                "name": "tocsin",
+                "emailAddress": "tocsin@broker-support.example",
+                "displayName": "Tocsin",
+                "active": True,
+                "timeZone": "UTC",
+            }
+        return {
+            "self": f"{self.url}/rest/api/2/user?accountId={_TOCSIN_ACCOUNT_ID}",
+            "accountId": _TOCSIN_ACCOUNT_ID,
+            "accountType": "atlassian",
+            "emailAddress": self.user,
+            "displayName": "Tocsin",
+            "active": True,
+            "timeZone": "UTC",
+        }
 
     def _authenticated(self, request: ReceivedRequest) -> bool:
         scheme, _, credentials = (request.header("authorization") or "").partition(" ")

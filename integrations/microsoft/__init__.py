@@ -24,11 +24,26 @@ from tocsin.integration import DeclaredSecret, Integration
 from tocsin.integrations.microsoft.settings import MicrosoftSettings
 
 if TYPE_CHECKING:
-    from tocsin.integration import SandboxSeed, SandboxService
+    from collections.abc import Sequence
+
+    from tocsin.integration import CheckResult, SandboxSeed, SandboxService
+    from tocsin.settings import SecretStore, Settings
 
 CLIENT_SECRET = "microsoft_client_secret"
 CERTIFICATE_KEY_SECRET = "microsoft_certificate_key"
 CERTIFICATE_THUMBPRINT_SECRET = "microsoft_certificate_thumbprint"
+
+
+def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
+    from tocsin.integrations.microsoft import checks
+
+    return checks.check(settings, secrets)
+
+
+def _configured(settings: Settings, secrets: SecretStore) -> bool:
+    from tocsin.integrations.microsoft import checks
+
+    return checks.is_configured(settings, secrets)
 
 
 def _sandbox(seed: SandboxSeed) -> SandboxService:
@@ -66,4 +81,6 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.entra",
     ),
     sandbox=_sandbox,
+    configured=_configured,
+    check=_check,
 )

@@ -18,7 +18,13 @@ from pydantic import BaseModel
 from tocsin.integration import DeclaredSecret, Integration
 
 if TYPE_CHECKING:
-    from tocsin.integration import SandboxSeed, SandboxService
+    from collections.abc import Sequence
+
+    from tocsin.integration import CheckResult, SandboxSeed, SandboxService
+    from tocsin.settings import SecretStore, Settings
+
+TOKEN_SECRET = "platform_api_token"
+SERVICE = "platform"
 
 
 def _sandbox(seed: SandboxSeed) -> SandboxService:
@@ -27,15 +33,54 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     return start(seed)
 
 
+def _base_url(settings: Settings) -> str | None:
+    from tocsin.integrations.http import integration as http
+
+    return http.settings_of(settings).services.get(SERVICE)
+
+
+def _configured(settings: Settings, secrets: SecretStore) -> bool:
+    return bool(_base_url(settings) or secrets.get(TOKEN_SECRET))
+
+
+def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
+    """Its URL and token are set; whether it answers is the http integration's check (the
+    platform API has no call that proves a token without touching an office)."""
+    from tocsin.integration import CheckResult
+
+    url = _base_url(settings)
+    return [
+        CheckResult("service", True, f"http.services.{SERVICE} is {url}")
+        if url
+        else CheckResult(
+            "service",
+            False,
+            f"http.services.{SERVICE} is not set: runbooks' `service: {SERVICE}` steps fail",
+            f"set TOCSIN_HTTP__SERVICES__{SERVICE.upper()} to the API's base URL "
+            "(https://platform.example/api/v1)",
+        ),
+        CheckResult("token", True, f"{TOKEN_SECRET} is set")
+        if secrets.get(TOKEN_SECRET)
+        else CheckResult(
+            "token",
+            False,
+            f"the secret {TOKEN_SECRET} is not set",
+            f"set TOCSIN_SECRET_{TOKEN_SECRET.upper()} to the platform API's bearer token",
+        ),
+    ]
+
+
 integration: Integration[BaseModel] = Integration(
     name="platform",
     description="The provider's platform API (called with http.request)",
     secrets=(
         DeclaredSecret(
-            "platform_api_token",
+            TOKEN_SECRET,
             "Bearer token of the platform API, named by runbooks' http.request steps "
             "(bearer_token_secret: platform_api_token)",
         ),
     ),
     sandbox=_sandbox,
+    configured=_configured,
+    check=_check,
 )

@@ -9,12 +9,14 @@
 - ``signature``: is a request from Slack (``SlackRequestCheck``);
 - ``directory``: who is in a user group, who a user is (the ``ApproverDirectory``);
 - ``inbound``: what the gateway needs for the requests Slack sends it (``SlackInbound``);
+- ``checks``: ``tocsin integrations check slack`` (the bot token, its scopes, the signing secret);
 - ``fake``: ``FakeSlack``, the Web API on loopback; ``simulated_user``: ``SimulatedSlack``,
   the signed clicks and commands Slack sends the gateway; ``sandbox``: the fake workspace.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tocsin.integration import DeclaredSecret, Integration
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from tocsin.integration import (
         AnnouncerContext,
         ApproverDirectory,
+        CheckResult,
         DemoApprover,
         DemoContext,
         GatewayPart,
@@ -83,6 +86,18 @@ def _gateway(gateway: Gateway) -> GatewayPart:
     return gateway_part(gateway)
 
 
+def _configured(settings: Settings, secrets: SecretStore) -> bool:
+    from tocsin.integrations.slack.checks import is_configured
+
+    return is_configured(settings, secrets)
+
+
+def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
+    from tocsin.integrations.slack.checks import check
+
+    return check(settings, secrets)
+
+
 def _demo_approver(context: DemoContext) -> DemoApprover | None:
     from tocsin.integrations.slack.demo_approver import demo_approver
 
@@ -111,4 +126,6 @@ integration: Integration[SlackSettings] = Integration(
     approver_directory=_directory,
     head_publisher=_head_publisher,
     published_heads=_published_heads,
+    configured=_configured,
+    check=_check,
 )

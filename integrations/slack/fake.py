@@ -7,7 +7,9 @@ What it does like Slack:
 - auth by ``Authorization: Bearer xoxb-...`` (or a ``token`` form field); no token answers
   ``not_authed``, an unknown one ``invalid_auth``, both with HTTP 200 as Slack does;
 - each token has scopes; a method needing another one answers ``missing_scope`` with
-  ``needed`` and ``provided``;
+  ``needed`` and ``provided``; every answer to a known token carries its scopes in the
+  ``x-oauth-scopes`` header, and the method's own in ``x-accepted-oauth-scopes``, as Slack's
+  do; ``auth.test`` needs no scope;
 - rate limits per method: more than ``rate_limit`` calls within ``rate_window_seconds``
   answers HTTP 429 with ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``;
   ``rate_limit_next(k)`` forces that answer for the next k calls;
@@ -150,7 +152,8 @@ _SPEC_ATTRIBUTE = "__slack_method__"
 
 
 def slack_method(name: str, *, scope: str) -> Callable[[M], M]:
-    """Make a ``FakeSlack`` function answer the Web API method ``name``, for tokens with ``scope``."""
+    """Make a ``FakeSlack`` function answer the Web API method ``name``, for tokens with
+    ``scope`` ("": any token)."""
 
     def register(function: M) -> M:
         setattr(function, _SPEC_ATTRIBUTE, _MethodSpec(name, scope))
@@ -284,6 +287,7 @@ class FakeSlack(FakeService):
     # -- the Web API ---------------------------------------------------------
 
     def handle(self, request: ReceivedRequest) -> Reply:
+        granted: dict[str, str] = {}
         if request.method == "POST" and request.path.startswith(("/actions/", "/commands/")):
             return self._receive_response_url_post(request)
         method = request.path.removeprefix("/api/")
@@ -299,19 +303,25 @@ class FakeSlack(FakeService):
                 scopes = self.tokens.get(str(token))
             if scopes is None:
                 raise SlackError("invalid_auth")
+            granted = {
+                "x-oauth-scopes": ",".join(sorted(scopes)),
+                "x-accepted-oauth-scopes": spec.scope,
+            }
             retry_after = self._count_call(method)
             if retry_after is not None:
                 return Reply(
-                    429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+                    429,
+                    {"ok": False, "error": "ratelimited"},
+                    {"Retry-After": str(retry_after), **granted},
                 )
-            if spec.scope not in scopes:
+            if spec.scope and spec.scope not in scopes:
                 raise SlackError(
                     "missing_scope", needed=spec.scope, provided=",".join(sorted(scopes))
                 )
             result = function(self, SlackCall(method, str(token), args))
         except SlackError as error:
-            return _error(error.code, **error.fields)
-        return Reply(200, {"ok": True, **result})
+            return _error(error.code, headers=granted, **error.fields)
+        return Reply(200, {"ok": True, **result}, granted)
 
     def _count_call(self, method: str) -> int | None:
         """Count a call; the Retry-After seconds when it exceeds the method's rate limit."""
@@ -494,7 +504,7 @@ class FakeSlack(FakeService):
             self.channels[channel.id] = channel
         return {"channel": _conversation_object(channel)}
 
-    @slack_method("auth.test", scope="chat:write")  # Slack asks no scope; every bot here has this
+    @slack_method("auth.test", scope="")  # Slack asks no scope of auth.test
     def auth_test(self, call: SlackCall) -> dict[str, Any]:
         return {
             "url": "https://sandbox.slack.example/",
@@ -708,5 +718,5 @@ def _arguments(request: ReceivedRequest) -> dict[str, Any]:
     return args
 
 
-def _error(code: str, **fields: Any) -> Reply:
-    return Reply(200, {"ok": False, "error": code, **fields})
+def _error(code: str, headers: Mapping[str, str] | None = None, **fields: Any) -> Reply:
+    return Reply(200, {"ok": False, "error": code, **fields}, dict(headers or {}))

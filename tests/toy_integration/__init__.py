@@ -3,7 +3,8 @@
 ``tests/test_integrations.py`` installs it with nothing but an entry point (a dist-info
 folder on ``sys.path``) and checks that its action runs in a runbook, that its settings
 slot is read from ``TOCSIN_TOY__...``, that the sandbox starts its fake and points it
-there, and that ``tocsin gateway`` serves its route: adding an integration touches its own
+there, that ``tocsin gateway`` serves its route and that ``tocsin integrations check``
+runs its check (``checks.py``): adding an integration touches its own
 folder only. With ``TOCSIN_TOY__TICKET_DESK`` set it is also the ticket system, with
 ServiceNow-style keys (``tickets.py``).
 """
@@ -16,8 +17,10 @@ from tests.toy_integration.settings import ToySettings
 from tocsin.integration import DeclaredSecret, Integration
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tocsin.gateway import Gateway
-    from tocsin.integration import GatewayPart, SandboxSeed, SandboxService
+    from tocsin.integration import CheckResult, GatewayPart, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
     from tocsin.tickets import TicketKeys, TicketSystem
 
@@ -34,6 +37,12 @@ def _gateway(gateway: Gateway) -> GatewayPart:
     from tests.toy_integration.gateway import gateway_part
 
     return gateway_part(gateway)
+
+
+def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
+    from tests.toy_integration.checks import check
+
+    return check(settings, secrets)
 
 
 def _tickets(settings: Settings, secrets: SecretStore) -> TicketSystem | None:
@@ -59,4 +68,5 @@ integration: Integration[ToySettings] = Integration(
     gateway=_gateway,
     ticket_system=_tickets,
     ticket_keys=_ticket_keys,
+    check=_check,
 )
