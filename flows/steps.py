@@ -156,7 +156,7 @@ class StepRunner:
                 task_run_name="{task_name}",  # from the call's parameters: revoke-sessions
                 retries=(retry.attempts - 1) if retry else 0,
                 retry_delay_seconds=retry.delays_seconds() if retry and retry.attempts > 1 else 0,
-                retry_condition_fn=_retryable,
+                retry_condition_fn=_retryable if retry and retry.attempts > 1 else None,
                 timeout_seconds=timeout,
                 cache_policy=NO_CACHE,
                 persist_result=False,
