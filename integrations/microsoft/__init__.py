@@ -4,6 +4,7 @@
 - ``client``: ``MicrosoftCredentials`` (msal's confidential client and its token cache),
   ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
 - ``permissions``: which application permission each Graph call needs;
+- ``defender``: ``DefenderForEndpoint``, Defender for Endpoint's API (machines, isolation);
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
   documented public API) for what Graph cannot reach (mailbox forwarding);
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
@@ -59,6 +60,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.consents",
         "tocsin.integrations.microsoft.actions.sign_ins",
         "tocsin.integrations.microsoft.actions.mailbox",
+        "tocsin.integrations.microsoft.actions.devices",
     ),
     sandbox=_sandbox,
 )
