@@ -346,3 +346,25 @@ def test_shipped_runbooks_carry_no_warning() -> None:
     for path in shipped:
         loaded = load_runbook_bytes(path.read_bytes(), path.name, registry)
         assert loaded.warnings == (), [str(w) for w in loaded.warnings]
+
+
+def test_the_sandbox_seeds_the_phished_users_laptop_onboarded_and_enrolled() -> None:
+    from tocsin.actions import ActionContext
+    from tocsin.integration import SandboxSeed
+    from tocsin.sandbox.assembly import Sandbox
+    from tocsin.settings import load_settings
+
+    carol = "carol@broker-office.example"
+    with Sandbox(load_settings(), SandboxSeed(inputs={"user": carol})) as sandbox:
+        context = ActionContext("INC-13", "isolate", sandbox.secrets, sandbox.settings)
+        registry = ActionRegistry.discover()
+        isolated = registry.get("defender.isolate_device").invoke(
+            context, {"device": "carol-lt01", "comment": COMMENT}
+        )
+        assert isolated["changed"] is True
+        assert isolated["computer_dns_name"] == "carol-lt01.broker-office.example"
+        locked = registry.get("intune.lock_device").invoke(
+            context, {"device": "CAROL-LT01", "user": carol}
+        )
+        assert locked["changed"] is True and locked["user"] == carol
+        assert any("Defender for Endpoint" in note for note in sandbox.notes)

@@ -36,6 +36,7 @@ def start(seed: SandboxSeed) -> SandboxService:
         secrets={CLIENT_SECRET: SANDBOX_CLIENT_SECRET},
         notes=[
             f"Microsoft 365 tenant {SANDBOX_TENANT_ID} at {fake.url}: {user} was phished "
-            "(attacker inbox rules, phone method, app consent, sign-ins from abroad)"
+            "(attacker inbox rules, phone method, app consent, sign-ins from abroad); their "
+            "laptop is onboarded in Defender for Endpoint and enrolled in Intune"
         ],
     )
