@@ -217,6 +217,11 @@ def test_the_users_devices_are_found_and_several_must_be_told_apart(
     with pytest.raises(IntegrationError) as other:
         run_action("intune.lock_device", {"device": LAPTOP_NAME, "user": "bob@x.example"}, settings)
     assert "no enrolled device ALICE-LT01 of bob@x.example" in other.value.message
+    with pytest.raises(IntegrationError) as by_id:
+        run_action(
+            "intune.lock_device", {"device": phone["device_id"], "user": "bob@x.example"}, settings
+        )
+    assert f"no enrolled device {phone['device_id']} of bob@x.example" in by_id.value.message
 
 
 def test_retire_is_not_asked_twice(fake: FakeMicrosoft, settings: Settings) -> None:

@@ -372,14 +372,19 @@ def find_managed_device(
         allow=(404,),
         what=what,
     )
-    if answer.status == 404 or not isinstance(answer.body, dict):
+    found = answer.body if answer.status == 200 and isinstance(answer.body, dict) else None
+    owners = (
+        {str(found.get(k, "")).lower() for k in ("userPrincipalName", "userId")} if found else set()
+    )
+    if found is None or (user and user.lower() not in owners):
         raise IntegrationError(
             name,
             SERVICE,
-            f"Intune has no enrolled device {device or candidates[0]['id']}",
+            f"Intune has no enrolled device {device or candidates[0]['id']}"
+            + (f" of {user}" if user and found is not None else ""),
             "check the device id in the Intune admin centre (Devices → All devices)",
         )
-    return answer.body
+    return found
 
 
 def _remote_action(
