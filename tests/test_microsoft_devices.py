@@ -148,6 +148,30 @@ def test_a_device_not_onboarded_is_named_with_what_to_check(
     assert posts(fake) == []
 
 
+def test_a_reimaged_devices_old_entry_is_passed_over_and_two_live_ones_are_listed(
+    fake: FakeMicrosoft, settings: Settings
+) -> None:
+    with fake.lock:
+        live = fake.tenant.machines[0]
+        old = {
+            **live,
+            "id": "0" * 40,
+            "healthStatus": "Inactive",
+            "lastSeen": "2025-01-01T00:00:00Z",
+        }
+        fake.tenant.machines.append(old)
+    isolated = run_action(
+        "defender.isolate_device", {"device": LAPTOP_NAME, "comment": COMMENT}, settings
+    )
+    assert isolated["machine_id"] == live["id"]
+    with fake.lock:
+        old["healthStatus"] = "Active"
+    with pytest.raises(IntegrationError) as caught:
+        run_action("defender.release_device", {"device": LAPTOP_NAME, "comment": COMMENT}, settings)
+    assert "has 2 machines named 'ALICE-LT01'" in caught.value.message
+    assert "0" * 40 in caught.value.message and "machine id" in caught.value.hint
+
+
 def test_an_app_without_machine_isolate_is_told_which_permission_to_grant(
     fake: FakeMicrosoft, tenant: tuple[FakeMicrosoft, LoopbackCA]
 ) -> None:
@@ -294,6 +318,8 @@ title: Lost laptop
 summary: Wipe a laptop
 severity: high
 sources: [{title: D, document: d.txt}]
+inputs:
+  lost: {type: boolean, description: Whether the laptop is lost, default: false}
 approver_groups:
   leads: {users: [U012AB3CD]}
 steps:
@@ -321,7 +347,7 @@ def _warnings(text: str) -> list[str]:
 
 def test_a_wipe_without_an_approval_gate_is_warned_at_its_line() -> None:
     [warning] = _warnings(_HEAD + _LOCK + _WIPE)
-    assert warning.startswith("lost.yaml:16:13:")
+    assert warning.startswith("lost.yaml:18:13:")
     assert "step 'wipe' calls intune.wipe_device" in warning and "no approval gate" in warning
     # A gate covers the steps after it up to the next gate: one before the lock covers both.
     assert _warnings(_HEAD + _GATE % "" + _LOCK + _WIPE) == []
@@ -330,6 +356,15 @@ def test_a_wipe_without_an_approval_gate_is_warned_at_its_line() -> None:
     assert "step 'wipe'" in late
     [lenient] = _warnings(_HEAD + _GATE % ", on_timeout: continue" + _WIPE)
     assert "lets the run continue when nobody answers" in lenient
+    parallel = "  - id: both\n    title: Both\n    parallel:\n" + (_LOCK + _WIPE).replace(
+        "\n  ", "\n      "
+    ).replace("  - id:", "      - id:", 1)
+    assert _warnings(_HEAD + _GATE % "" + parallel) == []
+    assert len(_warnings(_HEAD + parallel)) == 1
+    [skippable] = _warnings(
+        _HEAD + _GATE.replace("    approval:", "    when: inputs.lost\n    approval:") % "" + _WIPE
+    )
+    assert "is skipped when `inputs.lost` is false" in skippable
 
 
 def test_tocsin_validate_prints_the_warning_and_does_not_fail(tmp_path: Path) -> None:

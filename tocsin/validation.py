@@ -9,7 +9,8 @@ problem found is reported at once.
 
 A valid runbook may still carry warnings, which do not stop it from loading: a step
 calling an action that needs approval (``@action(needs_approval=True)``, a device wipe)
-without an approval gate covering it that stops the run when nobody answers.
+without an approval gate covering it that always runs and stops the run when nobody
+answers.
 """
 
 from __future__ import annotations
@@ -387,6 +388,17 @@ class SemanticChecker:
                             "approval gate covers this step",
                             "put an approval step right before it (or list it in a gate's "
                             "`guards:`)",
+                        )
+                    )
+                elif gate.when is not None and gate.when != info.step.when:
+                    self.warnings.append(
+                        Problem(
+                            self.map.locate(path),
+                            f"{what}, which cannot be undone and needs approval, but the gate "
+                            f"{gate.id!r} covering it is skipped when `{gate.when}` is false, "
+                            "and the step would then run unapproved",
+                            f"give {info.step.id!r} the same `when:` as its gate, or drop the "
+                            "gate's",
                         )
                     )
                 elif gate.approval.on_timeout == "continue":
