@@ -183,18 +183,17 @@ def _set_isolation(
         body: dict[str, str] = {"Comment": comment}
         if isolate and isolation_type:
             body["IsolationType"] = isolation_type
+        path = f"/machines/{{id}}/{wanted.lower()}"
         answer = api.call(
             "POST",
-            f"/machines/{{id}}/{wanted.lower()}",
+            path,
             id=machine_id,
             json_body=body,
             allow=(400,),
             what=f"{'isolate' if isolate else 'release'} {machine.get('computerDnsName')}",
         )
         if answer.status == 400 and answer.error_code != "ActiveRequestAlreadyExists":
-            raise api.error(
-                "POST", api.url(f"/machines/{{id}}/{wanted.lower()}", id=machine_id), answer
-            )
+            raise api.error("POST", api.url(path, id=machine_id), answer)
         if answer.status == 400:
             # Another caller (the portal, a second run) got there between our read and our call.
             outcome = latest_isolation(api, machine_id)
