@@ -408,3 +408,61 @@ def test_the_sandbox_seeds_the_phished_users_laptop_onboarded_and_enrolled() -> 
         )
         assert locked["changed"] is True and locked["user"] == carol
         assert any("Defender for Endpoint" in note for note in sandbox.notes)
+
+
+UNDO_RUNBOOK = """\
+runbook: ms-isolate
+version: 1
+title: Isolate the phished user's laptop
+summary: Isolate it, then lock a device that does not exist, so the run aborts and undoes
+severity: high
+sources: [{title: Test, document: test.txt}]
+steps:
+  - id: isolate
+    title: Isolate the laptop
+    action: defender.isolate_device
+    with: {device: ALICE-LT01, comment: "MS-2: the phished user's laptop"}
+    undo:
+      action: defender.release_device
+      with: {device: ALICE-LT01, comment: "MS-2: undone, the run failed"}
+  - id: lock_missing
+    title: Lock a device Intune does not have
+    action: intune.lock_device
+    with: {device: NOSUCH-LT99}
+"""
+
+
+@pytest.mark.slow
+def test_release_undoes_isolate_when_a_later_step_fails(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    from tests.cli_runner import ROOT
+    from tocsin.running import journal_for
+    from tocsin.settings import load_settings
+
+    runbook = tmp_path / "ms-isolate.yaml"
+    runbook.write_text(UNDO_RUNBOOK, encoding="utf-8")
+    data = tmp_path / "data"
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "MS-2",
+        env={
+            "PYTHONPATH": str(ROOT),
+            "TOCSIN_DATA_DIR": str(data),
+            "TOCSIN_PREFECT_API_URL": prefect_server,
+        },
+        timeout=240,
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Intune has no enrolled device NOSUCH-LT99" in result.stdout + result.stderr
+    journal = journal_for(load_settings(data_dir=data))
+    try:
+        run = journal.find_run("MS-2", "ms-isolate")
+        assert run is not None
+        isolate = journal.step(run.id, "isolate")
+        assert isolate is not None and isolate.status == "undone"
+        assert isolate.outputs["changed"] is True
+    finally:
+        journal.close()
