@@ -8,9 +8,10 @@
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
   documented public API) for what Graph cannot reach (mailbox forwarding);
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
-  ``microsoft.remove_inbox_rules``..., one module per job (docs/microsoft.md lists them
-  with their permissions);
-- ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback;
+  ``microsoft.remove_inbox_rules``..., ``defender.isolate_device``, ``intune.wipe_device``...,
+  one module per job (docs/microsoft.md lists them with their permissions);
+- ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (``fake_devices``:
+  its Defender for Endpoint and Intune);
   ``sandbox``: a tenant with one compromised mailbox.
 """
 
@@ -37,7 +38,8 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
 
 integration: Integration[MicrosoftSettings] = Integration(
     name="microsoft",
-    description="Microsoft 365: block, sign out and clean a compromised user (Entra ID, Exchange Online)",
+    description="Microsoft 365: block, sign out and clean a compromised user (Entra ID, Exchange "
+    "Online), isolate, lock or wipe their devices (Defender for Endpoint, Intune)",
     settings=MicrosoftSettings,
     secrets=(
         DeclaredSecret(
