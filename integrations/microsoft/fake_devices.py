@@ -67,12 +67,12 @@ def defender_request(fake: FakeMicrosoft, request: ReceivedRequest) -> Reply:
     """One request to ``/api/...`` of Defender for Endpoint."""
     throttled = fake._throttled(fake._throttle_defender)
     if throttled is not None:  # Defender's own body, with the throttle's Retry-After
-        refused = defender_error(
+        quota = defender_error(
             429,
             "TooManyRequests",
             "Response represents reaching quota limit either by number of requests or by CPU.",
         )
-        return Reply(429, refused.body, throttled.headers)
+        return Reply(429, quota.body, throttled.headers)
     with fake.lock:
         token = fake._tokens.get(request.bearer_token() or "")
     if token is None or token.expires_at <= time.time():
