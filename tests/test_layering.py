@@ -22,6 +22,7 @@ FLOWS = ROOT / "flows"
 MODEL_LAYER = [
     "tocsin.model",
     "tocsin.validation",
+    "tocsin.guards",
     "tocsin.yaml_source",
     "tocsin.templating",
     "tocsin.template_limits",

@@ -125,6 +125,9 @@ class ActionDefinition:
     read_only_when: Callable[..., bool] | None = None
     sensitive: frozenset[str] = frozenset()
     communicates: str | None = None
+    needs_approval: bool = False
+    """A call cannot be undone and must wait for a person's decision: validation warns
+    when a step calls it without an approval gate covering the step."""
 
     @property
     def module(self) -> str:
@@ -280,6 +283,7 @@ def action(
     read_only_when: Callable[..., bool] | None = None,
     sensitive: Iterable[str] = (),
     communicates: str | None = None,
+    needs_approval: bool = False,
 ) -> Callable[[F], F]:
     """Mark a function as the action ``name``; see the module docstring.
 
@@ -288,6 +292,9 @@ def action(
     ``communicates`` names the channel (slack, email, sms, ticket...) when each call sends
     a message to people; the audit trail counts them (an output ``sent`` gives the count
     of a call that sends several).
+    ``needs_approval`` marks an action whose call cannot be undone (a device wipe): a
+    runbook step calling it should be covered by an approval gate that does not let it
+    run on timeout, and ``tocsin validate`` warns where one is not.
 
     ``check`` receives the validated parameters and raises ``ValueError`` when they do
     not fit together; it runs wherever parameters are checked, validation included.
@@ -311,6 +318,7 @@ def action(
             read_only_when=read_only_when,
             sensitive=frozenset(sensitive),
             communicates=communicates,
+            needs_approval=needs_approval,
         )
         unknown = (
             definition.sensitive

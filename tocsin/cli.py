@@ -332,6 +332,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate_files(files, _registry())
     for problem in report.problems:
         print(problem)
+    for warning in report.warnings:
+        print(f"{warning.location}: warning: {warning.message}")
+        if warning.hint:
+            print(f"    hint: {warning.hint}")
     if report.ok:
         ids = ", ".join(loaded.id for loaded in report.runbooks)
         count = len(report.runbooks)
@@ -516,6 +520,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
     for definition in definitions:
         flags = ["[bold red]destructive[/]" if definition.destructive else "read-only/harmless"]
         flags.append("idempotent" if definition.idempotent else "not idempotent")
+        if definition.needs_approval:
+            flags.append("[bold]needs an approval gate[/]")
         console.print(f"[bold]{escape(definition.name)}[/]  ({', '.join(flags)})")
         console.print(f"    {escape(definition.description)}")
         for param in _action_as_data(definition)["parameters"]:

@@ -6,6 +6,11 @@ on a structurally valid runbook, checks what needs the whole document or the
 action registry: duplicate step ids, unknown actions, ``with:`` parameters,
 template references, approver groups, handlers and their cycles. Every
 problem found is reported at once.
+
+A valid runbook may still carry warnings, which do not stop it from loading: a step
+calling an action that needs approval (``@action(needs_approval=True)``, a device wipe)
+without an approval gate covering it that always runs and stops the run when nobody
+answers.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from tocsin.actions import ActionRegistry
 from tocsin.errors import Location, Problem, RunbookError, UnknownActionError
+from tocsin.guards import guarding_step
 from tocsin.model import (
     ApprovalGate,
     ApproverGroup,
@@ -58,6 +64,8 @@ class LoadedRunbook:
     """sha256 of ``source``: what the run journal and every gate hash are bound to."""
     source: bytes = field(repr=False)
     """The bytes validated: a run executes these, never the file as it is later."""
+    warnings: tuple[Problem, ...] = ()
+    """What validation advises against without refusing the runbook (located like problems)."""
 
     @property
     def id(self) -> str:
@@ -104,7 +112,8 @@ def load_runbook_bytes(
         runbook = Runbook.model_validate(document)
     except ValidationError as exc:
         raise RunbookError(structure_problems(exc, source_map)) from None
-    problems = SemanticChecker(runbook, source_map, registry).check()
+    checker = SemanticChecker(runbook, source_map, registry)
+    problems = checker.check()
     if problems:
         raise RunbookError(problems)
     return LoadedRunbook(
@@ -113,6 +122,7 @@ def load_runbook_bytes(
         source_map=source_map,
         digest=hashlib.sha256(data).hexdigest(),
         source=bytes(data),  # a caller's bytearray changed later cannot change the run
+        warnings=tuple(checker.warnings),
     )
 
 
@@ -330,6 +340,7 @@ class SemanticChecker:
         self.map = source_map
         self.registry = registry
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.steps: dict[str, _StepInfo] = {}
 
     def add(self, path: PathKey, message: str, hint: str = "", *, key: bool = False) -> None:
@@ -342,7 +353,63 @@ class SemanticChecker:
         self._check_handlers()
         self._check_clocks()
         self._check_operators()
+        if not self.problems:  # coverage is computed on a runbook whose references hold
+            self._check_needs_approval()
         return self.problems
+
+    def _check_needs_approval(self) -> None:
+        """Warn where a step calls an action that needs approval without a gate covering it."""
+        for info in self.steps.values():
+            calls = [(info.step.action, (*info.path, "action"), "")]
+            if info.step.undo is not None:
+                calls.append((info.step.undo.action, (*info.path, "undo", "action"), "undo"))
+            for name, path, role in calls:
+                if name is None or name not in self.registry:
+                    continue
+                if not self.registry.get(name).needs_approval:
+                    continue
+                what = f"step {info.step.id!r} calls {name}"
+                if role == "undo":
+                    self.warnings.append(
+                        Problem(
+                            self.map.locate(path),
+                            f"{what} as its undo, which runs with no approval when a later "
+                            "step fails; that action needs a person's approval",
+                            f"call {name} in a step of its own behind an approval gate",
+                        )
+                    )
+                    continue
+                gate = guarding_step(self.runbook, info.step)
+                if gate is None or gate.approval is None:
+                    self.warnings.append(
+                        Problem(
+                            self.map.locate(path),
+                            f"{what}, which cannot be undone and needs approval, but no "
+                            "approval gate covers this step",
+                            "put an approval step right before it (or list it in a gate's "
+                            "`guards:`)",
+                        )
+                    )
+                elif gate.when is not None and gate.when != info.step.when:
+                    self.warnings.append(
+                        Problem(
+                            self.map.locate(path),
+                            f"{what}, which cannot be undone and needs approval, but the gate "
+                            f"{gate.id!r} covering it is skipped when `{gate.when}` is false, "
+                            "and the step would then run unapproved",
+                            f"give {info.step.id!r} the same `when:` as its gate, or drop the "
+                            "gate's",
+                        )
+                    )
+                elif gate.approval.on_timeout == "continue":
+                    self.warnings.append(
+                        Problem(
+                            self.map.locate(path),
+                            f"{what}, which cannot be undone and needs approval, but the gate "
+                            f"{gate.id!r} covering it lets the run continue when nobody answers",
+                            f"set `on_timeout: abort` (or escalate) on {gate.id!r}",
+                        )
+                    )
 
     def _check_operators(self) -> None:
         groups = self.runbook.approver_groups
@@ -783,6 +850,8 @@ class ValidationReport:
 
     runbooks: list[LoadedRunbook] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    """Advice on valid runbooks; they do not make the report fail."""
     files_checked: int = 0
 
     @property
@@ -812,4 +881,5 @@ def validate_files(files: Iterable[Path], registry: ActionRegistry) -> Validatio
             continue
         ids[loaded.id] = loaded
         report.runbooks.append(loaded)
+        report.warnings.extend(loaded.warnings)
     return report

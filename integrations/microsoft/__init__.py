@@ -4,15 +4,16 @@
 - ``client``: ``MicrosoftCredentials`` (msal's confidential client and its token cache),
   ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
 - ``permissions``: which application permission each Graph call needs;
+- ``defender``: ``DefenderForEndpoint``, Defender for Endpoint's API (machines, isolation);
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
   documented public API) for what Graph cannot reach (forwarding, hidden rules, protocols,
   delegates);
 - ``password_delivery``: where ``microsoft.reset_password``'s temporary password goes;
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
-  ``microsoft.remove_inbox_rules``..., one module per job (docs/microsoft.md lists them
-  with their permissions);
+  ``microsoft.remove_inbox_rules``..., ``defender.isolate_device``, ``intune.wipe_device``...,
+  one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
-  ``fake_entra`` and ``fake_exchange``);
+  ``fake_entra``, ``fake_exchange`` and ``fake_devices``: Defender for Endpoint and Intune);
   ``sandbox``: a tenant with one compromised mailbox.
 """
 
@@ -54,7 +55,8 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
 
 integration: Integration[MicrosoftSettings] = Integration(
     name="microsoft",
-    description="Microsoft 365: block, sign out and clean a compromised user (Entra ID, Exchange Online)",
+    description="Microsoft 365: block, sign out and clean a compromised user (Entra ID, Exchange "
+    "Online), isolate, lock or wipe their devices (Defender for Endpoint, Intune)",
     settings=MicrosoftSettings,
     secrets=(
         DeclaredSecret(
@@ -79,6 +81,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.mailbox",
         "tocsin.integrations.microsoft.actions.mailbox_access",
         "tocsin.integrations.microsoft.actions.entra",
+        "tocsin.integrations.microsoft.actions.devices",
     ),
     sandbox=_sandbox,
     configured=_configured,

@@ -50,6 +50,10 @@ documented API: the request and answer shapes are those peer tools rely on):
 is ``{"error": {"details": [{"message": "Ex...|Microsoft.Exchange...Exception|..."}]}}``;
 an app without ``Exchange.ManageAsApp`` or an Exchange role 403.
 
+Defender for Endpoint (``/api/machines``, ``/api/machineactions``, isolate and unisolate) and
+Intune's managed devices (``/v1.0/deviceManagement/managedDevices``) are served by
+``fake_devices``; ``throttle_defender(n, ...)`` throttles Defender.
+
 Throttling: ``throttle(n, retry_after)`` answers the next n Graph requests 429 with
 ``Retry-After`` (omitted when None); ``throttle_batch_items(n, ...)`` does it to the next n
 items inside batches, ``throttle_exchange(n, ...)`` to InvokeCommand. ``expire_tokens()``
@@ -109,6 +113,11 @@ ALL_ROLES = frozenset(
         "IdentityRiskyUser.ReadWrite.All",
         "Exchange.ManageAsApp",
         "RoleManagement.ReadWrite.Directory",
+        # the device actions (fake_devices)
+        "Machine.Read.All",
+        "Machine.Isolate",
+        "DeviceManagementManagedDevices.Read.All",
+        "DeviceManagementManagedDevices.PrivilegedOperations.All",
     }
 )
 """Every application permission the integration's actions use (docs/microsoft.md); the
@@ -168,6 +177,11 @@ class Tenant:
     """The rest of Exchange's view, by user id (``fake_exchange``: protocols, delegates...)."""
     role_assignments: list[dict[str, Any]] = field(default_factory=list)
     """Directory role assignments (``fake_entra``)."""
+    machines: list[dict[str, Any]] = field(default_factory=list)
+    """Defender for Endpoint's machines, and their machine actions (fake_devices)."""
+    machine_actions: list[dict[str, Any]] = field(default_factory=list)
+    managed_devices: list[dict[str, Any]] = field(default_factory=list)
+    """Intune's managed devices, each with its ``deviceActionResults``."""
 
 
 class GraphError(Exception):
@@ -255,6 +269,7 @@ class FakeMicrosoft(FakeService):
             self._throttle: list[tuple[int, str | None, str | None]] = []
             self._throttle_items: list[tuple[int, str | None, str | None]] = []
             self._throttle_exchange: list[tuple[int, str | None, str | None]] = []
+            self._throttle_defender: list[tuple[int, str | None, str | None]] = []
 
     def reset(self) -> None:
         super().reset()
@@ -271,6 +286,11 @@ class FakeMicrosoft(FakeService):
         """Answer the next ``count`` Exchange Online InvokeCommand requests 429."""
         with self.lock:
             self._throttle_exchange.append((count, retry_after, None))
+
+    def throttle_defender(self, count: int, retry_after: str | None = "1") -> None:
+        """Answer the next ``count`` Defender for Endpoint requests 429."""
+        with self.lock:
+            self._throttle_defender.append((count, retry_after, None))
 
     def throttle_batch_items(
         self, count: int, retry_after: str | None = "1", *, method: str | None = None
@@ -311,6 +331,10 @@ class FakeMicrosoft(FakeService):
         path = request.path
         if path.startswith("/v1.0/") or path == "/v1.0":
             return self._graph_request(request)
+        if path.startswith("/api/"):
+            from tocsin.integrations.microsoft.fake_devices import defender_request
+
+            return defender_request(self, request)
         exchange = re.match(r"^/adminapi/beta/([^/]+)/InvokeCommand$", path)
         if exchange and request.method == "POST":
             return self._invoke_command(exchange.group(1), request)
@@ -769,7 +793,11 @@ class FakeMicrosoft(FakeService):
         self, caller: _Token, method: str, path: str, query: Mapping[str, str], body: Any
     ) -> Reply:
         parts = [unquote(part) for part in path.strip("/").split("/")]
+        from tocsin.integrations.microsoft import fake_devices
+
         with self.lock:
+            if fake_devices.is_intune_path(parts):
+                return fake_devices.intune_route(self, caller, method, parts, query, body)
             if parts[0] == "users" and len(parts) >= 2:
                 return self._user_route(caller, method, parts[1], parts[2:], query, body)
             if parts == ["auditLogs", "signIns"] and method == "GET":
@@ -1100,11 +1128,15 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
     The attacker set the mailbox to forward every message outside (Exchange's
     ForwardingSmtpAddress, which Graph does not show), added inbox rules (forward to an
     outside address, delete payment mail, move security alerts to RSS Feeds), registered their own phone beside the user's
-    Authenticator, consented a mail-reading app, and signed in from abroad. The user's own
+    Authenticator, consented a mail-reading app, and signed in from abroad. Their laptop is
+    onboarded in Defender for Endpoint and enrolled in Intune (fake_devices). The user's own
     rule, their Authenticator (the default method) and their Zoom consent are genuine.
     """
+    from tocsin.integrations.microsoft.fake_devices import phished_devices
+
     now = now or datetime.now(UTC)
     user_id = _id(f"user:{upn}")
+    devices = phished_devices(upn, user_id, now)
     local = upn.split("@")[0]
     colleague = f"bob@{upn.split('@')[-1]}"
     folders = {
@@ -1319,6 +1351,8 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
                 "DeliverToMailboxAndForward": True,
             }
         },
+        machines=devices["machines"],
+        managed_devices=devices["managed_devices"],
         sign_ins=[
             sign_in(70, "81.246.12.7", "Brussels", "BE", "Office 365 Exchange Online"),
             sign_in(50, "102.89.34.11", "Lagos", "NG", "OfficeHome", error=50126),

@@ -118,6 +118,24 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Needed], ...] = tuple(
                 note="Identity Protection needs Entra ID P2 in the tenant",
             ),
         ),
+        # Intune's managed devices (devices.py; Defender's permissions are in defender.py).
+        (
+            "POST",
+            r"^/deviceManagement/managedDevices/[^/]+/(remoteLock|retire|wipe)$",
+            Needed(
+                ("DeviceManagementManagedDevices.PrivilegedOperations.All",),
+                note="The tenant needs an Intune licence, and the device must be online to "
+                "carry the command out",
+            ),
+        ),
+        (
+            "GET",
+            r"^/(deviceManagement|users/[^/]+)/managedDevices",
+            Needed(
+                ("DeviceManagementManagedDevices.Read.All",),
+                also=("DeviceManagementManagedDevices.ReadWrite.All",),
+            ),
+        ),
     )
 )
 

@@ -46,7 +46,8 @@ def start(seed: SandboxSeed) -> SandboxService:
         notes=[
             f"Microsoft 365 tenant {SANDBOX_TENANT_ID} at {fake.url}: {user} was phished "
             "(attacker inbox rules, hidden rule, phone method, app consent, admin role, "
-            "mailbox delegate, POP and IMAP on, sign-ins from abroad); temporary passwords "
+            "mailbox delegate, POP and IMAP on, sign-ins from abroad; their laptop onboarded "
+            "in Defender for Endpoint and enrolled in Intune); temporary passwords "
             f"go to {passwords}"
         ],
     )

@@ -1,0 +1,154 @@
+"""Microsoft Defender for Endpoint's API: machines and their response actions.
+
+Not Graph: its own host (``microsoft.defender_url``, ``https://api.securitycenter.microsoft.com``),
+its own token (scope ``{defender_url}/.default``, the application permissions of the
+*WindowsDefenderATP* API, appId fc780465-2017-40d4-a0c5-307022471b92) and its own error
+shape, ``{"error": {"code", "message", "target"}}``. Calls are throttled like Graph's
+(100 per minute and 1,500 per hour per call): a 429 or 503 is sent again after its
+``Retry-After``, within the same bounds (``MicrosoftApi.send``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tocsin.errors import IntegrationError
+from tocsin.integrations.microsoft.client import (
+    SERVICE,
+    GraphResponse,
+    MicrosoftApi,
+    MicrosoftCredentials,
+    token_roles,
+)
+from tocsin.integrations.microsoft.permissions import Needed
+
+if TYPE_CHECKING:
+    from tocsin.integrations.microsoft.settings import MicrosoftSettings
+
+_GRANT_DEFENDER = (
+    "Entra admin centre → App registrations → the Tocsin app → API permissions → Add a "
+    "permission → APIs my organization uses → WindowsDefenderATP → Application permissions, "
+    "then 'Grant admin consent for <tenant>'"
+)
+
+# (method, path pattern after /api, what it needs); first match wins.
+DEFENDER_ROUTES: tuple[tuple[str, re.Pattern[str], Needed], ...] = tuple(
+    (method, re.compile(pattern), needed)
+    for method, pattern, needed in (
+        ("POST", r"^/machines/[^/]+/(isolate|unisolate)$", Needed(("Machine.Isolate",))),
+        ("GET", r"^/machines", Needed(("Machine.Read.All",), also=("Machine.ReadWrite.All",))),
+        (
+            "GET",
+            r"^/machineactions",
+            Needed(("Machine.Read.All",), also=("Machine.ReadWrite.All",)),
+        ),
+    )
+)
+
+
+def defender_permission_for(method: str, path: str) -> Needed | None:
+    """What ``method path`` (after ``/api``, query allowed) needs on WindowsDefenderATP."""
+    bare = path.split("?", 1)[0]
+    for route_method, pattern, needed in DEFENDER_ROUTES:
+        if route_method == method.upper() and pattern.search(bare):
+            return needed
+    return None
+
+
+class DefenderForEndpoint(MicrosoftApi):
+    """Defender for Endpoint's API for one action: calls, paging and errors."""
+
+    api = "defender"
+    label = "Defender for Endpoint"
+
+    def base_url_of(self, settings: MicrosoftSettings, credentials: MicrosoftCredentials) -> str:
+        return f"{settings.defender_url.rstrip('/')}/api"
+
+    def call(
+        self,
+        method: str,
+        path_template: str,
+        /,
+        *,
+        json_body: Any = None,
+        query: Mapping[str, str | int] | None = None,
+        allow: Sequence[int] = (),
+        what: str = "",
+        **values: Any,
+    ) -> GraphResponse:
+        """Send one request (retried when throttled); a status >= 400 not in ``allow`` raises."""
+        url = self.url(path_template, **values)
+        response = self.send(method, url, json_body=json_body, query=query)
+        if response.status >= 400 and response.status not in allow:
+            raise self.error(method, url, response, what)
+        return response
+
+    def pages(
+        self,
+        path_template: str,
+        /,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        what: str = "",
+        **values: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a collection, following ``@odata.nextLink``."""
+        url: str | None = self.url(path_template, **values)
+        page_query = query
+        while url is not None:
+            response = self.send("GET", url, query=page_query)
+            if response.status >= 400:
+                raise self.error("GET", url, response, what)
+            body = response.body if isinstance(response.body, dict) else {}
+            yield from (item for item in body.get("value") or [] if isinstance(item, dict))
+            next_link = body.get("@odata.nextLink")
+            url = self._endpoint(None).resolve(next_link) if isinstance(next_link, str) else None
+            page_query = None
+
+    def error(
+        self, method: str, url: str, response: GraphResponse, what: str = ""
+    ) -> IntegrationError:
+        """What Defender's refusal means, a 403 naming the permission to grant."""
+        status, code, message = response.status, response.error_code, response.error_message
+        path = url[len(self.base_url) :] if url.startswith(self.base_url) else url
+        doing = what or f"{method} {path}"
+        said = f"{code}: {message}" if code else f"HTTP {status}"
+        retryable = False
+        if status == 403:
+            needed = defender_permission_for(method, path)
+            granted = token_roles(self._token) if self._token else []
+            missing = [p for p in needed.permissions if p not in granted] if needed else []
+            if needed is not None:
+                text = (
+                    f"refused to {doing} ({said}): the app needs the WindowsDefenderATP "
+                    f"application permission {needed.describe()}"
+                    + (f"; its token lacks {', '.join(missing)}" if granted and missing else "")
+                )
+                hint = (
+                    f"grant {' and '.join(missing or needed.permissions)} to the app "
+                    f"{self.credentials.client_id}: {_GRANT_DEFENDER}; the permission applies "
+                    "to new tokens, within minutes"
+                )
+            else:
+                text = f"refused to {doing} ({said})"
+                hint = f"check the app's WindowsDefenderATP permissions: {_GRANT_DEFENDER}"
+            if code == "DisabledFeature":
+                hint = "the tenant has no Defender for Endpoint licence, or the feature is off"
+        elif status == 401:
+            text = f"refused Tocsin's token for {doing} ({said})"
+            hint = (
+                "check that TOCSIN_MICROSOFT__DEFENDER_URL and TOCSIN_MICROSOFT__AUTHORITY_HOST "
+                "are of the same cloud"
+            )
+        elif status == 429 or status >= 500:
+            text = f"failed to {doing} ({said})"
+            hint = "Defender for Endpoint is throttling or failing; retry the step in a few minutes"
+            retryable = True
+        else:
+            text = f"refused to {doing} ({said})"
+            hint = "see the error code in the Defender for Endpoint API documentation"
+        return IntegrationError(
+            self.action, SERVICE, text, hint, status_code=status, retryable=retryable
+        )
