@@ -23,7 +23,7 @@ def _synchronous(journal: Journal) -> int:
         return int(connection.exec_driver_sql("PRAGMA synchronous").scalar_one())
 
 
-def test_an_unflushed_commit_is_seen_at_once_and_the_connection_goes_back_to_full(
+def test_an_unflushed_commit_is_seen_at_once_and_flushed_ones_stay_full(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'journal.db'}"
@@ -33,7 +33,7 @@ def test_an_unflushed_commit_is_seen_at_once_and_the_connection_goes_back_to_ful
             assert int(db.exec_driver_sql("PRAGMA synchronous").scalar_one()) == 1  # NORMAL
             writer.record("FL-1", "run.requested", actor="U0SUPPORT", via="test")
         assert [e["kind"] for e in reader.events_of("FL-1")] == ["run.requested"]
-        assert _synchronous(writer) == FULL, "the pooled connection kept synchronous=NORMAL"
+        assert _synchronous(writer) == FULL, "a flushed commit would not be flushed"
         with writer.transaction() as db:
             assert int(db.exec_driver_sql("PRAGMA synchronous").scalar_one()) == FULL
     finally:
@@ -41,7 +41,7 @@ def test_an_unflushed_commit_is_seen_at_once_and_the_connection_goes_back_to_ful
         reader.close()
 
 
-def test_an_unflushed_transaction_that_fails_still_gives_back_a_full_connection(
+def test_an_unflushed_transaction_that_fails_leaves_flushed_commits_full(
     tmp_path: Path,
 ) -> None:
     journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}")

@@ -44,6 +44,8 @@ _HEAD_OF_CHAIN = (
     .limit(1)
 )
 _INSERT_EVENT = insert(events)
+_APPENDED = "tocsin.appended_heads"
+"""Where a transaction keeps the heads it appended (``Connection.info``) until it commits."""
 
 _T = TypeVar("_T")
 _APPEND_ATTEMPTS = 50
@@ -56,6 +58,7 @@ class AuditChain(JournalDatabase):
     """Signs checkpoints; None: the records are chained but nothing is signed."""
     checkpoint_every: int
     """A periodic checkpoint every this many records (0: none)."""
+    _heads: dict[str, tuple[int, str]]
 
     def record(
         self,
@@ -175,16 +178,37 @@ class AuditChain(JournalDatabase):
 
     def _chained_write(self, write: Callable[[Connection], _T], *, flushed: bool = True) -> _T:
         """Run a transaction that appends to a chain, again when another writer took its place
-        (``flushed``: see ``JournalDatabase.transaction``)."""
+        (``flushed``: see ``JournalDatabase.transaction``).
+
+        The head each chain was left at by this object's last commit is remembered, so that
+        an append need not read it again. Another writer (the gateway, the CLI) may have
+        appended since: then the remembered next number is taken, the insert breaks the
+        chain's unique (incident, seq) key, and the transaction runs again, reading the head.
+        """
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
                 with self.transaction(flushed=flushed) as db:
-                    return write(db)
+                    db.info[_APPENDED] = {}
+                    result = write(db)
+                    appended: dict[str, tuple[int, str]] = db.info.pop(_APPENDED)
             except IntegrityError:
+                self._known_heads().clear()
                 if attempt == _APPEND_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0, 0.002 * attempt))
+            except BaseException:
+                self._known_heads().clear()
+                raise
+            else:
+                self._known_heads().update(appended)  # committed: these are the heads now
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _known_heads(self) -> dict[str, tuple[int, str]]:
+        """(seq, hash) of each chain's head as this object's last commit left it."""
+        if not hasattr(self, "_heads"):
+            self._heads = {}
+        return self._heads
 
     def _append(
         self,
@@ -204,8 +228,12 @@ class AuditChain(JournalDatabase):
                 text("SELECT pg_advisory_xact_lock(hashtext(:chain))"),
                 {"chain": f"tocsin-audit-chain:{incident}"},
             )
-        head = db.execute(_HEAD_OF_CHAIN, {"chain": incident}).first()
-        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        appended: dict[str, tuple[int, str]] = db.info[_APPENDED]
+        known = appended.get(incident) or self._known_heads().get(incident)
+        if known is None:
+            head = db.execute(_HEAD_OF_CHAIN, {"chain": incident}).first()
+            known = (head[0], head[1]) if head else (0, GENESIS)
+        seq, prev_hash = known[0] + 1, known[1]
         moment = now()
         body = record_body(
             incident=incident,
@@ -232,6 +260,7 @@ class AuditChain(JournalDatabase):
             hash=digest,
         )
         db.execute(_INSERT_EVENT, asdict(record))  # the record's fields are the table's columns
+        appended[incident] = (seq, digest)
         if self.audit_key is not None:
             # The first record and the end of a run are signed in the same transaction as
             # the record itself: a chain is never unsigned, nor a finished run without its

@@ -51,8 +51,16 @@ class JournalDatabase:
                 _private_database(Path(database))
             self.engine: Engine = create_engine(url, future=True)
             self._sqlite_lock = threading.RLock() if self.engine.dialect.name == "sqlite" else None
+            # Commits that need not reach the disk at once go through connections of their
+            # own, set once to synchronous=NORMAL (setting it on each commit costs more than
+            # the flush it saves). The next flushed commit flushes theirs too: an fsync of
+            # the write-ahead log writes all of it, whichever connection wrote it.
+            self._unflushed_engine = self.engine
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+                if database not in ("", ":memory:"):  # a second engine: another database
+                    self._unflushed_engine = create_engine(url, future=True)
+                    event.listen(self._unflushed_engine, "connect", _unflushed_sqlite_pragmas)
             create_tables(self.engine, safe_url(url))
         except SQLAlchemyError as exc:
             raise ConfigurationError(
@@ -62,6 +70,7 @@ class JournalDatabase:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._unflushed_engine.dispose()
 
     @contextmanager
     def transaction(self, *, flushed: bool = True) -> Iterator[Connection]:
@@ -83,23 +92,9 @@ class JournalDatabase:
             return
         # SQLite takes one writer at a time and makes the others sleep and retry (up to
         # 100 ms a time); threads of one process queue here instead, in order.
-        with self._sqlite_lock, self.engine.connect() as connection:
-            if not flushed:
-                _sqlite_synchronous(connection, "NORMAL")
-            try:
-                with connection.begin():
-                    yield connection
-            finally:
-                if not flushed:
-                    _sqlite_synchronous(connection, "FULL")
-
-
-def _sqlite_synchronous(connection: Connection, level: str) -> None:
-    """Set SQLite's ``synchronous`` on this connection, outside any transaction (the raw
-    driver connection: SQLAlchemy would open one first)."""
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    driver.execute(f"PRAGMA synchronous={level}")
+        engine = self.engine if flushed else self._unflushed_engine
+        with self._sqlite_lock, engine.begin() as connection:
+            yield connection
 
 
 def safe_url(url: str) -> str:
@@ -127,4 +122,12 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL may have to wait
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _unflushed_sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """The pragmas of a connection whose commits need not reach the disk at once."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -13,7 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.sql.dml import Insert
 
 from tocsin.journal.chain import AuditChain
 from tocsin.journal.database import aware, now
@@ -26,6 +28,28 @@ _UPDATE_STEP = update(steps).where(
     steps.c.run_id == bindparam("of_run"), steps.c.step_id == bindparam("of_step")
 )
 _INSERT_STEP = insert(steps)
+_UPSERTS: dict[tuple[str, tuple[str, ...]], Insert] = {}
+
+
+def _upsert_step(dialect: str, columns: tuple[str, ...]) -> Insert | None:
+    """``INSERT ... ON CONFLICT (run_id, step_id) DO UPDATE`` setting ``columns``, built once
+    per dialect and set of columns (one statement where an update, then an insert, took two);
+    None on a database without it."""
+    key = (dialect, columns)
+    if key not in _UPSERTS:
+        statement: sqlite.Insert | postgresql.Insert
+        if dialect == "sqlite":
+            statement = sqlite.insert(steps)
+        elif dialect == "postgresql":
+            statement = postgresql.insert(steps)
+        else:
+            return None
+        _UPSERTS[key] = statement.on_conflict_do_update(
+            index_elements=[steps.c.run_id, steps.c.step_id],
+            set_={column: statement.excluded[column] for column in columns},
+        )
+    return _UPSERTS[key]
+
 
 HEARTBEAT_STALE_AFTER = timedelta(seconds=45)
 
@@ -244,11 +268,15 @@ class RunsAndSteps(AuditChain):
         (``flushed``: on disk before this returns; see ``JournalDatabase.transaction``)."""
 
         def write(db: Connection) -> None:
-            changed = db.execute(
-                _UPDATE_STEP, {"of_run": run_id, "of_step": step_id, **step_values}
-            ).rowcount
-            if changed == 0:
-                db.execute(_INSERT_STEP, {"run_id": run_id, "step_id": step_id, **step_values})
+            upsert = _upsert_step(db.dialect.name, tuple(step_values))
+            if upsert is not None and "status" in step_values:
+                db.execute(upsert, {"run_id": run_id, "step_id": step_id, **step_values})
+            else:
+                changed = db.execute(
+                    _UPDATE_STEP, {"of_run": run_id, "of_step": step_id, **step_values}
+                ).rowcount
+                if changed == 0:
+                    db.execute(_INSERT_STEP, {"run_id": run_id, "step_id": step_id, **step_values})
             self._append(db, incident, event, run_id, step_id, None, event_data)
 
         self._chained_write(write, flushed=flushed)
