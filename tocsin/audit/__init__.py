@@ -18,7 +18,7 @@ the canonical form, the hashing, the signatures, and the verifier. One module pe
 - ``redaction``: ``Redactor`` and what keeps a run's secrets out of its logs and secret reads
 - ``published_heads``: the heads published in Slack and on the ticket (``PublishedHead``,
   ``AnchorPlace``) and finding them in a message's text (``heads_in_text``)
-- ``verification``: ``verify_chain`` and its ``Verification``, each ``Problem`` located at a
+- ``verification``: ``verify_chain`` and its ``Verification``, each ``ChainProblem`` located at a
   record; ``check_published_heads`` against the chain
 - ``export``: the JSON Lines export (format ``tocsin-audit/1``), written and read back
 
@@ -49,7 +49,7 @@ from tocsin.audit.signing import (
     public_path,
 )
 from tocsin.audit.verification import (
-    Problem,
+    ChainProblem,
     Verification,
     check_published_heads,
     verify_chain,
@@ -66,7 +66,7 @@ __all__ = [
     "AuditRecord",
     "Checkpoint",
     "ExportFile",
-    "Problem",
+    "ChainProblem",
     "PublishedHead",
     "RecordingSecrets",
     "RedactingFilter",

@@ -18,8 +18,9 @@ from tocsin.audit.signing import Checkpoint, key_id_of
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a chain, located at a record when it can be."""
+class ChainProblem:
+    """One thing wrong with a chain, located at a record (its number) when it can be. The
+    error tree's ``Problem`` is a runbook's, located by file and line; this is the trail's."""
 
     seq: int | None
     message: str
@@ -35,7 +36,7 @@ class Verification:
     head: str | None = None
     last_checkpoint_seq: int | None = None
     key_ids: set[str] = field(default_factory=set)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[ChainProblem] = field(default_factory=list)
     anchor: str | None = None
     anchor_seq: int | None = None
     anchors: list[AnchorPlace] = field(default_factory=list)
@@ -106,7 +107,9 @@ def verify_chain(
         result.records += 1
         if record.incident != incident:
             problems.append(
-                Problem(record.seq, f"{record.describe()} belongs to incident {record.incident}")
+                ChainProblem(
+                    record.seq, f"{record.describe()} belongs to incident {record.incident}"
+                )
             )
             continue
         if record.computed_hash() != record.hash:
@@ -115,7 +118,7 @@ def verify_chain(
                 renumbered.append((record, original))
             else:
                 problems.append(
-                    Problem(
+                    ChainProblem(
                         record.seq,
                         f"{record.describe()} was modified: its content no longer matches its hash",
                     )
@@ -125,7 +128,7 @@ def verify_chain(
             swapped_with_next = False
         elif record.seq in by_seq:
             problems.append(
-                Problem(
+                ChainProblem(
                     record.seq,
                     f"{record.describe()} was inserted: record {record.seq} already exists "
                     f"({by_seq[record.seq].kind}), and only one of them is in the chain",
@@ -133,7 +136,7 @@ def verify_chain(
             )
         elif record.seq == expected_seq + 1 and following and following.seq == expected_seq:
             problems.append(
-                Problem(
+                ChainProblem(
                     expected_seq,
                     f"records {expected_seq} and {record.seq} are in the wrong order "
                     f"(reordered): record {record.seq} comes first",
@@ -147,14 +150,14 @@ def verify_chain(
                 else f"records {expected_seq} to {record.seq - 1} are"
             )
             problems.append(
-                Problem(
+                ChainProblem(
                     expected_seq, f"{missing} missing (deleted): the chain jumps to {record.seq}"
                 )
             )
         elif record.seq < expected_seq:
             after = f" after record {previous.seq}" if previous else ""
             problems.append(
-                Problem(
+                ChainProblem(
                     record.seq,
                     f"{record.describe()} is out of order: it comes{after} (reordered)",
                 )
@@ -166,7 +169,7 @@ def verify_chain(
                 pass  # explained by the renumbering, reported below
             elif skips_previous:
                 problems.append(
-                    Problem(
+                    ChainProblem(
                         previous.seq,
                         f"{previous.describe()} was inserted: record {record.seq} links past "
                         f"it to the record before",
@@ -174,7 +177,7 @@ def verify_chain(
                 )
             else:
                 problems.append(
-                    Problem(
+                    ChainProblem(
                         record.seq,
                         f"{record.describe()} does not follow record {previous.seq}: its link "
                         "to the previous record is broken (a record was inserted, removed or "
@@ -182,7 +185,9 @@ def verify_chain(
                     )
                 )
         elif record.prev_hash != prev_hash:
-            problems.append(Problem(record.seq, f"{record.describe()} does not start the chain"))
+            problems.append(
+                ChainProblem(record.seq, f"{record.describe()} does not start the chain")
+            )
         by_seq.setdefault(record.seq, record)
         expected_seq = max(expected_seq, record.seq + 1)
         prev_hash = record.hash
@@ -201,7 +206,7 @@ def verify_chain(
         if public_key is not None:
             if checkpoint.key_id != key_id_of(public_key):
                 problems.append(
-                    Problem(
+                    ChainProblem(
                         checkpoint.seq,
                         f"{label} was signed with key {checkpoint.key_id}, not with the given "
                         f"key {key_id_of(public_key)}",
@@ -214,13 +219,13 @@ def verify_chain(
                 )
             except (InvalidSignature, ValueError):
                 problems.append(
-                    Problem(checkpoint.seq, f"{label} has a bad signature (altered or forged)")
+                    ChainProblem(checkpoint.seq, f"{label} has a bad signature (altered or forged)")
                 )
                 continue
         covered = by_seq.get(checkpoint.seq)
         if checkpoint.seq > last_seq:
             problems.append(
-                Problem(
+                ChainProblem(
                     last_seq + 1,
                     f"the log was truncated: {label} signed {checkpoint.seq} records but the "
                     f"chain ends at record {last_seq}; records {last_seq + 1} to "
@@ -228,10 +233,12 @@ def verify_chain(
                 )
             )
         elif covered is None:
-            problems.append(Problem(checkpoint.seq, f"{label} covers a record that is missing"))
+            problems.append(
+                ChainProblem(checkpoint.seq, f"{label} covers a record that is missing")
+            )
         elif covered.hash != checkpoint.head:
             problems.append(
-                Problem(
+                ChainProblem(
                     checkpoint.seq,
                     f"{label} does not match the chain: the records up to {checkpoint.seq} "
                     "were rewritten after it was signed",
@@ -249,7 +256,7 @@ def verify_chain(
         found = next((r for r in by_seq.values() if r.hash == wanted), None)
         if found is None:
             problems.append(
-                Problem(
+                ChainProblem(
                     None,
                     f"the anchor {anchor} is not in the chain: the log was truncated or "
                     "rewritten after that head was published",
@@ -273,7 +280,7 @@ def _unsigned_problems(
         return
     if not result.checkpoints:
         result.problems.append(
-            Problem(
+            ChainProblem(
                 None,
                 f"no signed checkpoint: nothing signs the {last_seq} records of this chain "
                 "(every checkpoint was deleted, or the records were written without the "
@@ -285,7 +292,7 @@ def _unsigned_problems(
     finished = [r for r in records if r.kind == FINISHED_KIND and r.seq > last_signed]
     for record in finished:
         result.problems.append(
-            Problem(
+            ChainProblem(
                 record.seq,
                 f"{record.describe()} ends a run, but no checkpoint signs the chain at or "
                 "after it: the end-of-run checkpoint is missing (deleted, or the log was cut "
@@ -302,7 +309,7 @@ def _unsigned_problems(
                 else f"records {first} to {last_seq} come"
             )
             result.problems.append(
-                Problem(
+                ChainProblem(
                     first,
                     f"the end of the export is not signed: {which} after the last "
                     f"checkpoint (record {last_signed}), and `tocsin audit export` signs the "
@@ -312,7 +319,7 @@ def _unsigned_problems(
             )
         elif not sealed:
             result.problems.append(
-                Problem(
+                ChainProblem(
                     last_seq,
                     f"the export ends at record {last_seq} without its export checkpoint "
                     "(`tocsin audit export` signs the last record of every export): it was "
@@ -341,7 +348,7 @@ def check_published_heads(result: Verification, places: Iterable[AnchorPlace]) -
             if seq is None:
                 place.mismatched.append(published)
                 result.problems.append(
-                    Problem(
+                    ChainProblem(
                         published.seq,
                         f"the head sha256:{published.head} published in {published.where} "
                         f"({named}) is not in the chain: the log was truncated or rewritten "
@@ -351,7 +358,7 @@ def check_published_heads(result: Verification, places: Iterable[AnchorPlace]) -
             elif published.seq is not None and published.seq != seq:
                 place.mismatched.append(published)
                 result.problems.append(
-                    Problem(
+                    ChainProblem(
                         seq,
                         f"the head published in {published.where} names record "
                         f"{published.seq}, but that hash is record {seq} of the chain "
@@ -369,9 +376,9 @@ def _original_number(record: AuditRecord, reach: int = 5) -> int | None:
     return None
 
 
-def _renumbering_problems(renumbered: list[tuple[AuditRecord, int]]) -> list[Problem]:
+def _renumbering_problems(renumbered: list[tuple[AuditRecord, int]]) -> list[ChainProblem]:
     """One problem per swap or per run of records moved by the same amount."""
-    problems: list[Problem] = []
+    problems: list[ChainProblem] = []
     index = 0
     while index < len(renumbered):
         record, original = renumbered[index]
@@ -379,7 +386,7 @@ def _renumbering_problems(renumbered: list[tuple[AuditRecord, int]]) -> list[Pro
             other, other_original = renumbered[index + 1]
             if original == other.seq and other_original == record.seq:
                 problems.append(
-                    Problem(
+                    ChainProblem(
                         record.seq,
                         f"records {record.seq} and {other.seq} were swapped (reordered): "
                         f"{record.describe()} was record {original}",
@@ -404,7 +411,7 @@ def _renumbering_problems(renumbered: list[tuple[AuditRecord, int]]) -> list[Pro
         )
         cause = "inserted" if shift > 0 else "deleted"
         problems.append(
-            Problem(record.seq, f"{which}: a record was {cause} or the records reordered")
+            ChainProblem(record.seq, f"{which}: a record was {cause} or the records reordered")
         )
         index = end + 1
     return problems
