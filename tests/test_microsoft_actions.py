@@ -65,8 +65,8 @@ def test_every_action_is_declared_with_its_plan_sentence_and_flags() -> None:
         "microsoft.list_inbox_rules",
         "microsoft.remove_inbox_rules",
         "microsoft.confirm_compromised",
-        "microsoft.mailbox_forwarding",
-        "microsoft.remove_mailbox_forwarding",
+        "microsoft.check_forwarding",
+        "microsoft.disable_forwarding",
     }
     assert discovered >= names
     readers = {
@@ -74,7 +74,7 @@ def test_every_action_is_declared_with_its_plan_sentence_and_flags() -> None:
         "list_oauth_grants",
         "recent_sign_ins",
         "list_inbox_rules",
-        "mailbox_forwarding",
+        "check_forwarding",
     }
     for name in names:
         definition = registry.get(name)

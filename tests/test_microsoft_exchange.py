@@ -50,7 +50,7 @@ def cmdlets(fake: FakeMicrosoft) -> list[str]:
 def test_the_forwarding_graph_cannot_see_is_read_from_exchange(
     fake: FakeMicrosoft, settings: Settings
 ) -> None:
-    found = run_action("microsoft.mailbox_forwarding", {"user": USER}, settings)
+    found = run_action("microsoft.check_forwarding", {"user": USER}, settings)
     assert found == {
         "user": USER,
         "forwarding_smtp_address": ATTACKER_FORWARD,
@@ -73,7 +73,7 @@ def test_the_forwarding_graph_cannot_see_is_read_from_exchange(
 def test_forwarding_is_removed_and_a_rerun_changes_nothing(
     fake: FakeMicrosoft, settings: Settings
 ) -> None:
-    removed = run_action("microsoft.remove_mailbox_forwarding", {"user": USER}, settings)
+    removed = run_action("microsoft.disable_forwarding", {"user": USER}, settings)
     assert removed["changed"] is True
     assert removed["before"]["forwarding_smtp_address"] == ATTACKER_FORWARD
     user_id = fake.user(USER)["id"]
@@ -84,7 +84,7 @@ def test_forwarding_is_removed_and_a_rerun_changes_nothing(
     }
     assert cmdlets(fake) == ["Get-Mailbox", "Set-Mailbox"]
 
-    again = run_action("microsoft.remove_mailbox_forwarding", {"user": USER}, settings)
+    again = run_action("microsoft.disable_forwarding", {"user": USER}, settings)
     assert again["changed"] is False and again["before"]["forwards"] is False
     assert cmdlets(fake) == ["Get-Mailbox", "Set-Mailbox", "Get-Mailbox"]
 
@@ -95,7 +95,7 @@ def test_an_app_without_an_exchange_role_is_told_how_to_get_one(
     settings = settings_for(fake, tenant[1], client_id=NO_ROLE_CLIENT_ID)
     with pytest.raises(IntegrationError) as caught:
         run_action(
-            "microsoft.remove_mailbox_forwarding",
+            "microsoft.disable_forwarding",
             {"user": USER},
             settings,
             {"microsoft_client_secret": "no-role"},
@@ -114,7 +114,7 @@ def test_a_user_without_a_mailbox_is_named_with_the_cmdlets_error(
 ) -> None:
     fake.tenant.mailboxes.clear()
     with pytest.raises(IntegrationError) as caught:
-        run_action("microsoft.mailbox_forwarding", {"user": USER}, settings)
+        run_action("microsoft.check_forwarding", {"user": USER}, settings)
     assert f"has no mailbox for read the mailbox of {USER}" in caught.value.message
     assert f"object '{USER}' couldn't be found" in caught.value.message
     assert "Ex6F9304" not in caught.value.message
@@ -122,6 +122,6 @@ def test_a_user_without_a_mailbox_is_named_with_the_cmdlets_error(
 
 def test_a_throttled_exchange_call_is_sent_again(fake: FakeMicrosoft, settings: Settings) -> None:
     fake.throttle_exchange(2, retry_after="0.1")
-    found = run_action("microsoft.mailbox_forwarding", {"user": USER}, settings)
+    found = run_action("microsoft.check_forwarding", {"user": USER}, settings)
     assert found["forwards"] is True
     assert cmdlets(fake) == ["Get-Mailbox"] * 3

@@ -264,7 +264,7 @@ def _upn(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnl
 
 
 @action(
-    "microsoft.mailbox_forwarding",
+    "microsoft.check_forwarding",
     destructive=False,
     idempotent=True,
     secrets=(CLIENT_SECRET,),
@@ -272,13 +272,13 @@ def _upn(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnl
         f"read whether {user}'s mailbox forwards mail (Exchange Online Get-Mailbox)"
     ),
 )
-def mailbox_forwarding(context: ActionContext, *, user: UserRef) -> MailboxForwarding:
+def check_forwarding(context: ActionContext, *, user: UserRef) -> MailboxForwarding:
     """Read the mailbox's forwarding (Exchange Online), which Graph does not show.
 
     Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
     document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
     """
-    upn, exchange = _upn(context, "microsoft.mailbox_forwarding", user)
+    upn, exchange = _upn(context, "microsoft.check_forwarding", user)
     return _forwarding(exchange, upn)
 
 
@@ -293,7 +293,7 @@ class RemovedForwarding(BaseModel):
 
 
 @action(
-    "microsoft.remove_mailbox_forwarding",
+    "microsoft.disable_forwarding",
     destructive=True,
     idempotent=True,
     secrets=(CLIENT_SECRET,),
@@ -302,13 +302,13 @@ class RemovedForwarding(BaseModel):
         "-ForwardingSmtpAddress $null -ForwardingAddress $null)"
     ),
 )
-def remove_mailbox_forwarding(context: ActionContext, *, user: UserRef) -> RemovedForwarding:
+def disable_forwarding(context: ActionContext, *, user: UserRef) -> RemovedForwarding:
     """Stop the mailbox forwarding mail (Exchange Online Set-Mailbox), as S1 step 2 asks.
 
     Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
     document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
     """
-    name = "microsoft.remove_mailbox_forwarding"
+    name = "microsoft.disable_forwarding"
     upn, exchange = _upn(context, name, user)
     before = _forwarding(exchange, upn)
     if before.forwards or before.deliver_to_mailbox_and_forward:
