@@ -5,6 +5,7 @@ does not show it).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -72,20 +73,30 @@ def _addresses(recipients: Any) -> list[str]:
     return found
 
 
-def _judge_rule(raw: dict[str, Any], folders: dict[str, str] | None, domain: str) -> InboxRule:
-    actions = raw.get("actions") if isinstance(raw.get("actions"), dict) else {}
-    actions = actions or {}
-    reasons: list[str] = []
-    for key, verb in (
-        ("forwardTo", "forwards"),
-        ("forwardAsAttachmentTo", "forwards as attachment"),
-        ("redirectTo", "redirects"),
-    ):
-        for address in _addresses(actions.get(key)):
+def forwarding_reasons(sent: Iterable[tuple[str, Iterable[str]]], domain: str) -> list[str]:
+    """Why a rule is suspect for where it sends mail: one reason per (verb, address), the
+    address marked when it is outside the organisation's ``domain``."""
+    reasons = []
+    for verb, addresses in sent:
+        for address in addresses:
             outside = not address.lower().endswith("@" + domain.lower())
             reasons.append(
                 f"{verb} mail to {address}" + (" (outside the organisation)" if outside else "")
             )
+    return reasons
+
+
+def _judge_rule(raw: dict[str, Any], folders: dict[str, str] | None, domain: str) -> InboxRule:
+    actions = raw.get("actions") if isinstance(raw.get("actions"), dict) else {}
+    actions = actions or {}
+    reasons = forwarding_reasons(
+        (
+            ("forwards", _addresses(actions.get("forwardTo"))),
+            ("forwards as attachment", _addresses(actions.get("forwardAsAttachmentTo"))),
+            ("redirects", _addresses(actions.get("redirectTo"))),
+        ),
+        domain,
+    )
     if actions.get("delete"):
         reasons.append("deletes matching mail")
     if actions.get("permanentDelete"):

@@ -27,7 +27,7 @@ from tocsin.integrations.microsoft.actions import (
     refuse_unknown_keep,
     unmatched,
 )
-from tocsin.integrations.microsoft.actions.mailbox import SUSPECT_FOLDERS
+from tocsin.integrations.microsoft.actions.mailbox import SUSPECT_FOLDERS, forwarding_reasons
 from tocsin.integrations.microsoft.client import Graph
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
@@ -68,17 +68,14 @@ def _smtp(entries: Any) -> list[str]:
 
 
 def _judge_hidden(raw: dict[str, Any], domain: str) -> HiddenRule:
-    reasons = []
-    for key, verb in (
-        ("ForwardTo", "forwards"),
-        ("ForwardAsAttachmentTo", "forwards as attachment"),
-        ("RedirectTo", "redirects"),
-    ):
-        for address in _smtp(raw.get(key)):
-            outside = not address.lower().endswith("@" + domain.lower())
-            reasons.append(
-                f"{verb} mail to {address}" + (" (outside the organisation)" if outside else "")
-            )
+    reasons = forwarding_reasons(
+        (
+            ("forwards", _smtp(raw.get("ForwardTo"))),
+            ("forwards as attachment", _smtp(raw.get("ForwardAsAttachmentTo"))),
+            ("redirects", _smtp(raw.get("RedirectTo"))),
+        ),
+        domain,
+    )
     if raw.get("DeleteMessage"):
         reasons.append("deletes matching mail")
     folder = str(raw.get("MoveToFolder") or "")
