@@ -414,6 +414,8 @@ class MicrosoftApi:
     api = "graph"
     """Which scope of ``scopes`` its tokens are for."""
     label = "Microsoft Graph"
+    listing_limit: int | None = None
+    """How many items ``pages`` yields at most when the caller sets no ``max_items``."""
 
     def __init__(
         self,
@@ -515,23 +517,6 @@ class MicrosoftApi:
             )
         self._sleep(asked if asked is not None else backoff_seconds(attempt, limit))
 
-    def error(
-        self, method: str, url: str, response: GraphResponse, what: str = ""
-    ) -> IntegrationError:
-        """What the API's refusal means; each API says it its own way."""
-        raise NotImplementedError
-
-
-class Graph(MicrosoftApi):
-    """Microsoft Graph v1.0 for one action: calls, ``$batch``, paging and errors."""
-
-    def base_url_of(self, settings: MicrosoftSettings, credentials: MicrosoftCredentials) -> str:
-        return f"{settings.graph_url.rstrip('/')}/v1.0"
-
-    def relative(self, path_template: str, **values: Any) -> str:
-        """A Graph path as a ``$batch`` item gives it (from the version on), values encoded."""
-        return self.url(path_template, **values)[len(self.base_url) :]
-
     # -- one request -------------------------------------------------------------------------
 
     def call(
@@ -547,12 +532,67 @@ class Graph(MicrosoftApi):
         **values: Any,
     ) -> GraphResponse:
         """Send one request (retried when throttled); a status >= 400 not in ``allow``
-        raises ``graph_error``'s ``IntegrationError``."""
+        raises ``error``'s ``IntegrationError``."""
         url = self.url(path_template, **values)
         response = self.send(method, url, json_body=json_body, query=query)
         if response.status >= 400 and response.status not in allow:
             raise self.error(method, url, response, what)
         return response
+
+    # -- paging ------------------------------------------------------------------------------
+
+    def pages(
+        self,
+        path_template: str,
+        /,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        max_items: int | None = None,
+        what: str = "",
+        **values: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a collection, following ``@odata.nextLink`` (on this API's host
+        only), up to ``max_items`` (by default the API's ``listing_limit``)."""
+        url: str | None = self.url(path_template, **values)
+        page_query = query
+        limit = self.listing_limit if max_items is None else max_items
+        seen = 0
+        while url is not None:
+            response = self.send("GET", url, query=page_query)
+            if response.status >= 400:
+                raise self.error("GET", url, response, what)
+            body = response.body if isinstance(response.body, dict) else {}
+            for item in body.get("value") or []:
+                if limit is not None and seen >= limit:
+                    return
+                if isinstance(item, dict):
+                    seen += 1
+                    yield item
+            next_link = body.get("@odata.nextLink")
+            url = self._endpoint(None).resolve(next_link) if isinstance(next_link, str) else None
+            page_query = None
+
+    # -- errors: the hook each API overrides ------------------------------------------------
+
+    def error(
+        self, method: str, url: str, response: GraphResponse, what: str = ""
+    ) -> IntegrationError:
+        """What the API's refusal means; each API says it its own way, so each overrides
+        this (and only this) to map its errors."""
+        raise NotImplementedError
+
+
+class Graph(MicrosoftApi):
+    """Microsoft Graph v1.0 for one action: calls, ``$batch``, paging and errors."""
+
+    listing_limit = 1000
+
+    def base_url_of(self, settings: MicrosoftSettings, credentials: MicrosoftCredentials) -> str:
+        return f"{settings.graph_url.rstrip('/')}/v1.0"
+
+    def relative(self, path_template: str, **values: Any) -> str:
+        """A Graph path as a ``$batch`` item gives it (from the version on), values encoded."""
+        return self.url(path_template, **values)[len(self.base_url) :]
 
     # -- $batch ------------------------------------------------------------------------------
 
@@ -630,38 +670,6 @@ class Graph(MicrosoftApi):
         if response.status >= 400:
             error = self.error(item.method, self.base_url + item.url, response, what)
         return BatchOutcome(item.id, item.method, item.url, response.status, response.body, error)
-
-    # -- paging ------------------------------------------------------------------------------
-
-    def pages(
-        self,
-        path_template: str,
-        /,
-        *,
-        query: Mapping[str, str | int] | None = None,
-        max_items: int = 1000,
-        what: str = "",
-        **values: Any,
-    ) -> Iterator[dict[str, Any]]:
-        """Every item of a collection, following ``@odata.nextLink`` (under Graph only),
-        up to ``max_items``."""
-        url: str | None = self.url(path_template, **values)
-        page_query = query
-        seen = 0
-        while url is not None:
-            response = self.send("GET", url, query=page_query)
-            if response.status >= 400:
-                raise self.error("GET", url, response, what)
-            body = response.body if isinstance(response.body, dict) else {}
-            for item in body.get("value") or []:
-                if seen >= max_items:
-                    return
-                if isinstance(item, dict):
-                    seen += 1
-                    yield item
-            next_link = body.get("@odata.nextLink")
-            url = self._endpoint(None).resolve(next_link) if isinstance(next_link, str) else None
-            page_query = None
 
     # -- errors ------------------------------------------------------------------------------
 
