@@ -1,8 +1,10 @@
 """Microsoft 365: contain and clean a compromised user through Microsoft Graph.
 
 - ``settings``: ``MicrosoftSettings``, the ``microsoft`` slot (``TOCSIN_MICROSOFT__TENANT_ID``...);
-- ``client``: ``MicrosoftCredentials`` (msal's confidential client and its token cache),
-  ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
+- ``client``: ``MicrosoftApi`` and ``Graph`` (calls, paging, the error hook), over
+  ``tokens`` (``MicrosoftCredentials``: msal's confidential client and its token cache),
+  ``throttling`` (Retry-After, backoff), ``batch`` (``$batch``), ``graph_errors`` (errors
+  naming the permission to grant) and ``response``;
 - ``permissions``: which application permission each Graph call needs;
 - ``defender``: ``DefenderForEndpoint``, Defender for Endpoint's API (machines, isolation);
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from tocsin.integration import CheckResult, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
 
+SERVICE = "Microsoft 365"
+"""How errors name the service."""
 CLIENT_SECRET = "microsoft_client_secret"
 CERTIFICATE_KEY_SECRET = "microsoft_certificate_key"
 CERTIFICATE_THUMBPRINT_SECRET = "microsoft_certificate_thumbprint"

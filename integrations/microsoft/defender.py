@@ -14,14 +14,11 @@ import re
 from typing import TYPE_CHECKING
 
 from tocsin.errors import IntegrationError
-from tocsin.integrations.microsoft.client import (
-    SERVICE,
-    GraphResponse,
-    MicrosoftApi,
-    MicrosoftCredentials,
-    token_roles,
-)
+from tocsin.integrations.microsoft import SERVICE
+from tocsin.integrations.microsoft.client import MicrosoftApi
 from tocsin.integrations.microsoft.permissions import Needed
+from tocsin.integrations.microsoft.response import GraphResponse
+from tocsin.integrations.microsoft.tokens import MicrosoftCredentials, token_roles
 
 if TYPE_CHECKING:
     from tocsin.integrations.microsoft.settings import MicrosoftSettings
