@@ -320,6 +320,13 @@ class ManagedDeviceAction(BaseModel):
     note: str = ""
 
 
+def _which_device(
+    device: str | None, user: str | None, unnamed: str = "the enrolled device"
+) -> str:
+    """The device as a sentence names it: by name, or ``unnamed``, then whose it is."""
+    return f"{device or unnamed}{' of ' + user if user else ''}"
+
+
 def _need_device_or_user(parameters: Any) -> None:
     if not parameters.device and not parameters.user:
         raise ValueError("give `device` (its name or id), `user` (their enrolled device), or both")
@@ -329,7 +336,7 @@ def find_managed_device(
     graph: Graph, name: str, device: str | None, user: str | None
 ) -> dict[str, Any]:
     """The one Intune device ``device`` names (of ``user`` when given), read in full."""
-    what = f"find the Intune device {device or ''}{' of ' + user if user else ''}".strip()
+    what = f"find the Intune device {_which_device(device, user, '')}".strip()
     if device and _GUID.match(device.strip().lower()):
         candidates = [{"id": device.strip().lower()}]
     elif device:
@@ -348,7 +355,7 @@ def find_managed_device(
         raise IntegrationError(
             name,
             SERVICE,
-            f"Intune has no enrolled device {device or ''}{' of ' + user if user else ''}".rstrip(),
+            f"Intune has no enrolled device {_which_device(device, user, '')}".rstrip(),
             "check in the Intune admin centre (Devices → All devices) that the device is enrolled "
             "and how it is named; a device that is not enrolled cannot be locked or wiped remotely",
         )
@@ -443,7 +450,7 @@ def _remote_action(
     secrets=(CLIENT_SECRET,),
     check=_need_device_or_user,
     describe=lambda device, user: (
-        f"lock {device or 'the enrolled device'}{' of ' + user if user else ''} remotely "
+        f"lock {_which_device(device, user)} remotely "
         "through Intune (skipped while a lock is pending)"
     ),
 )
@@ -463,7 +470,7 @@ def lock_device(
     secrets=(CLIENT_SECRET,),
     check=_need_device_or_user,
     describe=lambda device, user: (
-        f"retire {device or 'the enrolled device'}{' of ' + user if user else ''} in Intune: "
+        f"retire {_which_device(device, user)} in Intune: "
         "remove company data, apps and profiles, keep personal data (not undoable)"
     ),
 )
@@ -492,7 +499,7 @@ def retire_device(
     secrets=(CLIENT_SECRET,),
     check=_need_device_or_user,
     describe=lambda device, user, keep_user_data, keep_enrollment_data: (
-        f"WIPE {device or 'the enrolled device'}{' of ' + user if user else ''} through "
+        f"WIPE {_which_device(device, user)} through "
         "Intune: factory reset"
         + (", keeping user data" if keep_user_data else ", erasing user data")
         + (" and the enrolment" if keep_enrollment_data else "")

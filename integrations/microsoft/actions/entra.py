@@ -12,12 +12,10 @@ from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET, integration
 from tocsin.integrations.microsoft.actions import (
     Keep,
+    Removals,
     UserRef,
-    failed_items,
-    find_user,
-    name_key,
-    refuse_unknown_keep,
-    unmatched,
+    look_up_user,
+    split_by_keep,
 )
 from tocsin.integrations.microsoft.client import SERVICE, Graph
 from tocsin.integrations.microsoft.password_delivery import (
@@ -80,9 +78,8 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
     """
     name = "microsoft.reset_password"
     delivery = password_delivery(integration.settings_of(context.settings))
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    upn = str(found["userPrincipalName"])
+    found = look_up_user(context, name, user)
+    graph, upn = found.graph, found.upn
     # The password lives only here, in the staged note and in this request's body: it is
     # staged first, so that a channel that cannot take it fails before anything changes.
     password = temporary_password()
@@ -91,7 +88,7 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
         answer = graph.call(
             "PATCH",
             "/users/{user}",
-            user=found["id"],
+            user=found.id,
             json_body={
                 "passwordProfile": {
                     "forceChangePasswordNextSignIn": True,
@@ -110,7 +107,7 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
         raise _password_refused(name, upn, said, graph.credentials.client_id)
     return PasswordReset(
         user=upn,
-        user_id=found["id"],
+        user_id=found.id,
         force_change_next_sign_in=True,
         delivered_to=staged.commit(),
     )
@@ -165,11 +162,8 @@ def _assignments(graph: Graph, user_id: str) -> list[RoleAssignment]:
 )
 def list_admin_roles(context: ActionContext, *, user: UserRef) -> AdminRoles:
     """List the user's active Entra directory role assignments."""
-    graph = Graph.for_action(context, "microsoft.list_admin_roles")
-    found = find_user(graph, user)
-    return AdminRoles(
-        user=found["userPrincipalName"], user_id=found["id"], roles=_assignments(graph, found["id"])
-    )
+    found = look_up_user(context, "microsoft.list_admin_roles", user)
+    return AdminRoles(user=found.upn, user_id=found.id, roles=_assignments(found.graph, found.id))
 
 
 class RemovedRoles(BaseModel):
@@ -194,29 +188,26 @@ def remove_admin_roles(context: ActionContext, *, user: UserRef, keep: Keep = []
     """Remove the user's active Entra role assignments but the roles ``keep`` names (by role
     name or assignment id); a re-run finds nothing left to remove."""
     name = "microsoft.remove_admin_roles"
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    roles = _assignments(graph, found["id"])
-    names = [{name_key(r.id), name_key(r.role), name_key(r.role_id)} for r in roles]
-    refuse_unknown_keep(name, unmatched(keep, names), "admin role", [r.role for r in roles])
-    wanted = {name_key(entry) for entry in keep}
-    kept = [r for r, keys in zip(roles, names, strict=True) if keys & wanted]
-    targets = [r for r in roles if r not in kept]
-    removed, failures = [], []
-    for role in targets:
-        try:
-            graph.call(
-                "DELETE",
-                "/roleManagement/directory/roleAssignments/{assignment}",
-                assignment=role.id,
-                allow=(404,),
-                what=f"remove the role {role.role} of {found['userPrincipalName']}",
-            )
-            removed.append(role)
-        except IntegrationError as error:
-            failures.append((f"role {role.role}", error))
-    if failures:
-        raise failed_items(name, failures, len(targets))
+    found = look_up_user(context, name, user)
+    split = split_by_keep(
+        name,
+        keep,
+        _assignments(found.graph, found.id),
+        keys=lambda r: (r.id, r.role, r.role_id),
+        label=lambda r: r.role,
+        what="admin role",
+    )
+    removals = Removals(name, split.targets)
+    removals.remove_each(
+        lambda role: found.graph.call(
+            "DELETE",
+            "/roleManagement/directory/roleAssignments/{assignment}",
+            assignment=role.id,
+            allow=(404,),
+            what=f"remove the role {role.role} of {found.upn}",
+        ),
+        label=lambda role: f"role {role.role}",
+    )
     return RemovedRoles(
-        user=found["userPrincipalName"], user_id=found["id"], removed=removed, kept=kept
+        user=found.upn, user_id=found.id, removed=removals.removed(), kept=split.kept
     )

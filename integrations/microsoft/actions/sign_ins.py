@@ -10,8 +10,7 @@ from pydantic import BaseModel, Field
 
 from tocsin.actions import ActionContext, action
 from tocsin.integrations.microsoft import CLIENT_SECRET
-from tocsin.integrations.microsoft.actions import UserRef, find_user
-from tocsin.integrations.microsoft.client import Graph
+from tocsin.integrations.microsoft.actions import UserRef, look_up_user
 
 # -- sign-ins -------------------------------------------------------------------------------
 
@@ -64,14 +63,14 @@ def recent_sign_ins(
     ] = 1000,
 ) -> SignInSummary:
     """Summarise the user's recent sign-ins: where from, which apps, how many failed."""
-    graph = Graph.for_action(context, "microsoft.recent_sign_ins")
-    found = find_user(graph, user)
+    found = look_up_user(context, "microsoft.recent_sign_ins", user)
+    graph = found.graph
     since = (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
     raw = list(
         graph.pages(
             "/auditLogs/signIns",
             query={
-                "$filter": f"userId eq '{found['id']}' and createdDateTime ge {since}",
+                "$filter": f"userId eq '{found.id}' and createdDateTime ge {since}",
                 "$top": min(max_sign_ins, 1000),
             },
             max_items=max_sign_ins,
@@ -98,8 +97,8 @@ def recent_sign_ins(
     sign_ins.sort(key=lambda s: s.time, reverse=True)
     times = [s.time for s in sign_ins]
     return SignInSummary(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
+        user=found.upn,
+        user_id=found.id,
         since=since,
         count=len(sign_ins),
         failures=sum(1 for s in sign_ins if not s.ok),
