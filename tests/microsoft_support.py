@@ -34,14 +34,16 @@ sign-in logs."""
 
 @contextmanager
 def fake_tenant(folder: Path, **fake_options: Any) -> Iterator[tuple[FakeMicrosoft, LoopbackCA]]:
-    """The compromised tenant's identity platform and Graph over TLS, stopped afterwards."""
+    """The compromised tenant's (or ``tenant=``'s) identity platform and Graph over TLS,
+    stopped afterwards."""
     ca = LoopbackCA.create(folder / "tls")
     apps = (
         FakeApp(),
         FakeApp(client_id=LIMITED_CLIENT_ID, secret=LIMITED_SECRET, roles=LIMITED_ROLES),
         *fake_options.pop("apps", ()),
     )
-    fake = FakeMicrosoft(compromised_tenant(), apps=apps, **fake_options)
+    tenant = fake_options.pop("tenant", None) or compromised_tenant()
+    fake = FakeMicrosoft(tenant, apps=apps, **fake_options)
     fake.start(tls=ca.server_context())
     try:
         yield fake, ca

@@ -1,12 +1,23 @@
 """Graph's ``$batch``: at most 20 requests per batch; each item's outcome is reported on
 its own (an outer 200 proves nothing), and items throttled inside a batch are sent again
-within the same bounds as one request (``throttling``)."""
+within the same bounds as one request (``throttling``).
+
+Graph runs a batch's requests concurrently unless ``dependsOn`` sequences them, and Outlook
+answers 429 ``ApplicationThrottled`` ("Application is over its MailboxConcurrency limit")
+above 4 concurrent requests per app and mailbox. So a batch holds at most 4 requests for
+one mailbox; the others go in the next batch, sent once this one has answered. Splitting,
+rather than chaining with ``dependsOn``: Graph takes a batch fully sequential or fully
+parallel, and in a chain one failed item (a rule already gone: 404) fails every later one
+with 424.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.response import GraphResponse
@@ -21,6 +32,13 @@ if TYPE_CHECKING:
 
 BATCH_LIMIT = 20
 """Graph's limit of requests in one ``$batch``."""
+MAILBOX_CONCURRENCY = 4
+"""Outlook's limit of concurrent requests per app and mailbox (its MailboxConcurrency)."""
+_OUTLOOK_PATH = re.compile(
+    r"^/users/([^/?]+)/(mailFolders|messages|mailboxSettings|events|calendars?|calendarView|"
+    r"contacts|contactFolders|inferenceClassification|outlook)(?:[/?]|$)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +67,38 @@ class BatchOutcome:
         return 200 <= self.status < 300
 
 
+def mailbox_of(item: BatchItem) -> str | None:
+    """The mailbox (its user, as the URL names them) an Outlook request touches; None when
+    the request is not Outlook's (the directory, sign-in methods, consents...)."""
+    match = _OUTLOOK_PATH.match(item.url)
+    return unquote(match.group(1)).lower() if match else None
+
+
+def batches(items: Sequence[BatchItem]) -> list[list[BatchItem]]:
+    """``items`` in batches of at most 20, each with at most 4 requests for one mailbox; in
+    the given order, an item going to the first batch with room for it."""
+    grouped: list[list[BatchItem]] = []
+    per_mailbox: list[dict[str, int]] = []
+    for item in items:
+        mailbox = mailbox_of(item)
+        for batch, counts in zip(grouped, per_mailbox, strict=True):
+            if len(batch) < BATCH_LIMIT and (
+                mailbox is None or counts.get(mailbox, 0) < MAILBOX_CONCURRENCY
+            ):
+                break
+        else:
+            batch, counts = [], {}
+            grouped.append(batch)
+            per_mailbox.append(counts)
+        batch.append(item)
+        if mailbox is not None:
+            counts[mailbox] = counts.get(mailbox, 0) + 1
+    return grouped
+
+
 def send_batches(graph: Graph, items: Sequence[BatchItem], *, what: str = "") -> list[BatchOutcome]:
-    """Send ``items`` in ``$batch`` requests of at most 20; one outcome per item, in order.
+    """Send ``items`` in ``$batch`` requests of at most 20 (at most 4 for one mailbox: ``batches``);
+    one outcome per item, in order.
 
     Items throttled inside a batch (their own 429) are sent again in the next batch after
     the longest Retry-After among them, within the same bounds as ``Graph.send``.
@@ -60,8 +108,8 @@ def send_batches(graph: Graph, items: Sequence[BatchItem], *, what: str = "") ->
         raise ValueError("batch item ids must be unique")
     settings = graph.settings
     outcomes: dict[str, BatchOutcome] = {}
-    for start in range(0, len(items), BATCH_LIMIT):
-        pending = list(items[start : start + BATCH_LIMIT])
+    for batch in batches(items):
+        pending = list(batch)
         attempt = 0
         while pending:
             answered = _one_batch(graph, pending)

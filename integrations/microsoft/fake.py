@@ -44,7 +44,8 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
   (without Entra ID P2, 403: the exact body is not verified);
 - ``/roleManagement/directory/roleAssignments``: ``fake_entra``;
 - ``POST /$batch``: at most 20 requests, each answered on its own, ``dependsOn`` giving 424
-  when the dependency failed.
+  when the dependency failed; more than 4 requests for one mailbox without ``dependsOn``
+  (Outlook's MailboxConcurrency) answer 429 ``ApplicationThrottled`` from the fifth on.
 
 Exchange Online's admin API, ``POST /adminapi/beta/{tenant}/InvokeCommand`` (not a
 documented API: the request and answer shapes are those peer tools rely on):

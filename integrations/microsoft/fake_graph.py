@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 BATCH_LIMIT = 20
 """Graph's limit of requests in one ``$batch``."""
+MAILBOX_CONCURRENCY = 4
+"""Outlook's concurrent requests per app and mailbox; a batch's items run concurrently
+unless ``dependsOn`` sequences them."""
+_OUTLOOK_ITEM = re.compile(
+    r"^/?users/([^/?]+)/(mailFolders|messages|mailboxSettings|events|calendars?|contacts)(?:[/?]|$)",
+    re.IGNORECASE,
+)
 
 
 class GraphError(Exception):
@@ -134,12 +141,27 @@ def _batch(fake: FakeMicrosoft, caller: IssuedToken, body: Any) -> Reply:
     if len(set(ids)) != len(ids) or len(ids) != len(requests):
         raise GraphError(400, "BadRequest", "Batch request ids must be unique.")
     statuses: dict[str, int] = {}
+    running: dict[str, int] = {}
+    """Items without ``dependsOn`` per mailbox: those Outlook would run at once."""
     responses = []
     for item in requests:
         item_id = str(item["id"])
         depends = [str(d) for d in item.get("dependsOn") or []]
+        mailbox = None if depends else _mailbox_of(fake, str(item.get("url", "")))
+        if mailbox is not None:
+            running[mailbox] = running.get(mailbox, 0) + 1
         if any(not 200 <= statuses.get(d, 424) < 300 for d in depends):
             reply = GraphError(424, "FailedDependency", "The dependent request failed.").reply()
+        elif mailbox is not None and running[mailbox] > MAILBOX_CONCURRENCY:
+            # Unconfirmed: whether Outlook's MailboxConcurrency 429 carries a Retry-After, and
+            # its innerError; the code and message are those Graph users report.
+            reply = Reply(
+                429,
+                graph_error_body(
+                    "ApplicationThrottled", "Application is over its MailboxConcurrency limit."
+                ),
+                {"Retry-After": "1"},
+            )
         else:
             method = str(item.get("method", "GET")).upper()
             reply = throttled_reply(fake, fake._throttle_items, method) or _batch_item(
@@ -157,6 +179,18 @@ def _batch(fake: FakeMicrosoft, caller: IssuedToken, body: Any) -> Reply:
             entry["body"] = reply.body
         responses.append(entry)
     return Reply(200, {"responses": responses})
+
+
+def _mailbox_of(fake: FakeMicrosoft, url: str) -> str | None:
+    """The user id (or the key, for a user the tenant lacks) whose mailbox ``url`` touches."""
+    match = _OUTLOOK_ITEM.match(urlsplit(url).path)
+    if match is None:
+        return None
+    key = unquote(match.group(1)).lower()
+    for user in fake.tenant.users:
+        if key in (user["id"], user["userPrincipalName"].lower()):
+            return str(user["id"])
+    return key
 
 
 def _batch_item(fake: FakeMicrosoft, caller: IssuedToken, item: Mapping[str, Any]) -> Reply:

@@ -21,6 +21,7 @@ from tocsin.integrations.microsoft.actions import (
     look_up_user,
     split_by_keep,
 )
+from tocsin.integrations.microsoft.client import BatchItem
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
 # -- inbox rules ----------------------------------------------------------------------------
@@ -212,19 +213,21 @@ def remove_inbox_rules(context: ActionContext, *, user: UserRef, keep: Keep = []
         what="inbox rule",
         removable=lambda r: r.flagged,
     )
-    removals = Removals(name, split.targets)
-    # One at a time: Exchange allows few concurrent requests per mailbox (MailboxConcurrency).
-    removals.remove_each(
-        lambda rule: found.graph.call(
+    items = [
+        BatchItem(
+            rule.id,
             "DELETE",
-            "/users/{user}/mailFolders/inbox/messageRules/{rule}",
-            user=found.id,
-            rule=rule.id,
-            allow=(404,),
-            what=f"delete the inbox rule {rule.name!r}",
-        ),
-        label=lambda rule: f"rule {rule.name!r}",
-    )
+            found.graph.relative(
+                "/users/{user}/mailFolders/inbox/messageRules/{rule}", user=found.id, rule=rule.id
+            ),
+        )
+        for rule in split.targets
+    ]
+    removals = Removals(name, split.targets)
+    # In $batch, at most 4 to the mailbox at once (batch.py: Outlook's MailboxConcurrency).
+    outcomes = found.graph.batch(items, what="delete an inbox rule")
+    for rule, outcome in zip(split.targets, outcomes, strict=True):
+        removals.record(rule, outcome, f"rule {rule.name!r}")
     return RemovedRules(
         user=found.upn,
         user_id=found.id,
