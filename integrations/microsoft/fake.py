@@ -41,7 +41,8 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
   /users/{id}/mailFolders/inbox/messageRules[/{id}]`` (404 ``ErrorItemNotFound`` once gone;
   a user without a mailbox 404 ``MailboxNotEnabledForRESTAPI``);
 - ``POST /identityProtection/riskyUsers/confirmCompromised`` ``{"userIds": [...]}``: 204
-  (without Entra ID P2, 403: the exact body is not verified);
+  (without Entra ID P2, 403: the exact body is unconfirmed, docs/microsoft.md "Unconfirmed
+  shapes");
 - ``/roleManagement/directory/roleAssignments``: ``fake_entra``;
 - ``POST /$batch``: at most 20 requests, each answered on its own, ``dependsOn`` giving 424
   when the dependency failed; more than 4 requests for one mailbox without ``dependsOn``
@@ -268,6 +269,8 @@ class FakeMicrosoft(FakeService):
     # The shapes peer tools rely on (CIPP, Microsoft Extractor Suite); the API is not documented.
 
     def _exchange_error(self, status: int, exception: str, message: str) -> Reply:
+        # Unconfirmed: a cmdlet error's body (code, details, innererror) and its status, as
+        # peer tools read them; Microsoft documents neither.
         detail = f"Ex6F9304|Microsoft.Exchange.{exception}|{message}"
         return Reply(
             status,
@@ -296,6 +299,7 @@ class FakeMicrosoft(FakeService):
         with self.lock:
             token = self._tokens.get(given or "")
         if token is None or token.expires_at <= time.time():
+            # Unconfirmed: InvokeCommand's 401 body for a missing or expired token.
             return Reply(
                 401,
                 {
@@ -318,6 +322,7 @@ class FakeMicrosoft(FakeService):
                 },
             )
         if "Exchange.ManageAsApp" not in token.roles or app is None or not app.exchange_role:
+            # Unconfirmed: InvokeCommand's 403 body without Exchange.ManageAsApp or a role.
             return Reply(
                 403,
                 {
@@ -334,6 +339,7 @@ class FakeMicrosoft(FakeService):
                 dict(cmdlet_input.get("Parameters") or {}),
             )
         except (ValueError, KeyError, TypeError):
+            # Unconfirmed: InvokeCommand's answer to a body that is not a CmdletInput.
             return Reply(
                 400,
                 {
@@ -416,12 +422,14 @@ class FakeMicrosoft(FakeService):
                 f"A parameter cannot be found that matches parameter name '{unknown[0]}'.",
             )
         before = {name: mailbox.get(name) for name in self._SETTABLE}
+        # Unconfirmed: JSON null clearing ForwardingSmtpAddress and ForwardingAddress ($null).
         for name in self._SETTABLE:
             if name in parameters:
                 value = parameters[name]
                 if name == "ForwardingSmtpAddress" and value:
                     value = f"smtp:{str(value).removeprefix('smtp:')}"
                 mailbox[name] = value
+        # Unconfirmed: the wording of the "no settings modified" warning over InvokeCommand.
         warnings = (
             [
                 f"The command completed successfully but no settings of '{parameters['Identity']}' have been modified."

@@ -127,6 +127,7 @@ def _state(fake: FakeMicrosoft, identity: Any) -> tuple[dict[str, Any], dict[str
 def _refuse_unknown(
     fake: FakeMicrosoft, parameters: Mapping[str, Any], known: set[str]
 ) -> Reply | None:
+    # Unconfirmed: InvokeCommand's refusal of an unknown parameter (its exception and wording).
     unknown = [name for name in parameters if name not in known | {"Confirm"}]
     if not unknown:
         return None
@@ -175,6 +176,7 @@ def _visible_rules(fake: FakeMicrosoft, user: dict[str, Any]) -> list[dict[str, 
 
 
 def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    # Unconfirmed: IncludeHidden as a JSON boolean (a PowerShell switch over InvokeCommand).
     refused = _refuse_unknown(fake, parameters, {"Mailbox", "IncludeHidden", "Identity"})
     if refused:
         return refused
@@ -191,6 +193,7 @@ def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
 
 
 def remove_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    # Unconfirmed: AlwaysDeleteOutlookRulesBlob as a JSON boolean over InvokeCommand.
     refused = _refuse_unknown(
         fake, parameters, {"Mailbox", "Identity", "AlwaysDeleteOutlookRulesBlob"}
     )
@@ -287,6 +290,7 @@ def get_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any])
 def _remove_permission(
     fake: FakeMicrosoft, parameters: Mapping[str, Any], key: str, who: str, rights: str
 ) -> Reply:
+    # Unconfirmed: AccessRights given as a JSON list of strings (["FullAccess"]).
     refused = _refuse_unknown(
         fake, parameters, {"Identity", who, "AccessRights", "InheritanceType"}
     )

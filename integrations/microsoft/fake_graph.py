@@ -526,6 +526,7 @@ def _grants(
 def _confirm_compromised(fake: FakeMicrosoft, caller: IssuedToken, body: Any) -> Reply:
     need(caller, "directory", {"IdentityRiskyUser.ReadWrite.All"})
     if not fake.tenant.p2:
+        # Unconfirmed: Graph's 403 for confirmCompromised without Entra ID P2 (code and message).
         raise GraphError(403, "Forbidden", "The tenant needs an AAD Premium 2 license.")
     ids = body.get("userIds") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not ids:
