@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import SERVICE
 from tocsin.integrations.microsoft.client import MicrosoftApi
+from tocsin.integrations.microsoft.graph_errors import missing_permission
 from tocsin.integrations.microsoft.permissions import Needed
 from tocsin.integrations.microsoft.response import GraphResponse
 from tocsin.integrations.microsoft.tokens import MicrosoftCredentials, token_roles
@@ -74,18 +75,15 @@ class DefenderForEndpoint(MicrosoftApi):
         retryable = False
         if status == 403:
             needed = defender_permission_for(method, path)
-            granted = token_roles(self._token) if self._token else []
-            missing = [p for p in needed.permissions if p not in granted] if needed else []
             if needed is not None:
-                text = (
-                    f"refused to {doing} ({said}): the app needs the WindowsDefenderATP "
-                    f"application permission {needed.describe()}"
-                    + (f"; its token lacks {', '.join(missing)}" if granted and missing else "")
-                )
-                hint = (
-                    f"grant {' and '.join(missing or needed.permissions)} to the app "
-                    f"{self.credentials.client_id}: {_GRANT_DEFENDER}; the permission applies "
-                    "to new tokens, within minutes"
+                text, hint = missing_permission(
+                    doing,
+                    said,
+                    needed,
+                    token_roles(self._token) if self._token else [],
+                    self.credentials.client_id,
+                    grant_place=_GRANT_DEFENDER,
+                    api="WindowsDefenderATP",
                 )
             else:
                 text = f"refused to {doing} ({said})"

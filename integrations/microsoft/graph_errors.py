@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import SERVICE
-from tocsin.integrations.microsoft.permissions import permission_for
+from tocsin.integrations.microsoft.permissions import Needed, permission_for
 from tocsin.integrations.microsoft.response import GraphResponse
 
 _CONSENT_PLACE = (
@@ -37,6 +37,33 @@ _LICENCE_CODES = {
         "cleaned with Exchange's own tools",
     ),
 }
+
+
+def missing_permission(
+    doing: str,
+    said: str,
+    needed: Needed,
+    granted: Sequence[str],
+    client_id: str,
+    *,
+    grant_place: str,
+    api: str = "",
+) -> tuple[str, str]:
+    """A 403's text and hint for a call that needs ``needed``: the application permission
+    (of ``api``, when not Graph's), what the token lacks, and where to grant it."""
+    missing = [p for p in needed.permissions if p not in granted]
+    text = (
+        f"refused to {doing} ({said}): the app needs the {api + ' ' if api else ''}application "
+        f"permission {needed.describe()}"
+        + (f"; its token lacks {', '.join(missing)}" if granted and missing else "")
+    )
+    hint = (
+        f"grant {' and '.join(missing or needed.permissions)} to the app "
+        f"{client_id or '(TOCSIN_MICROSOFT__CLIENT_ID)'}: {grant_place}"
+        + (f". {needed.note}" if needed.note else "")
+        + "; the permission applies to new tokens, within minutes"
+    )
+    return text, hint
 
 
 def graph_error(
@@ -80,17 +107,8 @@ def graph_error(
     elif status == 403:
         needed = permission_for(method, path)
         if needed is not None:
-            missing = [p for p in needed.permissions if p not in granted]
-            text = (
-                f"refused to {doing} ({said}): the app needs the application permission "
-                f"{needed.describe()}"
-                + (f"; its token lacks {', '.join(missing)}" if granted and missing else "")
-            )
-            hint = (
-                f"grant {' and '.join(missing or needed.permissions)} to the app "
-                f"{client_id or '(TOCSIN_MICROSOFT__CLIENT_ID)'}: {_CONSENT_PLACE}"
-                + (f". {needed.note}" if needed.note else "")
-                + "; the permission applies to new tokens, within minutes"
+            text, hint = missing_permission(
+                doing, said, needed, granted, client_id, grant_place=_CONSENT_PLACE
             )
         else:
             text = f"refused to {doing} ({said})"

@@ -159,7 +159,7 @@ def remove_auth_methods(
     for method in deferred:
         retried = graph.batch([item(method)], what="remove the default sign-in method")[0]
         if retried.ok or retried.status == 404:
-            removals.record(method, retried, "")
+            removals.record(method, retried, f"{method.type} {method.label}")
         else:
             removals.failed(
                 f"{method.type} {method.label} (the default method)",
