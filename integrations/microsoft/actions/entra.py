@@ -21,8 +21,8 @@ from tocsin.integrations.microsoft.actions import (
 )
 from tocsin.integrations.microsoft.client import SERVICE, Graph
 from tocsin.integrations.microsoft.password_delivery import (
-    PasswordNote,
     password_delivery,
+    password_note,
     temporary_password,
 )
 
@@ -73,20 +73,22 @@ def _password_refused(name: str, upn: str, said: str, client_id: str) -> Integra
 )
 def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
     """Reset the password to a random temporary one (changed at next sign-in), delivered only
-    to ``microsoft.password_folder``; never in the trail, the logs or the outputs.
+    to the configured password channel; never in the trail, the logs or the outputs.
 
     Not idempotent: each run sets a new password. A user synchronised from on-premises AD or
     signing in through a federated domain is refused: reset them on-premises (twice).
     """
     name = "microsoft.reset_password"
-    delivery = password_delivery(integration.settings_of(context.settings))
+    delivery = password_delivery(
+        integration.settings_of(context.settings), context.settings, context.secrets
+    )
     graph = Graph.for_action(context, name)
     found = find_user(graph, user)
     upn = str(found["userPrincipalName"])
     # The password lives only here, in the staged note and in this request's body: it is
     # staged first, so that a channel that cannot take it fails before anything changes.
     password = temporary_password()
-    staged = delivery.stage(PasswordNote(upn, context.incident, context.step_id, password))
+    staged = delivery.stage(password_note(upn, context.incident, context.step_id, password))
     try:
         answer = graph.call(
             "PATCH",
