@@ -8,7 +8,7 @@ No Graph call reaches this list: both actions go through Exchange Online's admin
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -39,7 +39,9 @@ class SendingRestriction(BaseModel):
     """Whether this call lifted the restriction."""
 
 
-def _read(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnline, dict]:
+def _read(
+    context: ActionContext, name: str, user: str
+) -> tuple[str, ExchangeOnline, dict[str, Any]]:
     upn = str(find_user(Graph.for_action(context, name), user)["userPrincipalName"])
     exchange = ExchangeOnline.for_action(context, name)
     # Unconfirmed: the shape of a Get-BlockedSenderAddress entry over InvokeCommand
@@ -52,7 +54,7 @@ def _read(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOn
     return upn, exchange, found[0] if found else {}
 
 
-def _restriction(upn: str, entry: dict, *, changed: bool = False) -> SendingRestriction:
+def _restriction(upn: str, entry: dict[str, Any], *, changed: bool = False) -> SendingRestriction:
     return SendingRestriction(
         user=upn,
         restricted=bool(entry) and not changed,
