@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from tocsin.integrations.microsoft import fake_entra
 from tocsin.integrations.microsoft.client import METHOD_KINDS
 from tocsin.integrations.microsoft.fake_entra import password_role_check, role_management
 from tocsin.integrations.microsoft.fake_identity import IssuedToken
@@ -234,7 +235,9 @@ def _route(
         if parts == ["auditLogs", "signIns"] and method == "GET":
             return _sign_ins(fake, caller, query)
         if parts[0] == "roleManagement":
-            return role_management(fake, caller, method, parts, query)
+            return role_management(fake, caller, method, parts, query, body)
+        if parts[0] == "groups" and len(parts) >= 2:
+            return fake_entra.groups_route(fake, caller, method, parts)
         if parts[0] == "oauth2PermissionGrants":
             return _grants(fake, caller, method, parts[1:], query)
         if parts[0] == "servicePrincipals" and len(parts) == 2 and method == "GET":
@@ -315,6 +318,8 @@ def _user_route(
             200,
             {"@odata.context": f"{fake.url}/v1.0/$metadata#Edm.Boolean", "value": True},
         )
+    if rest == ["memberOf", "microsoft.graph.group"] and method == "GET":
+        return fake_entra.member_of(fake, caller, find_user(fake, key), query)
     if rest[:1] == ["authentication"]:
         return _methods(fake, caller, method, key, rest[1:])
     if rest[:1] == ["mailFolders"]:

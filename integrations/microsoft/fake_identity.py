@@ -46,6 +46,7 @@ ALL_ROLES = frozenset(
         "IdentityRiskyUser.ReadWrite.All",
         "Exchange.ManageAsApp",
         "RoleManagement.ReadWrite.Directory",
+        "GroupMember.ReadWrite.All",
         # the device actions (fake_devices)
         "Machine.Read.All",
         "Machine.Isolate",

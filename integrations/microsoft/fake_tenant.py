@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tocsin.integrations.microsoft import fake_entra
 from tocsin.integrations.microsoft.client import METHOD_KINDS
 from tocsin.integrations.microsoft.fake_entra import seeded_assignments
 from tocsin.integrations.microsoft.fake_exchange import seeded_exchange
@@ -46,7 +47,11 @@ class Tenant:
     exchange: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The rest of Exchange's view, by user id (``fake_exchange``: protocols, delegates...)."""
     role_assignments: list[dict[str, Any]] = field(default_factory=list)
-    """Directory role assignments (``fake_entra``)."""
+    """Directory role assignments (``fake_entra``), of users and of role-assignable groups."""
+    role_eligibilities: list[dict[str, Any]] = field(default_factory=list)
+    """PIM eligibility schedules (``fake_entra``)."""
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    """Groups, each with its ``members`` (user ids) (``fake_entra``)."""
     machines: list[dict[str, Any]] = field(default_factory=list)
     """Defender for Endpoint's machines, and their machine actions (fake_devices)."""
     machine_actions: list[dict[str, Any]] = field(default_factory=list)
@@ -296,7 +301,10 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
             },
         ],
         exchange={user_id: seeded_exchange(upn, ATTACKER_FORWARD)},
-        role_assignments=seeded_assignments(user_id),
+        role_assignments=seeded_assignments(user_id)
+        + fake_entra.seeded_group_assignments(fake_entra.seeded_groups(user_id)),
+        role_eligibilities=fake_entra.seeded_eligibilities(user_id),
+        groups=fake_entra.seeded_groups(user_id),
         mailboxes={
             user_id: {
                 "ForwardingSmtpAddress": f"smtp:{ATTACKER_FORWARD}",
