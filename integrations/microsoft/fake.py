@@ -87,7 +87,7 @@ from tocsin.integrations.microsoft.fake_entra import (
     role_management,
     seeded_assignments,
 )
-from tocsin.integrations.microsoft.fake_exchange import CMDLETS, seeded_exchange
+from tocsin.integrations.microsoft.fake_exchange import CMDLETS, seeded_exchange, set_mailbox_type
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
 
 SANDBOX_TENANT_ID = "5f1c7a5e-7d2b-4f0e-9a11-0c0ffee00001"
@@ -597,6 +597,8 @@ class FakeMicrosoft(FakeService):
         with self.lock:
             if cmdlet == "Get-Mailbox":
                 return self._get_mailbox(parameters)
+            if cmdlet == "Set-Mailbox" and "Type" in parameters:
+                return set_mailbox_type(self, parameters)
             if cmdlet == "Set-Mailbox":
                 return self._set_mailbox(parameters)
             if cmdlet in CMDLETS:
