@@ -1,36 +1,27 @@
 """The shipped leaver-account runbook run end to end in the sandbox, in this process
-(``start_run``), its gates approved and its manual tasks ticked as people would through
-``tocsin.decisions``; then the fake tenant's own final state, and the order of the calls it
-received. Two departures: one nobody used since (the leaver path), one used afterwards (the
-compromise path: contained, then handed over to mailbox-compromise)."""
+(``tests.sandbox_runs``: gates approved and manual tasks ticked through ``tocsin.decisions``);
+then the fake tenant's own final state, and the order of the calls it received. Two
+departures: one nobody used since (the leaver path), one used afterwards (the compromise
+path: contained, then handed over to mailbox-compromise). And the hand-over's undo when a
+later step fails."""
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.engine_support import settings_journal
+from tests.sandbox_runs import People, calls, run_in_sandbox, step_records
 from tocsin.actions import ActionRegistry
-from tocsin.decisions import submit
-from tocsin.gates import WaitRequest
-from tocsin.incident import Incident
-from tocsin.integrations.microsoft.fake import SANDBOX_TENANT_ID, SANDBOX_USER, FakeMicrosoft
+from tocsin.integrations.microsoft.fake import SANDBOX_USER
 from tocsin.integrations.microsoft.fake_leaver import (
     LEAVER_APP,
     LEAVER_DEPARTED_DAYS_AGO,
     colleague_of,
     leaver_of,
 )
-from tocsin.running import start_run
-from tocsin.settings import load_settings
-from tocsin.statuses import ACTIVE_RUN, StepStatus
-from tocsin.validation import load_runbook
+from tocsin.validation import load_runbook, load_runbook_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -38,107 +29,23 @@ ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = SANDBOX_USER.split("@")[-1]
 LEAVER = leaver_of(DOMAIN)
 COLLEAGUE = colleague_of(DOMAIN)
-GATES = ("approve_closing_account", "approve_device_retirement")
-RESPONDER = "U0SUPPORT"  # one of the runbook's operators (responders)
-INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
 
 
-@dataclass
-class People:
-    """Who decides each waiting step, from a thread, until the incident's runs end."""
-
-    ticket: str
-    fake: FakeMicrosoft | None = None
-    decided: list[str] = field(default_factory=list)
-    prompts: dict[str, str] = field(default_factory=dict)
-    ended: threading.Event = field(default_factory=threading.Event)
-
-    def __call__(self, sandbox: Any) -> None:
-        self.fake = sandbox.fake("microsoft", FakeMicrosoft)
-        journal = settings_journal()
-        deadline = time.monotonic() + 400
-        try:
-            while time.monotonic() < deadline:
-                runs = journal.runs_of(self.ticket)
-                if runs and all(run.status not in ACTIVE_RUN for run in runs):
-                    return
-                for run in runs:
-                    for record in journal.steps_of(run.id):
-                        if record.status != StepStatus.WAITING or not record.request:
-                            continue
-                        if record.step_id in self.decided:
-                            continue
-                        self.decide(journal, record.step_id, WaitRequest.from_data(record.request))
-                time.sleep(0.3)  # bounded by the deadline above
-        finally:
-            journal.close()
-            self.ended.set()
-
-    def decide(self, journal: Any, step_id: str, request: WaitRequest) -> None:
-        self.prompts[step_id] = request.prompt
-        if request.kind == "approval":
-            actor = next(p for p in request.approvers if p != request.requester)
-            kind, checklist = "approve", None
-        else:
-            actor, kind = RESPONDER, "done"
-            checklist = list(range(1, len(request.checklist) + 1))
-        submit(
-            journal,
-            incident=self.ticket,
-            step_id=step_id,
-            kind=kind,
-            actor=actor,
-            channel="cli",
-            comment="end-to-end test",
-            checklist=checklist,
-            wait=False,
-        )
-        self.decided.append(step_id)
-
-
-def run_leaver(ticket: str, departed_days_ago: int) -> tuple[dict[str, Any], People]:
-    settings = load_settings()
+def run_leaver(ticket: str, departed_days_ago: int) -> People:
     loaded = load_runbook(ROOT / "runbooks" / "leaver-account.yaml", ActionRegistry.discover())
     departure = (datetime.now(UTC) - timedelta(days=departed_days_ago)).date().isoformat()
-    people = People(ticket)
-    lines: list[str] = []
-    outcome = start_run(
+    outcome, people, lines = run_in_sandbox(
         loaded,
-        Incident(ticket=ticket, requested_by="U0REQUESTER"),
+        ticket,
         {
             "user": LEAVER,
             "departure_date": departure,
             "colleague": COLLEAGUE,
             "colleague_send_as": "true",
         },
-        settings=settings,
-        printer=lines.append,
-        on_started=people,
     )
-    assert people.ended.wait(60), "the deciding thread did not end"
     assert outcome["status"] == "succeeded", (outcome, lines[-20:])
-    assert people.fake is not None
-    return outcome, people
-
-
-def step_records(ticket: str) -> dict[str, Any]:
-    journal = settings_journal()
-    try:
-        (run,) = journal.runs_of(ticket)
-        return {record.step_id: record for record in journal.steps_of(run.id)}
-    finally:
-        journal.close()
-
-
-def calls(fake: FakeMicrosoft) -> list[str]:
-    """What the tenant was asked, in order: Graph as METHOD path, Exchange as its cmdlet."""
-    seen = []
-    for request in fake.requests:
-        if request.path == INVOKE:
-            seen.append(request.json()["CmdletInput"]["CmdletName"])
-        elif request.path.startswith("/v1.0/"):
-            seen.append(f"{request.method} {request.path.removeprefix('/v1.0')}")
-    return seen
+    return people
 
 
 def first(seen: list[str], fragment: str) -> int:
@@ -153,7 +60,7 @@ def test_the_leaver_is_closed_and_the_mailbox_handed_over_inside_the_office(
     prefect_server: str,
 ) -> None:
     ticket = "LV-1"
-    _, people = run_leaver(ticket, LEAVER_DEPARTED_DAYS_AGO)
+    people = run_leaver(ticket, LEAVER_DEPARTED_DAYS_AGO)
     fake = people.fake
     assert fake is not None
     assert people.decided == [
@@ -231,7 +138,7 @@ def test_a_sign_in_after_the_departure_contains_the_account_and_hands_over_to_ma
 ) -> None:
     ticket = "LV-2"
     # The seeded sign-ins were 16 and 15 days ago: after a departure 18 days ago.
-    _, people = run_leaver(ticket, 18)
+    people = run_leaver(ticket, 18)
     fake = people.fake
     assert fake is not None
     assert people.decided == ["approve_closing_account", "start_mailbox_compromise"]
@@ -269,3 +176,71 @@ def test_a_sign_in_after_the_departure_contains_the_account_and_hands_over_to_ma
     ):
         assert steps[skipped].status == "skipped", skipped
     assert steps["start_mailbox_compromise"].status == "done"
+
+
+UNDO_RUNBOOK = """\
+runbook: leaver-undo
+version: 1
+title: Hand a leaver's mailbox over, then forward it outside
+summary: The forwarding outside is refused, so the run aborts and undoes the hand-over
+severity: low
+sources: [{title: Test, document: test.txt}]
+inputs:
+  user: {type: email, description: The leaver}
+  colleague: {type: email, description: The colleague}
+steps:
+  - id: convert_to_shared
+    title: Convert to shared
+    action: microsoft.convert_to_shared_mailbox
+    with: {user: "{{ inputs.user }}"}
+    undo:
+      action: microsoft.convert_to_user_mailbox
+      with: {user: "{{ inputs.user }}"}
+  - id: grant_colleague_access
+    title: Give the colleague access
+    action: microsoft.grant_mailbox_access
+    with: {user: "{{ inputs.user }}", colleague: "{{ inputs.colleague }}", send_as: true}
+    undo:
+      action: microsoft.remove_mailbox_access
+      with:
+        user: "{{ inputs.user }}"
+        colleague: "{{ inputs.colleague }}"
+        rights: "{{ steps.grant_colleague_access.outputs.granted }}"
+  - id: forward_outside
+    title: Forward outside the office
+    action: microsoft.set_internal_forwarding
+    with: {user: "{{ inputs.user }}", forward_to: erik.private@gmail.example}
+"""
+
+
+def test_a_refused_forwarding_outside_undoes_the_hand_over(prefect_server: str) -> None:
+    ticket = "LV-3"
+    loaded = load_runbook_bytes(
+        UNDO_RUNBOOK.encode(), "leaver-undo.yaml", ActionRegistry.discover()
+    )
+    outcome, people, lines = run_in_sandbox(
+        loaded, ticket, {"user": LEAVER, "colleague": COLLEAGUE}
+    )
+    assert outcome["status"] == "failed", outcome
+    assert any("is outside the office" in line for line in lines), lines[-10:]
+    fake = people.fake
+    assert fake is not None
+    with fake.lock:
+        erik_id = fake._user(LEAVER)["id"]
+        mailbox = fake.tenant.mailboxes[erik_id]
+        assert mailbox["RecipientTypeDetails"] == "UserMailbox"
+        assert mailbox["ForwardingSmtpAddress"] is None
+        exchange = fake.tenant.exchange[erik_id]
+        assert COLLEAGUE not in {e["User"] for e in exchange["mailbox_permissions"]}
+        assert COLLEAGUE not in {e["Trustee"] for e in exchange["recipient_permissions"]}
+    seen = calls(fake)
+    assert seen.count("Add-MailboxPermission") == 1 and seen.count("Remove-MailboxPermission") == 1
+    assert seen.count("Remove-RecipientPermission") == 1
+    assert [c for c in seen if c == "Set-Mailbox"] == [
+        "Set-Mailbox",
+        "Set-Mailbox",
+    ]  # there and back
+    steps = step_records(ticket)
+    assert steps["convert_to_shared"].status == "undone"
+    assert steps["grant_colleague_access"].status == "undone"
+    assert steps["forward_outside"].status == "failed"
