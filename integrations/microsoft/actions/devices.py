@@ -23,6 +23,7 @@ from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import (
     UserRef,
     failed_items,
+    find_user,
     name_key,
     refuse_unknown_keep,
 )
@@ -576,8 +577,7 @@ def _user_devices(graph: Graph, user: str) -> list[UserDevice]:
 def list_user_devices(context: ActionContext, *, user: UserRef) -> UserDevices:
     """List the user's devices enrolled in Intune (``GET /users/{id}/managedDevices``)."""
     graph = Graph.for_action(context, "intune.list_user_devices")
-    found = graph.call("GET", "/users/{user}", user=user, query={"$select": "id,userPrincipalName"})
-    upn = str(found.body.get("userPrincipalName")) if isinstance(found.body, dict) else str(user)
+    upn = str(find_user(graph, user)["userPrincipalName"])
     devices = _user_devices(graph, upn)
     return UserDevices(user=upn, devices=devices, count=len(devices))
 
@@ -621,8 +621,7 @@ def remove_user_devices(
     One device failing does not stop the others; the error then names each one."""
     name = "intune.remove_user_devices"
     graph = Graph.for_action(context, name)
-    found = graph.call("GET", "/users/{user}", user=user, query={"$select": "id,userPrincipalName"})
-    upn = str(found.body.get("userPrincipalName")) if isinstance(found.body, dict) else str(user)
+    upn = str(find_user(graph, user)["userPrincipalName"])
     devices = _user_devices(graph, upn)
     keys = [{name_key(d.device), d.device_id.lower()} for d in devices]
     known: set[str] = set().union(*keys)
