@@ -350,7 +350,8 @@ def _office_domains(exchange: ExchangeOnline) -> list[str]:
         {
             str(d.get("DomainName") or d.get("Name") or "").lower()
             for d in found
-            if str(d.get("DomainType") or "Authoritative") == "Authoritative"
+            # Only a domain Exchange says it is authoritative for: a missing type is not trusted.
+            if str(d.get("DomainType") or "") == "Authoritative"
         }
         - {""}
     )
