@@ -12,11 +12,12 @@
   delegates);
 - ``password_delivery``: where ``microsoft.reset_password``'s temporary password goes;
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
-  ``microsoft.remove_inbox_rules``..., ``defender.isolate_device``, ``intune.wipe_device``...,
+  ``microsoft.remove_inbox_rules``..., ``microsoft.convert_to_shared_mailbox`` (a leaver's
+  mailbox handed over), ``defender.isolate_device``, ``intune.wipe_device``...,
   one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
   ``fake_entra``, ``fake_exchange`` and ``fake_devices``: Defender for Endpoint and Intune);
-  ``sandbox``: a tenant with one compromised mailbox.
+  ``sandbox``: a tenant with one compromised mailbox and a leaver still active (``fake_leaver``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.sending",
         "tocsin.integrations.microsoft.actions.entra",
         "tocsin.integrations.microsoft.actions.devices",
+        "tocsin.integrations.microsoft.actions.handover",
     ),
     sandbox=_sandbox,
     configured=_configured,

@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from tocsin.integrations.microsoft.fake_exchange import CMDLETS
+from tocsin.integrations.microsoft.fake_exchange import CMDLETS, set_mailbox_type
 from tocsin.integrations.microsoft.fake_graph import (
     GRAPH_RESOURCE,
     GraphError,
@@ -410,6 +410,8 @@ class FakeMicrosoft(FakeService):
     _SETTABLE = ("ForwardingSmtpAddress", "ForwardingAddress", "DeliverToMailboxAndForward")
 
     def _set_mailbox(self, parameters: Mapping[str, Any]) -> Reply:
+        if "Type" in parameters:  # -Type Shared|Regular converts the mailbox: fake_exchange
+            return set_mailbox_type(self, parameters)
         found = self._exchange_mailbox(parameters.get("Identity"))
         if isinstance(found, Reply):
             return found

@@ -252,7 +252,8 @@ class MailboxForwarding(BaseModel):
     forwards: bool
 
 
-def _forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
+def read_forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
+    """The mailbox's forwarding as Exchange Online's Get-Mailbox shows it."""
     found = exchange.invoke(
         "Get-Mailbox", {"Identity": upn}, mailbox=upn, what=f"read the mailbox of {upn}"
     )
@@ -285,7 +286,7 @@ def check_forwarding(context: ActionContext, *, user: UserRef) -> MailboxForward
     document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
     """
     upn, exchange = exchange_for(context, "microsoft.check_forwarding", user)
-    return _forwarding(exchange, upn)
+    return read_forwarding(exchange, upn)
 
 
 class RemovedForwarding(BaseModel):
@@ -316,7 +317,7 @@ def disable_forwarding(context: ActionContext, *, user: UserRef) -> RemovedForwa
     """
     name = "microsoft.disable_forwarding"
     upn, exchange = exchange_for(context, name, user)
-    before = _forwarding(exchange, upn)
+    before = read_forwarding(exchange, upn)
     if before.forwards or before.deliver_to_mailbox_and_forward:
         exchange.invoke(
             "Set-Mailbox",
