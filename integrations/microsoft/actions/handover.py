@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from tocsin.actions import ActionContext, action
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
-from tocsin.integrations.microsoft.actions import UserRef, find_user
+from tocsin.integrations.microsoft.actions import UserRef, exchange_for
 from tocsin.integrations.microsoft.actions.mailbox import MailboxForwarding, read_forwarding
-from tocsin.integrations.microsoft.client import SERVICE, Graph
+from tocsin.integrations.microsoft.client import SERVICE
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
 Colleague = Annotated[
@@ -35,11 +35,6 @@ Colleague = Annotated[
 Right = Literal["FullAccess", "SendAs"]
 
 _TYPES = {"Shared": "SharedMailbox", "Regular": "UserMailbox"}
-
-
-def _exchange_for(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnline]:
-    found = find_user(Graph.for_action(context, name), user)
-    return str(found["userPrincipalName"]), ExchangeOnline.for_action(context, name)
 
 
 def _mailbox(exchange: ExchangeOnline, upn: str) -> dict[str, Any]:
@@ -90,7 +85,7 @@ class MailboxType(BaseModel):
 def _set_type(
     context: ActionContext, name: str, user: str, wanted: Literal["Shared", "Regular"], note: str
 ) -> MailboxType:
-    upn, exchange = _exchange_for(context, name, user)
+    upn, exchange = exchange_for(context, name, user)
     before = str(_mailbox(exchange, upn).get("RecipientTypeDetails") or "UserMailbox")
     target = _TYPES[wanted]
     if before not in _TYPES.values():
@@ -232,7 +227,7 @@ def grant_mailbox_access(
     ``rights: "{{ steps.<this step>.outputs.granted }}"``: only what this step gave goes.
     """
     name = "microsoft.grant_mailbox_access"
-    upn, exchange = _exchange_for(context, name, user)
+    upn, exchange = exchange_for(context, name, user)
     address = str(_colleague_mailbox(exchange, name, colleague, upn).get("UserPrincipalName"))
     address = address if "@" in address else colleague
     already = _held(exchange, upn, address)
@@ -300,7 +295,7 @@ def remove_mailbox_access(
     """Take a colleague's FullAccess and/or SendAs on the mailbox away: the undo of
     ``microsoft.grant_mailbox_access`` given its ``granted``; what they do not hold is skipped."""
     name = "microsoft.remove_mailbox_access"
-    upn, exchange = _exchange_for(context, name, user)
+    upn, exchange = exchange_for(context, name, user)
     held = _held(exchange, upn, colleague)
     removed = []
     for right in dict.fromkeys(rights):
@@ -387,7 +382,7 @@ def set_internal_forwarding(
     mailbox had before this step (its ``before`` output says which).
     """
     name = "microsoft.set_internal_forwarding"
-    upn, exchange = _exchange_for(context, name, user)
+    upn, exchange = exchange_for(context, name, user)
     target = forward_to.strip().lower()
     domains = _office_domains(exchange)
     if target.rsplit("@", 1)[-1] not in domains:
