@@ -24,8 +24,8 @@ from tocsin.integrations.microsoft.actions import (
     UserRef,
     failed_items,
     find_user,
-    name_key,
-    refuse_unknown_keep,
+    look_up_user,
+    split_by_keep,
 )
 from tocsin.integrations.microsoft.client import SERVICE, Graph
 from tocsin.integrations.microsoft.defender import DefenderForEndpoint
@@ -627,21 +627,19 @@ def remove_user_devices(
     device whose retire is already pending is not asked again, so a re-run changes nothing.
     One device failing does not stop the others; the error then names each one."""
     name = "intune.remove_user_devices"
-    graph = Graph.for_action(context, name)
-    upn = str(find_user(graph, user)["userPrincipalName"])
-    devices = _user_devices(graph, upn)
-    keys = [{name_key(d.device), d.device_id.lower()} for d in devices]
-    known: set[str] = set().union(*keys)
-    refuse_unknown_keep(
+    found = look_up_user(context, name, user)
+    upn = found.upn
+    devices = _user_devices(found.graph, upn)
+    split = split_by_keep(
         name,
-        [entry for entry in keep if name_key(entry) not in known],
-        "Intune device",
-        [d.device for d in devices],
+        keep,
+        devices,
+        keys=lambda d: (d.device, d.device_id),
+        label=lambda d: d.device,
+        what="Intune device",
     )
-    wanted = {name_key(entry) for entry in keep}
-    kept = [d for d, k in zip(devices, keys, strict=True) if k & wanted]
+    kept, targets = split.kept, split.targets
     retired, failures = [], []
-    targets = [d for d in devices if d not in kept]
     for device in targets:
         try:
             retired.append(
