@@ -88,6 +88,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.sending",
         "tocsin.integrations.microsoft.actions.entra",
         "tocsin.integrations.microsoft.actions.devices",
+        "tocsin.integrations.microsoft.actions.intune",
         "tocsin.integrations.microsoft.actions.handover",
     ),
     sandbox=_sandbox,

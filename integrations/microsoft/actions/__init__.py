@@ -159,6 +159,11 @@ def batch_message(outcome: BatchOutcome) -> str:
     return str(error.get("message", "")) if isinstance(error, dict) else ""
 
 
+def odata_literal(text: str) -> str:
+    """``text`` inside an OData string literal (``'`` doubled), for a ``$filter``."""
+    return text.replace("'", "''")
+
+
 def name_key(text: str) -> str:
     """A name as ``keep`` compares it: without spaces, in lower case."""
     return re.sub(r"\s+", "", text).lower()
