@@ -155,10 +155,19 @@ def test_delegates_are_listed_without_the_owner_and_system_entries(
 ) -> None:
     found = run_action("microsoft.list_mailbox_delegates", {"user": USER}, settings)
     assert found["delegates"] == [
-        {"trustee": ASSISTANT, "rights": ["FullAccess"]},
-        {"trustee": ATTACKER_DELEGATE, "rights": ["FullAccess", "SendAs"]},
+        {"trustee": ASSISTANT, "rights": ["FullAccess"], "folders": {"Calendar": ["Editor"]}},
+        {
+            "trustee": ATTACKER_DELEGATE,
+            "rights": ["FullAccess", "SendAs", "SendOnBehalf"],
+            "folders": {"Inbox": ["Reviewer"]},
+        },
+    ]  # Default and Anonymous with None or AvailabilityOnly are not delegates
+    assert [c for c, _ in calls(fake)] == [
+        "Get-MailboxPermission",
+        "Get-RecipientPermission",
+        "Get-Mailbox",
+        *["Get-MailboxFolderPermission"] * 3,
     ]
-    assert [c for c, _ in calls(fake)] == ["Get-MailboxPermission", "Get-RecipientPermission"]
 
 
 def test_delegates_not_kept_lose_full_access_and_send_as_and_a_rerun_changes_nothing(
@@ -167,11 +176,9 @@ def test_delegates_not_kept_lose_full_access_and_send_as_and_a_rerun_changes_not
     removed = run_action(
         "microsoft.remove_mailbox_delegates", {"user": USER, "keep": [ASSISTANT]}, settings
     )
-    assert removed["removed"] == [
-        {"trustee": ATTACKER_DELEGATE, "rights": ["FullAccess", "SendAs"]}
-    ]
-    assert removed["kept"] == [{"trustee": ASSISTANT, "rights": ["FullAccess"]}]
-    removals = [(c, p) for c, p in calls(fake) if c.startswith("Remove-")]
+    assert [d["trustee"] for d in removed["removed"]] == [ATTACKER_DELEGATE]
+    assert [d["trustee"] for d in removed["kept"]] == [ASSISTANT]
+    removals = [(c, p) for c, p in calls(fake) if c.startswith("Remove-") or c.startswith("Set-")]
     assert removals == [
         (
             "Remove-MailboxPermission",
@@ -190,13 +197,52 @@ def test_delegates_not_kept_lose_full_access_and_send_as_and_a_rerun_changes_not
                 "AccessRights": ["SendAs"],
             },
         ),
+        (
+            "Set-Mailbox",
+            {"Identity": USER, "GrantSendOnBehalfTo": {"remove": [ATTACKER_DELEGATE]}},
+        ),
+        (
+            "Remove-MailboxFolderPermission",
+            {"Identity": f"{USER}:\\Inbox", "User": ATTACKER_DELEGATE},
+        ),
     ]
+    user_id = fake.user(USER)["id"]
+    assert fake.tenant.mailboxes[user_id]["GrantSendOnBehalfTo"] == []
+    inbox = fake.tenant.exchange[user_id]["folder_permissions"]["Inbox"]
+    assert ATTACKER_DELEGATE not in [e["User"] for e in inbox]
     listed = run_action("microsoft.list_mailbox_delegates", {"user": USER}, settings)
     assert [d["trustee"] for d in listed["delegates"]] == [ASSISTANT]
     again = run_action(
         "microsoft.remove_mailbox_delegates", {"user": USER, "keep": ["bob"]}, settings
     )
     assert again["removed"] == []
+
+
+def test_everyone_reading_the_inbox_is_set_back_to_none_not_removed(
+    fake: FakeMicrosoft, settings: Settings
+) -> None:
+    user_id = fake.user(USER)["id"]
+    with fake.lock:
+        inbox = fake.tenant.exchange[user_id]["folder_permissions"]["Inbox"]
+        next(e for e in inbox if e["User"] == "Default")["AccessRights"] = ["Reviewer"]
+    listed = run_action("microsoft.list_mailbox_delegates", {"user": USER}, settings)
+    assert {"trustee": "Default", "rights": [], "folders": {"Inbox": ["Reviewer"]}} in listed[
+        "delegates"
+    ]
+    run_action(
+        "microsoft.remove_mailbox_delegates",
+        {"user": USER, "keep": [ASSISTANT, ATTACKER_DELEGATE]},
+        settings,
+    )
+    assert (
+        "Set-MailboxFolderPermission",
+        {
+            "Identity": f"{USER}:\\Inbox",
+            "User": "Default",
+            "AccessRights": ["None"],
+        },
+    ) in calls(fake)
+    assert next(e for e in inbox if e["User"] == "Default")["AccessRights"] == ["None"]
 
 
 def test_a_misspelt_kept_delegate_removes_nothing(fake: FakeMicrosoft, settings: Settings) -> None:

@@ -407,7 +407,12 @@ class FakeMicrosoft(FakeService):
             },
         )
 
-    _SETTABLE = ("ForwardingSmtpAddress", "ForwardingAddress", "DeliverToMailboxAndForward")
+    _SETTABLE = (
+        "ForwardingSmtpAddress",
+        "ForwardingAddress",
+        "DeliverToMailboxAndForward",
+        "GrantSendOnBehalfTo",
+    )
 
     def _set_mailbox(self, parameters: Mapping[str, Any]) -> Reply:
         if "Type" in parameters:  # -Type Shared|Regular converts the mailbox: fake_exchange
@@ -423,11 +428,14 @@ class FakeMicrosoft(FakeService):
                 "Management.RestApiClient.RestClientException",
                 f"A parameter cannot be found that matches parameter name '{unknown[0]}'.",
             )
-        before = {name: mailbox.get(name) for name in self._SETTABLE}
-        # Unconfirmed: JSON null clearing ForwardingSmtpAddress and ForwardingAddress ($null).
+        before = copy.deepcopy({name: mailbox.get(name) for name in self._SETTABLE})
+        # Unconfirmed: JSON null clearing ForwardingSmtpAddress and ForwardingAddress ($null),
+        # and PowerShell's @{remove=...} for a multivalued property as {"remove": [...]}.
         for name in self._SETTABLE:
             if name in parameters:
                 value = parameters[name]
+                if name == "GrantSendOnBehalfTo":
+                    value = _multivalued(mailbox.get(name) or [], value)
                 if name == "ForwardingSmtpAddress" and value:
                     value = f"smtp:{str(value).removeprefix('smtp:')}"
                 mailbox[name] = value
@@ -440,3 +448,15 @@ class FakeMicrosoft(FakeService):
             else []
         )
         return Reply(200, {"@adminapi.warnings": warnings, "value": []})
+
+
+def _multivalued(current: list[Any], given: Any) -> list[Any]:
+    """A multivalued property after ``Set-Mailbox``: a list replaces it, ``{"add": [...],
+    "remove": [...]}`` edits it (addresses compared without case)."""
+    if not isinstance(given, dict):
+        return list(given or [])
+    removed = {str(v).lower() for v in given.get("remove") or []}
+    kept = [v for v in current if str(v).lower() not in removed]
+    return kept + [
+        v for v in given.get("add") or [] if str(v).lower() not in {str(k).lower() for k in kept}
+    ]

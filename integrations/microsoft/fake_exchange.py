@@ -52,6 +52,13 @@ CAS_PROPERTIES = (
 )
 
 
+def folder_entry(folder: str, user: str, rights: str) -> dict[str, Any]:
+    """One entry of Get-MailboxFolderPermission (``User`` as Exchange shows it: Default,
+    Anonymous, or the delegate's address in this fake)."""
+    # Unconfirmed: over InvokeCommand, ``User`` may come as a display name or an object.
+    return {"FolderName": folder, "User": user, "AccessRights": [rights], "IsValid": True}
+
+
 def seeded_exchange(upn: str, forward_to: str) -> dict[str, Any]:
     """Exchange's view of the phished mailbox beyond Get-Mailbox: POP and IMAP on (the
     attacker downloads the mailbox with them), the attacker's delegate besides the user's
@@ -98,6 +105,24 @@ def seeded_exchange(upn: str, forward_to: str) -> dict[str, Any]:
             permission(attacker, "FullAccess"),
         ],
         "recipient_permissions": [send_as(SELF), send_as(attacker)],
+        # Folder permissions (Get-MailboxFolderPermission upn:\Folder): Exchange's Default and
+        # Anonymous entries, the assistant editing the calendar, the attacker reading the inbox.
+        "folder_permissions": {
+            "Inbox": [
+                folder_entry("Inbox", "Default", "None"),
+                folder_entry("Inbox", "Anonymous", "None"),
+                folder_entry("Inbox", attacker, "Reviewer"),
+            ],
+            "Calendar": [
+                folder_entry("Calendar", "Default", "AvailabilityOnly"),
+                folder_entry("Calendar", "Anonymous", "None"),
+                folder_entry("Calendar", assistant, "Editor"),
+            ],
+            "Sent Items": [
+                folder_entry("Sent Items", "Default", "None"),
+                folder_entry("Sent Items", "Anonymous", "None"),
+            ],
+        },
         "hidden_rules": [
             {
                 "Name": "Junk E-mail Rule",
@@ -499,7 +524,81 @@ def remove_blocked_sender_address(fake: FakeMicrosoft, parameters: Mapping[str, 
     return _values([])
 
 
+def _folder(fake: FakeMicrosoft, identity: Any) -> tuple[list[dict[str, Any]], str] | Reply:
+    """``upn:\\Folder`` → that folder's permission entries."""
+    mailbox, _, folder = str(identity or "").partition(":\\")
+    found = _state(fake, mailbox)
+    if isinstance(found, Reply):
+        return found
+    entries = found[1].setdefault("folder_permissions", {}).get(folder)
+    if entries is None:
+        return fake._exchange_error(
+            400,
+            "Management.RestApiClient.RestClientException",
+            f"The operation couldn't be performed because '{identity}' couldn't be found.",
+        )
+    return entries, folder
+
+
+def get_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Identity"})
+    if refused:
+        return refused
+    found = _folder(fake, parameters.get("Identity"))
+    return found if isinstance(found, Reply) else _values(found[0])
+
+
+def remove_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Identity", "User"})
+    if refused:
+        return refused
+    found = _folder(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    entries, folder = found
+    user = str(parameters.get("User") or "").lower()
+    if user in ("default", "anonymous"):
+        return fake._exchange_error(
+            400,
+            "Management.RestApiClient.RestClientException",
+            f"The {parameters.get('User')} permission entry cannot be removed; set it to None.",
+        )
+    gone = [e for e in entries if str(e["User"]).lower() == user]
+    if not gone:
+        return fake._exchange_error(
+            400,
+            "Microsoft.Exchange.Management.StoreTasks.UserNotFoundInPermissionEntryException",
+            f"There is no existing permission entry found for user: {parameters.get('User')}.",
+        )
+    entries.remove(gone[0])
+    return _values([])
+
+
+def set_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Identity", "User", "AccessRights"})
+    if refused:
+        return refused
+    found = _folder(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    entries, folder = found
+    user = str(parameters.get("User") or "").lower()
+    match = [e for e in entries if str(e["User"]).lower() == user]
+    if not match:
+        return fake._exchange_error(
+            400,
+            "Microsoft.Exchange.Management.StoreTasks.UserNotFoundInPermissionEntryException",
+            f"There is no existing permission entry found for user: {parameters.get('User')}.",
+        )
+    rights = parameters.get("AccessRights")
+    match[0]["AccessRights"] = list(rights) if isinstance(rights, list) else [str(rights)]
+    return _values([])
+
+
 CMDLETS: dict[str, Handler] = {
+    "Get-MailboxFolderPermission": get_mailbox_folder_permission,
+    "Remove-MailboxFolderPermission": remove_mailbox_folder_permission,
+    "Set-MailboxFolderPermission": set_mailbox_folder_permission,
     "Get-BlockedSenderAddress": get_blocked_sender_address,
     "Remove-BlockedSenderAddress": remove_blocked_sender_address,
     "Get-InboxRule": get_inbox_rule,

@@ -14,7 +14,7 @@ from typing import Any
 from tocsin.integrations.microsoft import fake_entra
 from tocsin.integrations.microsoft.client import METHOD_KINDS
 from tocsin.integrations.microsoft.fake_entra import seeded_assignments
-from tocsin.integrations.microsoft.fake_exchange import seeded_exchange
+from tocsin.integrations.microsoft.fake_exchange import ATTACKER_DELEGATE, seeded_exchange
 from tocsin.integrations.microsoft.fake_identity import b64url
 
 SANDBOX_TENANT_ID = "5f1c7a5e-7d2b-4f0e-9a11-0c0ffee00001"
@@ -310,6 +310,8 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
                 "ForwardingSmtpAddress": f"smtp:{ATTACKER_FORWARD}",
                 "ForwardingAddress": None,
                 "DeliverToMailboxAndForward": True,
+                # The attacker's account may send on behalf of the user (GrantSendOnBehalfTo).
+                "GrantSendOnBehalfTo": [ATTACKER_DELEGATE.split("@")[0] + "@" + upn.split("@")[-1]],
             }
         },
         machines=devices["machines"],

@@ -262,18 +262,29 @@ def enable_mail_protocols(
 # -- delegates --------------------------------------------------------------------------------
 
 
+DELEGATE_FOLDERS = ("Inbox", "Calendar", "Sent Items")
+"""The folders whose permissions are read: where an attacker's reader would sit."""
+_EVERYONE = {"default", "anonymous"}
+_HARMLESS = {"none", "availabilityonly", "limiteddetails"}
+
+
 class Delegate(BaseModel):
     trustee: str
     rights: list[str]
-    """FullAccess (read the whole mailbox) and/or SendAs (send as the user)."""
+    """FullAccess (read the whole mailbox), SendAs (send as the user), SendOnBehalf (send
+    on their behalf)."""
+    folders: dict[str, list[str]] = {}
+    """Folder permissions by folder (Inbox: Reviewer). The trustee ``Default`` is everyone in
+    the organisation, ``Anonymous`` everyone outside: listed only when they can read."""
 
 
 class MailboxDelegates(BaseModel):
     user: str
     delegates: list[Delegate]
     note: str = (
-        "FullAccess and SendAs granted on the mailbox itself; SendOnBehalf (Get-Mailbox "
-        "GrantSendOnBehalfTo) and folder permissions are not listed"
+        "FullAccess, SendAs and SendOnBehalf on the mailbox, and permissions on "
+        + ", ".join(DELEGATE_FOLDERS)
+        + "; permissions on other folders are not read"
     )
 
 
@@ -281,8 +292,16 @@ def _system(trustee: str) -> bool:
     return trustee.upper().startswith(("NT AUTHORITY\\", "S-1-5-"))
 
 
+def _text(value: Any) -> str:
+    """A trustee as Exchange gives it: a name, or an object with one (``DisplayName``)."""
+    if isinstance(value, dict):
+        return str(value.get("PrimarySmtpAddress") or value.get("DisplayName") or "")
+    return str(value or "")
+
+
 def _delegates(exchange: ExchangeOnline, upn: str) -> list[Delegate]:
     rights: dict[str, list[str]] = {}
+    folders: dict[str, dict[str, list[str]]] = {}
     full = exchange.invoke(
         "Get-MailboxPermission",
         {"Identity": upn},
@@ -316,7 +335,28 @@ def _delegates(exchange: ExchangeOnline, upn: str) -> list[Delegate]:
             and not _system(trustee)
         ):
             rights.setdefault(trustee, []).append("SendAs")
-    return [Delegate(trustee=t, rights=r) for t, r in rights.items()]
+    mailbox = exchange.invoke(
+        "Get-Mailbox", {"Identity": upn}, mailbox=upn, what=f"read who may send on behalf of {upn}"
+    )
+    for trustee in (mailbox[0].get("GrantSendOnBehalfTo") or []) if mailbox else []:
+        rights.setdefault(_text(trustee), []).append("SendOnBehalf")
+    for folder in DELEGATE_FOLDERS:
+        entries = exchange.invoke(
+            "Get-MailboxFolderPermission",
+            {"Identity": f"{upn}:\\{folder}"},
+            mailbox=upn,
+            what=f"read the permissions on {upn}'s {folder}",
+        )
+        for entry in entries:
+            trustee = _text(entry.get("User"))
+            folder_rights = [str(r) for r in entry.get("AccessRights") or []]
+            if not trustee or {r.lower() for r in folder_rights} <= _HARMLESS:
+                continue
+            folders.setdefault(trustee, {})[folder] = folder_rights
+    return [
+        Delegate(trustee=t, rights=rights.get(t, []), folders=folders.get(t, {}))
+        for t in dict.fromkeys([*rights, *folders])
+    ]
 
 
 @action(
@@ -325,12 +365,15 @@ def _delegates(exchange: ExchangeOnline, upn: str) -> list[Delegate]:
     idempotent=True,
     secrets=(CLIENT_SECRET,),
     describe=lambda user: (
-        f"list who besides {user} has FullAccess or SendAs on their mailbox (Exchange Online)"
+        f"list who besides {user} has FullAccess, SendAs, SendOnBehalf or folder permissions "
+        "on their mailbox (Exchange Online)"
     ),
 )
 def list_mailbox_delegates(context: ActionContext, *, user: UserRef) -> MailboxDelegates:
-    """List who besides the owner has FullAccess (Get-MailboxPermission) or SendAs
-    (Get-RecipientPermission) on the mailbox; inherited and system entries are left out."""
+    """List who besides the owner has FullAccess (Get-MailboxPermission), SendAs
+    (Get-RecipientPermission), SendOnBehalf (Get-Mailbox) or a permission on the inbox,
+    calendar or sent items (Get-MailboxFolderPermission); inherited and system entries, and
+    Default/Anonymous entries that cannot read, are left out."""
     upn, exchange = exchange_for(context, "microsoft.list_mailbox_delegates", user)
     return MailboxDelegates(user=upn, delegates=_delegates(exchange, upn))
 
@@ -347,9 +390,11 @@ class RemovedDelegates(BaseModel):
     idempotent=True,
     secrets=(CLIENT_SECRET,),
     describe=lambda user, keep: (
-        f"take FullAccess and SendAs on {user}'s mailbox away from everyone"
+        f"take FullAccess, SendAs, SendOnBehalf and folder permissions on {user}'s mailbox "
+        "away from everyone"
         + (f" but {', '.join(keep)}" if keep else "")
-        + " (Exchange Online Remove-MailboxPermission, Remove-RecipientPermission)"
+        + " (Exchange Online Remove-MailboxPermission, Remove-RecipientPermission, Set-Mailbox "
+        "-GrantSendOnBehalfTo, Remove-MailboxFolderPermission)"
     ),
 )
 def remove_mailbox_delegates(
@@ -358,7 +403,9 @@ def remove_mailbox_delegates(
     user: UserRef,
     keep: Keep = [],  # noqa: B006 - pydantic copies defaults
 ) -> RemovedDelegates:
-    """Remove every delegate's FullAccess and SendAs but those of the trustees ``keep`` names."""
+    """Remove every delegate's FullAccess, SendAs, SendOnBehalf and folder permissions but
+    those of the trustees ``keep`` names; Default and Anonymous (everyone) are set back to
+    None rather than removed, which Exchange refuses."""
     name = "microsoft.remove_mailbox_delegates"
     upn, exchange = exchange_for(context, name, user)
     split = split_by_keep(
@@ -390,6 +437,30 @@ def remove_mailbox_delegates(
                 mailbox=upn,
                 what=f"remove the SendAs of {delegate.trustee} on {upn}",
             )
+        if "SendOnBehalf" in delegate.rights:
+            # Unconfirmed: PowerShell's @{remove="..."} sent over InvokeCommand as a JSON object.
+            exchange.invoke(
+                "Set-Mailbox",
+                {"Identity": upn, "GrantSendOnBehalfTo": {"remove": [delegate.trustee]}},
+                mailbox=upn,
+                what=f"remove the SendOnBehalf of {delegate.trustee} on {upn}",
+            )
+        for folder in delegate.folders:
+            identity = f"{upn}:\\{folder}"
+            if delegate.trustee.lower() in _EVERYONE:
+                exchange.invoke(
+                    "Set-MailboxFolderPermission",
+                    {"Identity": identity, "User": delegate.trustee, "AccessRights": ["None"]},
+                    mailbox=upn,
+                    what=f"set {delegate.trustee}'s permission on {upn}'s {folder} back to None",
+                )
+            else:
+                exchange.invoke(
+                    "Remove-MailboxFolderPermission",
+                    {"Identity": identity, "User": delegate.trustee},
+                    mailbox=upn,
+                    what=f"remove {delegate.trustee}'s permission on {upn}'s {folder}",
+                )
 
     removals = Removals(name, split.targets)
     removals.remove_each(remove_delegate, label=lambda d: f"delegate {d.trustee}")
