@@ -59,6 +59,17 @@ def folder_entry(folder: str, user: str, rights: str) -> dict[str, Any]:
     return {"FolderName": folder, "User": user, "AccessRights": [rights], "IsValid": True}
 
 
+def standard_folders() -> dict[str, list[dict[str, Any]]]:
+    """The folder permissions of a mailbox nobody shared: Default and Anonymous only."""
+    return {
+        folder: [
+            folder_entry(folder, "Default", "AvailabilityOnly" if folder == "Calendar" else "None"),
+            folder_entry(folder, "Anonymous", "None"),
+        ]
+        for folder in ("Inbox", "Calendar", "Sent Items", "Deleted Items", "Drafts")
+    }
+
+
 def seeded_exchange(upn: str, forward_to: str) -> dict[str, Any]:
     """Exchange's view of the phished mailbox beyond Get-Mailbox: POP and IMAP on (the
     attacker downloads the mailbox with them), the attacker's delegate besides the user's
@@ -530,7 +541,8 @@ def _folder(fake: FakeMicrosoft, identity: Any) -> tuple[list[dict[str, Any]], s
     found = _state(fake, mailbox)
     if isinstance(found, Reply):
         return found
-    entries = found[1].setdefault("folder_permissions", {}).get(folder)
+    # Every mailbox has these folders, with Exchange's Default and Anonymous entries.
+    entries = found[1].setdefault("folder_permissions", standard_folders()).get(folder)
     if entries is None:
         return fake._exchange_error(
             400,
