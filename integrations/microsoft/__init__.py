@@ -14,7 +14,8 @@
   one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
   ``fake_entra``, ``fake_exchange`` and ``fake_devices``: Defender for Endpoint and Intune);
-  ``sandbox``: a tenant with one compromised mailbox.
+  ``sandbox``: a tenant with one compromised mailbox, and the mailbox-compromise run
+  ``tocsin demo mailbox-compromise`` makes on it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from tocsin.integration import DeclaredSecret, Integration
 from tocsin.integrations.microsoft.settings import MicrosoftSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
-    from tocsin.integration import CheckResult, SandboxSeed, SandboxService
+    from tocsin.integration import CheckResult, DemoRun, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
 
 CLIENT_SECRET = "microsoft_client_secret"
@@ -51,6 +52,12 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     from tocsin.integrations.microsoft.sandbox import start
 
     return start(seed)
+
+
+def _demo_runs() -> Mapping[str, DemoRun]:
+    from tocsin.integrations.microsoft.sandbox import demo_runs
+
+    return demo_runs()
 
 
 integration: Integration[MicrosoftSettings] = Integration(
@@ -84,6 +91,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.devices",
     ),
     sandbox=_sandbox,
+    demo_runs=_demo_runs,
     configured=_configured,
     check=_check,
 )

@@ -7,10 +7,12 @@ import atexit
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
 
-from tocsin.integration import SandboxSeed, SandboxService
+from tocsin.integration import DemoRun, SandboxSeed, SandboxService
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import (
+    KNOWN_GOOD_AUTHENTICATOR,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
     SANDBOX_TENANT_ID,
@@ -18,6 +20,27 @@ from tocsin.integrations.microsoft.fake import (
     FakeMicrosoft,
     compromised_tenant,
 )
+from tocsin.integrations.microsoft.fake_entra import GENUINE_ROLE
+from tocsin.integrations.microsoft.fake_exchange import GENUINE_DELEGATE_LOCAL
+
+
+def demo_runs() -> Mapping[str, DemoRun]:
+    """``tocsin demo mailbox-compromise``: the phished user, and what they confirm is theirs
+    (their Authenticator, the Zoom consent, their Reports Reader role, their assistant)."""
+    domain = SANDBOX_USER.split("@")[-1]
+    return {
+        "mailbox-compromise": DemoRun(
+            "Outlook mailbox phished (demo)",
+            {
+                "user": SANDBOX_USER,
+                "keep_auth_methods": [KNOWN_GOOD_AUTHENTICATOR],
+                "keep_apps": ["Zoom"],
+                "keep_admin_roles": [GENUINE_ROLE],
+                "keep_delegates": [f"{GENUINE_DELEGATE_LOCAL}@{domain}"],
+                "entra_id_p2": True,
+            },
+        ),
+    }
 
 
 def start(seed: SandboxSeed) -> SandboxService:
