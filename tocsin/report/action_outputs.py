@@ -89,7 +89,8 @@ WORDING: dict[str, dict[str, str]] = {
 class Wording(Protocol):
     """What these sections need of the report's wording (``render._Words``)."""
 
-    lang: Any
+    @property
+    def lang(self) -> str: ...
 
     def word(self, value: str | None) -> str: ...
 
@@ -97,7 +98,7 @@ class Wording(Protocol):
 class _Say:
     def __init__(self, words: Wording) -> None:
         self.words = words
-        self.texts = WORDING[str(words.lang)]
+        self.texts = WORDING[words.lang]
 
     def __call__(self, key: str) -> str:
         return self.texts[key]
@@ -132,8 +133,9 @@ def _label(item: Any) -> Any:
     """How an item of a list is named: its name, label, app... or the item itself."""
     if isinstance(item, Mapping):
         for key in _LABEL_KEYS:
-            if item.get(key) not in (None, ""):
-                return item[key]
+            found = item.get(key)
+            if found is not None and str(found).strip():  # an attacker's rule named " "
+                return found
         return dict(item)
     return item
 

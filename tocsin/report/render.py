@@ -2,7 +2,8 @@
 
 The report is first laid out as a list of blocks (headings, facts, tables, paragraphs)
 in the chosen language; Markdown and HTML write the same blocks, and the PDF is the HTML
-printed by WeasyPrint, so the formats never say different things.
+printed by WeasyPrint, so the formats never say different things. The sections on what
+actions read and changed are laid out in ``action_outputs``.
 
 Every value from the trail (inputs, step titles and errors, decision comments, names) is
 written as text: ``markdown_text`` escapes it for Markdown, ``html.escape`` for HTML, so
