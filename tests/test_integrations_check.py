@@ -90,6 +90,7 @@ def live_env(fakes: Fakes, **changes: str) -> dict[str, str]:
         "TOCSIN_MICROSOFT__DEFENDER_URL": fakes.microsoft.url,
         "TOCSIN_MICROSOFT__CA_BUNDLE": bundle,
         "TOCSIN_SECRET_MICROSOFT_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "TOCSIN_MICROSOFT__PASSWORD_CHANNEL": "slack-dm:U0LEAD0001",
         "TOCSIN_HTTP__SERVICES__PLATFORM": f"{fakes.platform.url}/api/v1",
         "TOCSIN_HTTP__CA_BUNDLE": bundle,
         "TOCSIN_SECRET_PLATFORM_API_TOKEN": SANDBOX_PLATFORM_TOKEN,
@@ -131,12 +132,24 @@ def test_every_configured_integration_checks_ok_against_the_services(fakes: Fake
         "jira: webhook secret: ok",
         "microsoft: Microsoft Graph: ok: signed in to tenant",
         "microsoft: Office 365 Exchange Online: ok",
+        "microsoft: password channel: ok: temporary passwords go to slack-dm:U0LEAD0001",
         f"http: service platform: ok: {fakes.platform.url}/api/v1 answers",
         "platform: token: ok",
         "core: nothing to check",
     ):
         assert any(line.startswith(expected) for line in lines), (expected, result.stdout)
     assert lines[-1] == "all configured integrations ok"
+    assert_no_secret_shown(result, env)
+
+
+def test_a_password_channel_written_wrong_is_a_problem_saying_the_valid_forms(
+    fakes: Fakes,
+) -> None:
+    env = live_env(fakes, TOCSIN_MICROSOFT__PASSWORD_CHANNEL="slack-dm:alice")
+    result = run_tocsin("integrations", "check", "microsoft", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "microsoft: password channel: PROBLEM" in result.stdout
+    assert "slack-dm:alice does not name a Slack user" in result.stdout
     assert_no_secret_shown(result, env)
     # Nothing was changed: Slack was asked auth.test only, Jira two GETs of the account.
     assert {r.path for r in fakes.slack.requests} == {"/api/auth.test"}

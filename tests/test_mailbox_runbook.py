@@ -177,6 +177,9 @@ def test_the_mailbox_runbook_cleans_the_phished_tenant_in_microsofts_order(
     assert outputs("remove_inbox_rules")["removed"]
     assert outputs("remove_hidden_inbox_rules")["removed"]
     assert outputs("remove_forwarding")["changed"] is True
+    unblocked = outputs("unblock_sending")
+    assert unblocked["changed"] is True and "Outbound spam" in str(unblocked["reason"])
+    assert started("unblock_sending") >= finished("remove_forwarding")
     grants = outputs("revoke_app_consents")
     assert grants["revoked"] and "Zoom" in repr(grants["kept"])
     roles = outputs("remove_admin_roles")

@@ -25,7 +25,13 @@ from tocsin.integrations.microsoft.fake import (
     SANDBOX_USER,
     FakeMicrosoft,
 )
-from tocsin.integrations.microsoft.fake_entra import ATTACKER_ROLE, GENUINE_ROLE, ROLE_TEMPLATES
+from tocsin.integrations.microsoft.fake_entra import (
+    ATTACKER_GROUP,
+    ATTACKER_ROLE,
+    GENUINE_ROLE,
+    ROLE_TEMPLATES,
+    STAFF_GROUP,
+)
 from tocsin.integrations.microsoft.fake_exchange import ATTACKER_DELEGATE, GENUINE_DELEGATE_LOCAL
 from tocsin.running import journal_for, start_run
 from tocsin.sandbox.assembly import Sandbox
@@ -143,6 +149,16 @@ def _account_patches(run: SandboxRun) -> list[tuple[int, bool]]:
     ]
 
 
+def _roles_held(run: SandboxRun) -> list[str]:
+    """The roles the user holds directly: active assignments and PIM eligibilities."""
+    tenant = run.microsoft.tenant
+    return [
+        held["roleDefinitionId"]
+        for held in (*tenant.role_assignments, *tenant.role_eligibilities)
+        if held["principalId"] == run.user_id
+    ]
+
+
 EVIDENCE_READS = (
     r"^GET .*/messageRules ",
     r"Get-InboxRule$",
@@ -166,7 +182,6 @@ def test_the_scripted_people_decide_every_gate_and_task_and_the_run_succeeds(
     assert set(tasks) == {
         "review_sent_items",
         "contain_devices",
-        "unblock_sending",
         "close_the_doors",
         "warn_colleagues",
         "warn_clients",
@@ -214,8 +229,9 @@ def test_the_tenant_ends_clean_with_the_users_own_things_kept_and_sign_in_restor
     apps = {g["clientId"] for g in fake.grants_of(SANDBOX_USER)}
     names = {sp["id"]: sp["displayName"] for sp in fake.tenant.service_principals}
     assert {names[app] for app in apps} == {"Zoom"}
-    roles = [a["roleDefinitionId"] for a in fake.tenant.role_assignments]
-    assert roles == [ROLE_TEMPLATES[GENUINE_ROLE]]
+    assert _roles_held(cleaned) == [ROLE_TEMPLATES[GENUINE_ROLE]]
+    groups = {g["displayName"]: g["members"] for g in fake.tenant.groups}
+    assert user_id not in groups[ATTACKER_GROUP] and user_id in groups[STAFF_GROUP]
     delegates = {p["User"] for p in exchange["mailbox_permissions"]}
     assert ASSISTANT in delegates and ATTACKER_DELEGATE not in delegates
     assert ATTACKER_DELEGATE not in {p["Trustee"] for p in exchange["recipient_permissions"]}
@@ -235,9 +251,7 @@ def test_without_disable_account_the_user_is_never_blocked_and_the_rest_is_done(
     assert [rule["displayName"] for rule in fake.rules_of(SANDBOX_USER)] == ["Clients"]
     assert fake.tenant.mailboxes[user_id]["ForwardingSmtpAddress"] is None
     assert ATTACKER_PHONE not in repr(fake.methods_of(SANDBOX_USER))
-    assert [a["roleDefinitionId"] for a in fake.tenant.role_assignments] == [
-        ROLE_TEMPLATES[GENUINE_ROLE]
-    ]
+    assert _roles_held(not_blocked) == [ROLE_TEMPLATES[GENUINE_ROLE]]
     first_change = next(n for n, r in enumerate(not_blocked.requests) if _is_change(r))
     assert not_blocked.requests[first_change].path.endswith("/revokeSignInSessions")
 
@@ -289,10 +303,9 @@ def test_the_report_lists_what_tocsin_changed_step_by_step(reports: dict[str, st
     assert "evidence_forwarding" not in rows  # evidence steps are in their own section
     assert "changed: yes" in rows["remove_forwarding"]
     assert "revoked: 1 (Mail Backup Pro); kept: 1 (Zoom)" in rows["revoke_app_consents"]
-    assert (
-        f"removed: 1 (Exchange Administrator); kept: 1 ({GENUINE_ROLE})"
-        in (rows["remove_admin_roles"])
-    )
+    removed, kept = rows["remove_admin_roles"].split(" | ")[-1].split("; kept: ")
+    assert removed.startswith("removed: ") and ATTACKER_ROLE in removed
+    assert kept.startswith(f"1 ({GENUINE_ROLE})")
     assert ATTACKER_PHONE in rows["remove_attacker_auth_methods"]
     assert "account_enabled: no" in rows["block_sign_in"]
     assert "account_enabled: yes" in rows["restore_access"]

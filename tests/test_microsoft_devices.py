@@ -5,6 +5,7 @@ for a wipe without an approval gate."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -466,3 +467,23 @@ def test_release_undoes_isolate_when_a_later_step_fails(
         assert isolate.outputs["changed"] is True
     finally:
         journal.close()
+
+
+def test_the_plan_says_a_wipe_cannot_be_undone_and_which_gate_approves_it(tmp_path: Path) -> None:
+    guarded = tmp_path / "guarded.yaml"
+    guarded.write_text(_HEAD + _GATE % "" + _WIPE, encoding="utf-8")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(_HEAD + _WIPE, encoding="utf-8")
+
+    shown = run_tocsin("plan", str(guarded), "--ticket", "INC-1")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "cannot be undone: approved at gate approve_wipe" in shown.stdout
+    warned = run_tocsin("plan", str(bare), "--ticket", "INC-1")
+    assert "cannot be undone and no approval gate covers it" in warned.stdout
+
+    as_json = run_tocsin("plan", str(guarded), "--ticket", "INC-1", "--json")
+    wipe = next(s for s in json.loads(as_json.stdout)["steps"] if s["id"] == "wipe")
+    assert wipe["needs_approval"] is True and wipe["approved_by_gate"] == "approve_wipe"
+    listed = json.loads(run_tocsin("actions", "--json").stdout)
+    flags = {a["name"]: a["needs_approval"] for a in listed}
+    assert flags["intune.wipe_device"] is True and flags["intune.lock_device"] is False

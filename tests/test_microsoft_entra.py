@@ -17,7 +17,15 @@ from tocsin.actions import ActionRegistry
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import ALL_ROLES, SANDBOX_USER, FakeApp, FakeMicrosoft
-from tocsin.integrations.microsoft.fake_entra import ATTACKER_ROLE, GENUINE_ROLE, ROLE_TEMPLATES
+from tocsin.integrations.microsoft.fake_entra import (
+    ATTACKER_ELIGIBLE_ROLE,
+    ATTACKER_GROUP,
+    ATTACKER_GROUP_ROLE,
+    ATTACKER_ROLE,
+    GENUINE_ROLE,
+    ROLE_TEMPLATES,
+    STAFF_GROUP,
+)
 from tocsin.integrations.microsoft.password_delivery import temporary_password
 from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import Settings
@@ -175,25 +183,62 @@ def test_without_the_password_permission_the_refusal_names_it_and_the_role(
 # -- admin roles --------------------------------------------------------------------------------
 
 
+def _roles_of_user(fake: FakeMicrosoft) -> list[str]:
+    user_id = fake.user(USER)["id"]
+    return [
+        a["roleDefinitionId"] for a in fake.tenant.role_assignments if a["principalId"] == user_id
+    ]
+
+
 def test_admin_roles_are_listed_and_all_but_the_kept_ones_removed_then_nothing(
     fake: FakeMicrosoft, settings: Settings
 ) -> None:
+    user_id = fake.user(USER)["id"]
     listed = run_action("microsoft.list_admin_roles", {"user": USER}, settings)
-    assert sorted(r["role"] for r in listed["roles"]) == sorted([ATTACKER_ROLE, GENUINE_ROLE])
-    (query,) = [r.query for r in fake.requests if r.path.endswith("/roleAssignments")]
-    assert query["$filter"] == [f"principalId eq '{fake.user(USER)['id']}'"]
+    by_kind = {(r["kind"], r["role"], r["group"]) for r in listed["roles"]}
+    assert by_kind == {
+        ("active", ATTACKER_ROLE, None),
+        ("active", GENUINE_ROLE, None),
+        ("eligible", ATTACKER_ELIGIBLE_ROLE, None),
+        ("group", ATTACKER_GROUP_ROLE, ATTACKER_GROUP),
+    }
+    queries = [r.query["$filter"] for r in fake.requests if r.path.endswith("/roleAssignments")]
+    assert [f"principalId eq '{user_id}'"] in queries
     removed = run_action(
         "microsoft.remove_admin_roles", {"user": USER, "keep": [GENUINE_ROLE]}, settings
     )
-    assert [r["role"] for r in removed["removed"]] == [ATTACKER_ROLE]
+    assert sorted(r["role"] for r in removed["removed"]) == sorted(
+        [ATTACKER_ROLE, ATTACKER_ELIGIBLE_ROLE, ATTACKER_GROUP_ROLE]
+    )
     assert [r["role"] for r in removed["kept"]] == [GENUINE_ROLE]
-    assert [a["roleDefinitionId"] for a in fake.tenant.role_assignments] == [
-        ROLE_TEMPLATES[GENUINE_ROLE]
+    # The tenant itself: the attacker's assignment, eligibility and group membership are gone;
+    # the office's ordinary group is untouched, and so is the group's own role.
+    assert _roles_of_user(fake) == [ROLE_TEMPLATES[GENUINE_ROLE]]
+    assert fake.tenant.role_eligibilities == []
+    groups = {g["displayName"]: g["members"] for g in fake.tenant.groups}
+    assert user_id not in groups[ATTACKER_GROUP] and user_id in groups[STAFF_GROUP]
+    (request,) = [
+        r.json() for r in fake.requests if r.path.endswith("/roleEligibilityScheduleRequests")
     ]
+    assert request["action"] == "adminRemove" and "INC-13" in request["justification"]
     again = run_action(
         "microsoft.remove_admin_roles", {"user": USER, "keep": [GENUINE_ROLE]}, settings
     )
     assert again["removed"] == [] and len(again["kept"]) == 1
+
+
+def test_a_kept_group_keeps_the_membership_and_its_roles(
+    fake: FakeMicrosoft, settings: Settings
+) -> None:
+    removed = run_action(
+        "microsoft.remove_admin_roles",
+        {"user": USER, "keep": [GENUINE_ROLE, ATTACKER_GROUP]},
+        settings,
+    )
+    assert {r["kind"] for r in removed["removed"]} == {"active", "eligible"}
+    assert any(r["group"] == ATTACKER_GROUP for r in removed["kept"])
+    group = next(g for g in fake.tenant.groups if g["displayName"] == ATTACKER_GROUP)
+    assert fake.user(USER)["id"] in group["members"]
 
 
 def test_a_misspelt_kept_role_removes_nothing(fake: FakeMicrosoft, settings: Settings) -> None:
@@ -202,7 +247,8 @@ def test_a_misspelt_kept_role_removes_nothing(fake: FakeMicrosoft, settings: Set
             "microsoft.remove_admin_roles", {"user": USER, "keep": ["Report Reader"]}, settings
         )
     assert "'Report Reader'" in caught.value.message and GENUINE_ROLE in caught.value.hint
-    assert len(fake.tenant.role_assignments) == 2
+    assert f"{ATTACKER_ELIGIBLE_ROLE} (eligible in PIM)" in caught.value.hint
+    assert len(_roles_of_user(fake)) == 2 and len(fake.tenant.role_eligibilities) == 1
 
 
 def test_removing_roles_without_the_permission_names_role_management(
@@ -215,7 +261,31 @@ def test_removing_roles_without_the_permission_names_role_management(
         )
     assert "RoleManagement.ReadWrite.Directory" in caught.value.message
     assert caught.value.status_code == 403
-    assert len(fake.tenant.role_assignments) == 2
+    assert len(_roles_of_user(fake)) == 2 and len(fake.tenant.role_eligibilities) == 1
+
+
+def test_leaving_a_role_group_without_group_permission_names_it(
+    fake: FakeMicrosoft, tenant: tuple[FakeMicrosoft, LoopbackCA]
+) -> None:
+    no_groups = FakeApp(
+        client_id="77777777-8888-4999-8aaa-nogroupwrite",
+        secret="no-groups",
+        roles=ALL_ROLES - {"GroupMember.ReadWrite.All"},
+    )
+    fake.apps[no_groups.client_id] = no_groups
+    settings = settings_for(fake, tenant[1], client_id=no_groups.client_id)
+    with pytest.raises(IntegrationError) as caught:
+        run_action(
+            "microsoft.remove_admin_roles",
+            {"user": USER, "keep": [GENUINE_ROLE]},
+            settings,
+            {CLIENT_SECRET: "no-groups"},
+        )
+    # The others are gone; the group is named with the permission to grant.
+    assert "could not remove 1 of 3" in caught.value.message
+    assert ATTACKER_GROUP in caught.value.message
+    assert "GroupMember.ReadWrite.All" in caught.value.message + caught.value.hint
+    assert fake.tenant.role_eligibilities == []
 
 
 # -- in a runbook, through Prefect ---------------------------------------------------------------

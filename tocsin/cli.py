@@ -447,6 +447,12 @@ def _print_step(step: Any, console: Console) -> None:
         console.print(f"{pad}does: {escape(step.touches)}")
     for line in step.details:
         console.print(f"{pad}{escape(line)}")
+    if step.needs_approval:
+        console.print(
+            f"{pad}[bold]cannot be undone:[/] approved at gate {escape(step.approved_by_gate)}"
+            if step.approved_by_gate
+            else f"{pad}[bold red]cannot be undone and no approval gate covers it[/]"
+        )
     if step.undo:
         console.print(f"{pad}undo: {escape(step.undo)}")
     if step.failure:
@@ -568,6 +574,7 @@ def _action_as_data(definition: Any) -> dict[str, Any]:
         "description": definition.description,
         "destructive": definition.destructive,
         "idempotent": definition.idempotent,
+        "needs_approval": definition.needs_approval,
         "secrets": list(definition.secrets),
         "parameters": parameters,
         "outputs": sorted(definition.output_names or []),

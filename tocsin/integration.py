@@ -22,7 +22,8 @@ The object says, as data, everything the core needs to know about the service:
   on ``tocsin gateway``: each checks the request is the service's, then hands it to the
   gateway's core), a ``demo_approver`` (a scripted person clicking in its fake, for
   ``tocsin demo``), ``demo_runs`` (the runbooks ``tocsin demo RUNBOOK`` can run against
-  its fake, each with its incident title and inputs);
+  its fake, each with its incident title and inputs), ``secret_channels`` (where secrets
+  an action makes, like a temporary password, may be sent: ``slack-dm:U0123ABCD``);
 - ``configured`` (whether it is set up here, from settings and secrets, no call) and
   ``check`` (its credentials and permissions verified without changing anything, each a
   ``CheckResult``, for ``tocsin integrations check``; ``tocsin.integration_checks`` runs it).
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from tocsin.gateway import Gateway
     from tocsin.journal import Journal, RunRecord
     from tocsin.sandbox.fake_service import FakeService
+    from tocsin.secret_delivery import SecretDelivery
     from tocsin.settings import SecretStore, Settings
     from tocsin.tickets import TicketKeys, TicketSystem
 
@@ -279,6 +281,12 @@ class Integration(Generic[SettingsT]):
     demo_approver: Callable[[DemoContext], DemoApprover | None] | None = None
     demo_runs: Callable[[], Mapping[str, DemoRun]] | None = None
     """The demo runs its sandbox supports, by runbook id (``mailbox-compromise``)."""
+    secret_channels: Mapping[str, Callable[[Settings, SecretStore, str], SecretDelivery]] = field(
+        default_factory=dict, hash=False
+    )
+    """Channels for the secrets actions make (temporary passwords), by scheme: the factory
+    gets the part after ``scheme:`` of a setting like ``slack-dm:U0123ABCD``
+    (``tocsin.secret_delivery``)."""
     configured: Callable[[Settings, SecretStore], bool] | None = None
     """Whether the service is set up here (settings and secrets only, no call); None: when
     one of its declared secrets is set."""

@@ -16,9 +16,10 @@ from pydantic import ValidationError
 from tocsin.actions import ActionDefinition, ActionRegistry
 from tocsin.durations import format_duration
 from tocsin.errors import TemplateError
+from tocsin.guards import guarding_step
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
-from tocsin.model import RunHandlers, Step
+from tocsin.model import Runbook, RunHandlers, Step
 from tocsin.templating import evaluate_condition, parse_template, render_value
 from tocsin.validation import LoadedRunbook
 from tocsin.vocabulary import step_values, template_context
@@ -57,6 +58,8 @@ class PlannedStep:
     condition_outcome: str | None = None  # "runs", "skipped" or "decided at run time"
     action: str | None = None
     destructive: bool = False
+    needs_approval: bool = False  # the action cannot be undone: a person must approve it
+    approved_by_gate: str | None = None  # the gate whose decision covers this step, if any
     parameters: dict[str, Any] = field(default_factory=dict)
     touches: str | None = None
     failure: str | None = None  # the run would certainly fail here
@@ -117,7 +120,7 @@ def build_plan(
         for step, _ in runbook.iter_steps()
     }
     context = template_context(runbook, incident, template_inputs, unknown_steps)
-    planner = _Planner(registry, context)
+    planner = _Planner(runbook, registry, context)
     steps = planner.plan_steps(runbook.steps, prefix="", depth=0)
     handlers = planner.plan_steps(runbook.handlers, prefix="H", depth=0)
     return Plan(
@@ -136,7 +139,8 @@ def build_plan(
 
 
 class _Planner:
-    def __init__(self, registry: ActionRegistry, context: dict[str, Any]) -> None:
+    def __init__(self, runbook: Runbook, registry: ActionRegistry, context: dict[str, Any]) -> None:
+        self.runbook = runbook
         self.registry = registry
         self.context = context
         self.secrets: set[str] = set()
@@ -222,6 +226,10 @@ class _Planner:
         definition = self.registry.get(step.action)
         planned.action = definition.name
         planned.destructive = definition.destructive
+        planned.needs_approval = definition.needs_approval
+        if definition.needs_approval:
+            gate = guarding_step(self.runbook, step)
+            planned.approved_by_gate = gate.id if gate is not None else None
         try:
             parameters = self.render_call(definition, step.with_)
         except TemplateError as exc:

@@ -87,6 +87,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.sign_ins",
         "tocsin.integrations.microsoft.actions.mailbox",
         "tocsin.integrations.microsoft.actions.mailbox_access",
+        "tocsin.integrations.microsoft.actions.sending",
         "tocsin.integrations.microsoft.actions.entra",
         "tocsin.integrations.microsoft.actions.devices",
     ),

@@ -80,7 +80,31 @@ def check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
     except TocsinError as exc:
         return [CheckResult.problem("sign-in", exc)]
     api_scopes = scopes(integration.settings_of(settings))
-    return [_api(credentials, api, api_scopes[api.api]) for api in APIS]
+    return [
+        *(_api(credentials, api, api_scopes[api.api]) for api in APIS),
+        _password_channel(settings, secrets),
+    ]
+
+
+def _password_channel(settings: Settings, secrets: SecretStore) -> CheckResult:
+    """Whether the channel for temporary passwords is one Tocsin can use (read, not sent)."""
+    from tocsin.integrations.microsoft.password_delivery import password_delivery
+
+    microsoft = integration.settings_of(settings)
+    if not (microsoft.password_channel or microsoft.password_folder):
+        return CheckResult(
+            "password channel",
+            True,
+            "none set: microsoft.reset_password is refused until "
+            "TOCSIN_MICROSOFT__PASSWORD_CHANNEL (slack-dm:U0123ABCD) or "
+            "TOCSIN_MICROSOFT__PASSWORD_FOLDER is",
+        )
+    try:
+        password_delivery(microsoft, settings, secrets)
+    except TocsinError as exc:
+        return CheckResult.problem("password channel", exc)
+    where = microsoft.password_channel or f"folder:{microsoft.password_folder}"
+    return CheckResult("password channel", True, f"temporary passwords go to {where}")
 
 
 def missing_permissions(roles: Sequence[str], api: ApiNeeds) -> dict[str, list[str]]:

@@ -81,6 +81,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tocsin.integrations.microsoft import fake_entra
 from tocsin.integrations.microsoft.client import METHOD_KINDS
 from tocsin.integrations.microsoft.fake_entra import (
     password_role_check,
@@ -113,6 +114,7 @@ ALL_ROLES = frozenset(
         "IdentityRiskyUser.ReadWrite.All",
         "Exchange.ManageAsApp",
         "RoleManagement.ReadWrite.Directory",
+        "GroupMember.ReadWrite.All",
         # the device actions (fake_devices)
         "Machine.Read.All",
         "Machine.Isolate",
@@ -176,7 +178,11 @@ class Tenant:
     exchange: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The rest of Exchange's view, by user id (``fake_exchange``: protocols, delegates...)."""
     role_assignments: list[dict[str, Any]] = field(default_factory=list)
-    """Directory role assignments (``fake_entra``)."""
+    """Directory role assignments (``fake_entra``), of users and of role-assignable groups."""
+    role_eligibilities: list[dict[str, Any]] = field(default_factory=list)
+    """PIM eligibility schedules (``fake_entra``)."""
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    """Groups, each with its ``members`` (user ids) (``fake_entra``)."""
     machines: list[dict[str, Any]] = field(default_factory=list)
     """Defender for Endpoint's machines, and their machine actions (fake_devices)."""
     machine_actions: list[dict[str, Any]] = field(default_factory=list)
@@ -803,7 +809,9 @@ class FakeMicrosoft(FakeService):
             if parts == ["auditLogs", "signIns"] and method == "GET":
                 return self._sign_ins(caller, query)
             if parts[0] == "roleManagement":
-                return role_management(self, caller, method, parts, query)
+                return role_management(self, caller, method, parts, query, body)
+            if parts[0] == "groups" and len(parts) >= 2:
+                return fake_entra.groups_route(self, caller, method, parts)
             if parts[0] == "oauth2PermissionGrants":
                 return self._grants(caller, method, parts[1:], query)
             if parts[0] == "servicePrincipals" and len(parts) == 2 and method == "GET":
@@ -880,6 +888,8 @@ class FakeMicrosoft(FakeService):
                 200,
                 {"@odata.context": f"{self.url}/v1.0/$metadata#Edm.Boolean", "value": True},
             )
+        if rest == ["memberOf", "microsoft.graph.group"] and method == "GET":
+            return fake_entra.member_of(self, caller, self._user(key), query)
         if rest[:1] == ["authentication"]:
             return self._methods(caller, method, key, rest[1:])
         if rest[:1] == ["mailFolders"]:
@@ -1343,7 +1353,10 @@ def compromised_tenant(upn: str = SANDBOX_USER, *, now: datetime | None = None) 
             },
         ],
         exchange={user_id: seeded_exchange(upn, ATTACKER_FORWARD)},
-        role_assignments=seeded_assignments(user_id),
+        role_assignments=seeded_assignments(user_id)
+        + fake_entra.seeded_group_assignments(fake_entra.seeded_groups(user_id)),
+        role_eligibilities=fake_entra.seeded_eligibilities(user_id),
+        groups=fake_entra.seeded_groups(user_id),
         mailboxes={
             user_id: {
                 "ForwardingSmtpAddress": f"smtp:{ATTACKER_FORWARD}",

@@ -6,6 +6,19 @@
 - ``DELETE /roleManagement/directory/roleAssignments/{id}``: 204, then 404
   ``Request_ResourceNotFound``.
 
+PIM and groups (the roles ``roleAssignments`` does not show):
+
+- ``GET /roleManagement/directory/roleEligibilitySchedules?$filter=principalId eq '...'``
+  (``$expand=roleDefinition``): the roles the user may activate through PIM;
+- ``POST /roleManagement/directory/roleEligibilityScheduleRequests`` with ``action:
+  adminRemove``: 201, the eligibility gone; 400 ``RoleAssignmentDoesNotExist`` for one that
+  is not there (unconfirmed: the code and wording of that 400);
+- ``GET /users/{id}/memberOf/microsoft.graph.group``: the user's groups, with
+  ``isAssignableToRole`` (a role-assignable group's role assignments have the group as
+  ``principalId``);
+- ``DELETE /groups/{id}/members/{user}/$ref``: 204, then 404; a role-assignable group also
+  needs ``RoleManagement.ReadWrite.Directory``.
+
 ``password_role_check``: a password reset also needs an Entra role on the app (User
 Administrator; Privileged Authentication Administrator for a user holding a role).
 
@@ -65,6 +78,193 @@ def seeded_assignments(user_id: str) -> list[dict[str, Any]]:
     ]
 
 
+ATTACKER_ELIGIBLE_ROLE = "Privileged Authentication Administrator"
+"""The role the attacker made the phished user eligible for in PIM (activated at will)."""
+ATTACKER_GROUP = "Helpdesk Admins"
+"""A role-assignable group the attacker added the phished user to; it holds User Administrator."""
+ATTACKER_GROUP_ROLE = "User Administrator"
+STAFF_GROUP = "Broker office staff"
+"""An ordinary group of the user's: no role, never touched."""
+
+
+def seeded_eligibilities(user_id: str) -> list[dict[str, Any]]:
+    """The phished user's PIM eligibility: the attacker's."""
+    return [
+        {
+            "id": f"eligible-{ROLE_TEMPLATES[ATTACKER_ELIGIBLE_ROLE][:8]}-{user_id[:8]}",
+            "principalId": user_id,
+            "roleDefinitionId": ROLE_TEMPLATES[ATTACKER_ELIGIBLE_ROLE],
+            "directoryScopeId": "/",
+            "memberType": "Direct",
+            "status": "Provisioned",
+            "scheduleInfo": {
+                "startDateTime": "2026-11-30T21:02:00Z",
+                "expiration": {"type": "noExpiration"},
+            },
+        }
+    ]
+
+
+def seeded_groups(user_id: str) -> list[dict[str, Any]]:
+    """The phished user's groups: the attacker's role-assignable one and the office's own."""
+    return [
+        {
+            "id": f"group-helpdesk-{user_id[:8]}",
+            "displayName": ATTACKER_GROUP,
+            "isAssignableToRole": True,
+            "securityEnabled": True,
+            "members": [user_id],
+        },
+        {
+            "id": f"group-staff-{user_id[:8]}",
+            "displayName": STAFF_GROUP,
+            "isAssignableToRole": False,
+            "securityEnabled": True,
+            "members": [user_id],
+        },
+    ]
+
+
+def seeded_group_assignments(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The role the attacker's group holds."""
+    return [
+        {
+            "id": f"lAPpYvVpN0KRkAEhdxReE{ROLE_TEMPLATES[ATTACKER_GROUP_ROLE][:8]}-{g['id'][-8:]}",
+            "principalId": g["id"],
+            "roleDefinitionId": ROLE_TEMPLATES[ATTACKER_GROUP_ROLE],
+            "directoryScopeId": "/",
+        }
+        for g in groups
+        if g["displayName"] == ATTACKER_GROUP
+    ]
+
+
+def _with_definitions(
+    items: list[dict[str, Any]], query: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    if "roleDefinition" in query.get("$expand", ""):
+        names = {template: name for name, template in ROLE_TEMPLATES.items()}
+        for item in items:
+            item["roleDefinition"] = role_definition(
+                names.get(item["roleDefinitionId"], "Global Administrator")
+            )
+    return items
+
+
+_READ_ROLES = {
+    "RoleManagement.Read.Directory",
+    "RoleManagement.Read.All",
+    "RoleManagement.ReadWrite.Directory",
+    "Directory.Read.All",
+}
+
+
+def _eligibility(
+    fake: FakeMicrosoft,
+    caller: _Token,
+    method: str,
+    parts: list[str],
+    query: Mapping[str, str],
+    body: Any,
+) -> Reply:
+    from tocsin.integrations.microsoft.fake import GraphError
+
+    if parts[2] == "roleEligibilitySchedules" and len(parts) == 3 and method == "GET":
+        fake._need(caller, "directory", _READ_ROLES | {"RoleEligibilitySchedule.Read.Directory"})
+        principal = re.search(r"principalId eq '([^']+)'", query.get("$filter", ""))
+        found = [
+            copy.deepcopy(e)
+            for e in fake.tenant.role_eligibilities
+            if principal is None or e["principalId"] == principal.group(1)
+        ]
+        return Reply(
+            200,
+            {
+                "@odata.context": f"{fake.url}/v1.0/$metadata#roleManagement/directory/roleEligibilitySchedules",
+                "value": _with_definitions(found, query),
+            },
+        )
+    if parts[2] == "roleEligibilityScheduleRequests" and len(parts) == 3 and method == "POST":
+        fake._need(
+            caller,
+            "directory",
+            {"RoleEligibilitySchedule.ReadWrite.Directory", "RoleManagement.ReadWrite.Directory"},
+        )
+        if not isinstance(body, dict) or body.get("action") != "adminRemove":
+            raise GraphError(400, "BadRequest", "Only adminRemove requests are faked.")
+        if not body.get("justification"):
+            raise GraphError(400, "JustificationRule", "Justification is required.")
+        match = [
+            e
+            for e in fake.tenant.role_eligibilities
+            if e["principalId"] == body.get("principalId")
+            and e["roleDefinitionId"] == body.get("roleDefinitionId")
+            and e["directoryScopeId"] == body.get("directoryScopeId", "/")
+        ]
+        if not match:
+            # Unconfirmed: the code and message Graph gives for an eligibility that is gone.
+            raise GraphError(
+                400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist."
+            )
+        fake.tenant.role_eligibilities.remove(match[0])
+        return Reply(
+            201,
+            {
+                "id": f"request-{match[0]['id']}",
+                "action": "adminRemove",
+                "status": "Revoked",
+                "principalId": body["principalId"],
+                "roleDefinitionId": body["roleDefinitionId"],
+                "directoryScopeId": body.get("directoryScopeId", "/"),
+                "justification": body["justification"],
+            },
+        )
+    raise GraphError(405, "Request_BadRequest", f"{method} is not supported here.")
+
+
+def member_of(
+    fake: FakeMicrosoft, caller: _Token, user: Mapping[str, Any], query: Mapping[str, str]
+) -> Reply:
+    """``GET /users/{id}/memberOf/microsoft.graph.group``: the user's groups."""
+    fake._need(
+        caller, "directory", {"GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"}
+    )
+    groups = [
+        {k: v for k, v in g.items() if k != "members"}
+        for g in fake.tenant.groups
+        if user["id"] in g["members"]
+    ]
+    select = query.get("$select")
+    if select:
+        names = {name.strip() for name in select.split(",")} | {"id"}
+        groups = [{k: v for k, v in g.items() if k in names} for g in groups]
+    return Reply(
+        200,
+        {
+            "@odata.context": f"{fake.url}/v1.0/$metadata#groups",
+            "value": [{"@odata.type": "#microsoft.graph.group", **g} for g in groups],
+        },
+    )
+
+
+def groups_route(fake: FakeMicrosoft, caller: _Token, method: str, parts: list[str]) -> Reply:
+    """``DELETE /groups/{id}/members/{user}/$ref``: the user out of the group."""
+    from tocsin.integrations.microsoft.fake import GraphError
+
+    if len(parts) != 5 or parts[2] != "members" or parts[4] != "$ref" or method != "DELETE":
+        raise GraphError(405, "Request_BadRequest", f"{method} is not supported here.")
+    fake._need(caller, "directory", {"GroupMember.ReadWrite.All", "Group.ReadWrite.All"})
+    group = next((g for g in fake.tenant.groups if g["id"] == parts[1]), None)
+    if group is None:
+        raise fake._not_found(parts[1])
+    if group.get("isAssignableToRole"):
+        fake._need(caller, "directory", {"RoleManagement.ReadWrite.Directory"})
+    if parts[3] not in group["members"]:
+        raise fake._not_found(parts[3])
+    group["members"].remove(parts[3])
+    return Reply(204)
+
+
 def password_role_check(fake: FakeMicrosoft, caller: _Token, user: Mapping[str, Any]) -> None:
     """Graph's refusal of a password reset by an app whose service principal lacks the Entra
     role for it: User Administrator, or Privileged Authentication Administrator when the
@@ -91,10 +291,16 @@ def role_management(
     method: str,
     parts: list[str],
     query: Mapping[str, str],
+    body: Any = None,
 ) -> Reply:
     """``/roleManagement/...`` (``parts`` from ``roleManagement`` on); the fake holds its lock."""
     from tocsin.integrations.microsoft.fake import GraphError
 
+    if parts[:3] in (
+        ["roleManagement", "directory", "roleEligibilitySchedules"],
+        ["roleManagement", "directory", "roleEligibilityScheduleRequests"],
+    ):
+        return _eligibility(fake, caller, method, parts, query, body)
     if parts[:3] != ["roleManagement", "directory", "roleAssignments"]:
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{parts[-1]}'.")
     assignments = fake.tenant.role_assignments

@@ -74,6 +74,15 @@ def seeded_exchange(upn: str, forward_to: str) -> dict[str, Any]:
         }
 
     return {
+        # The phished mailbox sent the attacker's spam: Exchange restricted it (NDR 5.1.8).
+        "blocked_sender": {
+            "SenderAddress": upn,
+            "Reason": "Outbound spam: the user sent mail above the outbound spam limits",
+            "CreatedDatetime": "2026-11-30T21:14:07Z",
+            "ChangedDatetime": "2026-11-30T21:14:07Z",
+        }
+        if forward_to
+        else None,
         "cas": {name: True for name in CAS_PROPERTIES},
         "mailbox_permissions": [
             permission(SELF, "FullAccess, ReadPermission"),
@@ -326,7 +335,38 @@ def remove_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, An
     return _remove_permission(fake, parameters, "recipient_permissions", "Trustee", "SendAs")
 
 
+# Unconfirmed: the shapes of Get-/Remove-BlockedSenderAddress over InvokeCommand, and the
+# error Remove- gives for an address that is not restricted.
+def get_blocked_sender_address(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"SenderAddress"})
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("SenderAddress"))
+    if isinstance(found, Reply):
+        return _values([])  # an address Exchange never restricted: nothing listed
+    _, state = found
+    return _values([state["blocked_sender"]] if state.get("blocked_sender") else [])
+
+
+def remove_blocked_sender_address(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"SenderAddress", "Reason"})
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("SenderAddress"))
+    if isinstance(found, Reply) or not found[1].get("blocked_sender"):
+        return fake._exchange_error(
+            400,
+            "Microsoft.Exchange.Management.Tasks.ManagementObjectNotFoundException",
+            f"The sender {parameters.get('SenderAddress')} is not in the restricted list.",
+        )
+    found[1]["blocked_sender"] = None
+    found[1]["unblocked_because"] = str(parameters.get("Reason") or "")
+    return _values([])
+
+
 CMDLETS: dict[str, Handler] = {
+    "Get-BlockedSenderAddress": get_blocked_sender_address,
+    "Remove-BlockedSenderAddress": remove_blocked_sender_address,
     "Get-InboxRule": get_inbox_rule,
     "Remove-InboxRule": remove_inbox_rule,
     "Get-CASMailbox": get_cas_mailbox,

@@ -111,6 +111,39 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Needed], ...] = tuple(
             Needed(("RoleManagement.ReadWrite.Directory",)),
         ),
         (
+            "GET",
+            r"^/roleManagement/directory/roleEligibilitySchedules$",
+            Needed(
+                ("RoleManagement.Read.Directory",),
+                also=(
+                    "RoleEligibilitySchedule.Read.Directory",
+                    "RoleManagement.ReadWrite.Directory",
+                ),
+            ),
+        ),
+        (
+            "POST",
+            r"^/roleManagement/directory/roleEligibilityScheduleRequests$",
+            Needed(
+                ("RoleManagement.ReadWrite.Directory",),
+                also=("RoleEligibilitySchedule.ReadWrite.Directory",),
+            ),
+        ),
+        (
+            "GET",
+            r"^/users/[^/]+/memberOf",
+            Needed(("GroupMember.Read.All",), also=("Group.Read.All", "Directory.Read.All")),
+        ),
+        (
+            "DELETE",
+            r"^/groups/[^/]+/members/[^/]+/\$ref$",
+            Needed(
+                ("GroupMember.ReadWrite.All",),
+                also=("Group.ReadWrite.All",),
+                note="A role-assignable group also needs RoleManagement.ReadWrite.Directory",
+            ),
+        ),
+        (
             "POST",
             r"^/identityProtection/riskyUsers/confirmCompromised$",
             Needed(

@@ -55,6 +55,12 @@ class MicrosoftSettings(BaseModel):
         "writes each temporary password in its own 0600 file, for the person who hands it "
         "to the user; none: password resets are refused (docs/microsoft.md)",
     )
+    password_channel: str | None = Field(
+        None,
+        description="Where microsoft.reset_password sends each temporary password instead of "
+        "the folder: slack-dm:U0123ABCD (a direct message from Tocsin's Slack bot to the "
+        "person who hands it over) or folder:/path; it wins over password_folder",
+    )
     timeout_seconds: float = Field(
         30.0, gt=0, description="How long one HTTP call (token or Graph) may take"
     )

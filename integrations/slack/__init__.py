@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         SandboxSeed,
         SandboxService,
     )
+    from tocsin.secret_delivery import SecretDelivery
     from tocsin.settings import SecretStore, Settings
 
 
@@ -86,6 +87,12 @@ def _gateway(gateway: Gateway) -> GatewayPart:
     return gateway_part(gateway)
 
 
+def _slack_dm(settings: Settings, secrets: SecretStore, person: str) -> SecretDelivery:
+    from tocsin.integrations.slack.secret_dm import slack_dm
+
+    return slack_dm(settings, secrets, person)
+
+
 def _configured(settings: Settings, secrets: SecretStore) -> bool:
     from tocsin.integrations.slack.checks import is_configured
 
@@ -126,6 +133,7 @@ integration: Integration[SlackSettings] = Integration(
     approver_directory=_directory,
     head_publisher=_head_publisher,
     published_heads=_published_heads,
+    secret_channels={"slack-dm": _slack_dm},
     configured=_configured,
     check=_check,
 )

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,11 @@ class SlackCredentials:
     ca_bundle: Path | None = None
     """CA certificates trusted besides the system's (``slack.ca_bundle``)."""
 
-    def get_client(self) -> WebClient:
-        """A ``WebClient`` that waits out rate limits and retries a dropped connection once."""
+    def get_client(self, logger: logging.Logger | None = None) -> WebClient:
+        """A ``WebClient`` that waits out rate limits and retries a dropped connection once
+        (logging to ``logger`` when given, else slack_sdk's own)."""
         return WebClient(
+            logger=logger,
             token=self.token,
             base_url=self.base_url,
             timeout=max(1, math.ceil(self.timeout_seconds)),

@@ -20,7 +20,8 @@ What it does like Slack:
   ``<url>/commands/...``: what is POSTed there is kept in ``responses``.
 
 Methods: ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``conversations.create``, ``conversations.invite``, ``conversations.history``,
+``conversations.create``, ``conversations.invite``, ``conversations.open`` (a direct
+message with one person), ``conversations.history``,
 ``conversations.replies``, ``auth.test``, ``users.info``, ``users.lookupByEmail``,
 ``usergroups.users.list``.
 
@@ -52,7 +53,14 @@ TEAM_ID = "T0SANDBOX"
 BOT_USER_ID = "U0TOCSINBOT"
 BOT_ID = "B0TOCSIN"
 DEFAULT_SCOPES = frozenset(
-    {"chat:write", "usergroups:read", "users:read", "channels:manage", "channels:history"}
+    {
+        "chat:write",
+        "usergroups:read",
+        "users:read",
+        "channels:manage",
+        "channels:history",
+        "im:write",
+    }
 )
 
 _WORKSPACE_CREATED = 1_700_000_000
@@ -503,6 +511,36 @@ class FakeSlack(FakeService):
             channel = dataclasses.replace(channel, members=channel.members | set(user_ids))
             self.channels[channel.id] = channel
         return {"channel": _conversation_object(channel)}
+
+    @slack_method("conversations.open", scope="im:write")
+    def conversations_open(self, call: SlackCall) -> dict[str, Any]:
+        """A direct message with one person (group DMs are not faked): Slack answers the same
+        ``D`` channel each time, with ``already_open`` once it exists."""
+        users = [u.strip() for u in str(call.args.get("users") or "").split(",") if u.strip()]
+        if call.args.get("channel"):
+            return {"channel": {"id": self._channel(call.args["channel"]).id}}
+        if len(users) != 1:
+            raise SlackError("users_list_not_supplied" if not users else "not_supported")
+        try:
+            person = self.user(users[0])
+        except KeyError:
+            raise SlackError("user_not_found") from None
+        if person.id == BOT_USER_ID:
+            raise SlackError("cannot_dm_bot")
+        channel_id = "D" + person.id[1:]
+        with self.lock:
+            already = channel_id in self.channels
+            if not already:
+                self.channels[channel_id] = SlackChannel(
+                    id=channel_id,
+                    name=channel_id,
+                    members=frozenset({person.id, BOT_USER_ID}),
+                    is_private=True,
+                )
+        answer: dict[str, Any] = {"channel": {"id": channel_id}}
+        if already:
+            answer.update(no_op=True, already_open=True)
+        return answer
 
     @slack_method("auth.test", scope="")  # Slack asks no scope of auth.test
     def auth_test(self, call: SlackCall) -> dict[str, Any]:

@@ -3,7 +3,7 @@ user's admin roles."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -21,8 +21,8 @@ from tocsin.integrations.microsoft.actions import (
 )
 from tocsin.integrations.microsoft.client import SERVICE, Graph
 from tocsin.integrations.microsoft.password_delivery import (
-    PasswordNote,
     password_delivery,
+    password_note,
     temporary_password,
 )
 
@@ -73,20 +73,22 @@ def _password_refused(name: str, upn: str, said: str, client_id: str) -> Integra
 )
 def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
     """Reset the password to a random temporary one (changed at next sign-in), delivered only
-    to ``microsoft.password_folder``; never in the trail, the logs or the outputs.
+    to the configured password channel; never in the trail, the logs or the outputs.
 
     Not idempotent: each run sets a new password. A user synchronised from on-premises AD or
     signing in through a federated domain is refused: reset them on-premises (twice).
     """
     name = "microsoft.reset_password"
-    delivery = password_delivery(integration.settings_of(context.settings))
+    delivery = password_delivery(
+        integration.settings_of(context.settings), context.settings, context.secrets
+    )
     graph = Graph.for_action(context, name)
     found = find_user(graph, user)
     upn = str(found["userPrincipalName"])
     # The password lives only here, in the staged note and in this request's body: it is
     # staged first, so that a channel that cannot take it fails before anything changes.
     password = temporary_password()
-    staged = delivery.stage(PasswordNote(upn, context.incident, context.step_id, password))
+    staged = delivery.stage(password_note(upn, context.incident, context.step_id, password))
     try:
         answer = graph.call(
             "PATCH",
@@ -119,11 +121,20 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
 # -- admin roles ------------------------------------------------------------------------------
 
 
+RoleKind = Literal["active", "eligible", "group"]
+
+
 class RoleAssignment(BaseModel):
     id: str
+    """The assignment's id (a PIM eligibility's, or the group's role assignment's)."""
     role: str
     role_id: str
     scope: str
+    kind: RoleKind = "active"
+    """active: assigned to the user; eligible: PIM lets the user activate it at will;
+    group: held through a role-assignable group the user is a member of."""
+    group: str | None = None
+    group_id: str | None = None
 
 
 class AdminRoles(BaseModel):
@@ -131,29 +142,99 @@ class AdminRoles(BaseModel):
     user_id: str
     roles: list[RoleAssignment]
     note: str = (
-        "active assignments only: eligible (PIM) assignments, roles through groups, Exchange "
-        "role groups and Defender role groups are not listed here"
+        "active, PIM-eligible and group-held Entra roles; Exchange role groups and Defender "
+        "role groups are not in Graph and are not listed"
+    )
+
+
+def _role(item: dict[str, Any], **extra: Any) -> RoleAssignment:
+    definition: dict[str, Any] = item.get("roleDefinition") or {}
+    return RoleAssignment(
+        id=str(item["id"]),
+        role=str(definition.get("displayName") or item.get("roleDefinitionId")),
+        role_id=str(item.get("roleDefinitionId")),
+        scope=str(item.get("directoryScopeId") or "/"),
+        **extra,
+    )
+
+
+def _assigned_to(graph: Graph, principal: str, what: str) -> list[dict[str, Any]]:
+    return list(
+        graph.pages(
+            "/roleManagement/directory/roleAssignments",
+            query={"$filter": f"principalId eq '{principal}'", "$expand": "roleDefinition"},
+            what=what,
+        )
     )
 
 
 def _assignments(graph: Graph, user_id: str) -> list[RoleAssignment]:
-    listed = graph.pages(
-        "/roleManagement/directory/roleAssignments",
+    """Every Entra role the user holds: assigned, eligible through PIM, through a group.
+
+    Role-assignable groups cannot hold other groups, so the user's direct groups are all
+    there is to read.
+    """
+    found = [
+        _role(item)
+        for item in _assigned_to(graph, user_id, "list the user's directory role assignments")
+    ]
+    eligible = graph.pages(
+        "/roleManagement/directory/roleEligibilitySchedules",
         query={"$filter": f"principalId eq '{user_id}'", "$expand": "roleDefinition"},
-        what="list the user's directory role assignments",
+        what="list the roles the user is eligible for in PIM",
     )
-    found = []
-    for item in listed:
-        definition: dict[str, Any] = item.get("roleDefinition") or {}
-        found.append(
-            RoleAssignment(
-                id=str(item["id"]),
-                role=str(definition.get("displayName") or item.get("roleDefinitionId")),
-                role_id=str(item.get("roleDefinitionId")),
-                scope=str(item.get("directoryScopeId") or "/"),
-            )
-        )
+    found.extend(_role(item, kind="eligible") for item in eligible)
+    groups = graph.pages(
+        "/users/{user}/memberOf/microsoft.graph.group",
+        user=user_id,
+        query={"$select": "id,displayName,isAssignableToRole"},
+        what="list the user's groups",
+    )
+    for group in groups:
+        if not group.get("isAssignableToRole"):
+            continue
+        name = str(group.get("displayName") or group["id"])
+        for item in _assigned_to(graph, str(group["id"]), f"list the roles of the group {name}"):
+            found.append(_role(item, kind="group", group=name, group_id=str(group["id"])))
     return found
+
+
+def _label(role: RoleAssignment) -> str:
+    if role.kind == "eligible":
+        return f"{role.role} (eligible in PIM)"
+    if role.kind == "group":
+        return f"{role.role} (through the group {role.group})"
+    return role.role
+
+
+def _remove_eligibility(
+    graph: Graph, context: ActionContext, user_id: str, upn: str, role: RoleAssignment
+) -> None:
+    """End a PIM eligibility (an ``adminRemove`` request); one already gone is left as is."""
+    answer = graph.call(
+        "POST",
+        "/roleManagement/directory/roleEligibilityScheduleRequests",
+        json_body={
+            "action": "adminRemove",
+            "principalId": user_id,
+            "roleDefinitionId": role.role_id,
+            "directoryScopeId": role.scope,
+            "justification": f"Removed by Tocsin: incident {context.incident}, step {context.step_id}",
+        },
+        allow=(400,),
+        what=f"end the PIM eligibility of {upn} for {role.role}",
+    )
+    # Unconfirmed: the code Graph gives when the eligibility no longer exists.
+    if answer.status == 400 and answer.error_code != "RoleAssignmentDoesNotExist":
+        raise IntegrationError(
+            "microsoft.remove_admin_roles",
+            SERVICE,
+            f"refused to end the PIM eligibility of {upn} for {role.role} "
+            f"({answer.error_code}: {answer.error_message})",
+            "end it in Entra admin centre → Identity Governance → Privileged Identity "
+            "Management → Roles → Assignments → Eligible",
+            status_code=400,
+        )
 
 
 @action(
@@ -196,25 +277,47 @@ def remove_admin_roles(context: ActionContext, *, user: UserRef, keep: Keep = []
     name = "microsoft.remove_admin_roles"
     graph = Graph.for_action(context, name)
     found = find_user(graph, user)
+    upn = str(found["userPrincipalName"])
     roles = _assignments(graph, found["id"])
-    names = [{name_key(r.id), name_key(r.role), name_key(r.role_id)} for r in roles]
-    refuse_unknown_keep(name, unmatched(keep, names), "admin role", [r.role for r in roles])
+    names = [
+        {name_key(r.id), name_key(r.role), name_key(r.role_id)}
+        | ({name_key(r.group)} if r.group else set())
+        for r in roles
+    ]
+    refuse_unknown_keep(name, unmatched(keep, names), "admin role", [_label(r) for r in roles])
     wanted = {name_key(entry) for entry in keep}
     kept = [r for r, keys in zip(roles, names, strict=True) if keys & wanted]
+    # Leaving a group takes every role it holds: a group one of whose roles is kept stays.
+    kept_groups = {r.group_id for r in kept if r.kind == "group"}
+    kept += [r for r in roles if r.kind == "group" and r.group_id in kept_groups and r not in kept]
     targets = [r for r in roles if r not in kept]
     removed, failures = [], []
+    left_groups: set[str] = set()
     for role in targets:
         try:
-            graph.call(
-                "DELETE",
-                "/roleManagement/directory/roleAssignments/{assignment}",
-                assignment=role.id,
-                allow=(404,),
-                what=f"remove the role {role.role} of {found['userPrincipalName']}",
-            )
+            if role.kind == "active":
+                graph.call(
+                    "DELETE",
+                    "/roleManagement/directory/roleAssignments/{assignment}",
+                    assignment=role.id,
+                    allow=(404,),
+                    what=f"remove the role {role.role} of {upn}",
+                )
+            elif role.kind == "eligible":
+                _remove_eligibility(graph, context, found["id"], upn, role)
+            elif role.group_id not in left_groups:
+                graph.call(
+                    "DELETE",
+                    "/groups/{group}/members/{member}/$ref",
+                    group=str(role.group_id),
+                    member=found["id"],
+                    allow=(404,),
+                    what=f"take {upn} out of the group {role.group}",
+                )
+                left_groups.add(str(role.group_id))
             removed.append(role)
         except IntegrationError as error:
-            failures.append((f"role {role.role}", error))
+            failures.append((f"role {_label(role)}", error))
     if failures:
         raise failed_items(name, failures, len(targets))
     return RemovedRoles(
