@@ -20,6 +20,7 @@ from tocsin.integrations.microsoft.fake import (
     FakeMicrosoft,
     compromised_tenant,
 )
+from tocsin.integrations.microsoft.fake_leaver import add_leaver
 from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import Settings, StaticSecrets, load_settings
 
@@ -33,15 +34,22 @@ sign-in logs."""
 
 
 @contextmanager
-def fake_tenant(folder: Path, **fake_options: Any) -> Iterator[tuple[FakeMicrosoft, LoopbackCA]]:
-    """The compromised tenant's identity platform and Graph over TLS, stopped afterwards."""
+def fake_tenant(
+    folder: Path, *, leaver: bool = False, **fake_options: Any
+) -> Iterator[tuple[FakeMicrosoft, LoopbackCA]]:
+    """The compromised tenant's (or ``tenant=``'s) identity platform and Graph over TLS,
+    stopped afterwards; with ``leaver``, also the colleague who left the office and the one
+    taking over (``fake_leaver``), as the sandbox seeds them."""
     ca = LoopbackCA.create(folder / "tls")
     apps = (
         FakeApp(),
         FakeApp(client_id=LIMITED_CLIENT_ID, secret=LIMITED_SECRET, roles=LIMITED_ROLES),
         *fake_options.pop("apps", ()),
     )
-    fake = FakeMicrosoft(compromised_tenant(), apps=apps, **fake_options)
+    tenant = fake_options.pop("tenant", None) or compromised_tenant()
+    if leaver:
+        tenant = add_leaver(tenant, SANDBOX_USER.split("@")[-1])
+    fake = FakeMicrosoft(tenant, apps=apps, **fake_options)
     fake.start(tls=ca.server_context())
     try:
         yield fake, ca

@@ -188,3 +188,70 @@ def test_the_mailbox_runbook_cleans_the_phished_tenant_in_microsofts_order(
     assert "svc-archive" in repr(delegates["removed"]) and ASSISTANT in repr(delegates["kept"])
     assert set(outputs("disable_mail_protocols")["changed"]) >= {"pop", "imap"}  # type: ignore[call-overload]
     assert outputs("mark_user_compromised")["confirmed"] is True
+
+
+def test_the_mailbox_runbook_leaves_the_tenant_clean_and_touches_nobody_else(
+    prefect_server: str,
+) -> None:
+    """The same runbook in this process (tests.sandbox_runs), read from the fake tenant's
+    own state at the end rather than from the journal."""
+    from tests.sandbox_runs import calls, run_in_sandbox
+    from tocsin.actions import ActionRegistry
+    from tocsin.integrations.microsoft.fake_exchange import ATTACKER_DELEGATE
+    from tocsin.integrations.microsoft.fake_leaver import leaver_of
+    from tocsin.validation import load_runbook
+
+    ticket = "MB-2"
+    loaded = load_runbook(ROOT / "runbooks" / "mailbox-compromise.yaml", ActionRegistry.discover())
+    outcome, people, lines = run_in_sandbox(
+        loaded,
+        ticket,
+        {
+            "user": SANDBOX_USER,
+            "entra_id_p2": "true",
+            "keep_auth_methods": KNOWN_GOOD_AUTHENTICATOR,
+            "keep_apps": "Zoom",
+            "keep_admin_roles": GENUINE_ROLE,
+            "keep_delegates": ASSISTANT,
+        },
+    )
+    assert outcome["status"] == "succeeded", (outcome, lines[-20:])
+    assert set(GATES) <= set(people.decided)
+    fake = people.fake
+    assert fake is not None
+    domain = SANDBOX_USER.split("@")[-1]
+    with fake.lock:
+        alice = fake._user(SANDBOX_USER)
+        alice_id = alice["id"]
+        # Let back in at the end, signed out twice, marked compromised, password reset.
+        assert alice["accountEnabled"] is True
+        assert fake.revocations.count(alice_id) == 2
+        assert fake.confirmed_compromised == [alice_id]
+        assert "lastPasswordChangeDateTime" in alice
+        # What the attacker added is gone, what the user confirmed stays.
+        methods = fake.tenant.methods[alice_id]
+        assert [m.get("displayName") for m in methods[1:]] == [KNOWN_GOOD_AUTHENTICATOR]
+        assert [r["displayName"] for r in fake.tenant.rules[alice_id]] == ["Clients"]
+        mailbox = fake.tenant.mailboxes[alice_id]
+        assert not mailbox["ForwardingSmtpAddress"] and not mailbox["ForwardingAddress"]
+        exchange = fake.tenant.exchange[alice_id]
+        assert [r["Name"] for r in exchange["hidden_rules"]] == ["Junk E-mail Rule"]
+        assert exchange["cas"]["PopEnabled"] is False and exchange["cas"]["ImapEnabled"] is False
+        trustees = {e["User"] for e in exchange["mailbox_permissions"]}
+        assert ASSISTANT in trustees
+        assert not [t for t in trustees if t.startswith(ATTACKER_DELEGATE.split("@")[0])]
+        grants = [g for g in fake.tenant.grants if g.get("principalId") == alice_id]
+        assert [g["id"].split("-grant-")[0] for g in grants] == ["zoom"]
+        roles = {
+            a["roleDefinitionId"]
+            for a in fake.tenant.role_assignments
+            if a["principalId"] == alice_id
+        }
+        assert len(roles) == 1
+        # The colleague who left the office (also in the sandbox's tenant) was not touched.
+        erik = fake._user(leaver_of(domain))
+        assert erik["accountEnabled"] is True and len(fake.tenant.methods[erik["id"]]) == 3
+    seen = calls(fake)
+    assert seen.index(f"PATCH /users/{alice_id}") < seen.index(
+        f"POST /users/{alice_id}/revokeSignInSessions"
+    )

@@ -36,13 +36,14 @@ PUBLIC = [
     "DeclaredSecret",
 ]
 
-# Fake services (each integration's ``fake`` module, the sandbox's base): their errors are the
-# fakes' own answers to a client, never seen by a caller of Tocsin.
+# Fake services (each integration's ``fake`` module and its ``fake_*`` parts, the sandbox's
+# base): their errors are the fakes' own answers to a client, never seen by a caller of Tocsin.
 FAKES = ("tocsin.sandbox.",)
 
 
 def _is_fake(name: str) -> bool:
-    return name.startswith(FAKES) or name.rsplit(".", 1)[-1] in ("fake", "simulated_user")
+    last = name.rsplit(".", 1)[-1]
+    return name.startswith(FAKES) or last in ("fake", "simulated_user") or last.startswith("fake_")
 
 
 def _all_modules() -> list[str]:

@@ -1,8 +1,10 @@
 """Microsoft 365: contain and clean a compromised user through Microsoft Graph.
 
 - ``settings``: ``MicrosoftSettings``, the ``microsoft`` slot (``TOCSIN_MICROSOFT__TENANT_ID``...);
-- ``client``: ``MicrosoftCredentials`` (msal's confidential client and its token cache),
-  ``Graph`` (throttling, ``$batch``, errors naming the permission to grant);
+- ``client``: ``MicrosoftApi`` and ``Graph`` (calls, paging, the error hook), over
+  ``tokens`` (``MicrosoftCredentials``: msal's confidential client and its token cache),
+  ``throttling`` (Retry-After, backoff), ``batch`` (``$batch``), ``graph_errors`` (errors
+  naming the permission to grant) and ``response``;
 - ``permissions``: which application permission each Graph call needs;
 - ``defender``: ``DefenderForEndpoint``, Defender for Endpoint's API (machines, isolation);
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
@@ -10,12 +12,13 @@
   delegates);
 - ``password_delivery``: where ``microsoft.reset_password``'s temporary password goes;
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
-  ``microsoft.remove_inbox_rules``..., ``defender.isolate_device``, ``intune.wipe_device``...,
+  ``microsoft.remove_inbox_rules``..., ``microsoft.convert_to_shared_mailbox`` (a leaver's
+  mailbox handed over), ``defender.isolate_device``, ``intune.wipe_device``...,
   one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
   ``fake_entra``, ``fake_exchange`` and ``fake_devices``: Defender for Endpoint and Intune);
-  ``sandbox``: a tenant with one compromised mailbox, and the mailbox-compromise run
-  ``tocsin demo mailbox-compromise`` makes on it.
+  ``sandbox``: a tenant with one compromised mailbox and a leaver still active (``fake_leaver``),
+  and the runs ``tocsin demo`` makes on it (``sandbox.demo_runs``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from tocsin.integration import CheckResult, DemoRun, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
 
+SERVICE = "Microsoft 365"
+"""How errors name the service."""
 CLIENT_SECRET = "microsoft_client_secret"
 CERTIFICATE_KEY_SECRET = "microsoft_certificate_key"
 CERTIFICATE_THUMBPRINT_SECRET = "microsoft_certificate_thumbprint"
@@ -90,6 +95,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.sending",
         "tocsin.integrations.microsoft.actions.entra",
         "tocsin.integrations.microsoft.actions.devices",
+        "tocsin.integrations.microsoft.actions.handover",
     ),
     sandbox=_sandbox,
     demo_runs=_demo_runs,

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from tocsin.errors import TocsinError
 from tocsin.integration import CheckResult
 from tocsin.integrations.microsoft import integration
-from tocsin.integrations.microsoft.client import (
+from tocsin.integrations.microsoft.permissions import ROUTES, Needed
+from tocsin.integrations.microsoft.tokens import (
     MicrosoftCredentials,
     acquire_token,
     scopes,
     token_roles,
 )
-from tocsin.integrations.microsoft.permissions import ROUTES, Needed
 from tocsin.settings import SecretStore, Settings
 
 

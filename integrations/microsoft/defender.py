@@ -11,18 +11,15 @@ shape, ``{"error": {"code", "message", "target"}}``. Calls are throttled like Gr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tocsin.errors import IntegrationError
-from tocsin.integrations.microsoft.client import (
-    SERVICE,
-    GraphResponse,
-    MicrosoftApi,
-    MicrosoftCredentials,
-    token_roles,
-)
+from tocsin.integrations.microsoft import SERVICE
+from tocsin.integrations.microsoft.client import MicrosoftApi
+from tocsin.integrations.microsoft.graph_errors import missing_permission
 from tocsin.integrations.microsoft.permissions import Needed
+from tocsin.integrations.microsoft.response import GraphResponse
+from tocsin.integrations.microsoft.tokens import MicrosoftCredentials, token_roles
 
 if TYPE_CHECKING:
     from tocsin.integrations.microsoft.settings import MicrosoftSettings
@@ -58,54 +55,14 @@ def defender_permission_for(method: str, path: str) -> Needed | None:
 
 
 class DefenderForEndpoint(MicrosoftApi):
-    """Defender for Endpoint's API for one action: calls, paging and errors."""
+    """Defender for Endpoint's API for one action: ``MicrosoftApi``'s calls and paging,
+    Defender's own error mapping."""
 
     api = "defender"
     label = "Defender for Endpoint"
 
     def base_url_of(self, settings: MicrosoftSettings, credentials: MicrosoftCredentials) -> str:
         return f"{settings.defender_url.rstrip('/')}/api"
-
-    def call(
-        self,
-        method: str,
-        path_template: str,
-        /,
-        *,
-        json_body: Any = None,
-        query: Mapping[str, str | int] | None = None,
-        allow: Sequence[int] = (),
-        what: str = "",
-        **values: Any,
-    ) -> GraphResponse:
-        """Send one request (retried when throttled); a status >= 400 not in ``allow`` raises."""
-        url = self.url(path_template, **values)
-        response = self.send(method, url, json_body=json_body, query=query)
-        if response.status >= 400 and response.status not in allow:
-            raise self.error(method, url, response, what)
-        return response
-
-    def pages(
-        self,
-        path_template: str,
-        /,
-        *,
-        query: Mapping[str, str | int] | None = None,
-        what: str = "",
-        **values: Any,
-    ) -> Iterator[dict[str, Any]]:
-        """Every item of a collection, following ``@odata.nextLink``."""
-        url: str | None = self.url(path_template, **values)
-        page_query = query
-        while url is not None:
-            response = self.send("GET", url, query=page_query)
-            if response.status >= 400:
-                raise self.error("GET", url, response, what)
-            body = response.body if isinstance(response.body, dict) else {}
-            yield from (item for item in body.get("value") or [] if isinstance(item, dict))
-            next_link = body.get("@odata.nextLink")
-            url = self._endpoint(None).resolve(next_link) if isinstance(next_link, str) else None
-            page_query = None
 
     def error(
         self, method: str, url: str, response: GraphResponse, what: str = ""
@@ -118,18 +75,15 @@ class DefenderForEndpoint(MicrosoftApi):
         retryable = False
         if status == 403:
             needed = defender_permission_for(method, path)
-            granted = token_roles(self._token) if self._token else []
-            missing = [p for p in needed.permissions if p not in granted] if needed else []
             if needed is not None:
-                text = (
-                    f"refused to {doing} ({said}): the app needs the WindowsDefenderATP "
-                    f"application permission {needed.describe()}"
-                    + (f"; its token lacks {', '.join(missing)}" if granted and missing else "")
-                )
-                hint = (
-                    f"grant {' and '.join(missing or needed.permissions)} to the app "
-                    f"{self.credentials.client_id}: {_GRANT_DEFENDER}; the permission applies "
-                    "to new tokens, within minutes"
+                text, hint = missing_permission(
+                    doing,
+                    said,
+                    needed,
+                    token_roles(self._token) if self._token else [],
+                    self.credentials.client_id,
+                    grant_place=_GRANT_DEFENDER,
+                    api="WindowsDefenderATP",
                 )
             else:
                 text = f"refused to {doing} ({said})"

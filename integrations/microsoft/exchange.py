@@ -21,12 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tocsin.errors import IntegrationError
-from tocsin.integrations.microsoft.client import (
-    SERVICE,
-    GraphResponse,
-    MicrosoftApi,
-    MicrosoftCredentials,
-)
+from tocsin.integrations.microsoft import SERVICE
+from tocsin.integrations.microsoft.client import MicrosoftApi
+from tocsin.integrations.microsoft.response import GraphResponse
+from tocsin.integrations.microsoft.tokens import MicrosoftCredentials
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

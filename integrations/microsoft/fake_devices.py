@@ -109,6 +109,7 @@ def defender_request(fake: FakeMicrosoft, request: ReceivedRequest) -> Reply:
 def _need(token: _Token, any_of: set[str]) -> Reply | None:
     if token.roles & any_of:
         return None
+    # Unconfirmed: Defender's 403 message for a token without the role.
     return defender_error(
         403,
         "Forbidden",
@@ -213,6 +214,8 @@ def _isolation(fake: FakeMicrosoft, machine_id: str, verb: str, body: Any) -> Re
     live.sort(key=lambda a: a["creationDateTimeUtc"], reverse=True)
     in_progress = any(a["status"] in ("Pending", "InProgress") for a in live)
     if in_progress or (live and live[0]["type"] == kind) or (not live and kind == "Unisolate"):
+        # Unconfirmed: ActiveRequestAlreadyExists's message, and that releasing a machine
+        # never isolated answers it too (MicrosoftDocs/microsoft-365-docs#5903 shows a repeat).
         return defender_error(400, "ActiveRequestAlreadyExists", "Action is already in progress")
     action = machine_action(machine, kind, str(body["Comment"]), scope, status="Pending")
     fake.tenant.machine_actions.append(action)
@@ -271,6 +274,7 @@ def is_intune_path(parts: list[str]) -> bool:
 def _intune_need(caller: _Token, any_of: set[str]) -> None:
     if caller.roles & any_of:
         return
+    # Unconfirmed: Intune's 403 wording (code Forbidden, the scopes named, an Operation ID).
     raise GraphError(
         403,
         "Forbidden",

@@ -11,7 +11,14 @@ protocols, delegates.
   the cmdlet does; a set that changes nothing warns);
 - ``Get-MailboxPermission``/``Remove-MailboxPermission`` (FullAccess: ``User``,
   ``AccessRights``, ``IsInherited``, ``Deny``), ``Get-RecipientPermission``/
-  ``Remove-RecipientPermission`` (SendAs: ``Trustee``); removing what is not there warns.
+  ``Remove-RecipientPermission`` (SendAs: ``Trustee``); removing what is not there warns;
+- ``Add-MailboxPermission -AccessRights FullAccess -AutoMapping``, ``Add-RecipientPermission
+  -AccessRights SendAs`` (the trustee must be a mailbox of the tenant; adding what is there
+  already changes nothing);
+- ``Set-Mailbox -Type Shared|Regular`` (``RecipientTypeDetails`` ``SharedMailbox`` /
+  ``UserMailbox``; setting the type it has warns), which fake.py's ``Set-Mailbox`` hands here;
+- ``Get-AcceptedDomain``: the tenant's domain (``Default``), the domains of its users'
+  sign-in addresses and ``<tenant>.onmicrosoft.com``, all ``Authoritative``.
 
 The shapes are those peer tools read (the API is not documented). ``CMDLETS`` is what the
 fake's ``InvokeCommand`` dispatches here; each handler runs with the fake's lock held.
@@ -136,6 +143,7 @@ def _state(fake: FakeMicrosoft, identity: Any) -> tuple[dict[str, Any], dict[str
 def _refuse_unknown(
     fake: FakeMicrosoft, parameters: Mapping[str, Any], known: set[str]
 ) -> Reply | None:
+    # Unconfirmed: InvokeCommand's refusal of an unknown parameter (its exception and wording).
     unknown = [name for name in parameters if name not in known | {"Confirm"}]
     if not unknown:
         return None
@@ -184,6 +192,7 @@ def _visible_rules(fake: FakeMicrosoft, user: dict[str, Any]) -> list[dict[str, 
 
 
 def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    # Unconfirmed: IncludeHidden as a JSON boolean (a PowerShell switch over InvokeCommand).
     refused = _refuse_unknown(fake, parameters, {"Mailbox", "IncludeHidden", "Identity"})
     if refused:
         return refused
@@ -200,6 +209,7 @@ def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
 
 
 def remove_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    # Unconfirmed: AlwaysDeleteOutlookRulesBlob as a JSON boolean over InvokeCommand.
     refused = _refuse_unknown(
         fake, parameters, {"Mailbox", "Identity", "AlwaysDeleteOutlookRulesBlob"}
     )
@@ -296,6 +306,7 @@ def get_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any])
 def _remove_permission(
     fake: FakeMicrosoft, parameters: Mapping[str, Any], key: str, who: str, rights: str
 ) -> Reply:
+    # Unconfirmed: AccessRights given as a JSON list of strings (["FullAccess"]).
     refused = _refuse_unknown(
         fake, parameters, {"Identity", who, "AccessRights", "InheritanceType"}
     )
@@ -333,6 +344,130 @@ def remove_mailbox_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]
 
 def remove_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
     return _remove_permission(fake, parameters, "recipient_permissions", "Trustee", "SendAs")
+
+
+def _add_permission(
+    fake: FakeMicrosoft,
+    parameters: Mapping[str, Any],
+    key: str,
+    who: str,
+    rights: str,
+    known: set[str],
+) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Identity", who, "AccessRights", *known})
+    if refused:
+        return refused
+    found = _state(fake, parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    user, state = found
+    trustee = _state(fake, parameters.get(who))
+    if isinstance(trustee, Reply):
+        return trustee
+    if [str(r) for r in parameters.get("AccessRights") or []] != [rights]:
+        return fake._exchange_error(
+            400,
+            "Management.RestApiClient.RestClientException",
+            f"Cannot bind parameter 'AccessRights': this fake grants only {rights}.",
+        )
+    address = trustee[0]["userPrincipalName"]
+    entries = state[key]
+    present = [
+        e
+        for e in entries
+        if str(e[who]).lower() == address.lower()
+        and any(rights in right for right in e["AccessRights"])
+    ]
+    if not present:
+        entry: dict[str, Any] = {
+            "Identity": user["userPrincipalName"],
+            who: address,
+            "AccessRights": [rights],
+            "IsInherited": False,
+        }
+        if key == "mailbox_permissions":
+            entry.update({"Deny": False, "InheritanceType": "All"})
+            state.setdefault("automapping", {})[address.lower()] = bool(
+                parameters.get("AutoMapping", True)
+            )
+        else:
+            entry.update({"AccessControlType": "Allow", "InheritanceType": "None"})
+        entries.append(entry)
+        present = [entry]
+    return _values(present)
+
+
+def add_mailbox_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    return _add_permission(
+        fake,
+        parameters,
+        "mailbox_permissions",
+        "User",
+        "FullAccess",
+        {"AutoMapping", "InheritanceType"},
+    )
+
+
+def add_recipient_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    return _add_permission(fake, parameters, "recipient_permissions", "Trustee", "SendAs", set())
+
+
+MAILBOX_TYPES = {"Shared": "SharedMailbox", "Regular": "UserMailbox"}
+
+
+def set_mailbox_type(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    """``Set-Mailbox -Identity <upn> -Type Shared|Regular`` (fake.py's Set-Mailbox hands it here)."""
+    refused = _refuse_unknown(fake, parameters, {"Identity", "Type"})
+    if refused:
+        return refused
+    found = fake._exchange_mailbox(parameters.get("Identity"))
+    if isinstance(found, Reply):
+        return found
+    _, mailbox = found
+    wanted = MAILBOX_TYPES.get(str(parameters.get("Type")))
+    if wanted is None:
+        return fake._exchange_error(
+            400,
+            "Management.RestApiClient.RestClientException",
+            f"Cannot process argument transformation on parameter 'Type'. Cannot convert value "
+            f'"{parameters.get("Type")}" to type "ConvertibleMailboxSubType".',
+        )
+    before = mailbox.get("RecipientTypeDetails", "UserMailbox")
+    mailbox["RecipientTypeDetails"] = wanted
+    warnings = (
+        [
+            f"The command completed successfully but no settings of '{parameters['Identity']}' "
+            "have been modified."
+        ]
+        if before == wanted
+        else []
+    )
+    return _values([], warnings)
+
+
+def get_accepted_domain(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    refused = _refuse_unknown(fake, parameters, {"Identity"})
+    if refused:
+        return refused
+    initial = f"{fake.tenant_domain.split('.')[0].replace('-', '')}.onmicrosoft.com"
+    names = [
+        fake.tenant_domain.lower(),
+        *(u["userPrincipalName"].rsplit("@", 1)[-1].lower() for u in fake.tenant.users),
+        initial,
+    ]
+    domains = [
+        {
+            "Identity": name,
+            "Name": name,
+            "DomainName": name,
+            "DomainType": "Authoritative",
+            "Default": name == fake.tenant_domain.lower(),
+            "InitialDomain": name == initial,
+            "MatchSubDomains": False,
+        }
+        for name in dict.fromkeys(names)
+    ]
+    return _values(domains)
 
 
 # Unconfirmed: the shapes of Get-/Remove-BlockedSenderAddress over InvokeCommand, and the
@@ -375,4 +510,7 @@ CMDLETS: dict[str, Handler] = {
     "Remove-MailboxPermission": remove_mailbox_permission,
     "Get-RecipientPermission": get_recipient_permission,
     "Remove-RecipientPermission": remove_recipient_permission,
+    "Add-MailboxPermission": add_mailbox_permission,
+    "Add-RecipientPermission": add_recipient_permission,
+    "Get-AcceptedDomain": get_accepted_domain,
 }

@@ -1,5 +1,7 @@
 """Microsoft 365 in the sandbox: a tenant whose user (the run's ``user`` input, or
-alice@broker-office.example) was phished, and the settings and secret that reach it."""
+alice@broker-office.example) was phished, where a colleague who left the office
+(erik@..., ``fake_leaver``) still has an active account, and the settings and secret that
+reach it."""
 
 from __future__ import annotations
 
@@ -22,6 +24,12 @@ from tocsin.integrations.microsoft.fake import (
 )
 from tocsin.integrations.microsoft.fake_entra import GENUINE_ROLE
 from tocsin.integrations.microsoft.fake_exchange import GENUINE_DELEGATE_LOCAL
+from tocsin.integrations.microsoft.fake_leaver import (
+    LEAVER_LOCAL,
+    add_leaver,
+    colleague_of,
+    leaver_of,
+)
 
 
 def demo_runs() -> Mapping[str, DemoRun]:
@@ -47,7 +55,11 @@ def start(seed: SandboxSeed) -> SandboxService:
     """Start the fake identity platform and Graph with one compromised mailbox."""
     given = seed.inputs.get("user")
     user = given if isinstance(given, str) and "@" in given else SANDBOX_USER
-    fake = FakeMicrosoft(compromised_tenant(user)).start(tls=seed.server_tls)
+    domain = user.rsplit("@", 1)[-1]
+    if user.lower() == leaver_of(domain):  # the leaver runbook: the phished user stays alice
+        user = f"{SANDBOX_USER.split('@')[0]}@{domain}"
+    tenant = add_leaver(compromised_tenant(user), domain)
+    fake = FakeMicrosoft(tenant).start(tls=seed.server_tls)
     microsoft: dict[str, object] = {
         "tenant_id": SANDBOX_TENANT_ID,
         "client_id": SANDBOX_CLIENT_ID,
@@ -70,8 +82,10 @@ def start(seed: SandboxSeed) -> SandboxService:
             f"Microsoft 365 tenant {SANDBOX_TENANT_ID} at {fake.url}: {user} was phished "
             "(attacker inbox rules, hidden rule, phone method, app consent, admin role, "
             "mailbox delegate, POP and IMAP on, sign-ins from abroad; their laptop onboarded "
-            "in Defender for Endpoint and enrolled in Intune); temporary passwords "
-            f"go to {passwords}"
+            "in Defender for Endpoint and enrolled in Intune); "
+            f"{leaver_of(domain)} left the office but his account, role, consent, mailbox "
+            f"and devices are still active ({LEAVER_LOCAL}'s mail goes to "
+            f"{colleague_of(domain)}); temporary passwords go to {passwords}"
         ],
     )
 

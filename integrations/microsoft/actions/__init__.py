@@ -13,13 +13,20 @@ found, and how ``keep`` lists and partly failed removals are judged.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import Field
 
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.client import SERVICE, BatchOutcome, Graph
+from tocsin.integrations.microsoft.exchange import ExchangeOnline
+
+if TYPE_CHECKING:
+    from tocsin.actions import ActionContext
+
+Thing = TypeVar("Thing")
 
 UserRef = Annotated[
     str,
@@ -45,6 +52,99 @@ def find_user(graph: Graph, user: str) -> dict[str, Any]:
     found = graph.call("GET", "/users/{user}", user=user, query={"$select": _USER_FIELDS})
     body = found.body if isinstance(found.body, dict) else {}
     return body
+
+
+@dataclass(frozen=True)
+class FoundUser:
+    """The user an action acts on, as Graph names them, and the Graph client it found them with."""
+
+    graph: Graph
+    id: str
+    upn: str
+    fields: dict[str, Any]
+    """Everything ``find_user`` read (accountEnabled, onPremisesSyncEnabled...)."""
+
+
+def look_up_user(context: ActionContext, action_name: str, user: str) -> FoundUser:
+    """Graph for ``action_name`` and the user ``user`` names; a 404 names them."""
+    graph = Graph.for_action(context, action_name)
+    found = find_user(graph, user)
+    return FoundUser(graph, str(found["id"]), str(found["userPrincipalName"]), found)
+
+
+def exchange_for(context: ActionContext, action_name: str, user: str) -> tuple[str, ExchangeOnline]:
+    """The user's UPN (found through Graph, which names a missing user) and Exchange Online."""
+    found = look_up_user(context, action_name, user)
+    return found.upn, ExchangeOnline.for_action(context, action_name)
+
+
+@dataclass(frozen=True)
+class KeepSplit(Generic[Thing]):
+    """The user's things a removal considers, split by ``keep``: those kept, those to remove."""
+
+    kept: list[Thing]
+    targets: list[Thing]
+
+
+def split_by_keep(
+    action_name: str,
+    keep: Iterable[str],
+    things: Sequence[Thing],
+    *,
+    keys: Callable[[Thing], Iterable[str]],
+    label: Callable[[Thing], str],
+    what: str,
+    removable: Callable[[Thing], bool] = lambda _: True,
+) -> KeepSplit[Thing]:
+    """Split the ``removable`` things into those ``keep`` names (by any of their ``keys``) and
+    the rest; refused, nothing removed, when an entry of ``keep`` names none of ``things``."""
+    keep = list(keep)
+    names = [{name_key(key) for key in keys(thing)} - {""} for thing in things]
+    refuse_unknown_keep(action_name, unmatched(keep, names), what, [label(t) for t in things])
+    wanted = {name_key(entry) for entry in keep}
+    considered = [(t, known) for t, known in zip(things, names, strict=True) if removable(t)]
+    return KeepSplit(
+        kept=[t for t, known in considered if known & wanted],
+        targets=[t for t, known in considered if not known & wanted],
+    )
+
+
+@dataclass
+class Removals(Generic[Thing]):
+    """What a removal action removed and what it could not, each failure named: the others
+    stay removed, and ``removed()`` raises one error naming every failure."""
+
+    action_name: str
+    targets: Sequence[Thing]
+    gone: list[Thing] = field(default_factory=list)
+    failures: list[tuple[str, IntegrationError]] = field(default_factory=list)
+
+    def remove_each(self, remove: Callable[[Thing], object], label: Callable[[Thing], str]) -> None:
+        """Remove the targets one at a time, each failure kept with its label."""
+        for target in self.targets:
+            try:
+                remove(target)
+            except IntegrationError as error:
+                self.failures.append((label(target), error))
+            else:
+                self.gone.append(target)
+
+    def record(self, target: Thing, outcome: BatchOutcome, label: str) -> None:
+        """A ``$batch`` item's outcome: removed, already gone (404, a re-run), or failed."""
+        if outcome.ok or outcome.status == 404:
+            self.gone.append(target)
+        else:
+            assert outcome.error is not None
+            self.failures.append((label, outcome.error))
+
+    def failed(self, label: str, error: IntegrationError) -> None:
+        self.failures.append((label, error))
+
+    def removed(self) -> list[Thing]:
+        """What was removed; ``failed_items``' error when anything could not be."""
+        if self.failures:
+            raise failed_items(self.action_name, self.failures, len(self.targets))
+        return self.gone
 
 
 def unmatched(keep: Iterable[str], names: Iterable[set[str]]) -> list[str]:

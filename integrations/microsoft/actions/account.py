@@ -8,8 +8,7 @@ from pydantic import BaseModel
 
 from tocsin.actions import ActionContext, action
 from tocsin.integrations.microsoft import CLIENT_SECRET
-from tocsin.integrations.microsoft.actions import UserRef, find_user
-from tocsin.integrations.microsoft.client import Graph
+from tocsin.integrations.microsoft.actions import UserRef, look_up_user
 
 
 class AccountState(BaseModel):
@@ -24,26 +23,26 @@ class AccountState(BaseModel):
 
 
 def _set_enabled(context: ActionContext, name: str, user: str, enabled: bool) -> AccountState:
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    was = bool(found.get("accountEnabled"))
+    found = look_up_user(context, name, user)
+    graph = found.graph
+    was = bool(found.fields.get("accountEnabled"))
     if was != enabled:
         graph.call(
             "PATCH",
             "/users/{user}",
-            user=found["id"],
+            user=found.id,
             json_body={"accountEnabled": enabled},
-            what=f"{'enable' if enabled else 'disable'} {found['userPrincipalName']}",
+            what=f"{'enable' if enabled else 'disable'} {found.upn}",
         )
     note = (
         "the user is synchronised from on-premises AD: change the account there too, or the "
         "next sync sets it back"
-        if found.get("onPremisesSyncEnabled")
+        if found.fields.get("onPremisesSyncEnabled")
         else ""
     )
     return AccountState(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
+        user=found.upn,
+        user_id=found.id,
         account_enabled=enabled,
         was_enabled=was,
         changed=was != enabled,
@@ -98,18 +97,18 @@ def revoke_sessions(context: ActionContext, *, user: UserRef) -> SessionsRevoked
     Access tokens already issued keep working until they expire (up to an hour), so block
     sign-in first (``microsoft.disable_user``).
     """
-    graph = Graph.for_action(context, "microsoft.revoke_sessions")
-    found = find_user(graph, user)
+    found = look_up_user(context, "microsoft.revoke_sessions", user)
+    graph = found.graph
     answer = graph.call(
         "POST",
         "/users/{user}/revokeSignInSessions",
-        user=found["id"],
-        what=f"revoke the sessions of {found['userPrincipalName']}",
+        user=found.id,
+        what=f"revoke the sessions of {found.upn}",
     )
     value = answer.body.get("value") if isinstance(answer.body, dict) else None
     return SessionsRevoked(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
+        user=found.upn,
+        user_id=found.id,
         revoked=answer.status == 204 or value is True,
         note="takes a few minutes; access tokens already issued stay valid until they "
         "expire (up to 1 h)",
@@ -137,14 +136,12 @@ class ConfirmedCompromised(BaseModel):
 )
 def confirm_compromised(context: ActionContext, *, user: UserRef) -> ConfirmedCompromised:
     """Mark the user as compromised in Entra ID Protection (needs Entra ID P2)."""
-    graph = Graph.for_action(context, "microsoft.confirm_compromised")
-    found = find_user(graph, user)
+    found = look_up_user(context, "microsoft.confirm_compromised", user)
+    graph = found.graph
     graph.call(
         "POST",
         "/identityProtection/riskyUsers/confirmCompromised",
-        json_body={"userIds": [found["id"]]},
-        what=f"mark {found['userPrincipalName']} as compromised",
+        json_body={"userIds": [found.id]},
+        what=f"mark {found.upn} as compromised",
     )
-    return ConfirmedCompromised(
-        user=found["userPrincipalName"], user_id=found["id"], confirmed=True
-    )
+    return ConfirmedCompromised(user=found.upn, user_id=found.id, confirmed=True)

@@ -10,12 +10,10 @@ from tocsin.actions import ActionContext, action
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import (
     Keep,
+    Removals,
     UserRef,
-    failed_items,
-    find_user,
-    name_key,
-    refuse_unknown_keep,
-    unmatched,
+    look_up_user,
+    split_by_keep,
 )
 from tocsin.integrations.microsoft.client import BatchItem, Graph
 
@@ -112,12 +110,9 @@ def _grants(graph: Graph, user_id: str) -> list[OAuthGrant]:
 )
 def list_oauth_grants(context: ActionContext, *, user: UserRef) -> OAuthGrants:
     """List the consents the user gave apps (delegated permission grants), flagging mail access."""
-    graph = Graph.for_action(context, "microsoft.list_oauth_grants")
-    found = find_user(graph, user)
-    grants = _grants(graph, found["id"])
-    return OAuthGrants(
-        user=found["userPrincipalName"], user_id=found["id"], grants=grants, count=len(grants)
-    )
+    found = look_up_user(context, "microsoft.list_oauth_grants", user)
+    grants = _grants(found.graph, found.id)
+    return OAuthGrants(user=found.upn, user_id=found.id, grants=grants, count=len(grants))
 
 
 class RevokedGrants(BaseModel):
@@ -143,34 +138,25 @@ class RevokedGrants(BaseModel):
 def revoke_oauth_grants(context: ActionContext, *, user: UserRef, keep: Keep) -> RevokedGrants:
     """Revoke the consents the user gave apps, keeping the apps named (by name, app id or grant id)."""
     name = "microsoft.revoke_oauth_grants"
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    grants = _grants(graph, found["id"])
-    names = [
-        {name_key(g.id), name_key(g.app), name_key(g.app_id), name_key(g.client_id)} - {""}
-        for g in grants
-    ]
-    refuse_unknown_keep(
-        name, unmatched(keep, names), "app consent", [g.app or g.client_id for g in grants]
+    found = look_up_user(context, name, user)
+    graph = found.graph
+    grants = _grants(graph, found.id)
+    split = split_by_keep(
+        name,
+        keep,
+        grants,
+        keys=lambda g: (g.id, g.app, g.app_id, g.client_id),
+        label=lambda g: g.app or g.client_id,
+        what="app consent",
     )
-    wanted = {name_key(entry) for entry in keep}
-    kept = [g for g, known in zip(grants, names, strict=True) if known & wanted]
-    targets = [g for g in grants if g not in kept]
     items = [
         BatchItem(g.id, "DELETE", graph.relative("/oauth2PermissionGrants/{id}", id=g.id))
-        for g in targets
+        for g in split.targets
     ]
-    revoked, failures = [], []
-    for grant, outcome in zip(
-        targets, graph.batch(items, what="revoke an app consent"), strict=True
-    ):
-        if outcome.ok or outcome.status == 404:
-            revoked.append(grant)
-        else:
-            assert outcome.error is not None
-            failures.append((f"consent to {grant.app or grant.client_id}", outcome.error))
-    if failures:
-        raise failed_items(name, failures, len(targets))
+    removals = Removals(name, split.targets)
+    outcomes = graph.batch(items, what="revoke an app consent")
+    for grant, outcome in zip(split.targets, outcomes, strict=True):
+        removals.record(grant, outcome, f"consent to {grant.app or grant.client_id}")
     return RevokedGrants(
-        user=found["userPrincipalName"], user_id=found["id"], revoked=revoked, kept=kept
+        user=found.upn, user_id=found.id, revoked=removals.removed(), kept=split.kept
     )

@@ -20,6 +20,13 @@ from pydantic import BaseModel, Field
 from tocsin.actions import ActionContext, action
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft.actions import (
+    UserRef,
+    failed_items,
+    find_user,
+    name_key,
+    refuse_unknown_keep,
+)
 from tocsin.integrations.microsoft.client import SERVICE, Graph
 from tocsin.integrations.microsoft.defender import DefenderForEndpoint
 
@@ -320,6 +327,13 @@ class ManagedDeviceAction(BaseModel):
     note: str = ""
 
 
+def _which_device(
+    device: str | None, user: str | None, unnamed: str = "the enrolled device"
+) -> str:
+    """The device as a sentence names it: by name, or ``unnamed``, then whose it is."""
+    return f"{device or unnamed}{' of ' + user if user else ''}"
+
+
 def _need_device_or_user(parameters: Any) -> None:
     if not parameters.device and not parameters.user:
         raise ValueError("give `device` (its name or id), `user` (their enrolled device), or both")
@@ -329,7 +343,7 @@ def find_managed_device(
     graph: Graph, name: str, device: str | None, user: str | None
 ) -> dict[str, Any]:
     """The one Intune device ``device`` names (of ``user`` when given), read in full."""
-    what = f"find the Intune device {device or ''}{' of ' + user if user else ''}".strip()
+    what = f"find the Intune device {_which_device(device, user, '')}".strip()
     if device and _GUID.match(device.strip().lower()):
         candidates = [{"id": device.strip().lower()}]
     elif device:
@@ -348,7 +362,7 @@ def find_managed_device(
         raise IntegrationError(
             name,
             SERVICE,
-            f"Intune has no enrolled device {device or ''}{' of ' + user if user else ''}".rstrip(),
+            f"Intune has no enrolled device {_which_device(device, user, '')}".rstrip(),
             "check in the Intune admin centre (Devices → All devices) that the device is enrolled "
             "and how it is named; a device that is not enrolled cannot be locked or wiped remotely",
         )
@@ -443,7 +457,7 @@ def _remote_action(
     secrets=(CLIENT_SECRET,),
     check=_need_device_or_user,
     describe=lambda device, user: (
-        f"lock {device or 'the enrolled device'}{' of ' + user if user else ''} remotely "
+        f"lock {_which_device(device, user)} remotely "
         "through Intune (skipped while a lock is pending)"
     ),
 )
@@ -463,7 +477,7 @@ def lock_device(
     secrets=(CLIENT_SECRET,),
     check=_need_device_or_user,
     describe=lambda device, user: (
-        f"retire {device or 'the enrolled device'}{' of ' + user if user else ''} in Intune: "
+        f"retire {_which_device(device, user)} in Intune: "
         "remove company data, apps and profiles, keep personal data (not undoable)"
     ),
 )
@@ -492,7 +506,7 @@ def retire_device(
     secrets=(CLIENT_SECRET,),
     check=_need_device_or_user,
     describe=lambda device, user, keep_user_data, keep_enrollment_data: (
-        f"WIPE {device or 'the enrolled device'}{' of ' + user if user else ''} through "
+        f"WIPE {_which_device(device, user)} through "
         "Intune: factory reset"
         + (", keeping user data" if keep_user_data else ", erasing user data")
         + (" and the enrolment" if keep_enrollment_data else "")
@@ -525,3 +539,123 @@ def wipe_device(
         frozenset({"wipePending", "wipeIssued"}),
         {"keepEnrollmentData": keep_enrollment_data, "keepUserData": keep_user_data},
     )
+
+
+# -- a leaver's devices -----------------------------------------------------------------------
+
+
+class UserDevice(BaseModel):
+    device: str
+    device_id: str
+    operating_system: str
+    management_state: str
+    last_sync: str | None
+
+
+class UserDevices(BaseModel):
+    user: str
+    devices: list[UserDevice]
+    count: int
+
+
+def _user_devices(graph: Graph, user: str) -> list[UserDevice]:
+    listed = graph.pages(
+        "/users/{user}/managedDevices", user=user, what=f"list the Intune devices of {user}"
+    )
+    return [
+        UserDevice(
+            device=str(d.get("deviceName") or ""),
+            device_id=str(d.get("id")),
+            operating_system=str(d.get("operatingSystem") or ""),
+            management_state=str(d.get("managementState") or "managed"),
+            last_sync=d.get("lastSyncDateTime"),
+        )
+        for d in listed
+    ]
+
+
+@action(
+    "intune.list_user_devices",
+    destructive=False,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user: f"list the devices of {user} enrolled in Intune",
+)
+def list_user_devices(context: ActionContext, *, user: UserRef) -> UserDevices:
+    """List the user's devices enrolled in Intune (``GET /users/{id}/managedDevices``)."""
+    graph = Graph.for_action(context, "intune.list_user_devices")
+    upn = str(find_user(graph, user)["userPrincipalName"])
+    devices = _user_devices(graph, upn)
+    return UserDevices(user=upn, devices=devices, count=len(devices))
+
+
+class RetiredDevices(BaseModel):
+    user: str
+    retired: list[ManagedDeviceAction]
+    """Each device's outcome: ``changed`` false when its retire was already pending."""
+    kept: list[UserDevice]
+    note: str = (
+        "each device removes the company data and leaves Intune when it next checks in; "
+        "one that never does stays in Devices → All devices until it is deleted there"
+    )
+
+
+@action(
+    "intune.remove_user_devices",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda user, keep: (
+        f"retire every device of {user} enrolled in Intune"
+        + (f" but {', '.join(keep)}" if keep else "")
+        + ": company data, apps and profiles go, personal data stays (not undoable)"
+    ),
+)
+def remove_user_devices(
+    context: ActionContext,
+    *,
+    user: UserRef,
+    keep: Annotated[
+        list[str],
+        Field(
+            description="Devices to leave alone, by name or Intune id; every entry must name "
+            "one of the user's devices, or nothing is retired"
+        ),
+    ] = [],  # noqa: B006 - pydantic copies defaults
+) -> RetiredDevices:
+    """Retire each of the user's Intune devices (a leaver's), but those ``keep`` names; a
+    device whose retire is already pending is not asked again, so a re-run changes nothing.
+    One device failing does not stop the others; the error then names each one."""
+    name = "intune.remove_user_devices"
+    graph = Graph.for_action(context, name)
+    upn = str(find_user(graph, user)["userPrincipalName"])
+    devices = _user_devices(graph, upn)
+    keys = [{name_key(d.device), d.device_id.lower()} for d in devices]
+    known: set[str] = set().union(*keys)
+    refuse_unknown_keep(
+        name,
+        [entry for entry in keep if name_key(entry) not in known],
+        "Intune device",
+        [d.device for d in devices],
+    )
+    wanted = {name_key(entry) for entry in keep}
+    kept = [d for d, k in zip(devices, keys, strict=True) if k & wanted]
+    retired, failures = [], []
+    targets = [d for d in devices if d not in kept]
+    for device in targets:
+        try:
+            retired.append(
+                _remote_action(
+                    context,
+                    name,
+                    device.device_id,
+                    upn,
+                    "retire",
+                    frozenset({"retirePending", "retireIssued"}),
+                )
+            )
+        except IntegrationError as error:
+            failures.append((f"device {device.device}", error))
+    if failures:
+        raise failed_items(name, failures, len(targets))
+    return RetiredDevices(user=upn, retired=retired, kept=kept)

@@ -12,12 +12,10 @@ from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET, integration
 from tocsin.integrations.microsoft.actions import (
     Keep,
+    Removals,
     UserRef,
-    failed_items,
-    find_user,
-    name_key,
-    refuse_unknown_keep,
-    unmatched,
+    look_up_user,
+    split_by_keep,
 )
 from tocsin.integrations.microsoft.client import SERVICE, Graph
 from tocsin.integrations.microsoft.password_delivery import (
@@ -82,9 +80,8 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
     delivery = password_delivery(
         integration.settings_of(context.settings), context.settings, context.secrets
     )
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    upn = str(found["userPrincipalName"])
+    found = look_up_user(context, name, user)
+    graph, upn = found.graph, found.upn
     # The password lives only here, in the staged note and in this request's body: it is
     # staged first, so that a channel that cannot take it fails before anything changes.
     password = temporary_password()
@@ -93,7 +90,7 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
         answer = graph.call(
             "PATCH",
             "/users/{user}",
-            user=found["id"],
+            user=found.id,
             json_body={
                 "passwordProfile": {
                     "forceChangePasswordNextSignIn": True,
@@ -112,7 +109,7 @@ def reset_password(context: ActionContext, *, user: UserRef) -> PasswordReset:
         raise _password_refused(name, upn, said, graph.credentials.client_id)
     return PasswordReset(
         user=upn,
-        user_id=found["id"],
+        user_id=found.id,
         force_change_next_sign_in=True,
         delivered_to=staged.commit(),
     )
@@ -246,11 +243,8 @@ def _remove_eligibility(
 )
 def list_admin_roles(context: ActionContext, *, user: UserRef) -> AdminRoles:
     """List the user's active Entra directory role assignments."""
-    graph = Graph.for_action(context, "microsoft.list_admin_roles")
-    found = find_user(graph, user)
-    return AdminRoles(
-        user=found["userPrincipalName"], user_id=found["id"], roles=_assignments(graph, found["id"])
-    )
+    found = look_up_user(context, "microsoft.list_admin_roles", user)
+    return AdminRoles(user=found.upn, user_id=found.id, roles=_assignments(found.graph, found.id))
 
 
 class RemovedRoles(BaseModel):
@@ -275,51 +269,44 @@ def remove_admin_roles(context: ActionContext, *, user: UserRef, keep: Keep = []
     """Remove the user's active Entra role assignments but the roles ``keep`` names (by role
     name or assignment id); a re-run finds nothing left to remove."""
     name = "microsoft.remove_admin_roles"
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    upn = str(found["userPrincipalName"])
-    roles = _assignments(graph, found["id"])
-    names = [
-        {name_key(r.id), name_key(r.role), name_key(r.role_id)}
-        | ({name_key(r.group)} if r.group else set())
-        for r in roles
-    ]
-    refuse_unknown_keep(name, unmatched(keep, names), "admin role", [_label(r) for r in roles])
-    wanted = {name_key(entry) for entry in keep}
-    kept = [r for r, keys in zip(roles, names, strict=True) if keys & wanted]
-    # Leaving a group takes every role it holds: a group one of whose roles is kept stays.
-    kept_groups = {r.group_id for r in kept if r.kind == "group"}
-    kept += [r for r in roles if r.kind == "group" and r.group_id in kept_groups and r not in kept]
-    targets = [r for r in roles if r not in kept]
-    removed, failures = [], []
-    left_groups: set[str] = set()
-    for role in targets:
-        try:
-            if role.kind == "active":
-                graph.call(
-                    "DELETE",
-                    "/roleManagement/directory/roleAssignments/{assignment}",
-                    assignment=role.id,
-                    allow=(404,),
-                    what=f"remove the role {role.role} of {upn}",
-                )
-            elif role.kind == "eligible":
-                _remove_eligibility(graph, context, found["id"], upn, role)
-            elif role.group_id not in left_groups:
-                graph.call(
-                    "DELETE",
-                    "/groups/{group}/members/{member}/$ref",
-                    group=str(role.group_id),
-                    member=found["id"],
-                    allow=(404,),
-                    what=f"take {upn} out of the group {role.group}",
-                )
-                left_groups.add(str(role.group_id))
-            removed.append(role)
-        except IntegrationError as error:
-            failures.append((f"role {_label(role)}", error))
-    if failures:
-        raise failed_items(name, failures, len(targets))
-    return RemovedRoles(
-        user=found["userPrincipalName"], user_id=found["id"], removed=removed, kept=kept
+    found = look_up_user(context, name, user)
+    graph, upn = found.graph, found.upn
+    split = split_by_keep(
+        name,
+        keep,
+        _assignments(graph, found.id),
+        keys=lambda r: (r.id, r.role, r.role_id, r.group or ""),
+        label=_label,
+        what="admin role",
     )
+    # Leaving a group takes every role it holds: a group one of whose roles is kept stays.
+    kept_groups = {r.group_id for r in split.kept if r.kind == "group"}
+    held = [r for r in split.targets if r.kind == "group" and r.group_id in kept_groups]
+    kept = split.kept + held
+    left_groups: set[str] = set()
+
+    def remove(role: RoleAssignment) -> None:
+        if role.kind == "active":
+            graph.call(
+                "DELETE",
+                "/roleManagement/directory/roleAssignments/{assignment}",
+                assignment=role.id,
+                allow=(404,),
+                what=f"remove the role {role.role} of {upn}",
+            )
+        elif role.kind == "eligible":
+            _remove_eligibility(graph, context, found.id, upn, role)
+        elif role.group_id not in left_groups:
+            graph.call(
+                "DELETE",
+                "/groups/{group}/members/{member}/$ref",
+                group=str(role.group_id),
+                member=found.id,
+                allow=(404,),
+                what=f"take {upn} out of the group {role.group}",
+            )
+            left_groups.add(str(role.group_id))
+
+    removals = Removals(name, [r for r in split.targets if r not in held])
+    removals.remove_each(remove, label=lambda role: f"role {_label(role)}")
+    return RemovedRoles(user=upn, user_id=found.id, removed=removals.removed(), kept=kept)

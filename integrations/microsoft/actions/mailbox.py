@@ -11,18 +11,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from tocsin.actions import ActionContext, action
-from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import (
+    FoundUser,
     Keep,
+    Removals,
     UserRef,
-    failed_items,
-    find_user,
-    name_key,
-    refuse_unknown_keep,
-    unmatched,
+    exchange_for,
+    look_up_user,
+    split_by_keep,
 )
-from tocsin.integrations.microsoft.client import Graph
+from tocsin.integrations.microsoft.client import BatchItem
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
 # -- inbox rules ----------------------------------------------------------------------------
@@ -123,11 +122,12 @@ def _judge_rule(raw: dict[str, Any], folders: dict[str, str] | None, domain: str
     )
 
 
-def _rules(graph: Graph, found: dict[str, Any]) -> list[InboxRule]:
+def _rules(found: FoundUser) -> list[InboxRule]:
+    graph = found.graph
     answer = graph.call(
         "GET",
         "/users/{user}/mailFolders/inbox/messageRules",
-        user=found["id"],
+        user=found.id,
         what="list the inbox rules",
     )
     raw = [r for r in (answer.body or {}).get("value") or [] if isinstance(r, dict)]
@@ -136,7 +136,7 @@ def _rules(graph: Graph, found: dict[str, Any]) -> list[InboxRule]:
         listed = graph.call(
             "GET",
             "/users/{user}/mailFolders",
-            user=found["id"],
+            user=found.id,
             query={"$select": "id,displayName", "$top": 250},
             allow=(403,),
         )
@@ -148,7 +148,7 @@ def _rules(graph: Graph, found: dict[str, Any]) -> list[InboxRule]:
                 for f in (listed.body or {}).get("value") or []
             }
         )
-    domain = str(found["userPrincipalName"]).rsplit("@", 1)[-1]
+    domain = found.upn.rsplit("@", 1)[-1]
     return [_judge_rule(r, folders, domain) for r in raw]
 
 
@@ -164,12 +164,11 @@ def _rules(graph: Graph, found: dict[str, Any]) -> list[InboxRule]:
 )
 def list_inbox_rules(context: ActionContext, *, user: UserRef) -> InboxRules:
     """List the mailbox's inbox rules, flagging those that forward, redirect, delete or hide mail."""
-    graph = Graph.for_action(context, "microsoft.list_inbox_rules")
-    found = find_user(graph, user)
-    rules = _rules(graph, found)
+    found = look_up_user(context, "microsoft.list_inbox_rules", user)
+    rules = _rules(found)
     return InboxRules(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
+        user=found.upn,
+        user_id=found.id,
         rules=rules,
         flagged=sum(1 for r in rules if r.flagged),
     )
@@ -203,36 +202,37 @@ def remove_inbox_rules(context: ActionContext, *, user: UserRef, keep: Keep = []
     mailbox forwarding are not visible to Graph.
     """
     name = "microsoft.remove_inbox_rules"
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    rules = _rules(graph, found)
-    names = [{name_key(r.id), name_key(r.name)} for r in rules]
-    refuse_unknown_keep(name, unmatched(keep, names), "inbox rule", [repr(r.name) for r in rules])
-    wanted = {name_key(entry) for entry in keep}
-    kept = [r for r in rules if r.flagged and {name_key(r.id), name_key(r.name)} & wanted]
-    targets = [r for r in rules if r.flagged and r not in kept]
-    removed, failures = [], []
-    # One at a time: Exchange allows few concurrent requests per mailbox (MailboxConcurrency).
-    for rule in targets:
-        try:
-            graph.call(
-                "DELETE",
-                "/users/{user}/mailFolders/inbox/messageRules/{rule}",
-                user=found["id"],
-                rule=rule.id,
-                allow=(404,),
-                what=f"delete the inbox rule {rule.name!r}",
-            )
-            removed.append(rule)
-        except IntegrationError as error:
-            failures.append((f"rule {rule.name!r}", error))
-    if failures:
-        raise failed_items(name, failures, len(targets))
+    found = look_up_user(context, name, user)
+    rules = _rules(found)
+    split = split_by_keep(
+        name,
+        keep,
+        rules,
+        keys=lambda r: (r.id, r.name),
+        label=lambda r: repr(r.name),
+        what="inbox rule",
+        removable=lambda r: r.flagged,
+    )
+    items = [
+        BatchItem(
+            rule.id,
+            "DELETE",
+            found.graph.relative(
+                "/users/{user}/mailFolders/inbox/messageRules/{rule}", user=found.id, rule=rule.id
+            ),
+        )
+        for rule in split.targets
+    ]
+    removals = Removals(name, split.targets)
+    # In $batch, at most 4 to the mailbox at once (batch.py: Outlook's MailboxConcurrency).
+    outcomes = found.graph.batch(items, what="delete an inbox rule")
+    for rule, outcome in zip(split.targets, outcomes, strict=True):
+        removals.record(rule, outcome, f"rule {rule.name!r}")
     return RemovedRules(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
-        removed=removed,
-        kept=kept,
+        user=found.upn,
+        user_id=found.id,
+        removed=removals.removed(),
+        kept=split.kept,
         unflagged=[r.name for r in rules if not r.flagged],
     )
 
@@ -252,7 +252,8 @@ class MailboxForwarding(BaseModel):
     forwards: bool
 
 
-def _forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
+def read_forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
+    """The mailbox's forwarding as Exchange Online's Get-Mailbox shows it."""
     found = exchange.invoke(
         "Get-Mailbox", {"Identity": upn}, mailbox=upn, what=f"read the mailbox of {upn}"
     )
@@ -267,11 +268,6 @@ def _forwarding(exchange: ExchangeOnline, upn: str) -> MailboxForwarding:
         deliver_to_mailbox_and_forward=bool(mailbox.get("DeliverToMailboxAndForward")),
         forwards=bool(smtp_text or address),
     )
-
-
-def _upn(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnline]:
-    found = find_user(Graph.for_action(context, name), user)
-    return str(found["userPrincipalName"]), ExchangeOnline.for_action(context, name)
 
 
 @action(
@@ -289,8 +285,8 @@ def check_forwarding(context: ActionContext, *, user: UserRef) -> MailboxForward
     Goes through Exchange Online's admin API (InvokeCommand), which Microsoft does not
     document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
     """
-    upn, exchange = _upn(context, "microsoft.check_forwarding", user)
-    return _forwarding(exchange, upn)
+    upn, exchange = exchange_for(context, "microsoft.check_forwarding", user)
+    return read_forwarding(exchange, upn)
 
 
 class RemovedForwarding(BaseModel):
@@ -320,8 +316,8 @@ def disable_forwarding(context: ActionContext, *, user: UserRef) -> RemovedForwa
     document as a public API: the app needs Exchange.ManageAsApp and an Exchange role.
     """
     name = "microsoft.disable_forwarding"
-    upn, exchange = _upn(context, name, user)
-    before = _forwarding(exchange, upn)
+    upn, exchange = exchange_for(context, name, user)
+    before = read_forwarding(exchange, upn)
     if before.forwards or before.deliver_to_mailbox_and_forward:
         exchange.invoke(
             "Set-Mailbox",

@@ -16,26 +16,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from tocsin.actions import ActionContext, action
-from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import (
     Keep,
+    Removals,
     UserRef,
-    failed_items,
-    find_user,
-    name_key,
-    refuse_unknown_keep,
-    unmatched,
+    exchange_for,
+    split_by_keep,
 )
 from tocsin.integrations.microsoft.actions.mailbox import SUSPECT_FOLDERS, forwarding_reasons
-from tocsin.integrations.microsoft.client import Graph
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
-
-
-def _exchange_for(context: ActionContext, name: str, user: str) -> tuple[str, ExchangeOnline]:
-    found = find_user(Graph.for_action(context, name), user)
-    return str(found["userPrincipalName"]), ExchangeOnline.for_action(context, name)
-
 
 # No ``Confirm``: over InvokeCommand nothing prompts, and peer tools send no such parameter.
 
@@ -115,7 +105,7 @@ def _hidden_rules(exchange: ExchangeOnline, upn: str) -> list[HiddenRule]:
 def list_hidden_inbox_rules(context: ActionContext, *, user: UserRef) -> HiddenRules:
     """List the inbox rules only ``Get-InboxRule -IncludeHidden`` shows, flagging those that
     forward, redirect, delete or hide mail (Outlook's own junk rule is not flagged)."""
-    upn, exchange = _exchange_for(context, "microsoft.list_hidden_inbox_rules", user)
+    upn, exchange = exchange_for(context, "microsoft.list_hidden_inbox_rules", user)
     rules = _hidden_rules(exchange, upn)
     return HiddenRules(user=upn, rules=rules, flagged=sum(1 for r in rules if r.flagged))
 
@@ -148,34 +138,27 @@ def remove_hidden_inbox_rules(
 ) -> RemovedHiddenRules:
     """Remove the flagged hidden inbox rules but those ``keep`` names (by name or RuleIdentity)."""
     name = "microsoft.remove_hidden_inbox_rules"
-    upn, exchange = _exchange_for(context, name, user)
-    rules = _hidden_rules(exchange, upn)
-    names = [{name_key(r.rule_identity), name_key(r.name)} for r in rules]
-    refuse_unknown_keep(
-        name, unmatched(keep, names), "hidden inbox rule", [repr(r.name) for r in rules]
+    upn, exchange = exchange_for(context, name, user)
+    split = split_by_keep(
+        name,
+        keep,
+        _hidden_rules(exchange, upn),
+        keys=lambda r: (r.rule_identity, r.name),
+        label=lambda r: repr(r.name),
+        what="hidden inbox rule",
+        removable=lambda r: r.flagged,
     )
-    wanted = {name_key(entry) for entry in keep}
-    kept = [r for r, keys in zip(rules, names, strict=True) if r.flagged and keys & wanted]
-    targets = [r for r in rules if r.flagged and r not in kept]
-    removed, failures = [], []
-    for rule in targets:
-        try:
-            exchange.invoke(
-                "Remove-InboxRule",
-                {
-                    "Mailbox": upn,
-                    "Identity": rule.rule_identity,
-                    "AlwaysDeleteOutlookRulesBlob": True,
-                },
-                mailbox=upn,
-                what=f"remove the hidden inbox rule {rule.name!r} of {upn}",
-            )
-            removed.append(rule)
-        except IntegrationError as error:
-            failures.append((f"rule {rule.name!r}", error))
-    if failures:
-        raise failed_items(name, failures, len(targets))
-    return RemovedHiddenRules(user=upn, removed=removed, kept=kept)
+    removals = Removals(name, split.targets)
+    removals.remove_each(
+        lambda rule: exchange.invoke(
+            "Remove-InboxRule",
+            {"Mailbox": upn, "Identity": rule.rule_identity, "AlwaysDeleteOutlookRulesBlob": True},
+            mailbox=upn,
+            what=f"remove the hidden inbox rule {rule.name!r} of {upn}",
+        ),
+        label=lambda rule: f"rule {rule.name!r}",
+    )
+    return RemovedHiddenRules(user=upn, removed=removals.removed(), kept=split.kept)
 
 
 # -- mail protocols ---------------------------------------------------------------------------
@@ -211,7 +194,7 @@ class MailProtocols(BaseModel):
 def _set_protocols(
     context: ActionContext, name: str, user: str, protocols: Sequence[str], enabled: bool
 ) -> MailProtocols:
-    upn, exchange = _exchange_for(context, name, user)
+    upn, exchange = exchange_for(context, name, user)
     found = exchange.invoke(
         "Get-CASMailbox", {"Identity": upn}, mailbox=upn, what=f"read the protocols of {upn}"
     )
@@ -348,7 +331,7 @@ def _delegates(exchange: ExchangeOnline, upn: str) -> list[Delegate]:
 def list_mailbox_delegates(context: ActionContext, *, user: UserRef) -> MailboxDelegates:
     """List who besides the owner has FullAccess (Get-MailboxPermission) or SendAs
     (Get-RecipientPermission) on the mailbox; inherited and system entries are left out."""
-    upn, exchange = _exchange_for(context, "microsoft.list_mailbox_delegates", user)
+    upn, exchange = exchange_for(context, "microsoft.list_mailbox_delegates", user)
     return MailboxDelegates(user=upn, delegates=_delegates(exchange, upn))
 
 
@@ -377,42 +360,37 @@ def remove_mailbox_delegates(
 ) -> RemovedDelegates:
     """Remove every delegate's FullAccess and SendAs but those of the trustees ``keep`` names."""
     name = "microsoft.remove_mailbox_delegates"
-    upn, exchange = _exchange_for(context, name, user)
-    delegates = _delegates(exchange, upn)
-    names = [{name_key(d.trustee), name_key(d.trustee.split("@")[0])} for d in delegates]
-    refuse_unknown_keep(name, unmatched(keep, names), "delegate", [d.trustee for d in delegates])
-    wanted = {name_key(entry) for entry in keep}
-    kept = [d for d, keys in zip(delegates, names, strict=True) if keys & wanted]
-    targets = [d for d in delegates if d not in kept]
-    removed, failures = [], []
-    for delegate in targets:
-        try:
-            if "FullAccess" in delegate.rights:
-                exchange.invoke(
-                    "Remove-MailboxPermission",
-                    {
-                        "Identity": upn,
-                        "User": delegate.trustee,
-                        "AccessRights": ["FullAccess"],
-                        "InheritanceType": "All",
-                    },
-                    mailbox=upn,
-                    what=f"remove the FullAccess of {delegate.trustee} on {upn}",
-                )
-            if "SendAs" in delegate.rights:
-                exchange.invoke(
-                    "Remove-RecipientPermission",
-                    {
-                        "Identity": upn,
-                        "Trustee": delegate.trustee,
-                        "AccessRights": ["SendAs"],
-                    },
-                    mailbox=upn,
-                    what=f"remove the SendAs of {delegate.trustee} on {upn}",
-                )
-            removed.append(delegate)
-        except IntegrationError as error:
-            failures.append((f"delegate {delegate.trustee}", error))
-    if failures:
-        raise failed_items(name, failures, len(targets))
-    return RemovedDelegates(user=upn, removed=removed, kept=kept)
+    upn, exchange = exchange_for(context, name, user)
+    split = split_by_keep(
+        name,
+        keep,
+        _delegates(exchange, upn),
+        keys=lambda d: (d.trustee, d.trustee.split("@")[0]),
+        label=lambda d: d.trustee,
+        what="delegate",
+    )
+
+    def remove_delegate(delegate: Delegate) -> None:
+        if "FullAccess" in delegate.rights:
+            exchange.invoke(
+                "Remove-MailboxPermission",
+                {
+                    "Identity": upn,
+                    "User": delegate.trustee,
+                    "AccessRights": ["FullAccess"],
+                    "InheritanceType": "All",
+                },
+                mailbox=upn,
+                what=f"remove the FullAccess of {delegate.trustee} on {upn}",
+            )
+        if "SendAs" in delegate.rights:
+            exchange.invoke(
+                "Remove-RecipientPermission",
+                {"Identity": upn, "Trustee": delegate.trustee, "AccessRights": ["SendAs"]},
+                mailbox=upn,
+                what=f"remove the SendAs of {delegate.trustee} on {upn}",
+            )
+
+    removals = Removals(name, split.targets)
+    removals.remove_each(remove_delegate, label=lambda d: f"delegate {d.trustee}")
+    return RemovedDelegates(user=upn, removed=removals.removed(), kept=split.kept)

@@ -14,8 +14,7 @@ from pydantic import BaseModel, Field
 
 from tocsin.actions import ActionContext, action
 from tocsin.integrations.microsoft import CLIENT_SECRET
-from tocsin.integrations.microsoft.actions import UserRef, find_user
-from tocsin.integrations.microsoft.client import Graph
+from tocsin.integrations.microsoft.actions import UserRef, exchange_for
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
 Reason = Annotated[
@@ -42,8 +41,7 @@ class SendingRestriction(BaseModel):
 def _read(
     context: ActionContext, name: str, user: str
 ) -> tuple[str, ExchangeOnline, dict[str, Any]]:
-    upn = str(find_user(Graph.for_action(context, name), user)["userPrincipalName"])
-    exchange = ExchangeOnline.for_action(context, name)
+    upn, exchange = exchange_for(context, name, user)
     # Unconfirmed: the shape of a Get-BlockedSenderAddress entry over InvokeCommand
     # (SenderAddress, Reason, CreatedDatetime are the PowerShell object's properties).
     found = exchange.invoke(

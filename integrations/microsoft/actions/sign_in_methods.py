@@ -11,13 +11,11 @@ from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import (
     Keep,
+    Removals,
     UserRef,
     batch_message,
-    failed_items,
-    find_user,
-    name_key,
-    refuse_unknown_keep,
-    unmatched,
+    look_up_user,
+    split_by_keep,
 )
 from tocsin.integrations.microsoft.client import METHOD_KINDS, SERVICE, BatchItem, Graph
 
@@ -80,12 +78,9 @@ def _methods(graph: Graph, user_id: str) -> list[AuthMethod]:
 )
 def list_auth_methods(context: ActionContext, *, user: UserRef) -> AuthMethods:
     """List the user's sign-in methods (password, phones, Authenticator, FIDO2 keys...)."""
-    graph = Graph.for_action(context, "microsoft.list_auth_methods")
-    found = find_user(graph, user)
-    methods = _methods(graph, found["id"])
-    return AuthMethods(
-        user=found["userPrincipalName"], user_id=found["id"], methods=methods, count=len(methods)
-    )
+    found = look_up_user(context, "microsoft.list_auth_methods", user)
+    methods = _methods(found.graph, found.id)
+    return AuthMethods(user=found.upn, user_id=found.id, methods=methods, count=len(methods))
 
 
 class RemovedMethods(BaseModel):
@@ -125,14 +120,19 @@ def remove_auth_methods(
     the user (or an admin) must first make a kept method the default.
     """
     name = "microsoft.remove_auth_methods"
-    graph = Graph.for_action(context, name)
-    found = find_user(graph, user)
-    methods = _methods(graph, found["id"])
-    unknown = unmatched(keep, [{name_key(m.id), name_key(m.label)} for m in methods])
-    refuse_unknown_keep(name, unknown, "sign-in method", [f"{m.type} {m.label}" for m in methods])
-    wanted = {name_key(entry) for entry in keep}
-    kept = [m for m in methods if not m.removable or {name_key(m.id), name_key(m.label)} & wanted]
-    targets = [m for m in methods if m not in kept]
+    found = look_up_user(context, name, user)
+    graph = found.graph
+    methods = _methods(graph, found.id)
+    split = split_by_keep(
+        name,
+        keep,
+        methods,
+        keys=lambda m: (m.id, m.label),
+        label=lambda m: f"{m.type} {m.label}",
+        what="sign-in method",
+        removable=lambda m: m.removable,
+    )
+    targets = split.targets
 
     def item(method: AuthMethod) -> BatchItem:
         kind = _KIND_OF_TYPE[f"#microsoft.graph.{method.type}AuthenticationMethod"]
@@ -140,53 +140,43 @@ def remove_auth_methods(
             method.id,
             "DELETE",
             graph.relative(
-                "/users/{user}/authentication/{kind}/{id}",
-                user=found["id"],
-                kind=kind,
-                id=method.id,
+                "/users/{user}/authentication/{kind}/{id}", user=found.id, kind=kind, id=method.id
             ),
         )
 
-    removed: list[AuthMethod] = []
-    failures: list[tuple[str, IntegrationError]] = []
+    removals = Removals(name, targets)
     deferred: list[AuthMethod] = []
     for outcome, method in zip(
         graph.batch([item(m) for m in targets], what="remove a sign-in method"),
         targets,
         strict=True,
     ):
-        if outcome.ok or outcome.status == 404:  # 404: already gone (a re-run)
-            removed.append(method)
-        elif outcome.status == 400 and "default" in batch_message(outcome).lower():
+        if outcome.status == 400 and "default" in batch_message(outcome).lower():
             deferred.append(method)
         else:
-            assert outcome.error is not None
-            failures.append((f"{method.type} {method.label}", outcome.error))
+            removals.record(method, outcome, f"{method.type} {method.label}")
     # The default method: now that the others are gone, Entra lets it go, unless a kept one remains.
     for method in deferred:
         retried = graph.batch([item(method)], what="remove the default sign-in method")[0]
         if retried.ok or retried.status == 404:
-            removed.append(method)
+            removals.record(method, retried, f"{method.type} {method.label}")
         else:
-            failures.append(
-                (
-                    f"{method.type} {method.label} (the default method)",
-                    IntegrationError(
-                        name,
-                        SERVICE,
-                        "refused: it is the user's default sign-in method and other methods remain",
-                        "have the user (or an admin: Entra admin centre → Users → the user → "
-                        "Authentication methods) make a kept method the default",
-                        status_code=retried.status,
-                    ),
-                )
+            removals.failed(
+                f"{method.type} {method.label} (the default method)",
+                IntegrationError(
+                    name,
+                    SERVICE,
+                    "refused: it is the user's default sign-in method and other methods remain",
+                    "have the user (or an admin: Entra admin centre → Users → the user → "
+                    "Authentication methods) make a kept method the default",
+                    status_code=retried.status,
+                ),
             )
-    if failures:
-        raise failed_items(name, failures, len(targets))
+    removed = removals.removed()
     return RemovedMethods(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
+        user=found.upn,
+        user_id=found.id,
         removed=removed,
-        kept=kept,
-        remaining=_methods(graph, found["id"]),
+        kept=[m for m in methods if m not in targets],
+        remaining=_methods(graph, found.id),
     )

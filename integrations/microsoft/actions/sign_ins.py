@@ -10,10 +10,22 @@ from pydantic import BaseModel, Field
 
 from tocsin.actions import ActionContext, action
 from tocsin.integrations.microsoft import CLIENT_SECRET
-from tocsin.integrations.microsoft.actions import UserRef, find_user
-from tocsin.integrations.microsoft.client import Graph
+from tocsin.integrations.microsoft.actions import UserRef, look_up_user
 
 # -- sign-ins -------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _moment(moment: datetime) -> str:
+    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _check_since(since: datetime | None) -> None:
+    if since is not None and _utc(since) > datetime.now(UTC):
+        raise ValueError(f"`since` ({since.isoformat()}) is in the future")
 
 
 class SignIn(BaseModel):
@@ -35,6 +47,8 @@ class SignInSummary(BaseModel):
     since: str
     count: int
     failures: int
+    successes: int
+    """Sign-ins that succeeded (a leaver's after their departure date: someone got in)."""
     countries: dict[str, int]
     ips: dict[str, int]
     apps: dict[str, int]
@@ -49,9 +63,11 @@ class SignInSummary(BaseModel):
     destructive=False,
     idempotent=True,
     secrets=(CLIENT_SECRET,),
-    describe=lambda user, hours: (
-        f"summarise the sign-ins of {user} in the last {hours} h "
-        "(countries, IP addresses, apps, failures)"
+    check=lambda parameters: _check_since(parameters.since),
+    describe=lambda user, hours, since: (
+        f"summarise the sign-ins of {user} "
+        + (f"since {_moment(since)}" if since else f"in the last {hours} h")
+        + " (countries, IP addresses, apps, failures)"
     ),
 )
 def recent_sign_ins(
@@ -62,16 +78,25 @@ def recent_sign_ins(
     max_sign_ins: Annotated[
         int, Field(ge=1, le=10000, description="Read at most this many sign-ins")
     ] = 1000,
+    since: Annotated[
+        datetime | None,
+        Field(
+            description="Instead of `hours`: from this date or moment on (ISO 8601, UTC when "
+            "no offset is given), like a leaver's departure date 2026-11-18"
+        ),
+    ] = None,
 ) -> SignInSummary:
-    """Summarise the user's recent sign-ins: where from, which apps, how many failed."""
-    graph = Graph.for_action(context, "microsoft.recent_sign_ins")
-    found = find_user(graph, user)
-    since = (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Summarise the user's recent sign-ins (the last ``hours``, or from ``since`` on): where
+    from, which apps, how many failed and how many succeeded."""
+    found = look_up_user(context, "microsoft.recent_sign_ins", user)
+    graph = found.graph
+    start = _utc(since) if since else datetime.now(UTC) - timedelta(hours=hours)
+    since_text = start.strftime("%Y-%m-%dT%H:%M:%SZ")
     raw = list(
         graph.pages(
             "/auditLogs/signIns",
             query={
-                "$filter": f"userId eq '{found['id']}' and createdDateTime ge {since}",
+                "$filter": f"userId eq '{found.id}' and createdDateTime ge {since_text}",
                 "$top": min(max_sign_ins, 1000),
             },
             max_items=max_sign_ins,
@@ -98,11 +123,12 @@ def recent_sign_ins(
     sign_ins.sort(key=lambda s: s.time, reverse=True)
     times = [s.time for s in sign_ins]
     return SignInSummary(
-        user=found["userPrincipalName"],
-        user_id=found["id"],
-        since=since,
+        user=found.upn,
+        user_id=found.id,
+        since=since_text,
         count=len(sign_ins),
         failures=sum(1 for s in sign_ins if not s.ok),
+        successes=sum(1 for s in sign_ins if s.ok),
         countries=dict(Counter(s.country for s in sign_ins).most_common()),
         ips=dict(Counter(s.ip for s in sign_ins).most_common()),
         apps=dict(Counter(s.app for s in sign_ins).most_common()),
