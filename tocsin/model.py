@@ -365,7 +365,7 @@ class Step(_Model):
     evidence: bool = Field(
         False,
         description="This step's outputs are evidence read before anything changes (inbox "
-        "rules, sign-ins...): the post-incident report shows them in full, under Evidence",
+        "rules, sign-ins...): the post-incident report shows them, before what changed",
     )
 
     @model_validator(mode="before")
