@@ -118,7 +118,13 @@ class RunState:
 
     def step_facts(self, step: Step) -> dict[str, Any]:
         """What the report needs to know of a step besides its id."""
-        return {"title": step.title, "phase": step.phase.value if step.phase else None}
+        facts: dict[str, Any] = {
+            "title": step.title,
+            "phase": step.phase.value if step.phase else None,
+        }
+        if step.evidence:
+            facts["evidence"] = True  # the report shows its outputs under Evidence
+        return facts
 
     def secret_fields(self, step: Step) -> frozenset[str]:
         names = set(step.secret_outputs)

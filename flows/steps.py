@@ -117,7 +117,8 @@ class StepRunner:
             return False
         state.journal.set_step(state.run_id, step.id, status=StepStatus.SKIPPED, finished_at=now())
         state.remember(step.id, StepStatus.SKIPPED, {})
-        state.event("step.skipped", step.id, condition=step.when)
+        facts = {**state.step_facts(step), "kind": step.kind, "action": step.action}
+        state.event("step.skipped", step.id, condition=step.when, **facts)
         self.clocks.stop(step, skipped=True)
         state.report(f"{step.id}: skipped (when: {step.when} is false)")
         return True

@@ -55,6 +55,14 @@ steps:
     action: log
     with:
       message: "anne's password is {{ inputs.temporary_password }}, token {{ steps.reset_account.outputs.token }}"
+  - id: record_the_account
+    title: Record the account as found
+    action: log
+    evidence: true
+    with: {message: "40 sign-ins seen"}
+    outputs:
+      sign_ins: "{{ 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN' | list }}"
+      token: "{{ steps.reset_account.outputs.token }}"
   - id: both_at_once
     title: Two branches
     parallel:
@@ -360,6 +368,28 @@ def test_report_formats_say_the_same_in_english_and_french(report_of_run: Incide
     page = render(report_of_run, "html", "fr").decode()
     assert page.startswith("<!DOCTYPE html>") and '<html lang="fr">' in page
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_report_evidence_is_bounded_says_how_many_more_and_hides_secrets(
+    report_of_run: IncidentReport,
+) -> None:
+    markdown = render(report_of_run, "md", "en").decode()
+    start = markdown.index("\n## Evidence captured before any change\n")
+    evidence = markdown[start : markdown.index("\n## ", start + 1)]
+    assert "### Record the account as found (record_the_account)" in evidence
+    assert "sign_ins (40):" in evidence
+    listed = [line for line in evidence.splitlines() if line.startswith("- ") and "**" not in line]
+    assert listed == [f"- {letter}" for letter in "abcdefghijklmnopqrstuvwxy"]
+    assert "15 more not shown (the JSON report and the audit export have them all)." in evidence
+    assert "- **token**: secret, not shown" in evidence and "hmac-sha256:" not in evidence
+    changes = markdown[markdown.index("\n## What Tocsin changed\n") :]
+    row = next(line for line in changes.splitlines() if "(reset_account)" in line)
+    assert "token: secret, not shown" in row
+    assert "record_the_account" not in changes.split("\n## ", 2)[1]  # evidence is not a change
+    french = render(report_of_run, "md", "fr").decode()
+    assert "## Preuves relevées avant toute modification" in french
+    assert "15 de plus non affichés" in french and "## Ce que Tocsin a modifié" in french
+    assert "token: secret, non affiché" in french
 
 
 def test_report_command_writes_each_format(

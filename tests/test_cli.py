@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -253,3 +254,23 @@ def test_output_cut_short_by_a_pipe_is_not_an_error() -> None:
     process.stderr.close()
     assert process.wait(timeout=60) == 0
     assert "internal error" not in errors and "BrokenPipe" not in errors
+
+
+# the demo's choice of runbook ------------------------------------------------------------------
+
+
+def test_demo_list_names_each_runbook_the_sandbox_can_run() -> None:
+    listed = run_tocsin("demo", "--list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert any(re.match(r"^mailbox-compromise +Outlook mailbox phished", line) for line in lines)
+    assert any(
+        re.match(r"^office-compromise +Broker office hacked .*\(default\)$", line) for line in lines
+    )
+
+
+def test_demo_of_an_unknown_runbook_says_which_it_can_run() -> None:
+    refused = run_tocsin("demo", "leaver-acount")
+    assert refused.returncode == 2
+    assert "the demo cannot run 'leaver-acount'" in refused.stderr
+    assert "mailbox-compromise, office-compromise" in refused.stderr

@@ -412,6 +412,14 @@ EXPECTED: dict[str, list[tuple[int, int, str, str]]] = {
             "did you mean 'responders'?",
         ),
     ],
+    "57-evidence-on-manual.yaml": [
+        (
+            12,
+            5,
+            "`steps[0]`: `evidence:` does not apply to a manual step (only to action steps)",
+            "",
+        ),
+    ],
 }
 
 

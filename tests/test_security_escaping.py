@@ -63,6 +63,11 @@ steps:
     with:
       channel: "#support-incidents"
       text: "Office *{{ inputs.office_name }}* is cut off: <https://status.example|status page>"
+  - id: note_the_call
+    title: Note what the caller said
+    action: log
+    with: {message: "{{ inputs.office_name }} <img src=x onerror=alert(1)> | ## Approved"}
+    evidence: true
   - id: look_up_office
     title: Look the office up
     action: test.fail
@@ -272,6 +277,23 @@ def test_markdown_report_does_not_render_injected_links_or_html(hostile_run: Hos
         assert len(widths) == 1, table
     html = hostile_run.html
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_evidence_values_with_markup_are_shown_as_text_in_the_report(
+    hostile_run: HostileRun,
+) -> None:
+    markdown = hostile_run.markdown
+    start = markdown.index("\n## Evidence captured before any change\n")
+    evidence = markdown[start : markdown.index("\n## ", start + 1)]
+    assert "onerror=alert(1)" in evidence and "Approve here" in evidence  # the value is there...
+    page = MarkdownIt("commonmark").enable("table").render(evidence)
+    assert "<img" not in page and "<a " not in page and "<code>" not in page  # ...as text
+    assert page.count("<h2>") == 1 and "<h2>Approved" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt; | ## Approved" in page
+    html = hostile_run.html
+    shown = html[html.index("Evidence captured before any change") :]
+    assert "&lt;img src=x onerror=alert(1)&gt; | ## Approved" in shown
+    assert "<img" not in html and "&lt;https://evil.example|Approve here&gt;" in shown
 
 
 # the terminal ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
+DEFAULT_DEMO = "office-compromise"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("ticket", nargs="?", help="one incident (default: all)")
 
     demo = commands.add_parser("demo", help="run a shipped runbook end to end in the sandbox")
+    demo.add_argument(
+        "runbook",
+        nargs="?",
+        default=DEFAULT_DEMO,
+        help=f"the runbook to run (default: {DEFAULT_DEMO}; --list shows the others)",
+    )
     demo.add_argument("--ticket", help="incident ticket key (default: a new DEMO-n)")
+    demo.add_argument("--list", action="store_true", help="list the runbooks the demo can run")
 
     gateway = commands.add_parser(
         "gateway", help="serve Slack clicks and commands and Jira webhooks (HTTP)"
@@ -884,30 +892,43 @@ def _next_demo_ticket(settings: Any) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tocsin.demo import scripted_approver
-    from tocsin.errors import ConfigurationError
+    from tocsin.errors import ConfigurationError, InputError
     from tocsin.incident import Incident
+    from tocsin.integration import demo_runs
     from tocsin.running import start_run
     from tocsin.statuses import RunStatus
 
+    runs = demo_runs()
+    if args.list:
+        width = max((len(name) for name in runs), default=0)
+        for name, run in runs.items():
+            default = " (default)" if name == DEFAULT_DEMO else ""
+            print(f"{name:<{width}}  {run.title}{default}")
+        return EXIT_OK
+    demo_run = runs.get(args.runbook)
+    if demo_run is None:
+        raise InputError(
+            f"the demo cannot run {args.runbook!r}: no installed integration seeds its sandbox",
+            f"run one of: {', '.join(runs) or 'none installed'} (`tocsin demo --list`)",
+        )
     settings = _settings()
     if settings.mode != "sandbox":
         raise ConfigurationError("the demo runs only in sandbox mode", "unset TOCSIN_MODE")
     # DEMO-n when none is given: the sandbox's ticket system is a fake Jira.
     ticket = _check_ticket(settings, args.ticket) if args.ticket else _next_demo_ticket(settings)
     registry = _registry()
-    loaded = resolve_runbook("office-compromise", registry)
+    loaded = resolve_runbook(args.runbook, registry)
     incident = Incident(
         ticket=ticket,
-        title="Broker office hacked (demo)",
+        title=demo_run.title,
         requested_by="U0DEMOREQ",
         requested_via="cli",
     )
     printer = _progress_printer()
-    inputs = {"office_id": "OF-1042", "office_name": "Courtage Dupont", "devices": "PC-1,PC-2"}
     result = start_run(
         loaded,
         incident,
-        inputs,
+        dict(demo_run.inputs),
         settings=settings,
         printer=printer,
         on_started=lambda sandbox: scripted_approver(settings, ticket, printer, sandbox),

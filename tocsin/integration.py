@@ -21,8 +21,9 @@ The object says, as data, everything the core needs to know about the service:
   them back for ``tocsin audit verify``), a ``gateway`` part (the URLs the service calls
   on ``tocsin gateway``: each checks the request is the service's, then hands it to the
   gateway's core), a ``demo_approver`` (a scripted person clicking in its fake, for
-  ``tocsin demo``), ``secret_channels`` (where secrets an action makes, like a temporary
-  password, may be sent: ``slack-dm:U0123ABCD``);
+  ``tocsin demo``), ``demo_runs`` (the runbooks ``tocsin demo RUNBOOK`` can run against
+  its fake, each with its incident title and inputs), ``secret_channels`` (where secrets
+  an action makes, like a temporary password, may be sent: ``slack-dm:U0123ABCD``);
 - ``configured`` (whether it is set up here, from settings and secrets, no call) and
   ``check`` (its credentials and permissions verified without changing anything, each a
   ``CheckResult``, for ``tocsin integrations check``; ``tocsin.integration_checks`` runs it).
@@ -225,6 +226,15 @@ class DemoContext:
 
 
 @dataclass(frozen=True)
+class DemoRun:
+    """What ``tocsin demo RUNBOOK`` runs: the incident's title and the runbook's inputs,
+    given by the integration whose sandbox seeds what those inputs name."""
+
+    title: str
+    inputs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One thing ``tocsin integrations check`` verified of an integration: what (``check``,
     like ``bot token``), whether it is fine, what was found (never a secret's value) and,
@@ -269,6 +279,8 @@ class Integration(Generic[SettingsT]):
     published_heads: Callable[[HeadsQuery], list[AnchorPlace]] | None = None
     gateway: Callable[[Gateway], GatewayPart] | None = None
     demo_approver: Callable[[DemoContext], DemoApprover | None] | None = None
+    demo_runs: Callable[[], Mapping[str, DemoRun]] | None = None
+    """The demo runs its sandbox supports, by runbook id (``mailbox-compromise``)."""
     secret_channels: Mapping[str, Callable[[Settings, SecretStore, str], SecretDelivery]] = field(
         default_factory=dict, hash=False
     )
@@ -422,6 +434,24 @@ def ticket_system(settings: Settings, secrets: SecretStore) -> TicketSystem | No
             if found is not None:
                 return found
     return None
+
+
+def demo_runs() -> dict[str, DemoRun]:
+    """Every runbook ``tocsin demo`` can run, by id, from the integrations seeding its fakes."""
+    found: dict[str, DemoRun] = {}
+    owners: dict[str, str] = {}
+    for integration in installed_integrations():
+        if integration.demo_runs is None:
+            continue
+        for runbook, run in integration.demo_runs().items():
+            if runbook in owners:
+                raise ConfigurationError(
+                    f"the {owners[runbook]} and {integration.name} integrations both give a "
+                    f"demo of {runbook}",
+                    "only the integration whose sandbox seeds the runbook's inputs gives it",
+                )
+            found[runbook], owners[runbook] = run, integration.name
+    return dict(sorted(found.items()))
 
 
 def ticket_keys(settings: Settings) -> TicketKeys | None:

@@ -327,6 +327,7 @@ _KIND_ONLY_KEYS = {
     "undo": {"action"},
     "outputs": {"action"},
     "secret_outputs": {"action"},
+    "evidence": {"action"},
     "timeout": {"action", "manual", "parallel"},
     "on_failure": {"action", "manual", "parallel"},
 }
@@ -360,6 +361,11 @@ class Step(_Model):
         default_factory=list,
         description="Outputs of this step that are secrets (a temporary password): the audit "
         "trail records their keyed HMAC, never the value",
+    )
+    evidence: bool = Field(
+        False,
+        description="This step's outputs are evidence read before anything changes (inbox "
+        "rules, sign-ins...): the post-incident report shows them, before what changed",
     )
 
     @model_validator(mode="before")

@@ -17,7 +17,8 @@
   one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
   ``fake_entra``, ``fake_exchange`` and ``fake_devices``: Defender for Endpoint and Intune);
-  ``sandbox``: a tenant with one compromised mailbox and a leaver still active (``fake_leaver``).
+  ``sandbox``: a tenant with one compromised mailbox and a leaver still active (``fake_leaver``),
+  and the runs ``tocsin demo`` makes on it (``sandbox.demo_runs``).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from tocsin.integration import DeclaredSecret, Integration
 from tocsin.integrations.microsoft.settings import MicrosoftSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
-    from tocsin.integration import CheckResult, SandboxSeed, SandboxService
+    from tocsin.integration import CheckResult, DemoRun, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
 
 SERVICE = "Microsoft 365"
@@ -56,6 +57,12 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     from tocsin.integrations.microsoft.sandbox import start
 
     return start(seed)
+
+
+def _demo_runs() -> Mapping[str, DemoRun]:
+    from tocsin.integrations.microsoft.sandbox import demo_runs
+
+    return demo_runs()
 
 
 integration: Integration[MicrosoftSettings] = Integration(
@@ -92,6 +99,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.handover",
     ),
     sandbox=_sandbox,
+    demo_runs=_demo_runs,
     configured=_configured,
     check=_check,
 )

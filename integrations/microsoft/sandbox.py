@@ -9,10 +9,13 @@ import atexit
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
-from tocsin.integration import SandboxSeed, SandboxService
+from tocsin.integration import DemoRun, SandboxSeed, SandboxService
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import (
+    KNOWN_GOOD_AUTHENTICATOR,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
     SANDBOX_TENANT_ID,
@@ -20,12 +23,45 @@ from tocsin.integrations.microsoft.fake import (
     FakeMicrosoft,
     compromised_tenant,
 )
+from tocsin.integrations.microsoft.fake_entra import GENUINE_ROLE
+from tocsin.integrations.microsoft.fake_exchange import GENUINE_DELEGATE_LOCAL
 from tocsin.integrations.microsoft.fake_leaver import (
+    LEAVER_DEPARTED_DAYS_AGO,
     LEAVER_LOCAL,
     add_leaver,
     colleague_of,
     leaver_of,
 )
+
+
+def demo_runs() -> Mapping[str, DemoRun]:
+    """``tocsin demo mailbox-compromise``: the phished user, and what they confirm is theirs
+    (their Authenticator, the Zoom consent, their Reports Reader role, their assistant);
+    ``tocsin demo leaver-account``: the colleague who left, their mailbox to a colleague."""
+    domain = SANDBOX_USER.split("@")[-1]
+    departed = (datetime.now(UTC) - timedelta(days=LEAVER_DEPARTED_DAYS_AGO)).date()
+    return {
+        "mailbox-compromise": DemoRun(
+            "Outlook mailbox phished (demo)",
+            {
+                "user": SANDBOX_USER,
+                "keep_auth_methods": [KNOWN_GOOD_AUTHENTICATOR],
+                "keep_apps": ["Zoom"],
+                "keep_admin_roles": [GENUINE_ROLE],
+                "keep_delegates": [f"{GENUINE_DELEGATE_LOCAL}@{domain}"],
+                "entra_id_p2": True,
+            },
+        ),
+        "leaver-account": DemoRun(
+            "Colleague left the office (demo)",
+            {
+                "user": leaver_of(domain),
+                "departure_date": departed.isoformat(),
+                "colleague": colleague_of(domain),
+                "colleague_send_as": True,
+            },
+        ),
+    }
 
 
 def start(seed: SandboxSeed) -> SandboxService:

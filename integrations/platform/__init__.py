@@ -6,7 +6,8 @@ and points ``http.services.platform`` at it. Issue 14 grows it into an integrati
 actions of its own.
 
 - ``fake``: ``FakePlatform``, the API the runbooks assume (offices, devices, accounts);
-- ``sandbox``: the office seeded from the run's inputs, and the settings pointing at it.
+- ``sandbox``: the office seeded from the run's inputs, and the settings pointing at it;
+  ``tocsin demo`` runs office-compromise on it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from tocsin.integration import DeclaredSecret, Integration
+from tocsin.integration import DeclaredSecret, DemoRun, Integration
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from tocsin.integration import CheckResult, SandboxSeed, SandboxService
     from tocsin.settings import SecretStore, Settings
@@ -31,6 +32,16 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     from tocsin.integrations.platform.sandbox import start
 
     return start(seed)
+
+
+def _demo_runs() -> Mapping[str, DemoRun]:
+    """``tocsin demo`` (office-compromise): the office the sandbox seeds from these inputs."""
+    return {
+        "office-compromise": DemoRun(
+            "Broker office hacked (demo)",
+            {"office_id": "OF-1042", "office_name": "Courtage Dupont", "devices": "PC-1,PC-2"},
+        )
+    }
 
 
 def _base_url(settings: Settings) -> str | None:
@@ -81,6 +92,7 @@ integration: Integration[BaseModel] = Integration(
         ),
     ),
     sandbox=_sandbox,
+    demo_runs=_demo_runs,
     configured=_configured,
     check=_check,
 )

@@ -56,6 +56,10 @@ class StepSummary:
     finished_at: datetime | None = None
     attempts: int = 0
     error: str | None = None
+    evidence: bool = False
+    """The runbook marks it ``evidence: true``: its outputs are the state before any change."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """An action step's outputs as the trail records them (secret ones as their HMAC)."""
 
     @property
     def duration_seconds(self) -> float | None:
@@ -272,6 +276,7 @@ def build_report(
                 )
             step.status, step.finished_at, step.error = StepStatus.RUNNING, None, None
             step.attempts = max(step.attempts, 1)
+            step.evidence = bool(data.get("evidence"))
             titles[key] = step.title
         elif kind == "step.retried" and key in steps:
             steps[key].attempts = max(steps[key].attempts, int(data.get("attempt", 1)))
@@ -312,9 +317,11 @@ def build_report(
                 StepSummary(
                     run_id=record.run_id,
                     step_id=record.step_id,
-                    title=titles.get(key, record.step_id),
-                    phase=None,
-                    kind="action",
+                    title=str(data.get("title") or titles.get(key, record.step_id)),
+                    phase=data.get("phase"),
+                    kind=str(data.get("kind") or "action"),
+                    action=data.get("action"),
+                    evidence=bool(data.get("evidence")),
                     started_at=record.at,
                 ),
             )
@@ -326,6 +333,8 @@ def build_report(
             if data.get("error"):
                 step.error = str(data["error"])
             outputs = data.get("outputs") or {}
+            if step.kind == "action" and isinstance(outputs, dict):
+                step.outputs = dict(outputs)
             if key in approvals and status in (
                 StepStatus.APPROVED,
                 StepStatus.REJECTED,

@@ -2,7 +2,8 @@
 
 The report is first laid out as a list of blocks (headings, facts, tables, paragraphs)
 in the chosen language; Markdown and HTML write the same blocks, and the PDF is the HTML
-printed by WeasyPrint, so the formats never say different things.
+printed by WeasyPrint, so the formats never say different things. The sections on what
+actions read and changed are laid out in ``action_outputs``.
 
 Every value from the trail (inputs, step titles and errors, decision comments, names) is
 written as text: ``markdown_text`` escapes it for Markdown, ``html.escape`` for HTML, so
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from tocsin.errors import ConfigurationError
+from tocsin.report.action_outputs import changes_blocks, evidence_blocks
 from tocsin.report.build import IncidentReport
 
 Format = Literal["md", "html", "pdf", "json"]
@@ -452,6 +454,9 @@ def _layout(report: IncidentReport, t: _Words, *, printed: bool = False) -> list
         )
     )
 
+    blocks += evidence_blocks(report, t)
+    blocks += changes_blocks(report, t)
+
     blocks.append(("h2", t("approvals")))
     if report.approvals:
         blocks.append(
@@ -661,7 +666,7 @@ def _markdown(blocks: list[Block]) -> str:
                 )
             )
             out.append("")
-        elif kind == "list":
+        elif kind in ("list", "items"):
             out.append("\n".join(f"- {markdown_text(item)}" for item in block[1]))
             out.append("")
         elif kind == "table":
@@ -728,6 +733,8 @@ def _html(blocks: list[Block], lang: Language, title: str) -> str:
             out.append(
                 '<ul class="problems">' + "".join(f"<li>{e(i)}</li>" for i in block[1]) + "</ul>"
             )
+        elif kind == "items":
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in block[1]) + "</ul>")
         elif kind == "table":
             head = "".join(f"<th>{e(h)}</th>" for h in block[1])
             body = "".join(
