@@ -33,6 +33,7 @@ from tocsin.integrations.microsoft.fake_entra import (
     STAFF_GROUP,
 )
 from tocsin.integrations.microsoft.fake_exchange import ATTACKER_DELEGATE, GENUINE_DELEGATE_LOCAL
+from tocsin.integrations.microsoft.fake_leaver import leaver_of
 from tocsin.running import journal_for, start_run
 from tocsin.sandbox.assembly import Sandbox
 from tocsin.sandbox.fake_service import ReceivedRequest
@@ -236,6 +237,13 @@ def test_the_tenant_ends_clean_with_the_users_own_things_kept_and_sign_in_restor
     assert ASSISTANT in delegates and ATTACKER_DELEGATE not in delegates
     assert ATTACKER_DELEGATE not in {p["Trustee"] for p in exchange["recipient_permissions"]}
     assert (exchange["cas"]["PopEnabled"], exchange["cas"]["ImapEnabled"]) == (False, False)
+    assert fake.tenant.mailboxes[user_id]["GrantSendOnBehalfTo"] == []
+    inbox = exchange["folder_permissions"]["Inbox"]
+    assert ATTACKER_DELEGATE not in {e["User"] for e in inbox}
+    assert exchange["blocked_sender"] is None  # Exchange's spam restriction lifted
+    # The colleague who left the office (also in the sandbox's tenant) was not touched.
+    erik = fake.user(leaver_of(SANDBOX_USER.split("@")[-1]))
+    assert erik["accountEnabled"] is True and len(fake.methods_of(erik["userPrincipalName"])) == 3
 
 
 def test_without_disable_account_the_user_is_never_blocked_and_the_rest_is_done(

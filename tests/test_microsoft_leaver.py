@@ -128,7 +128,9 @@ def test_the_colleague_gets_full_access_and_send_as_once_and_the_undo_takes_only
     assert COLLEAGUE in full and COLLEAGUE in send_as
     assert exchange(fake)["automapping"] == {COLLEAGUE: True}
     listed = run_action("microsoft.list_mailbox_delegates", {"user": LEAVER}, settings)
-    assert {"trustee": COLLEAGUE, "rights": ["FullAccess", "SendAs"], "folders": {}} in listed["delegates"]
+    assert {"trustee": COLLEAGUE, "rights": ["FullAccess", "SendAs"], "folders": {}} in listed[
+        "delegates"
+    ]
 
     adds = [c for c in cmdlets(fake) if c.startswith("Add-")]
     again = run_action("microsoft.grant_mailbox_access", params, settings)
