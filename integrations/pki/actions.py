@@ -355,6 +355,8 @@ def revoke_certificates(
             try:
                 done = ca.revoke(entry.serial)
             except TocsinError as exc:
+                if not failures and not revoked and getattr(exc, "status_code", None) in (401, 403):
+                    raise  # the token or its policy: every other call would be refused too
                 failures.append((entry.serial, exc))
                 continue
             inventory.mark_revoked(ca.authority_id, entry.serial, done.revoked_at)
