@@ -178,3 +178,115 @@ def test_issuing_is_declared_not_idempotent_and_its_plan_says_where_keys_go() ->
     assert "PC-1, PC-2" in sentence and "key channel" in sentence
     assert definition.output_names is not None
     assert not {name for name in definition.output_names if "key" in name}
+
+
+# -- in a runbook, through Prefect, in the sandbox -----------------------------------------------
+
+OFFICE_RUNBOOK = """\
+runbook: pki-office
+version: 1
+title: Revoke and reissue an office's device certificates
+summary: Find, revoke, check the CRL, issue again
+severity: high
+sources: [{title: Test, document: test.txt}]
+inputs:
+  office_id: {type: string, description: The office}
+  devices: {type: list, items: string, description: Its devices}
+steps:
+  - id: find
+    title: Find the office's certificates
+    action: pki.find_certificates
+    with: {office: "{{ inputs.office_id }}"}
+  - id: revoke
+    title: Revoke them
+    action: pki.revoke_certificates
+    with: {office: "{{ inputs.office_id }}"}
+  - id: crl
+    title: Check the CRL lists them
+    action: pki.verify_revoked
+    with: {serials: "{{ steps.revoke.outputs.serials }}"}
+  - id: issue
+    title: Issue new ones, keys made by the CA
+    action: pki.issue_certificates
+    with: {office: "{{ inputs.office_id }}", devices: "{{ inputs.devices }}"}
+"""
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[Path]:
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes()
+    ]
+
+
+@pytest.mark.slow
+def test_the_sandbox_office_is_revoked_and_reissued_and_no_key_reaches_journal_or_prefect(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    import re
+    import shutil
+
+    import httpx
+
+    from tests.cli_runner import ROOT, run_tocsin
+    from tocsin.embedded import prefect_home
+    from tocsin.running import journal_for
+    from tocsin.settings import load_settings
+
+    runbook = tmp_path / "pki-office.yaml"
+    runbook.write_text(OFFICE_RUNBOOK)
+    data = tmp_path / "data"
+    result = run_tocsin(
+        "run",
+        str(runbook),
+        "--ticket",
+        "PKI-1",
+        "--set",
+        "office_id=OF-1042",
+        "--set",
+        "devices=PC-1,PC-2",
+        env={
+            "PYTHONPATH": str(ROOT),
+            "TOCSIN_DATA_DIR": str(data),
+            "TOCSIN_PREFECT_API_URL": prefect_server,
+        },
+        timeout=240,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    journal = journal_for(load_settings(data_dir=data))
+    try:
+        run = journal.find_run("PKI-1", "pki-office")
+        assert run is not None
+        steps = {name: journal.step(run.id, name) for name in ("find", "revoke", "crl", "issue")}
+        events = journal.events_of("PKI-1")
+    finally:
+        journal.close()
+    assert all(step is not None and step.status == "succeeded" for step in steps.values())
+    found, revoked, crl, issue = (steps[n].outputs for n in ("find", "revoke", "crl", "issue"))  # type: ignore[union-attr]
+    assert found is not None and revoked is not None and crl is not None and issue is not None
+    assert len(found["serials"]) == 2 and sorted(revoked["serials"]) == sorted(found["serials"])
+    assert crl["checked"] == 2
+    assert not set(issue["serials"]) & set(revoked["serials"])
+    keys: list[str] = []
+    folders: set[Path] = set()
+    for made in issue["certificates"]:
+        path = Path(re.sub(r"^file (.+) \(mode 0600\)$", r"\1", str(made["delivered_to"])))
+        folders.add(path.parent)
+        text = path.read_text()
+        keys.append(text.split("-----BEGIN EC PRIVATE KEY-----\n", 1)[1].splitlines()[0])
+    try:
+        for key_line in keys:
+            secret = key_line.encode()
+            assert secret not in repr(events).encode() and key_line not in output
+            assert _files_holding(data, secret) == []
+            assert _files_holding(prefect_home(load_settings()), secret) == []
+            with httpx.Client(base_url=prefect_server, timeout=30) as api:
+                logs = api.post("/logs/filter", json={"limit": 200, "sort": "TIMESTAMP_DESC"})
+                tasks = api.post("/task_runs/filter", json={"limit": 200})
+            assert logs.status_code == tasks.status_code == 200
+            assert key_line not in logs.text and key_line not in tasks.text
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -176,9 +176,14 @@ def _who(office: str | None, devices: Sequence[str]) -> str:
     return f"every device of office {office}"
 
 
-def _office_or_devices(parameters: Any) -> None:
-    if not parameters.office and not parameters.devices:
-        raise ValueError("give the office, or the devices, whose certificates are meant")
+def _need_office_or_devices(name: str, office: str | None, devices: Sequence[str]) -> None:
+    # Checked when called, not by ``check=``: validation leaves templated parameters out.
+    if not office and not devices:
+        raise ActionError(
+            name,
+            "give the office, or the devices, whose certificates are meant",
+            "set `office:` (OF-1042), `devices:` ([PC-1, PC-2]) or both under `with:`",
+        )
 
 
 def common_name(device: str, office: str, domain: str) -> str:
@@ -267,7 +272,6 @@ def reconcile_inventory(
     destructive=False,
     idempotent=True,
     secrets=(VAULT_TOKEN,),
-    check=_office_or_devices,
     describe=lambda office, devices, reconcile: (
         f"look up the certificates of {_who(office, devices)} in Tocsin's certificate inventory"
         + (
@@ -294,6 +298,7 @@ def find_certificates(
     """The certificates of an office's devices (or of the devices named), from Tocsin's
     inventory; with ``reconcile``, checked against the CA first."""
     name = "pki.find_certificates"
+    _need_office_or_devices(name, office, devices)
     pki = integration.settings_of(context.settings)
     with inventory_for(context.settings) as inventory:
         ca = VaultPKI.for_action(context, name)
@@ -318,7 +323,6 @@ def find_certificates(
     idempotent=True,
     needs_approval=True,
     secrets=(VAULT_TOKEN,),
-    check=_office_or_devices,
     describe=lambda office, devices: (
         f"revoke every certificate of {_who(office, devices)} at the CA (Vault PKI); the "
         "devices can no longer authenticate with them (not undoable)"
@@ -333,6 +337,7 @@ def revoke_certificates(
     """Revoke every certificate the inventory holds for the office (or the devices); a
     certificate already revoked is left as it is, so the step can run again."""
     name = "pki.revoke_certificates"
+    _need_office_or_devices(name, office, devices)
     with inventory_for(context.settings) as inventory:
         ca = VaultPKI.for_action(context, name)
         entries = inventory.find(ca.authority_id, office=office, devices=devices)
