@@ -168,3 +168,35 @@ def test_revoking_an_office_the_inventory_does_not_know_fails_and_says_how_to_fi
     assert "OF-9999" in caught.value.message and "none was revoked" in caught.value.message
     assert "reconcile: true" in caught.value.hint
     assert not [r for r in office.fake.requests if r.path == "/v1/pki/revoke"]
+
+
+def test_an_expired_certificate_is_left_alone_and_said_so(office: Office) -> None:
+    from datetime import timedelta
+
+    from tocsin.integrations.pki.authority import CertificateFacts
+    from tocsin.integrations.pki.inventory import Source, inventory_for
+
+    old = office.fake.issue_now(
+        "pc-1.of-1042.devices.broker-office.example", valid_for=timedelta(hours=-1)
+    )
+    facts = CertificateFacts.of(old)
+    with inventory_for(office.settings) as inventory:
+        authority = f"vault:{office.fake.url}/pki"
+        inventory.record(authority, facts, office=OFFICE, device="PC-1", source=Source.ISSUED)
+    revoked = office.run("pki.revoke_certificates", {"office": OFFICE})
+    assert revoked["expired"] == [facts.serial] and facts.serial not in revoked["serials"]
+    assert revoked["newly_revoked"] == 2
+    stored = office.fake.stored(facts.serial)
+    assert stored is not None and stored.revoked_at is None
+    found = office.run("pki.find_certificates", {"devices": ["PC-1"]})
+    assert [c["expired"] for c in found["certificates"] if c["serial"] == facts.serial] == [True]
+
+
+def test_serials_are_written_as_vault_writes_them_whatever_form_they_are_given_in() -> None:
+    from tocsin.integrations.pki.authority import normal_serial, serial_number, serial_text
+
+    assert serial_text(0x3967DD2E) == "39:67:dd:2e" and serial_text(5) == "05"
+    assert serial_number("39:67:DD:2E") == serial_number("39-67-dd-2e") == 0x3967DD2E
+    assert normal_serial("3967dd2e") == "39:67:dd:2e"
+    with pytest.raises(ValueError):
+        serial_number("not hex")

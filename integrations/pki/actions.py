@@ -129,6 +129,9 @@ class RevokedCertificates(BaseModel):
     serials: list[str]
     """Every serial now revoked (this run's and earlier ones): what pki.verify_revoked checks."""
     newly_revoked: int
+    expired: list[str]
+    """Serials of certificates left alone because they have expired: no service accepts
+    them, and a CA lists no expired certificate on its CRL."""
     devices_without_certificate: list[str]
 
 
@@ -352,10 +355,14 @@ def revoke_certificates(
                 "the office and device ids",
             )
         revoked: list[RevokedOut] = []
+        expired: list[str] = []
         failures: list[tuple[str, TocsinError]] = []
         for entry in entries:
             if entry.status is CertificateStatus.REVOKED and entry.revoked_at is not None:
                 revoked.append(_revoked(entry, entry.revoked_at, already=True))
+                continue
+            if entry.not_after <= datetime.now(UTC):
+                expired.append(entry.serial)
                 continue
             try:
                 done = ca.revoke(entry.serial)
@@ -383,6 +390,7 @@ def revoke_certificates(
         revoked=revoked,
         serials=[r.serial for r in revoked],
         newly_revoked=sum(1 for r in revoked if not r.already_revoked),
+        expired=expired,
         devices_without_certificate=_without_certificate(devices, entries),
     )
 

@@ -7,9 +7,10 @@ differences (docs/pki.md, Other CAs):
 - **smallstep step-ca** (``POST /1.0/sign`` with a one-time token, ``POST /1.0/revoke``)
   implements only *passive* revocation: a revoked certificate cannot be renewed, but it
   stays valid until it expires and may not appear on a CRL. Its ``revoke`` would return a
-  ``Revocation`` with ``on_crl=False``, so that ``pki.verify_revoked`` reports it instead of
-  failing on a CRL that will never list it; keep step-ca certificates short-lived. step-ca
-  signs CSRs only: ``issue`` (the CA making the key) has no equivalent.
+  ``Revocation`` with ``on_crl=False``: a CRL check (``pki.verify_revoked``, which reads CRLs
+  only) cannot prove such a revocation, so a runbook for step-ca relies on short-lived
+  certificates instead. step-ca signs CSRs only: ``issue`` (the CA making the key) has no
+  equivalent. Neither step-ca nor EJBCA is implemented yet.
 - **EJBCA** (REST API, mTLS client certificate) revokes per issuer DN and serial
   (``PUT /v1/certificate/{issuer_dn}/{serial}/revoke``) and *can search by subject*
   (``POST /v1/certificate/search``): its ``find_by_subject`` answers directly, where Vault,

@@ -107,11 +107,15 @@ class FakeVaultPKI(FakeService):
     def ca_pem(self) -> str:
         return self._ca.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
-    def issue_now(self, common_name: str, alt_names: Iterable[str] = ()) -> x509.Certificate:
-        """Issue a certificate as ``issue`` does, without a request (the sandbox's seed)."""
+    def issue_now(
+        self, common_name: str, alt_names: Iterable[str] = (), valid_for: timedelta | None = None
+    ) -> x509.Certificate:
+        """Issue a certificate as ``issue`` does, without a request (the sandbox's seed);
+        a negative ``valid_for`` makes one that has already expired."""
         with self.lock:
             key = ec.generate_private_key(ec.SECP256R1())
-            return self._make(key.public_key(), common_name, [common_name, *alt_names], None)
+            names = [common_name, *alt_names]
+            return self._make(key.public_key(), common_name, names, valid_for)
 
     def stored(self, serial: str) -> StoredCertificate | None:
         with self.lock:
@@ -336,6 +340,9 @@ class FakeVaultPKI(FakeService):
         if found is None:
             return Reply(400, {"errors": [f"certificate with serial {given} not found."]})
         warnings: list[str] = []
+        if found.revoked_at is None and found.certificate.not_valid_after_utc <= datetime.now(UTC):
+            # As Vault: an expired certificate is not revoked (nor put on the CRL).
+            return Reply(200, {"warnings": ["certificate already expired"], "data": None})
         if found.revoked_at is None:
             found.revoked_at = datetime.now(UTC).replace(microsecond=0)
             if self.rebuild_crl_on_revoke:
@@ -385,7 +392,7 @@ class FakeVaultPKI(FakeService):
             .issuer_name(self._ca.certificate.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(seconds=30))
+            .not_valid_before(min(now, now + (ttl or timedelta(0))) - timedelta(hours=1))
             .not_valid_after(now + (ttl or timedelta(days=30)))
             .add_extension(x509.SubjectAlternativeName(dns), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

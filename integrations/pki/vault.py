@@ -211,7 +211,16 @@ class VaultPKI:
         )
         when = answer.data.get("revocation_time")
         if not isinstance(when, int | float) or when <= 0:
-            raise self._odd(answer, f"revoke {shown}", "no revocation_time")
+            warnings = answer.body.get("warnings") if isinstance(answer.body, dict) else None
+            said = "; ".join(str(w) for w in warnings) if isinstance(warnings, list) else ""
+            raise IntegrationError(
+                self.action,
+                SERVICE,
+                f"did not revoke the certificate {shown}" + (f": {said}" if said else ""),
+                "Vault does not revoke an expired certificate (no service accepts it anyway); "
+                "otherwise read it (vault read " + f"{self.mount}/cert/{shown}) to see its state",
+                status_code=answer.status,
+            )
         return Revocation(shown, datetime.fromtimestamp(when, UTC))
 
     def crl(self) -> x509.CertificateRevocationList:
