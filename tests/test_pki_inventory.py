@@ -15,7 +15,7 @@ from tocsin.integration import SandboxSeed
 from tocsin.integrations.pki import integration
 from tocsin.integrations.pki.authority import CertificateFacts
 from tocsin.integrations.pki.fake import FakeVaultPKI
-from tocsin.integrations.pki.inventory import inventory_at
+from tocsin.integrations.pki.inventory import Source, inventory_at
 from tocsin.sandbox.assembly import Sandbox
 from tocsin.settings import load_settings
 
@@ -112,3 +112,23 @@ def test_the_sandbox_seeds_the_demo_office_in_the_runs_journal(tmp_path: Path) -
             stored = fake.stored(entry.serial)
             assert stored is not None and stored.revoked_at is None
             assert stored.certificate.issuer == fake.ca_certificate.subject
+
+
+def test_rows_of_a_ca_that_is_gone_can_be_forgotten_and_others_stay(office: Office) -> None:
+    # The sandbox does this when its new fake CA listens where an earlier one did.
+    authority = f"vault:{office.fake.url}/pki"
+    journal = str(office.settings.journal_url)
+    with inventory_at(journal) as inventory:
+        other = CertificateFacts.of(office.fake.issue_now(f"pc-1.of-7.{DOMAIN}"))
+        inventory.record(
+            "vault:https://other:8200/pki",
+            other,
+            office="OF-7",
+            device="PC-1",
+            source=Source.ISSUED,
+        )
+        assert inventory.forget(authority) == 2
+        assert inventory.find(authority, office=OFFICE) == []
+        assert [
+            e.serial for e in inventory.find("vault:https://other:8200/pki", office="OF-7")
+        ] == [other.serial]

@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    delete,
     func,
     insert,
     select,
@@ -187,6 +188,16 @@ class CertificateInventory:
                 .values(
                     status=CertificateStatus.REVOKED.value, revoked_at=revoked_at, updated_at=now()
                 )
+            )
+
+    def forget(self, authority: str) -> int:
+        """Drop every row of ``authority`` (a sandbox's new CA at an address an earlier one
+        had: those rows are of a CA that no longer exists); how many were dropped."""
+        with self.database.transaction() as db:
+            return int(
+                db.execute(
+                    delete(certificates).where(certificates.c.authority == authority)
+                ).rowcount
             )
 
     # -- reading ----------------------------------------------------------------------------

@@ -69,6 +69,8 @@ def start(seed: SandboxSeed) -> SandboxService:
         seeded.append(CertificateFacts.of(fake.issue_now(name)).serial)
     if seed.journal_url:
         with inventory_at(seed.journal_url) as inventory:
+            # An earlier sandbox's fake may have listened on the same port: its rows are stale.
+            inventory.forget(authority)
             for device, serial in zip(devices, seeded, strict=True):
                 stored = fake.stored(serial)
                 assert stored is not None
