@@ -183,6 +183,9 @@ def test_an_expired_certificate_is_left_alone_and_said_so(office: Office) -> Non
     with inventory_for(office.settings) as inventory:
         authority = f"vault:{office.fake.url}/pki"
         inventory.record(authority, facts, office=OFFICE, device="PC-1", source=Source.ISSUED)
+    before = office.run("pki.find_certificates", {"devices": ["PC-1"]})
+    assert before["count"] == 2 and len(before["serials"]) == 1
+    assert facts.serial not in before["serials"], "an expired one is not to revoke"
     revoked = office.run("pki.revoke_certificates", {"office": OFFICE})
     assert revoked["expired"] == [facts.serial] and facts.serial not in revoked["serials"]
     assert revoked["newly_revoked"] == 2

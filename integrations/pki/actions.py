@@ -110,7 +110,8 @@ class Reconciliation(BaseModel):
 class FoundCertificates(BaseModel):
     certificates: list[CertificateOut]
     serials: list[str]
-    """Serials of the valid certificates (not revoked): what revoking would revoke."""
+    """Serials of the certificates still valid (neither revoked nor expired): what revoking
+    would revoke."""
     count: int
     devices_without_certificate: list[str]
     reconciled: Reconciliation | None = None
@@ -313,7 +314,11 @@ def find_certificates(
         entries = inventory.find(ca.authority_id, office=office, devices=devices)
     return FoundCertificates(
         certificates=[CertificateOut.of(e) for e in entries],
-        serials=[e.serial for e in entries if e.status is CertificateStatus.VALID],
+        serials=[
+            e.serial
+            for e in entries
+            if e.status is CertificateStatus.VALID and e.not_after > datetime.now(UTC)
+        ],
         count=len(entries),
         devices_without_certificate=_without_certificate(devices, entries),
         reconciled=summary,
