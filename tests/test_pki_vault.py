@@ -97,6 +97,7 @@ def test_a_500_while_issuing_is_not_sent_again_since_the_certificate_may_exist(
     with pytest.raises(IntegrationError) as caught:
         office.run("pki.issue_certificates", {"office": OFFICE, "devices": ["PC-1"]})
     assert caught.value.retryable and caught.value.status_code == 500
+    assert "reconcile: true" in caught.value.hint
     assert len([r for r in office.fake.requests if "/issue/" in r.path]) == 1
     assert list(office.keys.iterdir()) == []
 

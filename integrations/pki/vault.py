@@ -386,9 +386,15 @@ class VaultPKI:
             self._sleep(self._wait(answer, attempt))
             attempt += 1
         if answer.status >= 400 and answer.status not in allow:
-            raise self.error(
+            error = self.error(
                 method, path, answer, what, needs, explain_403=explain_403 and authenticated
             )
+            if answer.status in _MAYBE_DONE and not repeatable:
+                error.hint += (
+                    "; Vault may have made the certificate all the same, so it was not asked "
+                    "again: pki.find_certificates with reconcile: true finds it"
+                )
+            raise error
         return answer
 
     def _anonymous(self) -> ServiceEndpoint:
