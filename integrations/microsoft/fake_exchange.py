@@ -35,6 +35,7 @@ from tocsin.integrations.microsoft.fake_exchange_state import (
     GENUINE_DELEGATE_LOCAL,
     HIDDEN_RULE_NAME,
     Handler,
+    checked_mailbox,
     cmdlet_reply,
     mailbox_state,
     refuse_unknown_parameters,
@@ -90,10 +91,9 @@ def _visible_rules(fake: FakeMicrosoft, user: dict[str, Any]) -> list[dict[str, 
 
 def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
     # Unconfirmed: IncludeHidden as a JSON boolean (a PowerShell switch over InvokeCommand).
-    refused = refuse_unknown_parameters(fake, parameters, {"Mailbox", "IncludeHidden", "Identity"})
-    if refused:
-        return refused
-    found = mailbox_state(fake, parameters.get("Mailbox"))
+    found = checked_mailbox(
+        fake, parameters, {"Mailbox", "IncludeHidden", "Identity"}, by="Mailbox"
+    )
     if isinstance(found, Reply):
         return found
     user, state = found
@@ -107,12 +107,9 @@ def get_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
 
 def remove_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
     # Unconfirmed: AlwaysDeleteOutlookRulesBlob as a JSON boolean over InvokeCommand.
-    refused = refuse_unknown_parameters(
-        fake, parameters, {"Mailbox", "Identity", "AlwaysDeleteOutlookRulesBlob"}
+    found = checked_mailbox(
+        fake, parameters, {"Mailbox", "Identity", "AlwaysDeleteOutlookRulesBlob"}, by="Mailbox"
     )
-    if refused:
-        return refused
-    found = mailbox_state(fake, parameters.get("Mailbox"))
     if isinstance(found, Reply):
         return found
     user, state = found
@@ -157,10 +154,7 @@ def get_cas_mailbox(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply
 
 
 def set_cas_mailbox(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
-    refused = refuse_unknown_parameters(fake, parameters, {"Identity", *CAS_PROPERTIES})
-    if refused:
-        return refused
-    found = mailbox_state(fake, parameters.get("Identity"))
+    found = checked_mailbox(fake, parameters, {"Identity", *CAS_PROPERTIES})
     if isinstance(found, Reply):
         return found
     _, state = found

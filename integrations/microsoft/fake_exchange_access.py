@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tocsin.integrations.microsoft.fake_exchange_state import (
     Handler,
+    checked_mailbox,
     cmdlet_reply,
     mailbox_state,
     refuse_unknown_parameters,
@@ -50,12 +51,7 @@ def _remove_permission(
     fake: FakeMicrosoft, parameters: Mapping[str, Any], key: str, who: str, rights: str
 ) -> Reply:
     # Unconfirmed: AccessRights given as a JSON list of strings (["FullAccess"]).
-    refused = refuse_unknown_parameters(
-        fake, parameters, {"Identity", who, "AccessRights", "InheritanceType"}
-    )
-    if refused:
-        return refused
-    found = mailbox_state(fake, parameters.get("Identity"))
+    found = checked_mailbox(fake, parameters, {"Identity", who, "AccessRights", "InheritanceType"})
     if isinstance(found, Reply):
         return found
     _, state = found
@@ -97,10 +93,7 @@ def _add_permission(
     rights: str,
     known: set[str],
 ) -> Reply:
-    refused = refuse_unknown_parameters(fake, parameters, {"Identity", who, "AccessRights", *known})
-    if refused:
-        return refused
-    found = mailbox_state(fake, parameters.get("Identity"))
+    found = checked_mailbox(fake, parameters, {"Identity", who, "AccessRights", *known})
     if isinstance(found, Reply):
         return found
     user, state = found

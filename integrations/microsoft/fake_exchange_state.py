@@ -175,6 +175,15 @@ def refuse_unknown_parameters(
     )
 
 
+def checked_mailbox(
+    fake: FakeMicrosoft, parameters: Mapping[str, Any], known: set[str], *, by: str = "Identity"
+) -> tuple[dict[str, Any], dict[str, Any]] | Reply:
+    """A cmdlet's parameters checked against ``known``, then the mailbox ``by`` names and its
+    Exchange state; the error InvokeCommand gives otherwise."""
+    refused = refuse_unknown_parameters(fake, parameters, known)
+    return refused if refused is not None else mailbox_state(fake, parameters.get(by))
+
+
 def cmdlet_reply(items: list[dict[str, Any]], warnings: list[str] | None = None) -> Reply:
     """A cmdlet's answer: its objects and its warnings, as InvokeCommand sends them."""
     return Reply(200, {"@adminapi.warnings": warnings or [], "value": copy.deepcopy(items)})
