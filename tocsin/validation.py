@@ -48,7 +48,13 @@ from tocsin.vocabulary import (
     STEP_FIELDS,
     TEMPLATE_ROOTS,
 )
-from tocsin.yaml_source import PathKey, SourceMap, load_yaml_bytes, read_runbook_bytes
+from tocsin.yaml_source import (
+    PathKey,
+    SourceMap,
+    load_yaml_bytes,
+    load_yaml_file,
+    read_runbook_bytes,
+)
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
 
@@ -853,6 +859,8 @@ class ValidationReport:
     warnings: list[Problem] = field(default_factory=list)
     """Advice on valid runbooks; they do not make the report fail."""
     files_checked: int = 0
+    declarations: list[str] = field(default_factory=list)
+    """Services of the declared HTTP integrations among the files (``tocsin.declared``)."""
 
     @property
     def ok(self) -> bool:
@@ -863,9 +871,16 @@ def validate_files(files: Iterable[Path], registry: ActionRegistry) -> Validatio
     """Validate each file; runbook ids must also be unique across the files."""
     report = ValidationReport()
     ids: dict[str, LoadedRunbook] = {}
+    from tocsin.declared.load import is_declaration, load_declaration
+
     for file in files:
         report.files_checked += 1
         try:
+            document, _ = load_yaml_file(file, display_path(file))
+            if is_declaration(document):
+                # A declared integration (integrations/*.yaml) is checked as one, not as a runbook.
+                report.declarations.append(load_declaration(file).declaration.service)
+                continue
             loaded = load_runbook(file, registry)
         except RunbookError as exc:
             report.problems.extend(exc.problems)
