@@ -39,9 +39,8 @@ class LoadedDeclaration:
 
 def shipped_folder() -> Path:
     """Where Tocsin's own declarations are (``integrations/*.yaml``)."""
-    import tocsin.integrations
-
-    return Path(tocsin.integrations.__file__).resolve().parent
+    # The folder beside the integration packages, found as a path: the core never imports them.
+    return (Path(__file__).resolve().parent.parent / "integrations").resolve()
 
 
 def declaration_files(folder: Path | None) -> list[Path]:
