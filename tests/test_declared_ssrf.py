@@ -154,3 +154,23 @@ def test_a_base_url_set_elsewhere_is_still_the_only_place_calls_go(
 
     assert [r.path for r in elsewhere.requests] == ["/api/v1/items/1/details"]
     assert service.requests == []
+
+
+def test_a_service_echoing_the_token_does_not_put_it_in_the_outputs(
+    tmp_path: Path, service: Recorder
+) -> None:
+    service.reset()
+    service.answer = Reply(200, {"path": f"/echo/{TOKEN}"})
+    (tmp_path / "acme.yaml").write_text(
+        textwrap.dedent(DECLARATION).replace(
+            '      search: {type: string, required: false, default: "none"}',
+            '      search: {type: string, required: false, default: "none"}\n'
+            "    outputs: {echoed: /path}",
+        ),
+        encoding="utf-8",
+    )
+    settings = declared_settings({"acme": f"{service.url}/api/v1"}, folder=tmp_path)
+
+    outputs = call("acme.read_item", settings, SECRETS, item="1")
+
+    assert outputs["echoed"] == "/echo/<hidden>"

@@ -165,3 +165,16 @@ def test_tocsin_validate_accepts_the_shipped_declarations() -> None:
     validated = run_tocsin("validate", "integrations/")
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert "ok: 2 declared integrations valid (firewall, platform)" in validated.stdout
+
+
+def test_a_declared_action_that_exists_already_is_skipped_naming_both(tmp_path: Path) -> None:
+    clash = GOOD.replace("service: acme", "service: http").replace("close_account:", "request:")
+    write(tmp_path, clash, "http.yaml")
+
+    registry = ActionRegistry.for_settings(declared_settings({}, folder=tmp_path))
+
+    assert registry.get("http.request").module == "tocsin.integrations.http.actions"
+    [skipped] = registry.skipped
+    [problem] = skipped.problems
+    assert problem.location.file.endswith("http.yaml") and problem.location.line == 10
+    assert "http.request is already an action of tocsin.integrations.http.actions" in str(problem)

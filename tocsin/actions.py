@@ -36,6 +36,7 @@ from pydantic.fields import FieldInfo
 from tocsin.errors import (
     ActionError,
     ConfigurationError,
+    Problem,
     RunbookError,
     TemplateError,
     UnknownActionError,
@@ -421,7 +422,6 @@ class ActionRegistry:
         A declaration with problems is skipped, its problems kept in ``skipped`` (and
         logged), so that one broken file does not stop every command."""
         registry = cls()
-        registry._add_declared(declared_folder)
         loaded: set[str] = set()
         for integration in installed_integrations():
             for module in integration.action_modules:
@@ -451,6 +451,7 @@ class ActionRegistry:
             loaded.add(module)
             for definition in definitions_in(imported):
                 registry.add(definition)
+        registry._add_declared(declared_folder)  # last: a clash skips the declaration
         return registry
 
     @classmethod
@@ -473,7 +474,23 @@ class ActionRegistry:
                     "; ".join(str(problem).replace("\n    ", " ") for problem in exc.problems),
                 )
                 continue
-            for definition in definitions_of(loaded):
+            definitions = definitions_of(loaded)
+            taken = [
+                Problem(
+                    loaded.source_map.locate(
+                        ("operations", definition.name.partition(".")[2]), key=True
+                    ),
+                    f"{definition.name} is already an action of {self._by_name[definition.name].module}",
+                    "rename the operation, or the service (its action namespace)",
+                )
+                for definition in definitions
+                if definition.name in self._by_name
+            ]
+            if taken:
+                self.skipped.append(RunbookError(taken))
+                _log.warning("skipped the declared integration %s: %s", path, taken[0].message)
+                continue
+            for definition in definitions:
                 self.add(definition)
 
     def get(self, name: str) -> ActionDefinition:

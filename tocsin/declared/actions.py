@@ -261,8 +261,10 @@ class _Call:
         ok = response.status_code in expected if expected else 200 <= response.status_code < 300
         if not ok:
             raise self._error(endpoint, response, document)
+        # A service echoing the credential back must not put it into the run's outputs.
         outputs = {
-            name: json_pointer(document, pointer) for name, pointer in operation.outputs.items()
+            name: _hidden(endpoint, json_pointer(document, pointer))
+            for name, pointer in operation.outputs.items()
         }
         outputs.setdefault(STATUS_OUTPUT, response.status_code)
         return outputs
@@ -379,6 +381,16 @@ class _Call:
         return IntegrationError(
             self.action, self.service, message, hint, status_code=status, retryable=retryable
         )
+
+
+def _hidden(endpoint: ServiceEndpoint, value: Any) -> Any:
+    if isinstance(value, str):
+        return endpoint.hidden(value)
+    if isinstance(value, list):
+        return [_hidden(endpoint, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _hidden(endpoint, item) for key, item in value.items()}
+    return value
 
 
 def _json(response: BoundedResponse) -> Any:
