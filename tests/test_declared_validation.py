@@ -81,6 +81,7 @@ def test_an_unknown_field_is_located_on_its_key(tmp_path: Path) -> None:
     problems = problems_of(path)
     unknown = next(p for p in problems if "unknown key `destrutive`" in p.message)
     assert unknown.location.line == 16
+    assert unknown.hint == "did you mean 'destructive'?"
     # and the required flag it was meant to be is missing: nothing defaults a safety setting
     assert any("missing the required key `destructive`" in p.message for p in problems)
 

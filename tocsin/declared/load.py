@@ -9,6 +9,8 @@ shipped files and those of the ``declared.folder`` setting.
 
 from __future__ import annotations
 
+import difflib
+import re
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from tocsin.declared.model import Declaration, Operation
+from tocsin.declared.model import Declaration, Defaults, ErrorShape, Operation, Parameter, Retry
 from tocsin.errors import Location, Problem, RunbookError
 from tocsin.outbound.urls import _is_dot_segment, _parse, _Refused
 from tocsin.templating import contains_template, parse_template
@@ -80,7 +82,7 @@ def load_declaration(path: Path) -> LoadedDeclaration:
         declaration = Declaration.model_validate(document)
     except ValidationError as exc:
         raise RunbookError(
-            [_as_declaration(problem) for problem in structure_problems(exc, source_map)]
+            [_as_declaration(problem, document) for problem in structure_problems(exc, source_map)]
         ) from None
     problems = list(_Checker(declaration, source_map).problems())
     if problems:
@@ -88,11 +90,41 @@ def load_declaration(path: Path) -> LoadedDeclaration:
     return LoadedDeclaration(declaration, name, source_map)
 
 
-def _as_declaration(problem: Problem) -> Problem:
-    """A structure problem worded for a declaration (the shared wording says "runbook")."""
+_UNKNOWN_KEY = re.compile(r"^unknown key `(?P<key>[^`]+)` in `(?P<where>[^`]+)`$")
+_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
+    (): Declaration,
+    ("defaults",): Defaults,
+    ("defaults", "retry"): Retry,
+    ("error",): ErrorShape,
+    ("operations", "*"): Operation,
+    ("operations", "*", "retry"): Retry,
+    ("operations", "*", "error"): ErrorShape,
+    ("operations", "*", "parameters", "*"): Parameter,
+}
+
+
+def _as_declaration(problem: Problem, document: Any) -> Problem:
+    """A structure problem worded for a declaration: the shared wording says "runbook" and
+    suggests a runbook's keys."""
     message = problem.message.replace("the runbook", "the declaration")
-    hint = problem.hint if "step" not in problem.hint else ""
-    return Problem(problem.location, message, hint or "see docs/declared-integrations.md")
+    hint = "see docs/declared-integrations.md"
+    unknown = _UNKNOWN_KEY.match(message)
+    if unknown is not None:
+        where = tuple(unknown.group("where").split("."))
+        shape = tuple(
+            "*" if i % 2 and where[i - 1] in ("operations", "parameters") else part
+            for i, part in enumerate(where)
+        )
+        model = _MODELS.get(shape)
+        if model is not None:
+            keys = list(model.model_fields)
+            close = difflib.get_close_matches(unknown.group("key"), keys, n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"allowed keys here: {', '.join(keys)}"
+            )
+    elif message.startswith("the declaration is missing") or "missing the required key" in message:
+        hint = "see docs/declared-integrations.md for the keys each part needs"
+    return Problem(problem.location, message, hint)
 
 
 class _Checker:
