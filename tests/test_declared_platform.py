@@ -142,3 +142,14 @@ def test_parameters_are_checked_against_their_declared_types(settings: Settings)
         call("platform.office_status", settings, SECRETS, office_id="not-an-office")
     with pytest.raises(ActionError, match="devices"):
         call("platform.issue_office_access", settings, SECRETS, office_id="OF-7", devices="PC-1")
+
+
+def test_a_429_asking_for_longer_than_a_step_waits_fails_at_once_saying_so(
+    platform: FakePlatform, settings: Settings
+) -> None:
+    platform.fail_next(1, 429, headers={"Retry-After": "120"})
+    with pytest.raises(IntegrationError) as caught:
+        call("platform.office_status", settings, SECRETS, office_id="OF-7")
+    assert caught.value.status_code == 429 and caught.value.retryable
+    assert "(it asks for 120 s)" in caught.value.hint
+    assert len(platform.requests) == 1

@@ -174,3 +174,13 @@ def test_a_service_echoing_the_token_does_not_put_it_in_the_outputs(
     outputs = call("acme.read_item", settings, SECRETS, item="1")
 
     assert outputs["echoed"] == "/echo/<hidden>"
+
+
+def test_an_answer_larger_than_the_declared_limit_is_refused(
+    settings: Settings, service: Recorder
+) -> None:
+    service.answer = Reply(200, b"x" * (1024 * 1024 + 1))
+    with pytest.raises(IntegrationError) as caught:
+        call("acme.read_item", settings, SECRETS, item="1")
+    assert "over the limit of 1 MB" in caught.value.message
+    assert "defaults.max_response_bytes" in caught.value.hint
