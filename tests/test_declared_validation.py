@@ -179,3 +179,29 @@ def test_a_declared_action_that_exists_already_is_skipped_naming_both(tmp_path: 
     [problem] = skipped.problems
     assert problem.location.file.endswith("http.yaml") and problem.location.line == 10
     assert "http.request is already an action of tocsin.integrations.http.actions" in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("parameter", "says"),
+    [
+        (
+            "{type: cidr, required: false, default: 10.0.0.1/8}",
+            "the default '10.0.0.1/8' is not a valid cidr",
+        ),
+        (
+            "{type: integer, required: false, default: many}",
+            "the default 'many' is not a valid integer",
+        ),
+        ("{type: string, pattern: '^(?=x)'}", "its pattern cannot be used"),
+        ("{type: enum}", "is an enum without `values:`"),
+    ],
+)
+def test_a_parameter_that_cannot_work_is_refused_on_its_line(
+    tmp_path: Path, parameter: str, says: str
+) -> None:
+    file = write(
+        tmp_path, GOOD.replace("      reason: {type: string}", f"      reason: {parameter}")
+    )
+    problem = only(problems_of(file))
+    assert problem.location.line == 19
+    assert says in problem.message

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import ssl
@@ -21,10 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from tocsin.actions import ActionContext, ActionDefinition
 from tocsin.declared.load import LoadedDeclaration
@@ -36,7 +35,6 @@ from tocsin.declared.model import (
     HmacAuth,
     MtlsAuth,
     Operation,
-    Parameter,
     Retry,
 )
 from tocsin.errors import ConfigurationError, IntegrationError
@@ -92,41 +90,13 @@ def _describer(template: str) -> Callable[..., str]:
 # -- parameters and outputs -------------------------------------------------------------------
 
 
-def _cidr(value: str) -> str:
-    try:
-        network = ipaddress.ip_network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(
-            f"{value!r} is not an address range (CIDR like 203.0.113.0/24): {exc}"
-        ) from None
-    return str(network)
-
-
-def _annotation(parameter: Parameter) -> Any:
-    info = Field(description=parameter.description or None)
-    text = Annotated[
-        str, Field(min_length=1, max_length=parameter.max_length, pattern=parameter.pattern)
-    ]
-    if parameter.type == "string":
-        return Annotated[text, info]
-    if parameter.type == "integer":
-        return Annotated[int, Field(strict=True), info]
-    if parameter.type == "boolean":
-        return Annotated[bool, Field(strict=True), info]
-    if parameter.type == "list":
-        return Annotated[list[text], Field(max_length=1000), info]
-    if parameter.type == "cidr":
-        return Annotated[str, Field(max_length=64), AfterValidator(_cidr), info]
-    return Annotated[Literal[tuple(parameter.values or ())], info]
-
-
 def _model_name(action: str, suffix: str) -> str:
     return "".join(part.title() for part in action.replace("_", ".").split(".")) + suffix
 
 
 def _parameter_model(action: str, operation: Operation) -> type[BaseModel]:
     fields: dict[str, Any] = {
-        name: (_annotation(parameter), ... if parameter.required else parameter.default)
+        name: (parameter.annotation(), ... if parameter.required else parameter.default)
         for name, parameter in operation.parameters.items()
     }
     return create_model(
@@ -179,13 +149,12 @@ class HmacCredential:
 
     auth: HmacAuth
     secret: str = field(repr=False)
-    clock: Callable[[], float] = time.time
 
     def headers(self) -> Mapping[str, str]:
         return {}
 
     def signed_headers(self, method: str, url: httpx.URL, body: bytes) -> Mapping[str, str]:
-        timestamp = str(int(self.clock()))
+        timestamp = str(int(time.time()))
         signature = sign(
             self.auth, self.secret, method, url.raw_path.decode("ascii"), timestamp, body
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tocsin.declared.model import Declaration, Defaults, ErrorShape, Operation, Parameter, Retry
 from tocsin.errors import Location, Problem, RunbookError
@@ -185,6 +185,7 @@ class _Checker:
                     f"parameter {name!r} is an enum without `values:`",
                     "list the values it may take",
                 )
+                continue
             if parameter.type != "enum" and parameter.values is not None:
                 yield Problem(
                     self.at((*at, "values"), key=True),
@@ -197,6 +198,25 @@ class _Checker:
                     f"parameter {name!r} has a `pattern:` but is of type {parameter.type}",
                     "a pattern applies to string parameters (and the items of lists)",
                 )
+            try:
+                checker = TypeAdapter(parameter.annotation())
+            except Exception as exc:  # a pattern pydantic cannot compile, whatever its error
+                yield Problem(
+                    self.at((*at, "pattern"), key=True),
+                    f"parameter {name!r}: its pattern cannot be used: {str(exc).splitlines()[0]}",
+                    "write a regular expression without look-arounds or back-references",
+                )
+                continue
+            if not parameter.required and parameter.default is not None:
+                try:
+                    checker.validate_python(parameter.default)
+                except ValidationError as exc:
+                    yield Problem(
+                        self.at((*at, "default")),
+                        f"parameter {name!r}: the default {parameter.default!r} is not a valid "
+                        f"{parameter.type}: {exc.errors()[0]['msg']}",
+                        "give a default of the parameter's own type",
+                    )
             if parameter.required and parameter.default is not None:
                 yield Problem(
                     self.at((*at, "default"), key=True),

@@ -8,15 +8,26 @@ file does not declare) are in ``tocsin.declared.load``, which locates them too.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 NAME = r"^[a-z][a-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME)]
 
 MAX_ATTEMPTS = 5
 MAX_BACKOFF_SECONDS = 30.0
+
+
+def _cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not an address range (CIDR like 203.0.113.0/24): {exc}"
+        ) from None
+    return str(network)
 
 
 class _Strict(BaseModel):
@@ -107,6 +118,22 @@ class Parameter(_Strict):
     values: list[str] | None = None
     """For ``enum``: the values allowed."""
     max_length: int = Field(256, gt=0, le=4096)
+
+    def annotation(self) -> Any:
+        """The type a value of this parameter is checked against (pydantic)."""
+        info = Field(description=self.description or None)
+        text = Annotated[str, Field(min_length=1, max_length=self.max_length, pattern=self.pattern)]
+        if self.type == "string":
+            return Annotated[text, info]
+        if self.type == "integer":
+            return Annotated[int, Field(strict=True), info]
+        if self.type == "boolean":
+            return Annotated[bool, Field(strict=True), info]
+        if self.type == "list":
+            return Annotated[list[text], Field(max_length=1000), info]
+        if self.type == "cidr":
+            return Annotated[str, Field(max_length=64), AfterValidator(_cidr), info]
+        return Annotated[Literal[tuple(self.values or ())], info]
 
 
 class Operation(_Strict):
