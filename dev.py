@@ -36,6 +36,7 @@ SYSTEM_PACKAGES: dict[str, str] = {
 # ...and what only its tests need.
 TEST_SYSTEM_PACKAGES: dict[str, str] = {
     "chromium": "chromium",  # renders the HTML report in a browser
+    "openssl": "openssl",  # reads the fake Vault PKI's CRL as a second opinion
 }
 
 

@@ -22,6 +22,9 @@ FLOWS = ROOT / "flows"
 MODEL_LAYER = [
     "tocsin.model",
     "tocsin.validation",
+    "tocsin.runbook_structure",
+    "tocsin.runbook_semantics",
+    "tocsin.approval_warnings",
     "tocsin.guards",
     "tocsin.yaml_source",
     "tocsin.templating",

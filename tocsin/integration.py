@@ -97,6 +97,9 @@ class SandboxSeed:
     """Serve with this context (https); None: plain http."""
     ca_bundle: Path | None = None
     """The CA certificate clients must trust to reach a fake served with ``server_tls``."""
+    journal_url: str | None = None
+    """The journal's database (SQLAlchemy URL) the sandbox's runs use, for an integration
+    whose seed data includes a table of its own there (the PKI's certificate inventory)."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ credentials and permissions work, verified without changing anything.
 Each integration says whether it is configured (``Integration.configured``) and checks
 itself (``Integration.check``, a list of ``CheckResult``); this module runs those hooks,
 turns whatever they raise into a problem line (a check never ends in a traceback) and
-says what the whole comes to. The CLI prints it (``tocsin.cli``).
+says what the whole comes to. The CLI prints it (``tocsin.cli.integrations``).
 """
 
 from __future__ import annotations

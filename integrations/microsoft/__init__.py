@@ -16,7 +16,8 @@
   mailbox handed over), ``defender.isolate_device``, ``intune.wipe_device``...,
   one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
-  ``fake_entra``, ``fake_exchange`` and ``fake_devices``: Defender for Endpoint and Intune);
+  ``fake_entra``, ``fake_exchange`` with ``fake_exchange_access`` and ``fake_exchange_state``,
+  and ``fake_devices``: Defender for Endpoint and Intune);
   ``sandbox``: a tenant with one compromised mailbox and a leaver still active (``fake_leaver``),
   and the runs ``tocsin demo`` makes on it (``sandbox.demo_runs``).
 """

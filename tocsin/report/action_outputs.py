@@ -87,7 +87,7 @@ WORDING: dict[str, dict[str, str]] = {
 
 
 class Wording(Protocol):
-    """What these sections need of the report's wording (``render._Words``)."""
+    """What these sections need of the report's wording (``wording.Words``)."""
 
     @property
     def lang(self) -> str: ...

@@ -1,4 +1,4 @@
-"""From audit records to the facts of a post-incident report (no wording: see render.py)."""
+"""From audit records to the facts of a post-incident report (no wording: see wording.py)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Self, TypeVar
 
 from tocsin.integration import SandboxSeed, SandboxService, installed_integrations
+from tocsin.journal.database import default_url
 from tocsin.private_paths import private_folder
 from tocsin.sandbox.fake_service import FakeService
 from tocsin.sandbox.tls import LoopbackCA
@@ -56,7 +57,12 @@ class Sandbox:
         try:
             self._folder = _private_folder(self.base)
             ca = LoopbackCA.create(self._folder / "tls")
-            seed = replace(self.seed, server_tls=ca.server_context(), ca_bundle=ca.ca_bundle)
+            seed = replace(
+                self.seed,
+                server_tls=ca.server_context(),
+                ca_bundle=ca.ca_bundle,
+                journal_url=self.base.journal_url or default_url(self.base.data_dir),
+            )
             for integration in installed_integrations():
                 if integration.sandbox is None:
                     continue
