@@ -41,6 +41,8 @@ from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.outbound import BearerToken, BoundedResponse, Credential, ServiceEndpoint, trusting
 from tocsin.templating import render_string, render_value
 
+NOT_PROCESSED = frozenset({429, 503})
+"""Statuses after which a request that is not idempotent may be sent again."""
 STATUS_OUTPUT = "status_code"
 """Every declared operation returns the answer's status besides its declared outputs."""
 
@@ -298,7 +300,7 @@ class _Call:
                 attempt,
                 retry.attempts,
             )
-            if last or response.status_code not in retry.on_status:
+            if last or not self._may_retry(response.status_code, retry):
                 return response
             wait = _retry_after(response)
             if wait is not None and wait > MAX_BACKOFF_SECONDS:
@@ -306,6 +308,14 @@ class _Call:
             time.sleep(min(wait if wait is not None else delay, MAX_BACKOFF_SECONDS))
             delay *= 2
         raise AssertionError("unreachable: the last try returns or raises")
+
+    def _may_retry(self, status: int, retry: Retry) -> bool:
+        """Whether to send again: a declared status; for an operation that is not idempotent,
+        only those saying the request was not processed (429, 503), never a 502 or 504
+        after which it may have been."""
+        if status not in retry.on_status:
+            return False
+        return self.operation.idempotent or status in NOT_PROCESSED
 
     def _error(
         self, endpoint: ServiceEndpoint, response: BoundedResponse, document: Any
