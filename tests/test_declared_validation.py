@@ -205,3 +205,9 @@ def test_a_parameter_that_cannot_work_is_refused_on_its_line(
     problem = only(problems_of(file))
     assert problem.location.line == 19
     assert says in problem.message
+
+
+def test_a_body_value_json_cannot_carry_is_refused(tmp_path: Path) -> None:
+    file = write(tmp_path, GOOD.replace('reason: "{{ reason }}"', "limit: .inf"))
+    problem = only(problems_of(file))
+    assert problem.location.line == 15 and "JSON cannot carry" in problem.message

@@ -10,6 +10,7 @@ shipped files and those of the ``declared.folder`` setting.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import string
 from collections.abc import Iterable, Iterator
@@ -172,6 +173,14 @@ class _Checker:
         templated: list[tuple[PathKey, str]] = [
             ((*where, "query", key), value) for key, value in operation.query.items()
         ]
+        try:
+            json.dumps(operation.body, allow_nan=False)
+        except (TypeError, ValueError):
+            yield Problem(
+                self.at((*where, "body")),
+                "`body` holds a value JSON cannot carry (infinity, not-a-number)",
+                "quote it to send it as text, or give a number",
+            )
         templated.extend(_strings((*where, "body"), operation.body))
         if operation.describe is not None:
             templated.append(((*where, "describe"), operation.describe))
