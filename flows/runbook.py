@@ -172,7 +172,7 @@ def run_runbook(
     """
     handed = configuration()  # what the caller handed down, else the environment's
     settings = handed.settings
-    registry = ActionRegistry.discover(settings.action_modules)
+    registry = ActionRegistry.for_settings(settings)
     try:
         loaded = runbook_from_parameters(runbook_source, runbook_name, runbook_digest, registry)
     except RunbookError as exc:

@@ -77,6 +77,7 @@ def test_the_built_in_integrations_are_declared_like_a_third_partys() -> None:
         == set(declared["tocsin.integrations"])
         == {
             "core",
+            "firewall",
             "http",
             "jira",
             "microsoft",

@@ -93,6 +93,8 @@ def live_env(fakes: Fakes, **changes: str) -> dict[str, str]:
         "TOCSIN_MICROSOFT__PASSWORD_CHANNEL": "slack-dm:U0LEAD0001",
         "TOCSIN_HTTP__SERVICES__PLATFORM": f"{fakes.platform.url}/api/v1",
         "TOCSIN_HTTP__CA_BUNDLE": bundle,
+        "TOCSIN_DECLARED__BASE_URLS__PLATFORM": f"{fakes.platform.url}/api/v1",
+        "TOCSIN_DECLARED__CA_BUNDLE": bundle,
         "TOCSIN_SECRET_PLATFORM_API_TOKEN": SANDBOX_PLATFORM_TOKEN,
     }
     env.update(changes)

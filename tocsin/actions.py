@@ -26,19 +26,28 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from tocsin.errors import ActionError, ConfigurationError, TemplateError, UnknownActionError
+from tocsin.errors import (
+    ActionError,
+    ConfigurationError,
+    Problem,
+    RunbookError,
+    TemplateError,
+    UnknownActionError,
+)
 from tocsin.integration import installed_integrations
 from tocsin.outbound import render_url_template
 from tocsin.settings import SecretStore as SecretStore  # re-exported: actions read secrets
 from tocsin.settings import Settings
 from tocsin.templating import contains_template, render_string, render_value
 
+_log = logging.getLogger("tocsin.actions")
 _MARKER = "__tocsin_action__"
 _SECRET_MARKER = "x-tocsin-secret"
 
@@ -377,6 +386,8 @@ class ActionRegistry:
 
     def __init__(self, definitions: Iterable[ActionDefinition] = ()) -> None:
         self._by_name: dict[str, ActionDefinition] = {}
+        self.skipped: list[RunbookError] = []
+        """Declared integrations left out, each with its located problems."""
         for definition in definitions:
             self.add(definition)
 
@@ -400,9 +411,16 @@ class ActionRegistry:
         return registry
 
     @classmethod
-    def discover(cls, extra_modules: Iterable[str] = ()) -> ActionRegistry:
+    def discover(
+        cls, extra_modules: Iterable[str] = (), declared_folder: Path | None = None
+    ) -> ActionRegistry:
         """The actions of every installed integration, plus those of ``extra_modules``
-        (the ``action_modules`` setting: local actions that are not packaged)."""
+        (the ``action_modules`` setting: local actions that are not packaged) and of the
+        declared HTTP integrations (``tocsin.declared``: the shipped ones and those in
+        ``declared_folder``, the ``declared.folder`` setting).
+
+        A declaration with problems is skipped, its problems kept in ``skipped`` (and
+        logged), so that one broken file does not stop every command."""
         registry = cls()
         loaded: set[str] = set()
         for integration in installed_integrations():
@@ -433,7 +451,47 @@ class ActionRegistry:
             loaded.add(module)
             for definition in definitions_in(imported):
                 registry.add(definition)
+        registry._add_declared(declared_folder)  # last: a clash skips the declaration
         return registry
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ActionRegistry:
+        """``discover`` with what the settings add (``action_modules``, ``declared.folder``)."""
+        return cls.discover(settings.action_modules, settings.declared.folder)
+
+    def _add_declared(self, folder: Path | None) -> None:
+        from tocsin.declared.actions import definitions_of
+        from tocsin.declared.load import declaration_files, load_declaration
+
+        for path in declaration_files(folder):
+            try:
+                loaded = load_declaration(path)
+            except RunbookError as exc:
+                self.skipped.append(exc)
+                _log.warning(
+                    "skipped the declared integration %s: %s",
+                    path,
+                    "; ".join(str(problem).replace("\n    ", " ") for problem in exc.problems),
+                )
+                continue
+            definitions = definitions_of(loaded)
+            taken = [
+                Problem(
+                    loaded.source_map.locate(
+                        ("operations", definition.name.partition(".")[2]), key=True
+                    ),
+                    f"{definition.name} is already an action of {self._by_name[definition.name].module}",
+                    "rename the operation, or the service (its action namespace)",
+                )
+                for definition in definitions
+                if definition.name in self._by_name
+            ]
+            if taken:
+                self.skipped.append(RunbookError(taken))
+                _log.warning("skipped the declared integration %s: %s", path, taken[0].message)
+                continue
+            for definition in definitions:
+                self.add(definition)
 
     def get(self, name: str) -> ActionDefinition:
         try:

@@ -165,6 +165,29 @@ class AccessSettings(BaseModel):
     )
 
 
+class DeclaredSettings(BaseModel):
+    """HTTP integrations declared in YAML (``tocsin.declared``): where more declarations are,
+    and per service, the base URL to use instead of the declared one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: Path | None = Field(
+        None,
+        description="A folder of declarations (*.yaml, one service each) loaded besides the "
+        "shipped ones in integrations/",
+    )
+    base_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base URL of a declared service instead of its declaration's "
+        "(TOCSIN_DECLARED__BASE_URLS__FIREWALL=https://fw.internal/api)",
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description="PEM file of CA certificates trusted besides the system's for declared "
+        "services (the sandbox sets its own)",
+    )
+
+
 class Settings(BaseSettings):
     """The core's settings: where Tocsin keeps its data and which mode it runs in.
 
@@ -200,6 +223,7 @@ class Settings(BaseSettings):
     announce: AnnounceSettings = Field(default_factory=AnnounceSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    declared: DeclaredSettings = Field(default_factory=DeclaredSettings)
 
     @property
     def audit_key_path(self) -> Path:

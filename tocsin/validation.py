@@ -28,7 +28,7 @@ from tocsin.errors import Problem, RunbookError
 from tocsin.model import Runbook
 from tocsin.runbook_semantics import SemanticChecker
 from tocsin.runbook_structure import kind_of, structure_problems
-from tocsin.yaml_source import SourceMap, load_yaml_bytes, read_runbook_bytes
+from tocsin.yaml_source import SourceMap, load_yaml_bytes, load_yaml_file, read_runbook_bytes
 
 __all__ = [
     "RUNBOOK_SUFFIXES",
@@ -148,6 +148,8 @@ class ValidationReport:
     warnings: list[Problem] = field(default_factory=list)
     """Advice on valid runbooks; they do not make the report fail."""
     files_checked: int = 0
+    declarations: list[str] = field(default_factory=list)
+    """Services of the declared HTTP integrations among the files (``tocsin.declared``)."""
 
     @property
     def ok(self) -> bool:
@@ -158,9 +160,16 @@ def validate_files(files: Iterable[Path], registry: ActionRegistry) -> Validatio
     """Validate each file; runbook ids must also be unique across the files."""
     report = ValidationReport()
     ids: dict[str, LoadedRunbook] = {}
+    from tocsin.declared.load import is_declaration, load_declaration
+
     for file in files:
         report.files_checked += 1
         try:
+            document, _ = load_yaml_file(file, display_path(file))
+            if is_declaration(document):
+                # A declared integration (integrations/*.yaml) is checked as one, not as a runbook.
+                report.declarations.append(load_declaration(file).declaration.service)
+                continue
             loaded = load_runbook(file, registry)
         except RunbookError as exc:
             report.problems.extend(exc.problems)

@@ -1,9 +1,10 @@
-"""The broker-software provider's platform API: today its fake and its sandbox part.
+"""The broker-software provider's platform API: its secret, its fake and its sandbox part.
 
-Runbooks drive the platform with ``http.request`` (``service: platform``, the bearer token
-in the secret ``platform_api_token``); this package starts the fake platform in the sandbox
-and points ``http.services.platform`` at it. Issue 14 grows it into an integration with
-actions of its own.
+Its actions (``platform.office_status``, ``disconnect_office``, ...) are declared in
+``integrations/platform.yaml`` (``tocsin.declared``, docs/declared-integrations.md), base URL
+in ``declared.base_urls.platform``; runbooks may also call it with ``http.request``
+(``service: platform``, ``http.services.platform``). Both send the bearer token in the
+secret ``platform_api_token``; the sandbox points both at the fake platform.
 
 - ``fake``: ``FakePlatform``, the API the runbooks assume (offices, devices, accounts);
 - ``sandbox``: the office seeded from the run's inputs, and the settings pointing at it;
@@ -50,8 +51,12 @@ def _base_url(settings: Settings) -> str | None:
     return http.settings_of(settings).services.get(SERVICE)
 
 
+def _declared_url(settings: Settings) -> str | None:
+    return settings.declared.base_urls.get(SERVICE)
+
+
 def _configured(settings: Settings, secrets: SecretStore) -> bool:
-    return bool(_base_url(settings) or secrets.get(TOKEN_SECRET))
+    return bool(_base_url(settings) or _declared_url(settings) or secrets.get(TOKEN_SECRET))
 
 
 def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
@@ -60,7 +65,18 @@ def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
     from tocsin.integration import CheckResult
 
     url = _base_url(settings)
+    declared = _declared_url(settings)
     return [
+        CheckResult("declared actions", True, f"declared.base_urls.{SERVICE} is {declared}")
+        if declared
+        else CheckResult(
+            "declared actions",
+            False,
+            f"declared.base_urls.{SERVICE} is not set: the platform.* actions call the "
+            "declaration's example host",
+            f"set TOCSIN_DECLARED__BASE_URLS__{SERVICE.upper()} to the API's base URL "
+            "(https://platform.example/api/v1)",
+        ),
         CheckResult("service", True, f"http.services.{SERVICE} is {url}")
         if url
         else CheckResult(
@@ -83,12 +99,12 @@ def _check(settings: Settings, secrets: SecretStore) -> Sequence[CheckResult]:
 
 integration: Integration[BaseModel] = Integration(
     name="platform",
-    description="The provider's platform API (called with http.request)",
+    description="The provider's platform API (platform.* declared in integrations/platform.yaml)",
     secrets=(
         DeclaredSecret(
             TOKEN_SECRET,
-            "Bearer token of the platform API, named by runbooks' http.request steps "
-            "(bearer_token_secret: platform_api_token)",
+            "Bearer token of the platform API, sent by the platform.* actions and named by "
+            "runbooks' http.request steps (bearer_token_secret: platform_api_token)",
         ),
     ),
     sandbox=_sandbox,

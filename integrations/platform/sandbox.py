@@ -27,11 +27,17 @@ def seeded_office(seed: SandboxSeed) -> Office:
 
 
 def start(seed: SandboxSeed) -> SandboxService:
-    """Start the fake platform; runbooks reach it as ``http.request`` with ``service: platform``."""
+    """Start the fake platform; runbooks reach it as ``http.request`` with ``service: platform``
+    and through the declared ``platform.*`` actions."""
     fake = FakePlatform(offices=[seeded_office(seed)]).start(tls=seed.server_tls)
-    http: dict[str, object] = {"services": {"platform": f"{fake.url}/api/v1"}}
+    base_url = f"{fake.url}/api/v1"
+    # The same fake serves http.request's `service: platform` and the declared platform.*.
+    http: dict[str, object] = {"services": {"platform": base_url}}
+    declared: dict[str, object] = {"base_urls": {"platform": base_url}}
     if seed.ca_bundle is not None:
-        http["ca_bundle"] = str(seed.ca_bundle)
+        http["ca_bundle"] = declared["ca_bundle"] = str(seed.ca_bundle)
     return SandboxService(
-        fake, settings={"http": http}, secrets={TOKEN_SECRET: SANDBOX_PLATFORM_TOKEN}
+        fake,
+        settings={"http": http, "declared": declared},
+        secrets={TOKEN_SECRET: SANDBOX_PLATFORM_TOKEN},
     )

@@ -18,11 +18,19 @@ def current_settings() -> Any:
 
 
 def action_registry() -> ActionRegistry:
-    """The actions of the installed integrations and the configured action modules."""
+    """The actions of the installed integrations, the configured action modules and the
+    declared HTTP integrations; a declaration skipped for its problems is said on stderr."""
+    import sys
+
     from tocsin.actions import ActionRegistry
     from tocsin.settings import load_settings
 
-    return ActionRegistry.discover(load_settings().action_modules)
+    registry = ActionRegistry.for_settings(load_settings())
+    for skipped in registry.skipped:
+        # A broken declaration costs its own actions only; say which file and where.
+        for problem in skipped.problems:
+            print(f"{problem} (declared integration skipped)", file=sys.stderr)
+    return registry
 
 
 def resolve_runbook(reference: str, registry: ActionRegistry) -> LoadedRunbook:

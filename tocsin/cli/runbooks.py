@@ -47,7 +47,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if report.ok:
         ids = ", ".join(loaded.id for loaded in report.runbooks)
         count = len(report.runbooks)
-        print(f"ok: {count} runbook{'s' if count != 1 else ''} valid ({ids})")
+        if count or not report.declarations:
+            print(f"ok: {count} runbook{'s' if count != 1 else ''} valid ({ids})")
+        if report.declarations:
+            services = ", ".join(report.declarations)
+            many = len(report.declarations) != 1
+            print(
+                f"ok: {len(report.declarations)} declared integration{'s' if many else ''} "
+                f"valid ({services})"
+            )
         return EXIT_OK
     bad_files = len({p.location.file for p in report.problems})
     print(

@@ -142,7 +142,7 @@ class Gateway:
                     )
                 self.people, people_from = part.people, integration.name
         self.journal = journal or journal_for(settings, signing=True)
-        self.registry = registry or ActionRegistry.discover(settings.action_modules)
+        self.registry = registry or ActionRegistry.for_settings(settings)
         self.launcher = launcher or RunLauncher(settings, self.journal, self.secrets)
         _warm_up()
         # A few threads do the journalling: more would only queue on the database and

@@ -6,6 +6,7 @@ its credential only under that base, never follows a redirect, and caps every re
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,14 @@ class Credential(Protocol):
         ...
 
     def headers(self) -> Mapping[str, str]: ...
+
+
+class SigningCredential(Credential, Protocol):
+    """A credential whose headers depend on the request itself (an HMAC signature)."""
+
+    def signed_headers(self, method: str, url: httpx.URL, body: bytes) -> Mapping[str, str]:
+        """Headers authenticating this exact request (``url`` as sent, ``body`` as sent)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -182,13 +191,29 @@ class ServiceEndpoint:
         # Uncompressed, so that Content-Length announces the size and no small gzip body
         # inflates past the limit within one chunk.
         sent = {"Accept-Encoding": "identity", **(headers or {})}
+        content: bytes | None = None
         if self.credential is not None:
             sent.update(self.credential.headers())
+            signed_headers = getattr(self.credential, "signed_headers", None)
+            if signed_headers is not None:
+                # What is signed must be the very bytes sent, so the body is encoded here.
+                if json_body is not None:
+                    content = json.dumps(
+                        json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                    ).encode("utf-8")
+                    sent["Content-Type"] = "application/json"
+                sent.update(signed_headers(method, target, content or b""))
         shown = f"{method} {target}"
         try:
             verify: ssl.SSLContext | bool = self.verify if self.verify is not None else True
             with httpx.Client(timeout=timeout, follow_redirects=False, verify=verify) as client:
-                with client.stream(method, target, headers=sent, json=json_body) as response:
+                with client.stream(
+                    method,
+                    target,
+                    headers=sent,
+                    content=content,
+                    json=json_body if content is None else None,
+                ) as response:
                     content = self._read_capped(response, shown)
                     answer = BoundedResponse(
                         response.status_code,

@@ -45,6 +45,8 @@ class ReceivedRequest:
     headers: Mapping[str, str]
     """Header names in lower case."""
     body: bytes
+    raw_query: str = ""
+    """The query string as sent, undecoded (what a signature covers)."""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -273,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(split.query, keep_blank_values=True),
             headers={name.lower(): value for name, value in self.headers.items()},
             body=self.rfile.read(length) if length > 0 else b"",
+            raw_query=split.query,
         )
         try:
             reply = service._receive(request)
