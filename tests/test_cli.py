@@ -96,7 +96,9 @@ def test_plan_shows_ordered_steps_with_resolved_parameters_and_what_they_touch()
     assert "Incident INC-7" in out
     assert "plan only: nothing is called" in out
     assert "DESTRUCTIVE" in out
-    assert "would touch: POST " in out and "/offices/OF-1042/disconnect" in out
+    assert "would touch: disconnect office OF-1042 from the platform" in out
+    assert "would touch: block 198.51.100.0/24 (office OF-1042) on the firewall" in out
+    assert "cannot be undone: approved at gate approve_disconnect" in out
     assert "approval gate" in out
     assert "\x1b[" not in out  # plain when piped
     numbers = [

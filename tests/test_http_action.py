@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,38 @@ from tocsin.sandbox import FakeService, ReceivedRequest, Reply
 from tocsin.settings import StaticSecrets, load_settings
 
 TOKEN = "plt-0123456789-very-secret"
-OFFICE_RUNBOOK = "runbooks/office-compromise.yaml"
+# A runbook calling the platform through http.request, as runbooks without a declaration do.
+HTTP_OFFICE_RUNBOOK = """\
+runbook: http-office
+version: "1"
+title: Disconnect an office through http.request
+summary: One platform call whose URL carries an input.
+severity: high
+sources:
+  - title: Cybersecurity dossier for Belgian insurance brokers
+    document: 003_035991dd0fe2a165.txt
+    section: "§5.1"
+inputs:
+  office_id: {type: string, description: The office's platform id}
+approver_groups:
+  leads:
+    description: Leads
+    users: [U0LEAD1]
+steps:
+  - id: approve
+    title: Approve
+    approval:
+      approvers: leads
+      prompt: Disconnect the office?
+  - id: disconnect_office
+    title: Disconnect the office
+    action: http.request
+    with:
+      service: platform
+      method: POST
+      url: "/offices/{{ inputs.office_id }}/disconnect"
+      bearer_token_secret: platform_api_token
+"""
 OFFICE = Office(
     id="OF-1",
     name="Courtier Dupont",
@@ -400,13 +432,14 @@ def test_the_plan_sentence_names_the_service() -> None:
     )
 
 
-def test_the_plan_shows_the_url_as_the_run_will_send_it_and_warns_when_an_input_would_move_it() -> (
-    None
-):
-    office = ("--set", "office_name=Dupont", "--set", "slack_channel=C0INCIDENT")
+def test_the_plan_shows_the_url_as_the_run_will_send_it_and_warns_when_an_input_would_move_it(
+    tmp_path: Path,
+) -> None:
+    runbook = tmp_path / "http-office.yaml"
+    runbook.write_text(HTTP_OFFICE_RUNBOOK, encoding="utf-8")
 
-    encoded = run_tocsin("plan", OFFICE_RUNBOOK, "--set", "office_id=OF-1?x", *office)
-    moved = run_tocsin("plan", OFFICE_RUNBOOK, "--set", "office_id=../admin", *office)
+    encoded = run_tocsin("plan", str(runbook), "--set", "office_id=OF-1?x")
+    moved = run_tocsin("plan", str(runbook), "--set", "office_id=../admin")
 
     assert encoded.returncode == 0, encoded.stderr
     assert "would touch: POST /offices/OF-1%3Fx/disconnect on the platform service" in (
