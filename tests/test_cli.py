@@ -269,6 +269,7 @@ def test_demo_list_names_each_runbook_the_sandbox_can_run() -> None:
     assert any(
         re.match(r"^office-compromise +Broker office hacked .*\(default\)$", line) for line in lines
     )
+    assert any(re.match(r"^workstation-malware +Office PC infected", line) for line in lines)
 
 
 def test_demo_of_an_unknown_runbook_says_which_it_can_run() -> None:

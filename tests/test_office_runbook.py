@@ -4,111 +4,28 @@ with, and the order in which the platform and the firewall received the calls.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.cli_runner import ROOT
-from tocsin.actions import ActionRegistry
-from tocsin.demo import scripted_approver
-from tocsin.incident import Incident
-from tocsin.integration import demo_runs
-from tocsin.integrations.firewall.fake import FakeFirewall
-from tocsin.integrations.pki.fake import FakeVaultPKI
-from tocsin.integrations.pki.inventory import CertificateStatus, InventoryEntry, inventory_for
-from tocsin.integrations.platform.fake import FakePlatform
-from tocsin.journal.runs import StepRecord
-from tocsin.running import journal_for, start_run
-from tocsin.sandbox.assembly import Sandbox
-from tocsin.sandbox.fake_service import ReceivedRequest
-from tocsin.settings import load_settings
+from tests.office_runs import OfficeRun, run_office_demo, serial_number
+from tocsin.integrations.pki.inventory import CertificateStatus
 from tocsin.statuses import RunStatus, StepStatus
-from tocsin.validation import load_runbook
 
 pytestmark = pytest.mark.slow
 
-RUNBOOK = ROOT / "runbooks" / "office-compromise.yaml"
 OFFICE = "OF-1042"
 RANGE = "198.51.100.0/24"
 
 
-@dataclass(frozen=True)
-class OfficeRun:
-    ticket: str
-    result: dict[str, Any]
-    platform: FakePlatform
-    firewall: FakeFirewall
-    vault: FakeVaultPKI
-    steps: dict[str, StepRecord]
-    certificates: list[InventoryEntry]
-    """The office's certificates in the inventory after the run."""
-
-
-def run_office_runbook(ticket: str) -> OfficeRun:
-    """The demo's office-compromise run until it ends, with the fakes it ran against."""
-    settings = load_settings()
-    loaded = load_runbook(RUNBOOK, ActionRegistry.discover())
-    inputs = dict(demo_runs()["office-compromise"].inputs)
-    fakes: list[tuple[FakePlatform, FakeFirewall, FakeVaultPKI]] = []
-    authorities: list[str] = []
-    said: list[str] = []
-
-    def people_decide(sandbox: Sandbox | None) -> None:
-        assert sandbox is not None  # the tests run in sandbox mode
-        # Kept while the sandbox lives: their state outlives it.
-        fakes.append(
-            (
-                sandbox.fake("platform", FakePlatform),
-                sandbox.fake("firewall", FakeFirewall),
-                sandbox.fake("pki", FakeVaultPKI),
-            )
-        )
-        vault = fakes[0][2]
-        authorities.append(f"vault:{vault.url}/{vault.mount}")  # the inventory's name of the CA
-        scripted_approver(settings, ticket, said.append, sandbox)
-
-    result = start_run(
-        loaded,
-        Incident(ticket=ticket, title="Office hacked", requested_by="U0REQUESTER"),
-        inputs,
-        settings=settings,
-        printer=said.append,
-        on_started=people_decide,
-    )
-    assert fakes, "\n".join(said)
-    ((platform, firewall, vault),) = fakes
-    journal = journal_for(settings)
-    try:
-        (run,) = journal.runs_of(ticket)
-        steps = {record.step_id: record for record in journal.steps_of(run.id)}
-    finally:
-        journal.close()
-    with inventory_for(settings) as inventory:
-        certificates = inventory.find(authorities[0], office=OFFICE)
-    return OfficeRun(
-        ticket,
-        result,
-        platform,
-        firewall,
-        vault,
-        steps,
-        certificates,
-    )
-
-
 @pytest.fixture(scope="module")
 def office_run(prefect_server: str) -> OfficeRun:
-    return run_office_runbook("OFC-1")
+    return run_office_demo("office-compromise", "OFC-1")
 
 
 def _platform_calls(run: OfficeRun) -> list[str]:
     prefix = f"/api/v1/offices/{OFFICE}"
     return [
         f"{r.method} {r.path[len(prefix) :] or '/'}"
-        for r in run.platform.requests
+        for r in run.fakes.platform.requests
         if r.path.startswith(prefix)
     ]
 
@@ -134,7 +51,7 @@ def test_the_platform_disconnected_the_office_before_revoking_and_reconnected_it
     assert calls[-1] == "POST /reconnect"
     # The reconnection was checked by reading the office back afterwards.
     assert _platform_calls(office_run)[-1] == "GET /"
-    office = office_run.platform.office(OFFICE)
+    office = office_run.fakes.platform.office(OFFICE)
     assert office.status == "connected"
     assert office.open_sessions == 0  # the sessions open at the report were closed
 
@@ -142,7 +59,7 @@ def test_the_platform_disconnected_the_office_before_revoking_and_reconnected_it
 def test_every_account_password_was_revoked_and_every_device_has_a_new_access(
     office_run: OfficeRun,
 ) -> None:
-    office = office_run.platform.office(OFFICE)
+    office = office_run.fakes.platform.office(OFFICE)
     assert office.accounts and all(a.credentials_status == "revoked" for a in office.accounts)
     assert {d.id for d in office.devices} == {"PC-1", "PC-2"}
     assert all(
@@ -155,10 +72,10 @@ def test_the_firewall_blocked_the_office_range_then_lifted_the_block(
     office_run: OfficeRun,
 ) -> None:
     blocks = f"/api/v2/offices/{OFFICE}/blocks"
-    calls = [r.method for r in office_run.firewall.requests if r.path.startswith(blocks)]
+    calls = [r.method for r in office_run.fakes.firewall.requests if r.path.startswith(blocks)]
     assert calls == ["POST", "DELETE"]
-    assert office_run.firewall.requests[0].json()["cidr"] == RANGE
-    assert office_run.firewall.active_blocks(OFFICE) == []
+    assert office_run.fakes.firewall.requests[0].json()["cidr"] == RANGE
+    assert office_run.fakes.firewall.active_blocks(OFFICE) == []
 
 
 def test_every_old_certificate_is_on_the_crl_the_ca_signed(office_run: OfficeRun) -> None:
@@ -167,20 +84,9 @@ def test_every_old_certificate_is_on_the_crl_the_ca_signed(office_run: OfficeRun
     old = [e for e in office_run.certificates if e.status == CertificateStatus.REVOKED]
     assert {e.device for e in old} == {"PC-1", "PC-2"}
     assert sorted(revoked["revoked_serials"]) == sorted(e.serial for e in old)
-    ca = office_run.vault.ca_certificate
-    served = office_run.vault.handle(
-        ReceivedRequest("GET", f"/v1/{office_run.vault.mount}/crl", {}, {}, b"")
-    )
-    assert served.status == 200
-    assert isinstance(served.body, bytes)
-    crl = x509.load_der_x509_crl(served.body)
-    assert crl.issuer == ca.subject
-    key = ca.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey)  # the fake CA's key
-    assert crl.is_signature_valid(key)
-    on_crl = {entry.serial_number for entry in crl}
+    on_crl = office_run.signed_crl_serials()
     for entry in old:
-        assert int(entry.serial.replace(":", ""), 16) in on_crl, entry.serial
+        assert serial_number(entry.serial) in on_crl, entry.serial
 
 
 def test_new_certificates_were_issued_and_recorded_before_the_office_reconnected(
@@ -193,7 +99,7 @@ def test_new_certificates_were_issued_and_recorded_before_the_office_reconnected
     assert all(e.incident == office_run.ticket for e in new)
     assert sorted(issued["new_serials"]) == sorted(e.serial for e in new)
     for entry in new:
-        assert office_run.vault.stored(entry.serial) is not None  # the CA holds it
+        assert office_run.fakes.vault.stored(entry.serial) is not None  # the CA holds it
     finished = office_run.steps["issue_certificates"].finished_at
     reconnecting = office_run.steps["reconnect_office"].started_at
     assert finished is not None and reconnecting is not None

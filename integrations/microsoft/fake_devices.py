@@ -368,6 +368,34 @@ LAPTOP_NAME = "ALICE-LT01"
 NOT_ONBOARDED = "broker-nas01"
 
 
+def office_workstation(device: str, domain: str, now: datetime) -> dict[str, Any]:
+    """A broker office's PC (``PC-1``) onboarded in Defender for Endpoint as
+    ``pc-1.<domain>``, online and not isolated: what the office runbooks isolate."""
+    dns = f"{device.lower()}.{domain}"
+    return {
+        "id": _id(f"mde:{dns}").replace("-", "")[:32] + "0ff1ce00",
+        "computerDnsName": dns,
+        "firstSeen": _iso(now - timedelta(days=700)),
+        "lastSeen": _iso(now - timedelta(minutes=10)),
+        "osPlatform": "Windows10",
+        "osProcessor": "x64",
+        "version": "22H2",
+        "osBuild": 19045,
+        "lastIpAddress": "192.168.10.21",
+        "lastExternalIpAddress": "198.51.100.7",
+        "healthStatus": "Active",
+        "onboardingStatus": "Onboarded",
+        "rbacGroupName": "Office workstations",
+        "rbacGroupId": 43,
+        "riskScore": "High",
+        "exposureLevel": "High",
+        "deviceValue": "Normal",
+        "machineTags": ["office"],
+        "isAadJoined": False,
+        "osArchitecture": "64-bit",
+    }
+
+
 def phished_devices(upn: str, user_id: str, now: datetime) -> dict[str, list[dict[str, Any]]]:
     """The user's laptop (onboarded in Defender, enrolled in Intune), their enrolled phone,
     and a NAS Defender discovered but never onboarded."""

@@ -1,15 +1,17 @@
 """Microsoft 365 in the sandbox: a tenant whose user (the run's ``user`` input, or
 alice@broker-office.example) was phished, where a colleague who left the office
-(erik@..., ``fake_leaver``) still has an active account, and the settings and secret that
-reach it."""
+(erik@..., ``fake_leaver``) still has an active account, and the office PCs the run names
+(``devices`` or ``device``) are onboarded in Defender for Endpoint; and the settings and
+secret that reach it."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from tocsin.integration import DemoRun, SandboxSeed, SandboxService
@@ -23,6 +25,7 @@ from tocsin.integrations.microsoft.fake import (
     FakeMicrosoft,
     compromised_tenant,
 )
+from tocsin.integrations.microsoft.fake_devices import office_workstation
 from tocsin.integrations.microsoft.fake_entra import GENUINE_ROLE
 from tocsin.integrations.microsoft.fake_exchange import GENUINE_DELEGATE_LOCAL
 from tocsin.integrations.microsoft.fake_leaver import (
@@ -32,6 +35,9 @@ from tocsin.integrations.microsoft.fake_leaver import (
     colleague_of,
     leaver_of,
 )
+
+# An office PC's platform id (PC-1): the only names seeded as Defender machines.
+_PC_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 def demo_runs() -> Mapping[str, DemoRun]:
@@ -72,6 +78,9 @@ def start(seed: SandboxSeed) -> SandboxService:
     if user.lower() == leaver_of(domain):  # the leaver runbook: the phished user stays alice
         user = f"{SANDBOX_USER.split('@')[0]}@{domain}"
     tenant = add_leaver(compromised_tenant(user), domain)
+    now = datetime.now(UTC)
+    workstations = office_workstations(seed)
+    tenant.machines.extend(office_workstation(name, domain, now) for name in workstations)
     fake = FakeMicrosoft(tenant).start(tls=seed.server_tls)
     microsoft: dict[str, object] = {
         "tenant_id": SANDBOX_TENANT_ID,
@@ -99,8 +108,24 @@ def start(seed: SandboxSeed) -> SandboxService:
             f"{leaver_of(domain)} left the office but his account, role, consent, mailbox "
             f"and devices are still active ({LEAVER_LOCAL}'s mail goes to "
             f"{colleague_of(domain)}); temporary passwords go to {passwords}"
+            + (
+                f"; the office's PCs {', '.join(workstations)} are onboarded in Defender"
+                if workstations
+                else ""
+            )
         ],
     )
+
+
+def office_workstations(seed: SandboxSeed) -> list[str]:
+    """The office PCs the run names (``devices``, a list or ``PC-1,PC-2``, or ``device``),
+    which the fake's Defender for Endpoint then knows."""
+    given = seed.inputs.get("devices") or seed.inputs.get("device")
+    items: Sequence[object] = (
+        given.split(",") if isinstance(given, str) else given if isinstance(given, list) else ()
+    )
+    names = [str(item).strip() for item in items]
+    return [name for name in names if _PC_NAME.match(name)]
 
 
 def _remove_if_empty(folder: str) -> None:

@@ -1,5 +1,5 @@
 """The PKI in the sandbox: a fake Vault PKI whose office (the run's ``office_id`` input, or
-OF-1042 "Courtage Dupont") has devices (the ``devices`` input, or PC-1 and PC-2) each holding
+OF-1042 "Courtage Dupont") has devices (the ``devices`` or ``device`` input, or PC-1 and PC-2) each holding
 a certificate the fake issued, recorded in the inventory of the journal the runs use, so
 that the demo's office run revokes real certificates."""
 
@@ -33,9 +33,9 @@ _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 def office_devices(seed: SandboxSeed) -> tuple[str, list[str]]:
     """The office and devices the run names (``office_id``, ``devices`` as a list or
-    ``PC-1,PC-2``), else the sandbox's own."""
+    ``PC-1,PC-2``, or one ``device``), else the sandbox's own."""
     office = seed.inputs.get("office_id")
-    given = seed.inputs.get("devices")
+    given = seed.inputs.get("devices") or seed.inputs.get("device")
     items: Sequence[object] = (
         given.split(",") if isinstance(given, str) else given if isinstance(given, list) else ()
     )

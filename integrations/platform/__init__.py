@@ -36,12 +36,17 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
 
 
 def _demo_runs() -> Mapping[str, DemoRun]:
-    """``tocsin demo`` (office-compromise): the office the sandbox seeds from these inputs."""
+    """``tocsin demo`` (office-compromise) and ``tocsin demo workstation-malware``: the office
+    (and its PCs) the sandboxes seed from these inputs."""
     return {
         "office-compromise": DemoRun(
             "Broker office hacked (demo)",
             {"office_id": "OF-1042", "office_name": "Courtage Dupont", "devices": "PC-1,PC-2"},
-        )
+        ),
+        "workstation-malware": DemoRun(
+            "Office PC infected, files encrypted (demo)",
+            {"office_id": "OF-1042", "office_name": "Courtage Dupont", "device": "PC-2"},
+        ),
     }
 
 
