@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,11 @@ from tests.microsoft_support import fake_tenant, run_action, settings_for
 from tocsin.actions import ActionRegistry
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.fake import ALL_ROLES, SANDBOX_USER, FakeApp, FakeMicrosoft
-from tocsin.integrations.microsoft.fake_devices import LAPTOP_NAME, NOT_ONBOARDED
+from tocsin.integrations.microsoft.fake_devices import (
+    LAPTOP_NAME,
+    NOT_ONBOARDED,
+    office_workstation,
+)
 from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import Settings
 from tocsin.validation import load_runbook_bytes
@@ -147,6 +152,46 @@ def test_a_device_not_onboarded_is_named_with_what_to_check(
         )
     assert "onboardingStatus CanBeOnboarded" in discovered.value.message
     assert posts(fake) == []
+
+
+def test_several_devices_are_isolated_one_by_one_and_a_rerun_changes_none(
+    fake: FakeMicrosoft, settings: Settings
+) -> None:
+    with fake.lock:  # a second office PC beside the laptop, as the office sandbox seeds
+        fake.tenant.machines.append(
+            office_workstation("PC-2", "broker-office.example", datetime.now(UTC))
+        )
+    both = {"devices": [LAPTOP_NAME, "PC-2"], "comment": COMMENT}
+    first = run_action("defender.isolate_devices", both, settings)
+    assert first["changed"] == [LAPTOP_NAME, "PC-2"]
+    assert [d["computer_dns_name"] for d in first["devices"]] == [
+        "alice-lt01.broker-office.example",
+        "pc-2.broker-office.example",
+    ]
+    again = run_action("defender.isolate_devices", both, settings)
+    assert again["changed"] == []
+    released = run_action("defender.release_devices", both, settings)
+    assert released["changed"] == [LAPTOP_NAME, "PC-2"]
+    assert [kind for kind, _ in isolation_actions(fake)] == [
+        "Isolate",
+        "Isolate",
+        "Unisolate",
+        "Unisolate",
+    ]
+
+
+def test_isolating_several_stops_at_a_device_not_onboarded_with_the_earlier_ones_isolated(
+    fake: FakeMicrosoft, settings: Settings
+) -> None:
+    with pytest.raises(IntegrationError) as caught:
+        run_action(
+            "defender.isolate_devices",
+            {"devices": [LAPTOP_NAME, "BOB-LT07"], "comment": COMMENT},
+            settings,
+        )
+    assert caught.value.action == "defender.isolate_devices"
+    assert "has no machine named 'BOB-LT07'" in caught.value.message
+    assert [kind for kind, _ in isolation_actions(fake)] == ["Isolate"]
 
 
 def test_a_reimaged_devices_old_entry_is_passed_over_and_two_live_ones_are_listed(
@@ -300,6 +345,8 @@ def test_the_device_actions_are_declared_honestly() -> None:
     for name in (
         "defender.isolate_device",
         "defender.release_device",
+        "defender.isolate_devices",
+        "defender.release_devices",
         "intune.lock_device",
         "intune.retire_device",
     ):

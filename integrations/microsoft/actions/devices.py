@@ -271,3 +271,73 @@ def release_device(
     """Release the device from isolation (Defender for Endpoint); undone by
     defender.isolate_device. Needs Machine.Read.All and Machine.Isolate."""
     return _set_isolation(context, "defender.release_device", device, comment, False)
+
+
+class MachineIsolations(BaseModel):
+    """Each device's isolation, in the order given."""
+
+    devices: list[MachineIsolation]
+    changed: list[str]
+    """The devices whose isolation this call changed (the others already were as asked)."""
+
+
+Devices = Annotated[
+    list[DeviceRef],
+    Field(min_length=1, max_length=50, description="The devices (PC-1, PC-2), as for one device"),
+]
+
+
+def _set_isolations(
+    context: ActionContext,
+    name: str,
+    devices: list[str],
+    comment: str,
+    isolate: bool,
+    isolation_type: str | None = None,
+) -> MachineIsolations:
+    # One device after the other: a failure stops the step with the earlier ones done,
+    # and a re-run skips those (each reads the machine's latest isolation first).
+    done = [_set_isolation(context, name, d, comment, isolate, isolation_type) for d in devices]
+    return MachineIsolations(devices=done, changed=[d.device for d in done if d.changed])
+
+
+@action(
+    "defender.isolate_devices",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda devices, isolation_type: (
+        f"isolate {', '.join(devices)} from the network in Defender for Endpoint "
+        f"({isolation_type}; each skipped if already isolated)"
+    ),
+)
+def isolate_devices(
+    context: ActionContext,
+    *,
+    devices: Devices,
+    comment: Comment,
+    isolation_type: IsolationType = "Full",
+) -> MachineIsolations:
+    """Isolate each device from the network (Defender for Endpoint), as
+    defender.isolate_device does; undone by defender.release_devices."""
+    return _set_isolations(
+        context, "defender.isolate_devices", devices, comment, True, isolation_type
+    )
+
+
+@action(
+    "defender.release_devices",
+    destructive=True,
+    idempotent=True,
+    secrets=(CLIENT_SECRET,),
+    describe=lambda devices: (
+        f"release {', '.join(devices)} from network isolation in Defender for Endpoint "
+        "(each skipped if not isolated)"
+    ),
+)
+def release_devices(
+    context: ActionContext, *, devices: Devices, comment: Comment
+) -> MachineIsolations:
+    """Release each device from isolation (Defender for Endpoint), as
+    defender.release_device does; undone by defender.isolate_devices."""
+    return _set_isolations(context, "defender.release_devices", devices, comment, False)
