@@ -104,3 +104,27 @@ def test_new_certificates_were_issued_and_recorded_before_the_office_reconnected
     reconnecting = office_run.steps["reconnect_office"].started_at
     assert finished is not None and reconnecting is not None
     assert finished <= reconnecting
+
+
+def test_the_office_devices_were_isolated_in_defender_then_released(
+    office_run: OfficeRun,
+) -> None:
+    microsoft = office_run.fakes.microsoft
+    with microsoft.lock:
+        actions = [
+            (str(a["computerDnsName"]).split(".")[0], a["type"], a["status"])
+            for a in sorted(
+                microsoft.tenant.machine_actions, key=lambda a: a["creationDateTimeUtc"]
+            )
+            if a["type"] in ("Isolate", "Unisolate")
+        ]
+    for device in ("pc-1", "pc-2"):
+        mine = [(kind, status) for name, kind, status in actions if name == device]
+        assert [kind for kind, _ in mine] == ["Isolate", "Unisolate"], actions
+        assert mine[0][1] == "Succeeded"  # carried out while the office was disconnected
+    isolated = office_run.steps["isolate_office_devices"].finished_at
+    revoking = office_run.steps["revoke_device_certificates"].started_at
+    released = office_run.steps["release_office_devices"].started_at
+    issued = office_run.steps["issue_certificates"].finished_at
+    assert isolated and revoking and released and issued
+    assert isolated <= revoking and issued <= released
