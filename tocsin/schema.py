@@ -75,7 +75,17 @@ def _allow_templates(model_schema: dict[str, Any]) -> None:
 
 
 def _strip(prop: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
+    stripped = {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
+    return _template_items(stripped)
+
+
+def _template_items(prop: dict[str, Any]) -> dict[str, Any]:
+    """A list whose items may each be a template too (``devices: ["{{ inputs.device }}"]``)."""
+    if prop.get("type") == "array" and isinstance(prop.get("items"), dict):
+        return {**prop, "items": {"anyOf": [prop["items"], _TEMPLATE_STRING]}}
+    if isinstance(prop.get("anyOf"), list):
+        return {**prop, "anyOf": [_template_items(option) for option in prop["anyOf"]]}
+    return prop
 
 
 def schema_text(registry: ActionRegistry) -> str:
