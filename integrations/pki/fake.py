@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tocsin.integrations.pki.authority import serial_number, serial_text
 from tocsin.sandbox.fake_service import FakeService, ReceivedRequest, Reply
+from tocsin.sandbox.tls import self_signed_ca
 
 SANDBOX_TOKEN = "hvs.sandbox-tocsin-pki-token"
 SANDBOX_ROLE = "office-device"
@@ -454,33 +455,4 @@ def _ttl(value: Any) -> timedelta | None:
 
 
 def _make_ca(name: str) -> _Ca:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return _Ca(key, certificate)
+    return _Ca(*self_signed_ca(name, timedelta(days=365)))

@@ -13,8 +13,6 @@ created the first time a journal is used for certificates (as Slack's ``posts``)
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from tocsin.integrations.pki.authority import CertificateFacts
@@ -114,21 +112,12 @@ class InventoryEntry:
         )
 
 
-_created: weakref.WeakSet[Engine] = weakref.WeakSet()
-_creating = threading.Lock()
-
-
 class CertificateInventory:
     """The ``pki_certificates`` table of a journal's database."""
 
     def __init__(self, database: JournalDatabase) -> None:
         self.database = database
-        engine = database.engine
-        if engine not in _created:
-            with _creating, database.transaction() as db:
-                if engine not in _created:
-                    metadata.create_all(db, checkfirst=True)
-                    _created.add(engine)
+        database.create_tables_of(metadata)
 
     # -- writing ----------------------------------------------------------------------------
 

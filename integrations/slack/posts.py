@@ -9,8 +9,6 @@ written before the Slack integration kept it have.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from tocsin.journal import Journal, now
@@ -65,22 +63,12 @@ class PostRecord:
         return cls(**{key: row[key] for key in cls.__dataclass_fields__})
 
 
-_created: weakref.WeakSet[Engine] = weakref.WeakSet()
-"""The engines whose database has the table (checked once per engine)."""
-_creating = threading.Lock()
-
-
 class SlackPosts:
     """The ``posts`` table of a journal: the message posted for each purpose of an incident."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        engine = journal.engine
-        if engine not in _created:
-            with _creating, journal.transaction() as db:
-                if engine not in _created:
-                    metadata.create_all(db, checkfirst=True)
-                    _created.add(engine)
+        journal.create_tables_of(metadata)
 
     def set_post(
         self,

@@ -7,13 +7,14 @@ deployments: ``postgresql+psycopg://...``) through the ``journal_url`` setting.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,6 +36,12 @@ def aware(moment: datetime | None) -> datetime | None:
 
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'journal.db'}"
+
+
+_created_by_engine: weakref.WeakKeyDictionary[Engine, set[int]] = weakref.WeakKeyDictionary()
+"""For each engine, the integrations' table sets (ids of their module-level MetaData) known
+to be there."""
+_creating = threading.Lock()
 
 
 class JournalDatabase:
@@ -67,6 +74,17 @@ class JournalDatabase:
                 f"cannot open the run journal at {safe_url(url)}: {exc.__class__.__name__}",
                 "check the journal_url setting and that the database is reachable",
             ) from None
+
+    def create_tables_of(self, metadata: MetaData) -> None:
+        """An integration's own tables (``metadata``) in this database, created when missing;
+        checked once per engine, whichever thread asks first."""
+        with _creating:
+            done = _created_by_engine.setdefault(self.engine, set())
+            if id(metadata) in done:
+                return
+            with self.transaction() as db:
+                metadata.create_all(db, checkfirst=True)
+            done.add(id(metadata))
 
     def close(self) -> None:
         self.engine.dispose()
