@@ -20,6 +20,7 @@ from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import UserRef, exchange_for
 from tocsin.integrations.microsoft.actions.mailbox import MailboxForwarding, read_forwarding
+from tocsin.integrations.microsoft.actions.mailbox_access import take_away
 from tocsin.integrations.microsoft.client import SERVICE
 from tocsin.integrations.microsoft.exchange import ExchangeOnline
 
@@ -301,25 +302,7 @@ def remove_mailbox_access(
     for right in dict.fromkeys(rights):
         if right not in held:
             continue
-        if right == "FullAccess":
-            exchange.invoke(
-                "Remove-MailboxPermission",
-                {
-                    "Identity": upn,
-                    "User": colleague,
-                    "AccessRights": ["FullAccess"],
-                    "InheritanceType": "All",
-                },
-                mailbox=upn,
-                what=f"remove the FullAccess of {colleague} on {upn}",
-            )
-        else:
-            exchange.invoke(
-                "Remove-RecipientPermission",
-                {"Identity": upn, "Trustee": colleague, "AccessRights": ["SendAs"]},
-                mailbox=upn,
-                what=f"remove the SendAs of {colleague} on {upn}",
-            )
+        take_away(exchange, upn, colleague, right)
         removed.append(right)
     return MailboxAccessRemoved(
         user=upn, colleague=colleague, removed=removed, changed=bool(removed)

@@ -384,6 +384,30 @@ class RemovedDelegates(BaseModel):
     kept: list[Delegate]
 
 
+def take_away(exchange: ExchangeOnline, upn: str, trustee: str, right: str) -> None:
+    """Remove ``trustee``'s FullAccess (Remove-MailboxPermission) or SendAs
+    (Remove-RecipientPermission) on ``upn``'s mailbox."""
+    if right == "FullAccess":
+        exchange.invoke(
+            "Remove-MailboxPermission",
+            {
+                "Identity": upn,
+                "User": trustee,
+                "AccessRights": ["FullAccess"],
+                "InheritanceType": "All",
+            },
+            mailbox=upn,
+            what=f"remove the FullAccess of {trustee} on {upn}",
+        )
+    else:
+        exchange.invoke(
+            "Remove-RecipientPermission",
+            {"Identity": upn, "Trustee": trustee, "AccessRights": ["SendAs"]},
+            mailbox=upn,
+            what=f"remove the SendAs of {trustee} on {upn}",
+        )
+
+
 @action(
     "microsoft.remove_mailbox_delegates",
     destructive=True,
@@ -418,25 +442,9 @@ def remove_mailbox_delegates(
     )
 
     def remove_delegate(delegate: Delegate) -> None:
-        if "FullAccess" in delegate.rights:
-            exchange.invoke(
-                "Remove-MailboxPermission",
-                {
-                    "Identity": upn,
-                    "User": delegate.trustee,
-                    "AccessRights": ["FullAccess"],
-                    "InheritanceType": "All",
-                },
-                mailbox=upn,
-                what=f"remove the FullAccess of {delegate.trustee} on {upn}",
-            )
-        if "SendAs" in delegate.rights:
-            exchange.invoke(
-                "Remove-RecipientPermission",
-                {"Identity": upn, "Trustee": delegate.trustee, "AccessRights": ["SendAs"]},
-                mailbox=upn,
-                what=f"remove the SendAs of {delegate.trustee} on {upn}",
-            )
+        for right in ("FullAccess", "SendAs"):
+            if right in delegate.rights:
+                take_away(exchange, upn, delegate.trustee, right)
         if "SendOnBehalf" in delegate.rights:
             # Unconfirmed: PowerShell's @{remove="..."} sent over InvokeCommand as a JSON object.
             exchange.invoke(
