@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.actions import ActionContext, ActionRegistry, StepSummary
 from tocsin.announce import Announcements, FinishedStep, RunFacts
 from tocsin.audit import RecordingSecrets, Redactor, redacting_logger
 from tocsin.incident import Incident
@@ -20,6 +20,8 @@ from tocsin.validation import LoadedRunbook
 from tocsin.vocabulary import step_values, template_context
 
 Report = Callable[[str], None]
+PROGRESS_MARK = "\x00progress\x00"
+"""Starts a progress line of the run's report: the CLI redraws it in place on a terminal."""
 
 
 class RunState:
@@ -53,6 +55,7 @@ class RunState:
         self.action_logger = redacting_logger("tocsin.actions", redactor)
         # Parallel branches finish in worker threads: they share the step values and clocks.
         self.lock = threading.Lock()
+        self._progress_shown: dict[str, int] = {}
         self.run_id = 0  # set once the journal has opened (or found) the run
         self.announce = Announcements([], self.run_facts(), on_failure=self.announce_failed)
         self.steps_context: dict[str, dict[str, Any]] = {
@@ -168,7 +171,64 @@ class RunState:
             secrets=self.secrets,
             settings=self.settings,
             logger=self.action_logger,
+            fingerprint=self.redactor.key.redact,
+            progress=lambda done, total, what: self.step_progress(step_id, done, total, what),
+            history=self.history,
+            detected_at=self.incident.detected_at,
+            started_at=self.incident.started_at,
         )
+
+    def step_progress(self, step_id: str, done: int, total: int, what: str) -> None:
+        """A long action's progress: a bar line for the CLI (at most one per percent) and
+        the incident thread's announcers."""
+        percent = 100 * done // total if total else 100
+        with self.lock:
+            if self._progress_shown.get(step_id) == percent and done < total:
+                return
+            self._progress_shown[step_id] = percent
+        filled = percent // 5
+        bar = "#" * filled + "." * (20 - filled)
+        self.report(f"{PROGRESS_MARK}{step_id}: [{bar}] {percent:3d}% {done}/{total} {what}")
+        self.announce.step_progress(step_id, self.runbook.step(step_id).title, done, total, what)
+
+    def history(self) -> list[StepSummary]:
+        """The run's steps in runbook order, as ``ActionContext.history`` gives them."""
+        rows = {record.step_id: record for record in self.journal.steps_of(self.run_id)}
+        summaries: list[StepSummary] = []
+        for step, _ in self.runbook.iter_steps():
+            with self.lock:
+                values = dict(self.steps_context.get(step.id) or {})
+            record = rows.get(step.id)
+            outputs = values.get("outputs") or {}
+            summaries.append(
+                StepSummary(
+                    step_id=step.id,
+                    title=step.title,
+                    phase=step.phase.value if step.phase else "",
+                    kind=step.kind,
+                    action=step.action,
+                    status=str(values.get("status") or StepStatus.PENDING),
+                    finished_at=record.finished_at.isoformat(timespec="seconds")
+                    if record is not None and record.finished_at is not None
+                    else "",
+                    touches=self._touches(step),
+                    completed_by=str(outputs.get("completed_by") or "")
+                    if isinstance(outputs, dict)
+                    else "",
+                )
+            )
+        return summaries
+
+    def _touches(self, step: Step) -> str:
+        if step.action is None or step.action not in self.registry:
+            return ""
+        definition = self.registry.get(step.action)
+        try:
+            rendered = definition.render_parameters(step.with_, self.template_context())
+            sentence = definition.describe_call(definition.parameters.model_validate(rendered))
+        except Exception:  # a step that has not run yet may read values that do not exist yet
+            return ""
+        return str(self.redactor.scrub(sentence))
 
 
 __all__ = ["Report", "RunState"]

@@ -32,7 +32,7 @@ from tocsin.errors import RunbookError, RunStopped
 from tocsin.flows.announcers import announcers_for
 from tocsin.flows.checkpoints import sign_and_anchor
 from tocsin.flows.clocks import RegulatoryClocks
-from tocsin.flows.run_state import Report, RunState
+from tocsin.flows.run_state import PROGRESS_MARK, Report, RunState
 from tocsin.flows.steps import StepRunner
 from tocsin.flows.waiting import HumanDecision, PeopleWaits
 from tocsin.incident import Incident
@@ -146,7 +146,7 @@ def listen_to_progress(listener: Report) -> Callable[[], None]:
 
 
 def _report(message: str) -> None:
-    get_run_logger().info(message)
+    get_run_logger().info(message.removeprefix(PROGRESS_MARK))
     for listener in list(_progress_listeners):
         listener(message)
 

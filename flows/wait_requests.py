@@ -183,7 +183,23 @@ class WaitRequests:
                 touches = self.touches(step, rendered)
                 if touches:
                     guarded[step_id]["touches"] = state.redactor.scrub(touches)
+                preview = self.preview(step, rendered)
+                if preview:
+                    guarded[step_id]["preview"] = state.redactor.scrub(preview)
         return guarded
+
+    def preview(self, step: Step, parameters: Any) -> str | None:
+        """The action's preview of a guarded call (a campaign's sample message): the gate
+        shows it, and its hash binds the decision to it."""
+        registry = self.state.registry
+        if step.action is None or step.action not in registry or not isinstance(parameters, dict):
+            return None
+        definition = registry.get(step.action)
+        try:
+            checked = definition.parameters.model_validate(parameters)
+        except Exception:  # parameters the action will refuse: the step fails and says why
+            return None
+        return definition.preview_call(self.state.settings, self.state.secrets, checked)
 
     def touches(self, step: Step, parameters: Any) -> str | None:
         """What a guarded step will touch, in the action's own words (as `tocsin plan` says)."""

@@ -23,7 +23,7 @@ import difflib
 import inspect
 import logging
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -39,6 +39,7 @@ from tocsin.errors import (
     Problem,
     RunbookError,
     TemplateError,
+    TocsinError,
     UnknownActionError,
 )
 from tocsin.integration import installed_integrations
@@ -103,6 +104,21 @@ class ActionContext:
     secrets: SecretStore
     settings: Settings
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("tocsin.actions"))
+    fingerprint: Callable[[str], str] | None = None
+    """The run's keyed HMAC of a value (``hmac-sha256:...``), as the trail writes secrets and
+    ``tocsin audit hmac`` recomputes it: how an action names a person (an e-mail address)
+    in its outputs without writing it. None outside a run: ``fingerprint_of`` then uses the
+    audit key the settings name."""
+    progress: Callable[[int, int, str], None] | None = None
+    """Called as (done, total, what) by a long action (a mail campaign): the CLI shows a
+    progress bar and the incident thread hears of it. None outside a run."""
+    history: Callable[[], Sequence[StepSummary]] | None = None
+    """The run's steps so far, for an action that writes about what was done (a breach
+    notification's measures taken). None outside a run."""
+    detected_at: str = ""
+    """When the office became aware of the incident (ISO 8601; the regulatory clocks' start)."""
+    started_at: str = ""
+    """When the run for this incident started (ISO 8601)."""
 
     def secret(self, name: str) -> str:
         """The value of secret ``name``; a clear error names the variable to set when missing."""
@@ -114,8 +130,49 @@ class ActionContext:
             )
         return value
 
+    def fingerprint_of(self, value: str) -> str:
+        """The keyed HMAC of ``value`` the audit trail would write (``fingerprint``)."""
+        if self.fingerprint is not None:
+            return self.fingerprint(value)
+        from tocsin.audit import AuditKey
+
+        return AuditKey.load(self.settings.audit_key_path).redact(value)
+
+    def report_progress(self, done: int, total: int, what: str) -> None:
+        """Tell people how far a long action has got (``progress``); nothing outside a run."""
+        if self.progress is not None:
+            self.progress(done, total, what)
+
+    def steps_so_far(self) -> Sequence[StepSummary]:
+        """The run's steps until now (``history``); none outside a run."""
+        return self.history() if self.history is not None else ()
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """One step of the run as an action may read it (``ActionContext.history``)."""
+
+    step_id: str
+    title: str
+    phase: str
+    kind: str
+    """action, approval, manual, parallel."""
+    action: str | None
+    status: str
+    """pending, running, succeeded, failed, skipped, done, approved..."""
+    finished_at: str = ""
+    touches: str = ""
+    """What the call touched, in the action's words (the plan's sentence), when known."""
+    completed_by: str = ""
+    """Who decided or marked the step done, for a person's step."""
+
 
 Describe = Callable[..., str]
+Preview = Callable[[Settings, SecretStore, dict[str, Any]], str]
+"""Given the settings, the secrets and a call's checked parameters (as a dict): a few lines
+showing what the call will do, for the plan and the approval gate (a mail campaign: its
+recipient count, how long it will take, the first message in each language). May raise a
+``TocsinError``: the plan and the gate then show its message."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +194,10 @@ class ActionDefinition:
     needs_approval: bool = False
     """A call cannot be undone and must wait for a person's decision: validation warns
     when a step calls it without an approval gate covering the step."""
+    preview: Preview | None = None
+    annex: str | None = None
+    """The name of an output holding a Markdown document (a draft notification to an
+    authority) that the post-incident report adds as an annex."""
 
     @property
     def module(self) -> str:
@@ -223,6 +284,18 @@ class ActionDefinition:
                 f"see `tocsin actions {self.name}` for the parameters it takes",
             ) from None
 
+    def preview_call(
+        self, settings: Settings, secrets: SecretStore, parameters: BaseModel
+    ) -> str | None:
+        """The action's preview of a call (``preview``), or its error's message; None when
+        the action has no preview."""
+        if self.preview is None:
+            return None
+        try:
+            return self.preview(settings, secrets, dict(_public_values(parameters)))
+        except TocsinError as exc:
+            return f"cannot preview: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+
     def describe_call(self, parameters: BaseModel) -> str:
         """A sentence saying what a call would touch, for the plan."""
         values = dict(_public_values(parameters))
@@ -293,6 +366,8 @@ def action(
     sensitive: Iterable[str] = (),
     communicates: str | None = None,
     needs_approval: bool = False,
+    preview: Preview | None = None,
+    annex: str | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the action ``name``; see the module docstring.
 
@@ -304,6 +379,9 @@ def action(
     ``needs_approval`` marks an action whose call cannot be undone (a device wipe): a
     runbook step calling it should be covered by an approval gate that does not let it
     run on timeout, and ``tocsin validate`` warns where one is not.
+    ``preview`` shows what a call will do in more than a sentence (``Preview``): the plan
+    prints it under the step and an approval gate guarding the step shows it.
+    ``annex`` names an output that the report adds as an annex (a Markdown document).
 
     ``check`` receives the validated parameters and raises ``ValueError`` when they do
     not fit together; it runs wherever parameters are checked, validation included.
@@ -328,7 +406,11 @@ def action(
             sensitive=frozenset(sensitive),
             communicates=communicates,
             needs_approval=needs_approval,
+            preview=preview,
+            annex=annex,
         )
+        if annex is not None and (result is None or annex not in result.model_fields):
+            raise TypeError(f"action {name}: annex names no output: {annex}")
         unknown = (
             definition.sensitive
             - set(parameters.model_fields)

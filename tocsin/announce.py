@@ -64,6 +64,22 @@ class GateState:
 
 
 @dataclass(frozen=True)
+class StepProgress:
+    """How far a long action has got (a mail campaign)."""
+
+    step_id: str
+    title: str
+    done: int
+    total: int
+    what: str
+    """What is counted: ``sent``, ``devices isolated``."""
+
+    @property
+    def percent(self) -> int:
+        return 100 * self.done // self.total if self.total else 100
+
+
+@dataclass(frozen=True)
 class RefusedDecision:
     step_id: str
     actor: str
@@ -86,6 +102,9 @@ class Announcer(Protocol):
         ...
 
     def reminder(self, run: RunFacts, gate: GateState, minutes_left: int) -> None: ...
+
+    # An announcer may also have ``step_progress(run, progress: StepProgress)``: a long
+    # step's progress (optional, so that announcers written before it keep working).
 
     def decision_refused(self, run: RunFacts, refused: RefusedDecision) -> None: ...
 
@@ -130,6 +149,7 @@ class Announcements:
         self._lock = threading.Lock()
         self._pending: list[FinishedStep] = []
         self._last_sent = self._clock()
+        self._progress: dict[str, tuple[int, float]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.announcers)
@@ -173,6 +193,28 @@ class Announcements:
             due = self._pending and self._clock() - self._last_sent >= self.batch_seconds
         if due:
             self.flush()
+
+    def step_progress(self, step_id: str, title: str, done: int, total: int, what: str) -> None:
+        """A long step's progress, to the announcers that show it: at each tenth, at most
+        once per ``batch_seconds``, and always when it is complete."""
+        progress = StepProgress(step_id, title, done, total, what)
+        tenth = progress.percent // 10
+        with self._lock:
+            last_tenth, last_at = self._progress.get(step_id, (-1, float("-inf")))
+            complete = done >= total
+            due = tenth != last_tenth and (
+                complete or self._clock() - last_at >= self.batch_seconds
+            )
+            if due:
+                self._progress[step_id] = (tenth, self._clock())
+        if not due:
+            return
+        showing = [a for a in self.announcers if getattr(a, "step_progress", None) is not None]
+        if showing:
+            self._each(
+                "step_progress",
+                lambda a: a.step_progress(self.run, progress) if a in showing else None,  # type: ignore[attr-defined]
+            )
 
     def gate_changed(self, gate: GateState) -> None:
         self.flush()

@@ -23,7 +23,9 @@ The object says, as data, everything the core needs to know about the service:
   gateway's core), a ``demo_approver`` (a scripted person clicking in its fake, for
   ``tocsin demo``), ``demo_runs`` (the runbooks ``tocsin demo RUNBOOK`` can run against
   its fake, each with its incident title and inputs), ``secret_channels`` (where secrets
-  an action makes, like a temporary password, may be sent: ``slack-dm:U0123ABCD``);
+  an action makes, like a temporary password, may be sent: ``slack-dm:U0123ABCD``),
+  ``mail_senders`` (ways to send e-mail: ``smtp``, ``graph``; ``tocsin.mail``) and
+  ``channel_posters`` (chat channels a message can be posted to; ``tocsin.channel_posts``);
 - ``configured`` (whether it is set up here, from settings and secrets, no call) and
   ``check`` (its credentials and permissions verified without changing anything, each a
   ``CheckResult``, for ``tocsin integrations check``; ``tocsin.integration_checks`` runs it).
@@ -54,8 +56,10 @@ if TYPE_CHECKING:
 
     from tocsin.announce import Announcer
     from tocsin.audit import AnchorPlace, AuditRecord
+    from tocsin.channel_posts import ChannelPosterFactory
     from tocsin.gateway import Gateway
     from tocsin.journal import Journal, RunRecord
+    from tocsin.mail import MailSenderFactory
     from tocsin.sandbox.fake_service import FakeService
     from tocsin.secret_delivery import SecretDelivery
     from tocsin.settings import SecretStore, Settings
@@ -290,6 +294,10 @@ class Integration(Generic[SettingsT]):
     """Channels for the secrets actions make (temporary passwords), by scheme: the factory
     gets the part after ``scheme:`` of a setting like ``slack-dm:U0123ABCD``
     (``tocsin.secret_delivery``)."""
+    mail_senders: Mapping[str, MailSenderFactory] = field(default_factory=dict, hash=False)
+    """Ways to send e-mail it offers, by name (``smtp``, ``graph``): ``tocsin.mail``."""
+    channel_posters: Mapping[str, ChannelPosterFactory] = field(default_factory=dict, hash=False)
+    """Chat channels it posts to, by name (``slack``): ``tocsin.channel_posts``."""
     configured: Callable[[Settings, SecretStore], bool] | None = None
     """Whether the service is set up here (settings and secrets only, no call); None: when
     one of its declared secrets is set."""

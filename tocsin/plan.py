@@ -20,6 +20,7 @@ from tocsin.guards import guarding_step
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.model import Runbook, RunHandlers, Step
+from tocsin.settings import EnvironmentSecrets, SecretStore, Settings
 from tocsin.templating import evaluate_condition, parse_template, render_value
 from tocsin.validation import LoadedRunbook
 from tocsin.vocabulary import step_values, template_context
@@ -62,6 +63,7 @@ class PlannedStep:
     approved_by_gate: str | None = None  # the gate whose decision covers this step, if any
     parameters: dict[str, Any] = field(default_factory=dict)
     touches: str | None = None
+    preview: str | None = None  # the action's own preview of the call (a campaign's sample)
     failure: str | None = None  # the run would certainly fail here
     details: list[str] = field(default_factory=list)
     undo: str | None = None
@@ -100,8 +102,12 @@ def build_plan(
     registry: ActionRegistry,
     incident: Incident,
     given_inputs: dict[str, Any],
+    *,
+    settings: Settings | None = None,
+    secrets: SecretStore | None = None,
 ) -> Plan:
-    """Compute the plan; raise ``InputError`` when the given inputs are wrong."""
+    """Compute the plan; raise ``InputError`` when the given inputs are wrong. With the
+    settings, the plan also shows each action's preview of its call (``preview``)."""
     runbook = loaded.runbook
     values, missing = resolve_inputs(runbook, given_inputs, allow_missing=True)
     shown_inputs: dict[str, Any] = {}
@@ -121,6 +127,8 @@ def build_plan(
     }
     context = template_context(runbook, incident, template_inputs, unknown_steps)
     planner = _Planner(runbook, registry, context)
+    if settings is not None:
+        planner.previews = (settings, secrets if secrets is not None else EnvironmentSecrets())
     steps = planner.plan_steps(runbook.steps, prefix="", depth=0)
     handlers = planner.plan_steps(runbook.handlers, prefix="H", depth=0)
     return Plan(
@@ -144,6 +152,7 @@ class _Planner:
         self.registry = registry
         self.context = context
         self.secrets: set[str] = set()
+        self.previews: tuple[Settings, SecretStore] | None = None
 
     def render(self, value: Any) -> Any:
         try:
@@ -256,6 +265,8 @@ class _Planner:
         self.secrets.update(definition.secrets_needed(checked.model_dump()))
         planned.destructive = definition.changes_anything(checked)
         planned.touches = definition.describe_call(checked)
+        if self.previews is not None:
+            planned.preview = definition.preview_call(*self.previews, checked)
 
     def plan_policies(self, step: Step, planned: PlannedStep) -> None:
         policies: list[str] = []

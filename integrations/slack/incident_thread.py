@@ -142,6 +142,15 @@ def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
                 },
             }
         )
+        for step_id, guarded in request.guarded.items():
+            if guarded.get("preview"):
+                # plain_text: a rendered message sample shows as written, never as markup
+                blocks.append(
+                    {
+                        "type": "section",
+                        "text": plain(f"Preview of {step_id}:\n{guarded['preview']}"),
+                    }
+                )
     if request.checklist:
         items = "\n".join(f"{n}. {item}" for n, item in enumerate(request.checklist, start=1))
         blocks.append({"type": "section", "text": plain(f"Checklist:\n{items}")})

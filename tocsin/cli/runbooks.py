@@ -75,7 +75,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     given = parse_assignments(args.assignments)
     registry = action_registry()
     loaded = resolve_runbook(args.runbook, registry)
-    plan = build_plan(loaded, registry, Incident(ticket=ticket, requested_via="cli"), given)
+    plan = build_plan(
+        loaded, registry, Incident(ticket=ticket, requested_via="cli"), given, settings=settings
+    )
     if args.json:
         from dataclasses import asdict
 
@@ -155,6 +157,10 @@ def _print_step(step: Any, console: Console) -> None:
         console.print(f"{pad}does: {escape(step.touches)}")
     for line in step.details:
         console.print(f"{pad}{escape(line)}")
+    if step.preview:
+        console.print(f"{pad}[bold]preview:[/]")
+        for line in step.preview.splitlines():
+            console.print(f"{pad}  {escape(line)}", highlight=False)
     if step.needs_approval:
         console.print(
             f"{pad}[bold]cannot be undone:[/] approved at gate {escape(step.approved_by_gate)}"

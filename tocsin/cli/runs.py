@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from typing import Any
 
 from tocsin.cli.exit_codes import EXIT_OK, EXIT_PROBLEMS
@@ -62,12 +64,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _progress_printer() -> Any:
+    """Prints the run's lines; a long step's progress bar is redrawn in place on a terminal
+    (elsewhere, a line at each tenth)."""
     from datetime import datetime
 
+    from tocsin.flows.run_state import PROGRESS_MARK
+
+    terminal = sys.stdout.isatty()
+    state = {"bar_open": False, "last_tenth": -1}
+
     def show(line: str) -> None:
-        print(f"{datetime.now():%H:%M:%S} {line}", flush=True)
+        stamp = f"{datetime.now():%H:%M:%S}"
+        if line.startswith(PROGRESS_MARK):
+            text = line.removeprefix(PROGRESS_MARK)
+            if terminal:
+                print(f"\r{stamp} {text}", end="", flush=True)
+                state["bar_open"] = True
+                return
+            percent = _percent_of(text)
+            if percent // 10 == state["last_tenth"] and percent < 100:
+                return
+            state["last_tenth"] = percent // 10
+            print(f"{stamp} {text}", flush=True)
+            return
+        if state["bar_open"]:
+            print()
+            state["bar_open"] = False
+        print(f"{stamp} {line}", flush=True)
 
     return show
+
+
+def _percent_of(text: str) -> int:
+    match = re.search(r"\]\s*(\d+)%", text)
+    return int(match.group(1)) if match else 100
 
 
 def _print_run_end(
