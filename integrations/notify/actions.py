@@ -1,0 +1,1 @@
+"""notify.staff and notify.clients (being written)."""

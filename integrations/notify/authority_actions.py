@@ -1,0 +1,1 @@
+"""notify.draft_breach_notification (being written)."""
