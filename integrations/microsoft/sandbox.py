@@ -56,6 +56,10 @@ def demo_runs() -> Mapping[str, DemoRun]:
                 "keep_admin_roles": [GENUINE_ROLE],
                 "keep_delegates": [f"{GENUINE_DELEGATE_LOCAL}@{domain}"],
                 "entra_id_p2": True,
+                # The notify sandbox's sample list, as review_sent_items would have saved it.
+                "clients_file": "clients.csv",
+                "compromised_since": (datetime.now(UTC) - timedelta(days=2)).date().isoformat(),
+                "people_concerned": 20,
             },
         ),
         "leaver-account": DemoRun(
