@@ -25,6 +25,7 @@ from tocsin.integrations.slack.settings import SlackSettings
 if TYPE_CHECKING:
     from tocsin.announce import Announcer
     from tocsin.audit import AnchorPlace
+    from tocsin.channel_posts import ChannelPoster
     from tocsin.gateway import Gateway
     from tocsin.integration import (
         AnnouncerContext,
@@ -93,6 +94,12 @@ def _slack_dm(settings: Settings, secrets: SecretStore, person: str) -> SecretDe
     return slack_dm(settings, secrets, person)
 
 
+def _channel_poster(settings: Settings, secrets: SecretStore) -> ChannelPoster:
+    from tocsin.integrations.slack.channel_poster import channel_poster
+
+    return channel_poster(settings, secrets)
+
+
 def _configured(settings: Settings, secrets: SecretStore) -> bool:
     from tocsin.integrations.slack.checks import is_configured
 
@@ -134,6 +141,7 @@ integration: Integration[SlackSettings] = Integration(
     head_publisher=_head_publisher,
     published_heads=_published_heads,
     secret_channels={"slack-dm": _slack_dm},
+    channel_posters={"slack": _channel_poster},
     configured=_configured,
     check=_check,
 )

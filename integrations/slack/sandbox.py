@@ -13,6 +13,7 @@ SANDBOX_CHANNELS = (
     SlackChannel("C0ONCALL", "support-oncall"),
     SlackChannel("C0SECURITY", "incidents"),
     SlackChannel("C0AUDIT", "incident-audit"),
+    SlackChannel("C0STAFF", "office-staff"),  # notify.staff_channel of the notify sandbox
 )
 SANDBOX_ANCHOR_CHANNEL = "#incident-audit"
 SANDBOX_INCIDENT_CHANNEL = "#support-incidents"
