@@ -27,7 +27,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from tocsin.announce import FinishedStep, GateState, RefusedDecision, RunFacts
+from tocsin.announce import FinishedStep, GateState, RefusedDecision, RunFacts, StepProgress
 from tocsin.errors import IntegrationError
 from tocsin.integrations.slack.client import SlackCredentials, api_error, slack_text
 from tocsin.integrations.slack.posts import SlackPosts
@@ -39,6 +39,7 @@ APPROVE_ACTION = "tocsin_approve"
 REJECT_ACTION = "tocsin_reject"
 THREAD = "slack.thread"
 GATE = "slack.gate"
+PROGRESS = "slack.progress"
 STATUS_ICONS: dict[str, str] = {
     StepStatus.SUCCEEDED: ":white_check_mark:",
     StepStatus.SKIPPED: ":fast_forward:",
@@ -108,6 +109,20 @@ def who_may_decide(request: Any) -> str:
     ]
     shown = ", ".join(people[:12]) + (f" and {len(people) - 12} more" if len(people) > 12 else "")
     return f"group *{slack_text(request.group)}*: {shown or 'nobody listed'}"
+
+
+def progress_text(progress: StepProgress) -> str:
+    """``Sending <title>: 1,200 / 5,000 sent (24 %)`` with a bar; values escaped."""
+    filled = progress.percent // 5
+    bar = "█" * filled + "░" * (20 - filled)
+    head = (
+        ":white_check_mark: Done" if progress.done >= progress.total else ":hourglass_flowing_sand:"
+    )
+    return (
+        f"{head} {code(progress.step_id)} {slack_text(progress.title)}: "
+        f"{progress.done:,} / {progress.total:,} {slack_text(progress.what)} "
+        f"({progress.percent} %)\n`{bar}`"
+    )
 
 
 def gate_blocks(run: RunFacts, gate: GateState) -> list[dict[str, Any]]:
@@ -422,6 +437,19 @@ class SlackIncidentAnnouncer:
             for s in steps
         ]
         self._reply(run, _clip("\n".join(lines), 3000))
+
+    def step_progress(self, run: RunFacts, progress: StepProgress) -> None:
+        """One message per long step in the thread, edited as it goes (a resumed run edits
+        the same message: its place is in the journal's posts)."""
+        key = progress.step_id
+        text = progress_text(progress)
+        post = self.posts.post(run.ticket, PROGRESS, key)
+        if post is not None:
+            self._call("chat.update", channel=post.channel, ts=post.ts, text=text)
+            return
+        where = self._reply(run, text)
+        if where is not None:
+            self.posts.set_post(run.ticket, PROGRESS, key=key, channel=where[0], ts=where[1])
 
     def gate_changed(self, run: RunFacts, gate: GateState) -> None:
         key = f"{run.run_id}:{gate.step_id}"
