@@ -117,7 +117,10 @@ def cmd_audit_hmac(args: argparse.Namespace) -> int:
 
     settings = current_settings()
     key = AuditKey.load(settings.audit_key_path)
-    value = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+    prompt = "e-mail address: " if args.email else "secret: "
+    value = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+    if args.email:
+        value = value.strip().lower()
     print(key.redact(value))
     return EXIT_OK
 

@@ -206,10 +206,16 @@ def _audit_parser(commands: Any) -> None:
     export.add_argument(
         "-o", "--output", type=Path, help="file to write (default: standard output)"
     )
-    actions.add_parser(
+    hmac_parser = actions.add_parser(
         "hmac",
         help="print the redaction token of a secret read from standard input, to look for it "
         "in the trail",
+    )
+    hmac_parser.add_argument(
+        "--email",
+        action="store_true",
+        help="the value is an e-mail address: compare it as notify does (spaces trimmed, "
+        "lower case), to find a recipient in a campaign's outputs",
     )
 
 
