@@ -287,3 +287,34 @@ def test_a_throttled_campaign_of_200_reaches_everyone_exactly_once(
     assert fake.mail.throttled["throttle"] >= 200 // 9
     assert deliveries(fake) == {f"client{n:04d}@clients.example": 1 for n in range(200)}
     assert peak_in_flight(fake, NOTICES) <= 4
+
+
+def test_a_busy_or_silent_graph_is_retried_later(
+    tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft, sender: GraphMailSender
+) -> None:
+    fake.fail_next(1, 503, headers={"Retry-After": "2.128"})
+    busy = sender.send(mail(9), lambda: None)
+    assert busy.outcome is SendOutcome.RETRY and busy.retry_after == 2.128
+    fake.fail_next(1, 504)
+    assert sender.send(mail(9), lambda: None).outcome is SendOutcome.RETRY
+    impatient = graph_mail_sender(
+        settings_for(
+            fake, tenant[1], client_id=MAILER_ID, mail_sender=NOTICES, timeout_seconds=0.5
+        ),
+        StaticSecrets({CLIENT_SECRET: MAILER_SECRET}),
+    )
+    impatient.check()
+    fake.stall_next(1, seconds=3)
+    silent = impatient.send(mail(9), lambda: None)
+    assert silent.outcome is SendOutcome.RETRY and "did not answer" in silent.detail
+    assert deliveries(fake) == {}
+
+
+def test_the_mailboxs_ten_minute_budget_answers_429_until_it_has_room(
+    fake: FakeMicrosoft, sender: GraphMailSender
+) -> None:
+    fake.mail.requests_per_window = 4  # the fixture's check read Sent Items once: it counts
+    results = [sender.send(mail(n), lambda: None) for n in range(4)]
+    assert [r.outcome for r in results] == [SendOutcome.SENT] * 3 + [SendOutcome.RETRY]
+    assert results[3].retry_after is not None and 590 < results[3].retry_after <= 600
+    assert fake.mail.throttled["MailboxRequestLimit"] == 1
