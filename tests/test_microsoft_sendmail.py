@@ -108,11 +108,16 @@ def test_a_text_only_message_goes_as_text(fake: FakeMicrosoft, sender: GraphMail
     assert body["contentType"] == "Text" and body["content"].startswith("Bonjour,\nNe payez")
 
 
-def test_the_fake_refuses_a_malformed_body(fake: FakeMicrosoft, sender: GraphMailSender) -> None:
-    token = sender._graph.token()
+def raw_client(sender: GraphMailSender) -> httpx.Client:
+    """A plain client with the sender's token, to speak to the fake as any caller could."""
     verify = trusting(sender._graph.settings.ca_bundle)
     assert verify is not None
-    with httpx.Client(verify=verify) as client:
+    return httpx.Client(verify=verify, headers={"Authorization": f"Bearer {sender._graph.token()}"})
+
+
+def test_the_fake_refuses_a_malformed_body(fake: FakeMicrosoft, sender: GraphMailSender) -> None:
+    token = sender._graph.token()
+    with raw_client(sender) as client:
         for body in (
             b'{"message": {"toRecipients": "someone"}}',
             b'{"mesage": {}}',
@@ -132,7 +137,7 @@ def test_the_fake_refuses_a_malformed_body(fake: FakeMicrosoft, sender: GraphMai
 def test_eight_threads_never_put_more_than_four_requests_in_flight(
     fake: FakeMicrosoft, sender: GraphMailSender
 ) -> None:
-    fake.mail.latency_seconds = 0.15
+    fake.mail.latency_seconds = 0.3
     start = threading.Barrier(8)
 
     def one(number: int) -> SendResult:
@@ -150,7 +155,7 @@ def test_outlooks_mailbox_concurrency_429_comes_back_as_retry(
     fake: FakeMicrosoft, settings: Settings
 ) -> None:
     # Two senders on one mailbox (two processes, say) each keep their own 4: Outlook sees 8.
-    fake.mail.latency_seconds = 0.5
+    fake.mail.latency_seconds = 1.0
     secrets = StaticSecrets({CLIENT_SECRET: MAILER_SECRET})
     senders = [graph_mail_sender(settings, secrets) for _ in range(2)]
     for each in senders:
@@ -318,3 +323,43 @@ def test_the_mailboxs_ten_minute_budget_answers_429_until_it_has_room(
     assert [r.outcome for r in results] == [SendOutcome.SENT] * 3 + [SendOutcome.RETRY]
     assert results[3].retry_after is not None and 590 < results[3].retry_after <= 600
     assert fake.mail.throttled["MailboxRequestLimit"] == 1
+
+
+def test_sent_items_answers_by_its_well_known_name_in_any_case_and_by_its_id(
+    fake: FakeMicrosoft, sender: GraphMailSender
+) -> None:
+    assert sender.send(mail(10), lambda: None).outcome is SendOutcome.SENT
+    folder = next(
+        f["id"]
+        for f in fake.tenant.folders[fake.user(NOTICES)["id"]]
+        if f["displayName"] == "Sent Items"
+    )
+    wanted = {"$filter": "internetMessageId eq '<campaign-7.10@tocsin.broker-office.example>'"}
+    with raw_client(sender) as client:
+        for name in ("sentitems", "SENTITEMS", folder):
+            answer = client.get(
+                f"{fake.url}/v1.0/users/{NOTICES}/mailFolders/{name}/messages", params=wanted
+            )
+            assert answer.status_code == 200, name
+            assert [m["subject"] for m in answer.json()["value"]] == [mail(10).subject]
+        inbox = client.get(f"{fake.url}/v1.0/users/{NOTICES}/mailFolders/Inbox/messages")
+        assert inbox.status_code == 400  # not served by the mail fake
+
+
+def test_a_token_graph_keeps_refusing_stops_the_campaign(
+    tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft
+) -> None:
+    # Graph at another name than the one the token is for: every token refused (audience).
+    settings = settings_for(
+        fake,
+        tenant[1],
+        client_id=MAILER_ID,
+        mail_sender=NOTICES,
+        graph_url=f"https://localhost:{fake.port}",
+    )
+    sender = graph_mail_sender(settings, StaticSecrets({CLIENT_SECRET: MAILER_SECRET}))
+    with pytest.raises(IntegrationError) as raised:
+        sender.send(mail(11), lambda: None)
+    assert raised.value.status_code == 401 and "Invalid audience" in raised.value.message
+    assert "Mail.Send" in raised.value.hint
+    assert deliveries(fake) == {}
