@@ -10,13 +10,15 @@
 - ``exchange``: ``ExchangeOnline``, Exchange Online's admin API (``InvokeCommand``, not a
   documented public API) for what Graph cannot reach (forwarding, hidden rules, protocols,
   delegates);
+- ``mail_sender``: ``GraphMailSender``, the ``graph`` way of sending mail (``tocsin.mail``):
+  ``sendMail`` from ``microsoft.mail_sender``, 4 at a time, reconciled from Sent Items;
 - ``password_delivery``: where ``microsoft.reset_password``'s temporary password goes;
 - ``actions``: ``microsoft.disable_user``, ``microsoft.revoke_sessions``,
   ``microsoft.remove_inbox_rules``..., ``microsoft.convert_to_shared_mailbox`` (a leaver's
   mailbox handed over), ``defender.isolate_device``, ``intune.wipe_device``...,
   one module per job (docs/microsoft.md lists them with their permissions);
 - ``fake``: ``FakeMicrosoft``, the identity platform and Graph on loopback (with
-  ``fake_entra``, ``fake_exchange`` with ``fake_exchange_access`` and ``fake_exchange_state``,
+  ``fake_entra``, ``fake_mail`` (sendMail, Sent Items, Outlook's throttling), ``fake_exchange`` with ``fake_exchange_access`` and ``fake_exchange_state``,
   and ``fake_devices``: Defender for Endpoint and Intune);
   ``sandbox``: a tenant with one compromised mailbox and a leaver still active (``fake_leaver``),
   and the runs ``tocsin demo`` makes on it (``sandbox.demo_runs``).
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from tocsin.integration import CheckResult, DemoRun, SandboxSeed, SandboxService
+    from tocsin.mail import MailSender
     from tocsin.settings import SecretStore, Settings
 
 SERVICE = "Microsoft 365"
@@ -58,6 +61,12 @@ def _sandbox(seed: SandboxSeed) -> SandboxService:
     from tocsin.integrations.microsoft.sandbox import start
 
     return start(seed)
+
+
+def _graph_mail_sender(settings: Settings, secrets: SecretStore) -> MailSender:
+    from tocsin.integrations.microsoft.mail_sender import graph_mail_sender
+
+    return graph_mail_sender(settings, secrets)
 
 
 def _demo_runs() -> Mapping[str, DemoRun]:
@@ -99,6 +108,7 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.intune",
         "tocsin.integrations.microsoft.actions.handover",
     ),
+    mail_senders={"graph": _graph_mail_sender},
     sandbox=_sandbox,
     demo_runs=_demo_runs,
     configured=_configured,

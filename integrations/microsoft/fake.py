@@ -44,6 +44,9 @@ for authentication methods, ``ErrorAccessDenied`` for the mailbox,
   (without Entra ID P2, 403: the exact body is unconfirmed, docs/microsoft.md "Unconfirmed
   shapes");
 - ``/roleManagement/directory/roleAssignments``: ``fake_entra``;
+- ``POST /users/{id}/sendMail`` and ``GET /users/{id}/mailFolders/SentItems/messages``
+  (``$filter=internetMessageId eq '...'``), with Outlook's 4 requests in flight per
+  mailbox: ``fake_mail``;
 - ``POST /$batch``: at most 20 requests, each answered on its own, ``dependsOn`` giving 424
   when the dependency failed; more than 4 requests for one mailbox without ``dependsOn``
   (Outlook's MailboxConcurrency) answer 429 ``ApplicationThrottled`` from the fifth on.
@@ -59,7 +62,8 @@ Defender for Endpoint (``/api/machines``, ``/api/machineactions``, isolate and u
 Intune's managed devices (``/v1.0/deviceManagement/managedDevices``) are served by
 ``fake_devices``; ``throttle_defender(n, ...)`` throttles Defender.
 
-Throttling: ``throttle(n, retry_after)`` answers the next n Graph requests 429 with
+Throttling: ``throttle_mail(next_n=, every_n=, retry_after=)`` throttles sendMail;
+``throttle(n, retry_after)`` answers the next n Graph requests 429 with
 ``Retry-After`` (omitted when None); ``throttle_batch_items(n, ...)`` does it to the next n
 items inside batches, ``throttle_exchange(n, ...)`` to InvokeCommand. ``expire_tokens()``
 makes every issued token expired.
@@ -74,6 +78,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from tocsin.integrations.microsoft import fake_mail
 from tocsin.integrations.microsoft.fake_exchange import CMDLETS, set_mailbox_type
 from tocsin.integrations.microsoft.fake_graph import (
     GRAPH_RESOURCE,
@@ -95,6 +100,7 @@ from tocsin.integrations.microsoft.fake_identity import (
     known_tenant,
 )
 from tocsin.integrations.microsoft.fake_identity import discovery as identity_discovery
+from tocsin.integrations.microsoft.fake_mail import FakeMail
 from tocsin.integrations.microsoft.fake_tenant import (
     ATTACKER_FORWARD,
     ATTACKER_PHONE,
@@ -173,6 +179,8 @@ class FakeMicrosoft(FakeService):
             self._throttle_items: list[tuple[int, str | None, str | None]] = []
             self._throttle_exchange: list[tuple[int, str | None, str | None]] = []
             self._throttle_defender: list[tuple[int, str | None, str | None]] = []
+            self.mail = FakeMail()
+            """sendMail and Sent Items (``fake_mail``)."""
 
     def reset(self) -> None:
         super().reset()
@@ -194,6 +202,13 @@ class FakeMicrosoft(FakeService):
         """Answer the next ``count`` Defender for Endpoint requests 429."""
         with self.lock:
             self._throttle_defender.append((count, retry_after, None))
+
+    def throttle_mail(
+        self, *, next_n: int = 0, every_n: int = 0, retry_after: str | None = "1"
+    ) -> None:
+        """Answer the next ``next_n`` sendMail requests, or every ``every_n``-th, 429 with
+        ``Retry-After`` (fractional as given; omitted when None)."""
+        fake_mail.throttle(self, next_n=next_n, every_n=every_n, retry_after=retry_after)
 
     def throttle_batch_items(
         self, count: int, retry_after: str | None = "1", *, method: str | None = None

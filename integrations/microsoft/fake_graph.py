@@ -123,6 +123,12 @@ def graph_request(fake: FakeMicrosoft, request: ReceivedRequest) -> Reply:
         body = request.json() if request.body else None
         if (request.method, path) == ("POST", "/$batch"):
             return _batch(fake, caller, body)
+        from tocsin.integrations.microsoft.fake_mail import mail_route
+
+        # Mail is served outside the fake's lock, so that requests overlap as Outlook's do.
+        mail = mail_route(fake, caller, request.method, path, query, body)
+        if mail is not None:
+            return mail
         return _route(fake, caller, request.method, path, query, body)
     except GraphError as error:
         return error.reply()

@@ -76,3 +76,11 @@ class MicrosoftSettings(BaseModel):
         description="The longest Tocsin waits before one retry, whatever Retry-After asks; "
         "a longer wait fails the step as retryable",
     )
+    mail_sender: str | None = Field(
+        None,
+        description="Sign-in address (UPN) of the mailbox notify.clients sends from when "
+        "notify.transport is graph (notices@office.example): a licensed or shared mailbox; "
+        "the app needs the application permission Mail.Send (best scoped to this mailbox "
+        "with an Exchange application access policy or RBAC for Applications) and "
+        "Mail.ReadBasic.All to find what it sent in Sent Items (docs/microsoft.md)",
+    )
