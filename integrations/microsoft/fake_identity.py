@@ -43,6 +43,7 @@ ALL_ROLES = frozenset(
         "Application.Read.All",
         "MailboxSettings.ReadWrite",
         "Mail.ReadBasic.All",
+        "Mail.Send",  # notify.transport = graph (fake_mail)
         "IdentityRiskyUser.ReadWrite.All",
         "Exchange.ManageAsApp",
         "RoleManagement.ReadWrite.Directory",

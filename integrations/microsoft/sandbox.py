@@ -35,6 +35,7 @@ from tocsin.integrations.microsoft.fake_leaver import (
     colleague_of,
     leaver_of,
 )
+from tocsin.integrations.microsoft.fake_mail import add_mailbox
 
 # An office PC's platform id (PC-1): the only names seeded as Defender machines.
 _PC_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -81,7 +82,9 @@ def start(seed: SandboxSeed) -> SandboxService:
     domain = user.rsplit("@", 1)[-1]
     if user.lower() == leaver_of(domain):  # the leaver runbook: the phished user stays alice
         user = f"{SANDBOX_USER.split('@')[0]}@{domain}"
-    tenant = add_leaver(compromised_tenant(user), domain)
+    tenant = add_mailbox(
+        add_leaver(compromised_tenant(user), domain), f"notices@{domain}", "Office notices"
+    )
     now = datetime.now(UTC)
     workstations = office_workstations(seed)
     tenant.machines.extend(office_workstation(name, domain, now) for name in workstations)
@@ -93,6 +96,8 @@ def start(seed: SandboxSeed) -> SandboxService:
         "graph_url": fake.url,
         "defender_url": fake.url,
         "exchange_url": fake.url,
+        # notify.transport = graph sends from this shared mailbox of the fake tenant
+        "mail_sender": f"notices@{domain}",
     }
     # The sandbox's secure channel for temporary passwords: a 0700 folder of its own.
     passwords = tempfile.mkdtemp(prefix="tocsin-sandbox-passwords-")
