@@ -64,22 +64,24 @@ class People:
         self.prompts[step_id] = request.prompt
         checklist: list[int] | None = None
         if request.kind == "approval":
-            actor = next(p for p in request.approvers if p != request.requester)
+            # as many distinct approvers as the quorum asks, none of them the requester
+            actors = [p for p in request.approvers if p != request.requester][: request.quorum]
             kind = "approve"
         else:
-            actor, kind = RESPONDER, "done"
+            actors, kind = [RESPONDER], "done"
             checklist = list(range(1, len(request.checklist) + 1))
-        submit(
-            journal,
-            incident=self.ticket,
-            step_id=step_id,
-            kind=kind,
-            actor=actor,
-            channel="cli",
-            comment="end-to-end test",
-            checklist=checklist,
-            wait=False,
-        )
+        for actor in actors:
+            submit(
+                journal,
+                incident=self.ticket,
+                step_id=step_id,
+                kind=kind,
+                actor=actor,
+                channel="cli",
+                comment="end-to-end test",
+                checklist=checklist,
+                wait=False,
+            )
         self.decided.append(step_id)
 
 
