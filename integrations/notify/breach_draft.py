@@ -359,7 +359,7 @@ def measures_taken(steps: Sequence[StepSummary], draft_step: str) -> list[Measur
     """The run's steps that count as measures taken (art. 33(3)(d)), in runbook order:
     succeeded action steps and done or approved people's steps, the draft's own step aside."""
     return [
-        MeasureTaken(step.title, step.finished_at, step.touches, step.completed_by)
+        MeasureTaken(step.title, step.finished_at, _sentence(step), step.completed_by)
         for step in steps
         if step.step_id != draft_step
         and (
@@ -367,6 +367,14 @@ def measures_taken(steps: Sequence[StepSummary], draft_step: str) -> list[Measur
             or _PEOPLE_STEPS.get(step.kind) == step.status
         )
     ]
+
+
+def _sentence(step: StepSummary) -> str:
+    """What the step touched, in its action's words; nothing when the action has no sentence
+    of its own (its call written as ``name(parameter=value)`` is no measure's description)."""
+    if step.action and step.touches.startswith(f"{step.action}("):
+        return ""
+    return step.touches
 
 
 def draft_language(
