@@ -23,7 +23,12 @@ import pytest
 from tests.engine_support import HEAD, FlowInThread, settings_journal
 from tocsin.audit import AuditKey
 from tocsin.incident import Incident
-from tocsin.integrations.notify.breach_draft import save_draft
+from tocsin.integrations.notify.breach_draft import (
+    BreachFacts,
+    draft_language,
+    save_draft,
+    write_draft,
+)
 from tocsin.report import IncidentReport, build_report, render
 from tocsin.settings import load_settings
 
@@ -360,6 +365,45 @@ def test_low_risk_draft_says_art_34_does_not_require_telling_the_people(
     assert "l'article 34 n'impose pas d'informer les personnes concernées" in art34
     assert "l'article 34.3" in art34 and "chiffrées" in art34
     assert "Ce qui est dit aux personnes concernées" not in art34
+
+
+def test_english_draft_for_the_office_says_the_authority_needs_french_or_dutch() -> None:
+    assert draft_language("apd", "en") == "fr" and draft_language("cnil", "nl") == "fr"
+    assert draft_language("apd", "nl") == "nl" and draft_language("apd", "nl", "en") == "en"
+    aware = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
+    facts = BreachFacts(
+        incident="INC-7",
+        authority="apd",
+        language="en",
+        controller=CONTROLLER,
+        contact=CONTACT,
+        nature="A laptop was stolen.",
+        data_categories=["contact details"],
+        people_categories=["clients"],
+        people_count=40,
+        records_count=None,
+        consequences="Phishing.",
+        measures_taken=[],
+        measures_proposed=[],
+        high_risk=True,
+        people_informed=None,
+        aware_at=aware,
+        breach_started_at="2026-03-01",
+        delay_reasons=None,
+    )
+    draft = write_draft(facts, aware + timedelta(hours=1))
+    assert draft.deadline == aware + timedelta(hours=72) and not draft.late
+    assert draft.to_complete == [
+        "the draft translated into French or Dutch",
+        "the approximate number of records concerned",
+        "the measures taken",
+        "the measures proposed to address the breach and mitigate its effects",
+        "how many people concerned were informed, when and how",
+    ]
+    assert "the authority takes the notification in French or Dutch" in draft.markdown
+    assert "**The breach happened or started**: 2026-03-01" in draft.markdown
+    late = write_draft(facts, aware + timedelta(hours=73))
+    assert late.late and "## Reasons for the delay (art. 33(1))" in late.markdown
 
 
 def test_an_earlier_different_draft_is_kept(tmp_path: Path) -> None:
