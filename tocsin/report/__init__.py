@@ -6,6 +6,7 @@ JSON, in English or French. See docs/report.md.
 """
 
 from tocsin.report.build import (
+    Annex,
     ApprovalSummary,
     ClockSummary,
     Decision,
@@ -22,6 +23,7 @@ from tocsin.report.render import FORMATS, LANGUAGES, render
 __all__ = [
     "FORMATS",
     "LANGUAGES",
+    "Annex",
     "ApprovalSummary",
     "ClockSummary",
     "Decision",

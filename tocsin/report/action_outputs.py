@@ -63,6 +63,7 @@ WORDING: dict[str, dict[str, str]] = {
         "action": "Action",
         "status": "Status",
         "skipped": "skipped (its condition was false)",
+        "in_annex": "in the annex",
     },
     "fr": {
         "evidence": "Preuves relevées avant toute modification",
@@ -82,6 +83,7 @@ WORDING: dict[str, dict[str, str]] = {
         "action": "Action",
         "status": "Statut",
         "skipped": "ignorée (sa condition était fausse)",
+        "in_annex": "en annexe",
     },
 }
 
@@ -166,8 +168,16 @@ def evidence_blocks(report: IncidentReport, words: Wording) -> list[Block]:
             status = words.word(step.status) + (f": {step.error}" if step.error else "")
             blocks.append(("p", say("not_captured").format(status=status)))
             continue
-        blocks += _outputs_blocks(step.outputs, say)
+        blocks += _outputs_blocks(_annex_aside(step, say), say)
     return blocks
+
+
+def _annex_aside(step: StepSummary, say: _Say) -> dict[str, Any]:
+    """The step's outputs, its annexed document replaced by a word saying it is annexed."""
+    outputs = dict(step.outputs)
+    if step.annex is not None and step.annex in outputs:
+        outputs[step.annex] = say("in_annex")
+    return outputs
 
 
 def _outputs_blocks(outputs: Mapping[str, Any], say: _Say) -> list[Block]:
@@ -235,7 +245,7 @@ def _summary(step: StepSummary, say: _Say) -> str:
     if step.error:
         return say.value(step.error, MAX_SUMMARY)
     parts = []
-    for name, value in step.outputs.items():
+    for name, value in _annex_aside(step, say).items():
         if name in _NOT_SUMMARISED:
             continue
         if isinstance(value, list):

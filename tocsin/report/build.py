@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from tocsin.audit import AuditRecord, Verification
+from tocsin.audit import REDACTED_PREFIX, AuditRecord, Verification
+from tocsin.errors import TocsinError
 from tocsin.statuses import RunStatus, StepStatus
+
+_log = logging.getLogger("tocsin.report")
 
 SEVERITY_ORDER = ("low", "medium", "high", "critical")
 FINAL_STEP_STATUS: dict[str, StepStatus] = {
@@ -60,12 +66,26 @@ class StepSummary:
     """The runbook marks it ``evidence: true``: its outputs are the state before any change."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """An action step's outputs as the trail records them (secret ones as their HMAC)."""
+    annex: str | None = None
+    """The output its action declares as the report's annex (``@action(annex=...)``)."""
 
     @property
     def duration_seconds(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass
+class Annex:
+    """A Markdown document a step wrote (a draft notification), added after the sections."""
+
+    run_id: int | None
+    step_id: str
+    title: str
+    action: str
+    output: str
+    document: str
 
 
 @dataclass
@@ -157,6 +177,8 @@ class IncidentReport:
     contained_at: datetime | None
     prefect_unavailable: bool = False
     """No Prefect server could be read: the runs' Prefect states are missing, not unknown."""
+    annexes: list[Annex] = field(default_factory=list)
+    """One per succeeded step whose action declares an annex, in the order of the steps."""
 
     @property
     def severity(self) -> str:
@@ -212,10 +234,13 @@ def build_report(
     generated_at: datetime | None = None,
     *,
     prefect_unavailable: bool = False,
+    annexed_outputs: Mapping[str, str] | None = None,
 ) -> IncidentReport:
     """Read the incident's records, in chain order, into the report's facts.
 
     ``prefect_unavailable``: Prefect could not be asked for ``flow_states``; the report says so.
+    ``annexed_outputs``: the output each action adds as an annex, by action name; by default
+    what the installed integrations' actions declare (``declared_annexes``).
     """
     states = flow_states or {}
     runs: dict[int | None, RunSummary] = {}
@@ -412,6 +437,9 @@ def build_report(
                 {"seq": data.get("seq"), "head": data.get("head"), "where": data.get("where")}
             )
 
+    annexes = _annexes(
+        list(steps.values()), declared_annexes() if annexed_outputs is None else annexed_outputs
+    )
     moment = generated_at or datetime.now(UTC)
     for clock in clocks.values():
         if clock.status == "running" and moment > clock.deadline_at:
@@ -443,7 +471,42 @@ def build_report(
         triggered_at=min(started) if started else None,
         contained_at=max(contained) if contained else None,
         prefect_unavailable=prefect_unavailable,
+        annexes=annexes,
     )
+
+
+@cache
+def declared_annexes() -> Mapping[str, str]:
+    """The output each installed action adds to the report as an annex, by action name."""
+    from tocsin.actions import ActionRegistry
+
+    try:
+        registry = ActionRegistry.discover()
+    except TocsinError as exc:  # a broken plug-in must not stop the report
+        _log.warning("the report has no annexes: %s", exc.message)
+        return {}
+    return {d.name: d.annex for d in registry if d.annex is not None}
+
+
+def _annexes(steps: list[StepSummary], annexed: Mapping[str, str]) -> list[Annex]:
+    """Mark each step's annexed output, and return the annexes of the succeeded steps."""
+    found: list[Annex] = []
+    for step in steps:
+        output = annexed.get(step.action or "") if step.kind == "action" else None
+        if output is None:
+            continue
+        step.annex = output
+        document = step.outputs.get(output)
+        if (
+            step.status == StepStatus.SUCCEEDED
+            and isinstance(document, str)
+            and document.strip()
+            and not document.startswith(REDACTED_PREFIX)
+        ):
+            found.append(
+                Annex(step.run_id, step.step_id, step.title, step.action or "", output, document)
+            )
+    return found
 
 
 def _detail(record: AuditRecord) -> str:

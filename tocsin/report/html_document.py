@@ -1,9 +1,15 @@
 """The report's blocks written as an HTML page (every value ``html.escape``d), and that page
-printed as PDF by WeasyPrint, so that the PDF shows exactly what the HTML shows."""
+printed as PDF by WeasyPrint, so that the PDF shows exactly what the HTML shows.
+
+An annex's Markdown is converted by markdown-it-py (which rich brings) with only headings,
+paragraphs, lists, emphasis, escapes and entities enabled: raw HTML, links and images stay
+text, and every character of the text is escaped."""
 
 from __future__ import annotations
 
 import html
+
+from markdown_it import MarkdownIt
 
 from tocsin.errors import ConfigurationError
 from tocsin.report.layout import Block
@@ -26,6 +32,7 @@ tr:nth-child(even) td { background: #f6f8fa; }
 td { overflow-wrap: break-word; }
 .blank { min-height: 8em; border: 1px dashed #9aa8b6; border-radius: 4px; }
 .problems li { color: #b3261e; }
+section.annex { border-top: 2px solid #0b4f71; margin-top: 1em; }
 @page { size: A4; margin: 15mm 12mm;
   @bottom-right { content: counter(page) " / " counter(pages); font-size: 8pt; color: #5b6b7c; } }
 @media print {
@@ -70,8 +77,26 @@ def write_html(blocks: list[Block], lang: Language, title: str) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "blank":
             out.append('<div class="blank"></div>')
+        elif kind == "markdown":
+            out.append(f'<section class="annex">{annex_html(str(block[1]))}</section>')
     out.append("</body></html>")
     return "\n".join(out)
+
+
+_ANNEX_MARKDOWN = MarkdownIt("zero").enable(
+    ["heading", "list", "emphasis", "escape", "entity", "newline"]
+)
+ANNEX_HEADING_SHIFT = 2
+"""An annex's ``#`` becomes ``<h3>``: it sits under the report's ``<h2>`` naming the annex."""
+
+
+def annex_html(document: str) -> str:
+    """An annex's Markdown as HTML: headings, paragraphs, lists and emphasis; the rest text."""
+    tokens = _ANNEX_MARKDOWN.parse(document)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, int(token.tag[1:]) + ANNEX_HEADING_SHIFT)}"
+    return str(_ANNEX_MARKDOWN.renderer.render(tokens, _ANNEX_MARKDOWN.options, {}))
 
 
 def print_pdf(document: str) -> bytes:

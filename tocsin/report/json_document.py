@@ -50,5 +50,6 @@ def write_json(report: IncidentReport) -> str:
         "audit": {**report.verification.as_data(), "anchors": report.anchors},
         "timeline": [asdict(e) for e in report.timeline],
         "lessons_learned": "",
+        "annexes": [{**asdict(a), "format": "markdown"} for a in report.annexes],
     }
     return json.dumps(plain(document), ensure_ascii=False, indent=1) + "\n"

@@ -1,8 +1,9 @@
 """The report laid out as blocks, in one language: headings, facts, tables, paragraphs.
 
 A block is a tuple whose first item says what it is (``h1``, ``h2``, ``h3``, ``p``,
-``facts``, ``list``, ``items``, ``table``, ``blank``); ``markdown_document`` and
-``html_document`` write the same blocks, so the formats never say different things.
+``facts``, ``list``, ``items``, ``table``, ``blank``, ``markdown``: an annex's document);
+``markdown_document`` and ``html_document`` write the same blocks, so the formats never
+say different things.
 """
 
 from __future__ import annotations
@@ -266,4 +267,15 @@ def lay_out(report: IncidentReport, t: Words, *, printed: bool = False) -> list[
         )
     )
     blocks += [("h2", t("lessons")), ("p", t("lessons_hint")), ("blank",)]
+    for number, annex in enumerate(report.annexes, start=1):
+        blocks += [
+            ("h2", t("annex").format(number=number, title=annex.title)),
+            (
+                "p",
+                t("annex_intro").format(
+                    step=annex.step_id, action=annex.action, output=annex.output
+                ),
+            ),
+            ("markdown", annex.document),
+        ]
     return blocks

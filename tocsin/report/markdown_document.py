@@ -61,4 +61,8 @@ def write_markdown(blocks: list[Block]) -> str:
             out.append("\n".join(lines) + "\n")
         elif kind == "blank":
             out.append("\n\n")
+        elif (
+            kind == "markdown"
+        ):  # an annex: a document its action wrote as Markdown, values escaped
+            out.append(str(block[1]).rstrip() + "\n")
     return "\n".join(out)

@@ -84,6 +84,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "lessons": "Lessons learned",
         "lessons_hint": "To be written by the incident lead: what worked, what did not, what changes.",
         "routine_left_out": "{count} routine step events (started, succeeded, retried, message sent) are left out of the printed timeline: they are in the Steps table, and every event is in the HTML and JSON reports.",
+        "annex": "Annex {number}: {title}",
+        "annex_intro": "The document step {step} ({action}) wrote, as its output {output} "
+        "is kept in the audit trail.",
         "none": "none",
         "unknown": "unknown",
     },
@@ -160,6 +163,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "lessons": "Retour d'expérience",
         "lessons_hint": "À rédiger par le responsable de l'incident : ce qui a marché, ce qui n'a pas marché, ce qui change.",
         "routine_left_out": "{count} événements courants (étape démarrée, réussie, nouvelle tentative, message envoyé) ne sont pas repris dans la chronologie imprimée : ils figurent dans le tableau des étapes, et tous les événements sont dans les rapports HTML et JSON.",
+        "annex": "Annexe {number} : {title}",
+        "annex_intro": "Le document rédigé par l'étape {step} ({action}), tel que le journal "
+        "d'audit conserve sa sortie {output}.",
         "none": "aucun",
         "unknown": "inconnu",
     },

@@ -1,0 +1,649 @@
+"""The draft of a personal-data breach notification to the data-protection authority.
+
+It holds what GDPR art. 33(3) requires, section by section, in the authority's language:
+(a) the nature of the breach with the categories and approximate numbers of people and of
+records; (b) the contact point; (c) the likely consequences; (d) the measures taken (from
+the run) or proposed. Around them: the controller, when the office became aware and when
+the breach happened, the 72-hour deadline of art. 33(1) (with a section for the reasons
+of a late notification), phased notification (33(4)), the breach register (33(5)) and,
+when the risk is high, the communication to the people concerned (art. 34).
+
+What the office must still fill in is marked "to complete" in the draft and listed, never
+guessed. Values are escaped as Markdown text, so an input can add no heading, link or HTML.
+The authority's form fields are not verified: the person copies each section into the field
+that asks for it. Nothing here contacts an authority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from tocsin.actions import StepSummary
+from tocsin.integrations.notify.settings import Language
+from tocsin.private_paths import private_folder, write_file_atomically
+
+Authority = Literal["apd", "cnil"]
+AUTHORITIES: tuple[Authority, ...] = ("apd", "cnil")
+NOTIFICATION_DEADLINE = timedelta(hours=72)
+"""GDPR art. 33(1): within 72 hours of becoming aware, where feasible."""
+ACCEPTED_LANGUAGES: dict[Authority, tuple[Language, ...]] = {"apd": ("fr", "nl"), "cnil": ("fr",)}
+
+FORM = {
+    "apd": "Submit it to the Belgian Data Protection Authority (APD/GBA) with the PDF e-form "
+    "of its e-forms portal, filled in French or Dutch (forms sent by e-mail are not "
+    "processed); Tocsin has not contacted the authority.",
+    "cnil": "Submit it to the CNIL through its online téléservice for personal-data breach "
+    "notifications, in French (an initial notification can be completed later); Tocsin has "
+    "not contacted the authority.",
+}
+"""Where and how the office submits the draft, for the runbook's instructions (English)."""
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Personal data breach notification — draft for {authority}",
+        "intro": "Draft prepared by Tocsin for incident {incident}. It follows GDPR art. 33(3); "
+        "copy each section into the matching field of the authority's form (the form's exact "
+        "fields are not verified here, and it may ask for more). Nothing has been sent to the "
+        "authority.",
+        "submit": "How to submit",
+        "form_apd": "With the PDF e-form of the APD/GBA's e-forms portal, filled in French or "
+        "Dutch. Forms sent by e-mail are not processed.",
+        "form_cnil": "Through the CNIL's online téléservice for personal-data breach "
+        "notifications, in French.",
+        "language_note": "This draft is in English for the office's own use: the authority "
+        "takes the notification in {languages}.",
+        "translate": "the draft translated into {languages}",
+        "to_complete": "To complete before submitting",
+        "nothing_to_complete": "Nothing is marked to complete; check every section before "
+        "submitting.",
+        "marker": "TO COMPLETE",
+        "controller": "Controller",
+        "controller_name": "Name and registration number",
+        "reference": "Internal reference",
+        "dates": "Dates and deadline (art. 33(1))",
+        "aware": "The office became aware of the breach",
+        "started": "The breach happened or started",
+        "deadline": "Deadline to notify (72 hours after becoming aware)",
+        "status": "Status",
+        "in_time": "within the deadline",
+        "late": "the deadline has passed: give the reasons for the delay (below)",
+        "delay": "Reasons for the delay (art. 33(1))",
+        "a": "(a) Nature of the breach",
+        "data_categories": "Categories of personal data concerned",
+        "people_categories": "Categories of people concerned",
+        "people_count": "Approximate number of people concerned",
+        "records_count": "Approximate number of records concerned",
+        "b": "(b) Data-protection officer or other contact point",
+        "c": "(c) Likely consequences",
+        "d": "(d) Measures taken or proposed",
+        "taken": "Measures taken (recorded by this run)",
+        "titles_note": "Step titles as the runbook names them.",
+        "by": "by {who}",
+        "proposed": "Measures proposed, including to mitigate the possible adverse effects",
+        "art34": "Communication to the people concerned (art. 34)",
+        "high_risk": "The risk to the rights and freedoms of the people concerned is assessed as "
+        "high: art. 34 requires informing them without undue delay, in clear and plain "
+        "language, with the contact point (b), the likely consequences (c) and the measures "
+        "(d).",
+        "informed": "People concerned informed so far",
+        "message": "What the people concerned are told (clear language)",
+        "msg_what": "What happened: {text}",
+        "msg_risk": "What it may mean for you: {text}",
+        "msg_done": "What we have done: {text}",
+        "msg_advice": "What we are doing next: {text}",
+        "msg_contact": "Who to contact with questions: {text}",
+        "low_risk": "The risk is not assessed as high: art. 34 does not require informing the "
+        "people concerned. Should it become high, they must be informed unless an art. 34(3) "
+        "exception applies: the data were unintelligible to anyone not authorised (encrypted), "
+        "later measures mean the high risk is no longer likely, or informing each person would "
+        "take disproportionate effort (a public communication is then made instead).",
+        "informed_anyway": "People concerned informed nevertheless",
+        "phases": "Phased notification and register",
+        "phases_text": "If some of this information is not yet available, notify what is known "
+        "now and provide the rest in phases without undue further delay (art. 33(4)).",
+        "register": "Record the breach, its effects and the measures taken in the office's "
+        "breach register, whether or not it is notified (art. 33(5)).",
+        # what is left to complete
+        "need_controller": "the controller's name and registration number",
+        "need_contact": "the name and contact details of the data-protection officer or "
+        "other contact point",
+        "need_people": "the approximate number of people concerned",
+        "need_records": "the approximate number of records concerned",
+        "need_data_categories": "the categories of personal data concerned",
+        "need_people_categories": "the categories of people concerned",
+        "need_started": "when the breach happened or started, if known",
+        "need_aware": "when the office became aware of the breach",
+        "need_delay": "the reasons for the delay",
+        "need_nature": "the nature of the breach",
+        "need_consequences": "the likely consequences of the breach",
+        "need_taken": "the measures taken",
+        "need_proposed": "the measures proposed to address the breach and mitigate its effects",
+        "need_informed": "how many people concerned were informed, when and how",
+        "need_inform": "when and how the people concerned are informed",
+    },
+    "fr": {
+        "title": "Notification d'une violation de données à caractère personnel — projet pour "
+        "{authority}",
+        "intro": "Projet préparé par Tocsin pour l'incident {incident}. Il suit l'article 33.3 "
+        "du RGPD : copiez chaque section dans le champ correspondant du formulaire de "
+        "l'autorité (les champs exacts du formulaire ne sont pas vérifiés ici, et il peut en "
+        "demander davantage). Rien n'a été envoyé à l'autorité.",
+        "submit": "Comment le soumettre",
+        "form_apd": "Avec le formulaire électronique PDF du portail e-forms de l'APD, rempli en "
+        "français ou en néerlandais. Les formulaires envoyés par e-mail ne sont pas traités.",
+        "form_cnil": "Par le téléservice de notification de violations de données à caractère "
+        "personnel de la CNIL, en français.",
+        "language_note": "Ce projet est en français ; l'autorité reçoit la notification en "
+        "{languages}.",
+        "translate": "le projet traduit en {languages}",
+        "to_complete": "À compléter avant la soumission",
+        "nothing_to_complete": "Rien n'est marqué à compléter ; relisez chaque section avant de "
+        "soumettre.",
+        "marker": "À COMPLÉTER",
+        "controller": "Responsable du traitement",
+        "controller_name": "Nom et numéro d'entreprise",
+        "reference": "Référence interne",
+        "dates": "Dates et délai (art. 33.1)",
+        "aware": "Le cabinet a pris connaissance de la violation le",
+        "started": "La violation a eu lieu ou commencé le",
+        "deadline": "Délai de notification (72 heures après la prise de connaissance)",
+        "status": "Statut",
+        "in_time": "dans le délai",
+        "late": "le délai est dépassé : indiquez les motifs du retard (ci-dessous)",
+        "delay": "Motifs du retard (art. 33.1)",
+        "a": "a) Nature de la violation",
+        "data_categories": "Catégories de données à caractère personnel concernées",
+        "people_categories": "Catégories de personnes concernées",
+        "people_count": "Nombre approximatif de personnes concernées",
+        "records_count": "Nombre approximatif d'enregistrements concernés",
+        "b": "b) Délégué à la protection des données ou autre point de contact",
+        "c": "c) Conséquences probables",
+        "d": "d) Mesures prises ou proposées",
+        "taken": "Mesures prises (enregistrées par cette exécution)",
+        "titles_note": "Intitulés des étapes tels que la procédure les nomme ; traduisez-les au "
+        "besoin.",
+        "by": "par {who}",
+        "proposed": "Mesures proposées, y compris pour atténuer les éventuelles conséquences "
+        "négatives",
+        "art34": "Communication aux personnes concernées (art. 34)",
+        "high_risk": "Le risque pour les droits et libertés des personnes concernées est jugé "
+        "élevé : l'article 34 impose de les informer dans les meilleurs délais, en des termes "
+        "clairs et simples, avec le point de contact (b), les conséquences probables (c) et les "
+        "mesures (d).",
+        "informed": "Personnes concernées informées à ce jour",
+        "message": "Ce qui est dit aux personnes concernées (termes clairs)",
+        "msg_what": "Ce qui s'est passé : {text}",
+        "msg_risk": "Ce que cela peut signifier pour vous : {text}",
+        "msg_done": "Ce que nous avons fait : {text}",
+        "msg_advice": "Ce que nous faisons ensuite : {text}",
+        "msg_contact": "Qui contacter pour toute question : {text}",
+        "low_risk": "Le risque n'est pas jugé élevé : l'article 34 n'impose pas d'informer les "
+        "personnes concernées. S'il le devenait, elles devraient l'être, sauf exception de "
+        "l'article 34.3 : les données étaient incompréhensibles pour toute personne non "
+        "autorisée (chiffrées), des mesures ultérieures rendent le risque élevé improbable, ou "
+        "informer chaque personne exigerait des efforts disproportionnés (une communication "
+        "publique est alors faite).",
+        "informed_anyway": "Personnes concernées informées malgré tout",
+        "phases": "Notification échelonnée et registre",
+        "phases_text": "Si certaines informations ne sont pas encore disponibles, notifiez ce qui "
+        "est connu et communiquez le reste de manière échelonnée, sans autre retard indu "
+        "(art. 33.4).",
+        "register": "Consignez la violation, ses effets et les mesures prises dans le registre "
+        "des violations du cabinet, qu'elle soit notifiée ou non (art. 33.5).",
+        "need_controller": "le nom et le numéro d'entreprise du responsable du traitement",
+        "need_contact": "le nom et les coordonnées du délégué à la protection des données ou "
+        "d'un autre point de contact",
+        "need_people": "le nombre approximatif de personnes concernées",
+        "need_records": "le nombre approximatif d'enregistrements concernés",
+        "need_data_categories": "les catégories de données à caractère personnel concernées",
+        "need_people_categories": "les catégories de personnes concernées",
+        "need_started": "la date de la violation ou de son début, si elle est connue",
+        "need_aware": "la date à laquelle le cabinet a pris connaissance de la violation",
+        "need_delay": "les motifs du retard",
+        "need_nature": "la nature de la violation",
+        "need_consequences": "les conséquences probables de la violation",
+        "need_taken": "les mesures prises",
+        "need_proposed": "les mesures proposées pour remédier à la violation et en atténuer "
+        "les conséquences",
+        "need_informed": "combien de personnes concernées ont été informées, quand et comment",
+        "need_inform": "quand et comment les personnes concernées sont informées",
+    },
+    "nl": {
+        "title": "Melding van een inbreuk in verband met persoonsgegevens — ontwerp voor "
+        "{authority}",
+        "intro": "Ontwerp opgesteld door Tocsin voor incident {incident}. Het volgt artikel "
+        "33.3 AVG: kopieer elke sectie naar het overeenkomstige veld van het formulier van de "
+        "autoriteit (de precieze velden van het formulier zijn hier niet nagekeken, en het kan "
+        "meer vragen). Er is niets naar de autoriteit verstuurd.",
+        "submit": "Hoe indienen",
+        "form_apd": "Met het elektronische PDF-formulier van het e-formulierenportaal van de "
+        "GBA, ingevuld in het Nederlands of het Frans. Per e-mail verstuurde formulieren worden "
+        "niet behandeld.",
+        "form_cnil": "Via de online teledienst van de CNIL voor meldingen van inbreuken in "
+        "verband met persoonsgegevens, in het Frans.",
+        "language_note": "Dit ontwerp is in het Nederlands; de autoriteit ontvangt de melding "
+        "in het {languages}.",
+        "translate": "het ontwerp vertaald in het {languages}",
+        "to_complete": "Aan te vullen vóór het indienen",
+        "nothing_to_complete": "Niets is gemarkeerd als aan te vullen; lees elke sectie na vóór "
+        "het indienen.",
+        "marker": "AAN TE VULLEN",
+        "controller": "Verwerkingsverantwoordelijke",
+        "controller_name": "Naam en ondernemingsnummer",
+        "reference": "Interne referentie",
+        "dates": "Data en termijn (art. 33.1)",
+        "aware": "Het kantoor heeft kennis gekregen van de inbreuk op",
+        "started": "De inbreuk vond plaats of begon op",
+        "deadline": "Termijn voor de melding (72 uur na de kennisname)",
+        "status": "Status",
+        "in_time": "binnen de termijn",
+        "late": "de termijn is verstreken: geef de redenen voor de vertraging (hieronder)",
+        "delay": "Redenen voor de vertraging (art. 33.1)",
+        "a": "a) Aard van de inbreuk",
+        "data_categories": "Categorieën van betrokken persoonsgegevens",
+        "people_categories": "Categorieën van betrokkenen",
+        "people_count": "Geschat aantal betrokkenen",
+        "records_count": "Geschat aantal betrokken registraties van persoonsgegevens",
+        "b": "b) Functionaris voor gegevensbescherming of ander contactpunt",
+        "c": "c) Waarschijnlijke gevolgen",
+        "d": "d) Genomen of voorgestelde maatregelen",
+        "taken": "Genomen maatregelen (vastgelegd door deze uitvoering)",
+        "titles_note": "Titels van de stappen zoals het draaiboek ze noemt; vertaal ze zo nodig.",
+        "by": "door {who}",
+        "proposed": "Voorgestelde maatregelen, ook om de eventuele nadelige gevolgen te beperken",
+        "art34": "Mededeling aan de betrokkenen (art. 34)",
+        "high_risk": "Het risico voor de rechten en vrijheden van de betrokkenen wordt als hoog "
+        "ingeschat: artikel 34 vereist dat zij onverwijld worden ingelicht, in duidelijke en "
+        "eenvoudige taal, met het contactpunt (b), de waarschijnlijke gevolgen (c) en de "
+        "maatregelen (d).",
+        "informed": "Tot nu toe ingelichte betrokkenen",
+        "message": "Wat de betrokkenen te horen krijgen (duidelijke taal)",
+        "msg_what": "Wat er gebeurd is: {text}",
+        "msg_risk": "Wat dit voor u kan betekenen: {text}",
+        "msg_done": "Wat wij gedaan hebben: {text}",
+        "msg_advice": "Wat wij verder doen: {text}",
+        "msg_contact": "Bij wie u met vragen terechtkunt: {text}",
+        "low_risk": "Het risico wordt niet als hoog ingeschat: artikel 34 vereist niet dat de "
+        "betrokkenen worden ingelicht. Wordt het hoog, dan moeten zij worden ingelicht, tenzij "
+        "een uitzondering van artikel 34.3 geldt: de gegevens waren onbegrijpelijk voor "
+        "onbevoegden (versleuteld), latere maatregelen maken het hoge risico onwaarschijnlijk, "
+        "of elke betrokkene inlichten zou onevenredige inspanningen vergen (dan volgt een "
+        "openbare mededeling).",
+        "informed_anyway": "Toch ingelichte betrokkenen",
+        "phases": "Gefaseerde melding en register",
+        "phases_text": "Is een deel van deze informatie nog niet beschikbaar, meld dan wat "
+        "bekend is en verstrek de rest gefaseerd, zonder onredelijke verdere vertraging "
+        "(art. 33.4).",
+        "register": "Leg de inbreuk, de gevolgen en de genomen maatregelen vast in het "
+        "inbreukregister van het kantoor, ook als ze niet gemeld wordt (art. 33.5).",
+        "need_controller": "de naam en het ondernemingsnummer van de verwerkingsverantwoordelijke",
+        "need_contact": "de naam en contactgegevens van de functionaris voor "
+        "gegevensbescherming of een ander contactpunt",
+        "need_people": "het geschatte aantal betrokkenen",
+        "need_records": "het geschatte aantal betrokken registraties van persoonsgegevens",
+        "need_data_categories": "de categorieën van betrokken persoonsgegevens",
+        "need_people_categories": "de categorieën van betrokkenen",
+        "need_started": "wanneer de inbreuk plaatsvond of begon, indien bekend",
+        "need_aware": "wanneer het kantoor kennis kreeg van de inbreuk",
+        "need_delay": "de redenen voor de vertraging",
+        "need_nature": "de aard van de inbreuk",
+        "need_consequences": "de waarschijnlijke gevolgen van de inbreuk",
+        "need_taken": "de genomen maatregelen",
+        "need_proposed": "de voorgestelde maatregelen om de inbreuk aan te pakken en de "
+        "gevolgen te beperken",
+        "need_informed": "hoeveel betrokkenen werden ingelicht, wanneer en hoe",
+        "need_inform": "wanneer en hoe de betrokkenen worden ingelicht",
+    },
+}
+
+AUTHORITY_NAMES: dict[str, dict[str, str]] = {
+    "en": {
+        "apd": "the Belgian Data Protection Authority (APD/GBA)",
+        "cnil": "the CNIL (Commission nationale de l'informatique et des libertés)",
+    },
+    "fr": {
+        "apd": "l'Autorité de protection des données (APD)",
+        "cnil": "la Commission nationale de l'informatique et des libertés (CNIL)",
+    },
+    "nl": {
+        "apd": "de Gegevensbeschermingsautoriteit (GBA)",
+        "cnil": "de Commission nationale de l'informatique et des libertés (CNIL)",
+    },
+}
+LANGUAGE_NAMES: dict[str, dict[str, str]] = {
+    "en": {"fr": "French", "nl": "Dutch"},
+    "fr": {"fr": "français", "nl": "néerlandais"},
+    "nl": {"fr": "Frans", "nl": "Nederlands"},
+}
+_OR = {"en": " or ", "fr": " ou ", "nl": " of het "}
+_DATE = {"en": "%Y-%m-%d %H:%M UTC", "fr": "%d/%m/%Y %H:%M UTC", "nl": "%d-%m-%Y %H:%M UTC"}
+_PEOPLE_STEPS = {"manual": "done", "approval": "approved"}
+
+# Backslash-escaped: they open emphasis, code, links, images, raw HTML, entities, headings,
+# block quotes or table cells (CommonMark lets any ASCII punctuation be escaped).
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]<>&!|~#]")
+_BLOCK_START = re.compile(r"^([-+=]|\d+[.)])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def markdown_text(value: object) -> str:
+    """``value`` as literal Markdown text on one line: no heading, list, link or HTML."""
+    text = " ".join(_CONTROL.sub(" ", str(value)).split())
+    text = _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    return _BLOCK_START.sub(lambda m: "\\" + m.group(0), text)
+
+
+def markdown_paragraphs(value: str) -> list[str]:
+    """``value``'s paragraphs (split at blank lines), each as literal Markdown text."""
+    parts = re.split(r"\n\s*\n", _CONTROL.sub(" ", value))
+    return [markdown_text(part) for part in parts if part.strip()]
+
+
+@dataclass(frozen=True)
+class MeasureTaken:
+    """A step of the run that did something: an action that succeeded, a person's step done."""
+
+    title: str
+    finished_at: str
+    touches: str
+    completed_by: str
+
+
+def measures_taken(steps: Sequence[StepSummary], draft_step: str) -> list[MeasureTaken]:
+    """The run's steps that count as measures taken (art. 33(3)(d)), in runbook order:
+    succeeded action steps and done or approved people's steps, the draft's own step aside."""
+    return [
+        MeasureTaken(step.title, step.finished_at, _sentence(step), step.completed_by)
+        for step in steps
+        if step.step_id != draft_step
+        and (
+            (step.kind == "action" and step.status == "succeeded")
+            or _PEOPLE_STEPS.get(step.kind) == step.status
+        )
+    ]
+
+
+def _sentence(step: StepSummary) -> str:
+    """What the step touched, in its action's words; nothing when the action has no sentence
+    of its own (its call written as ``name(parameter=value)`` is no measure's description)."""
+    if step.action and step.touches.startswith(f"{step.action}("):
+        return ""
+    return step.touches
+
+
+def draft_language(
+    authority: Authority, office_language: Language, asked: Language | None = None
+) -> Language:
+    """The draft's language: the one asked for, else the authority's (the office's own for
+    the APD/GBA when it is French or Dutch, French otherwise)."""
+    if asked is not None:
+        return asked
+    accepted = ACCEPTED_LANGUAGES[authority]
+    return office_language if office_language in accepted else accepted[0]
+
+
+@dataclass(frozen=True)
+class BreachFacts:
+    """What the draft says, from the step's parameters, the settings and the run."""
+
+    incident: str
+    authority: Authority
+    language: Language
+    controller: str
+    contact: str
+    nature: str
+    data_categories: Sequence[str]
+    people_categories: Sequence[str]
+    people_count: int
+    """0: unknown."""
+    records_count: int | None
+    consequences: str
+    measures_taken: Sequence[MeasureTaken]
+    measures_proposed: Sequence[str]
+    high_risk: bool
+    people_informed: int | None
+    aware_at: datetime | None
+    breach_started_at: str | None
+    delay_reasons: str | None
+
+
+@dataclass(frozen=True)
+class BreachDraft:
+    """The draft and what the step's outputs say of it."""
+
+    markdown: str
+    deadline: datetime | None
+    late: bool
+    to_complete: list[str]
+
+
+def parse_moment(text: str) -> datetime | None:
+    """An ISO 8601 moment (a naive one is UTC), or None when ``text`` is empty."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Writer:
+    """The draft's lines in one language, with the items left to complete."""
+
+    def __init__(self, language: Language) -> None:
+        self.language = language
+        self.texts = TEXTS[language]
+        self.lines: list[str] = []
+        self.missing: list[str] = []
+
+    def __call__(self, key: str, **values: str) -> str:
+        return self.texts[key].format(**values)
+
+    def when(self, moment: datetime) -> str:
+        return moment.astimezone(UTC).strftime(_DATE[self.language])
+
+    def to_complete(self, need: str) -> str:
+        """A marker in the draft for ``need``, which is added to the list."""
+        item = self(need)
+        if item not in self.missing:
+            self.missing.append(item)
+        return f"**[{self('marker')}: {markdown_text(item)}]**"
+
+    def heading(self, level: int, text: str) -> None:
+        self.lines += ["#" * level + " " + markdown_text(text), ""]
+
+    def paragraph(self, text: str) -> None:
+        """A paragraph of already written Markdown."""
+        self.lines += [text, ""]
+
+    def text(self, value: str, need: str) -> None:
+        """A value given as text, its paragraphs kept; the marker when it is blank."""
+        paragraphs = markdown_paragraphs(value)
+        for paragraph in paragraphs or [self.to_complete(need)]:
+            self.paragraph(paragraph)
+
+    def facts(self, rows: Sequence[tuple[str, str]]) -> None:
+        self.lines += [f"- **{markdown_text(label)}**: {value}" for label, value in rows]
+        self.lines.append("")
+
+    def items(self, values: Sequence[str]) -> None:
+        self.lines += [f"- {value}" for value in values]
+        self.lines.append("")
+
+
+def _listed(values: Sequence[str], writer: _Writer, need: str) -> str:
+    shown = [markdown_text(value) for value in values if value.strip()]
+    return ", ".join(shown) if shown else writer.to_complete(need)
+
+
+def _count(value: int | None, writer: _Writer, need: str) -> str:
+    return f"{value:,}".replace(",", " ") if value else writer.to_complete(need)
+
+
+def _measure_line(measure: MeasureTaken, writer: _Writer) -> str:
+    line = f"**{markdown_text(measure.title)}**"
+    moment = parse_moment(measure.finished_at) if measure.finished_at else None
+    details = [writer.when(moment)] if moment is not None else []
+    if measure.completed_by:
+        details.append(writer("by", who=measure.completed_by))
+    if details:
+        line += " (" + markdown_text(", ".join(details)) + ")"
+    if measure.touches:
+        line += ": " + markdown_text(measure.touches)
+    return line
+
+
+def write_draft(facts: BreachFacts, now: datetime) -> BreachDraft:
+    """The draft notification as Markdown in ``facts.language``, as things stand at ``now``."""
+    w = _Writer(facts.language)
+    accepted = ACCEPTED_LANGUAGES[facts.authority]
+    names = LANGUAGE_NAMES[facts.language]
+    languages = _OR[facts.language].join(names[code] for code in accepted)
+    body = _Writer(facts.language)  # the sections, written before the list of what is missing
+    body.missing = w.missing
+
+    if facts.language not in accepted:
+        body.paragraph(markdown_text(w("language_note", languages=languages)))
+        w.missing.append(w("translate", languages=languages))
+
+    body.heading(2, w("controller"))
+    body.facts(
+        [
+            (
+                w("controller_name"),
+                markdown_text(facts.controller)
+                if facts.controller.strip()
+                else body.to_complete("need_controller"),
+            ),
+            (w("reference"), markdown_text(facts.incident)),
+        ]
+    )
+
+    deadline = facts.aware_at + NOTIFICATION_DEADLINE if facts.aware_at is not None else None
+    late = deadline is not None and now > deadline
+    body.heading(2, w("dates"))
+    started = (facts.breach_started_at or "").strip()
+    body.facts(
+        [
+            (
+                w("aware"),
+                markdown_text(w.when(facts.aware_at))
+                if facts.aware_at is not None
+                else body.to_complete("need_aware"),
+            ),
+            (w("started"), markdown_text(started) if started else body.to_complete("need_started")),
+            (
+                w("deadline"),
+                markdown_text(w.when(deadline))
+                if deadline is not None
+                else body.to_complete("need_aware"),
+            ),
+            (w("status"), markdown_text(w("late") if late else w("in_time"))),
+        ]
+    )
+    if late:
+        body.heading(2, w("delay"))
+        body.text(facts.delay_reasons or "", "need_delay")
+
+    body.heading(2, w("a"))
+    body.text(facts.nature, "need_nature")
+    body.facts(
+        [
+            (w("data_categories"), _listed(facts.data_categories, body, "need_data_categories")),
+            (
+                w("people_categories"),
+                _listed(facts.people_categories, body, "need_people_categories"),
+            ),
+            (w("people_count"), _count(facts.people_count, body, "need_people")),
+            (w("records_count"), _count(facts.records_count, body, "need_records")),
+        ]
+    )
+
+    body.heading(2, w("b"))
+    body.text(facts.contact, "need_contact")
+
+    body.heading(2, w("c"))
+    body.text(facts.consequences, "need_consequences")
+
+    body.heading(2, w("d"))
+    body.heading(3, w("taken"))
+    if facts.measures_taken:
+        if facts.language != "en":
+            body.paragraph(markdown_text(w("titles_note")))
+        body.items([_measure_line(measure, body) for measure in facts.measures_taken])
+    else:
+        body.paragraph(body.to_complete("need_taken"))
+    body.heading(3, w("proposed"))
+    proposed = [markdown_text(item) for item in facts.measures_proposed if item.strip()]
+    if proposed:
+        body.items(proposed)
+    else:
+        body.paragraph(body.to_complete("need_proposed"))
+
+    body.heading(2, w("art34"))
+    if facts.high_risk:
+        body.paragraph(markdown_text(w("high_risk")))
+        informed = (
+            _count(facts.people_informed, body, "need_inform")
+            if facts.people_informed is not None
+            else body.to_complete("need_informed")
+        )
+        if facts.people_informed == 0:
+            informed = "0 " + informed
+        body.facts([(w("informed"), informed)])
+        body.heading(3, w("message"))
+        done = "; ".join(m.title for m in facts.measures_taken)
+        next_steps = "; ".join(item for item in facts.measures_proposed if item.strip())
+        lines = []
+        for key, value, need in (
+            ("msg_what", facts.nature, "need_nature"),
+            ("msg_risk", facts.consequences, "need_consequences"),
+            ("msg_done", done, "need_taken"),
+            ("msg_advice", next_steps, "need_proposed"),
+            ("msg_contact", facts.contact, "need_contact"),
+        ):
+            shown = markdown_text(value) if value.strip() else body.to_complete(need)
+            lines.append(markdown_text(w(key, text="")) + " " + shown)
+        body.items(lines)
+    else:
+        body.paragraph(markdown_text(w("low_risk")))
+        if facts.people_informed:
+            body.facts([(w("informed_anyway"), _count(facts.people_informed, body, "need_inform"))])
+
+    body.heading(2, w("phases"))
+    body.paragraph(markdown_text(w("phases_text")))
+    body.paragraph(markdown_text(w("register")))
+
+    w.heading(1, w("title", authority=AUTHORITY_NAMES[facts.language][facts.authority]))
+    w.paragraph(markdown_text(w("intro", incident=facts.incident)))
+    w.heading(2, w("submit"))
+    w.paragraph(markdown_text(w(f"form_{facts.authority}")))
+    w.heading(2, w("to_complete"))
+    if w.missing:
+        w.items([markdown_text(item) for item in w.missing])
+    else:
+        w.paragraph(markdown_text(w("nothing_to_complete")))
+    markdown = "\n".join(w.lines + body.lines).rstrip() + "\n"
+    return BreachDraft(markdown, deadline, late, list(w.missing))
+
+
+def save_draft(folder: Path, stem: str, markdown: str) -> tuple[Path, str]:
+    """Write the draft as ``<stem>.md`` in ``folder`` (0700; the file 0600) and return its
+    path and SHA-256. An earlier draft of that name with other content is kept: this one
+    then goes to ``<stem>-2.md`` (or the next free number)."""
+    content = markdown.encode("utf-8")
+    digest = hashlib.sha256(content).hexdigest()
+    private_folder(folder)
+    number = 1
+    while True:
+        path = folder / (f"{stem}.md" if number == 1 else f"{stem}-{number}.md")
+        if not path.exists() and not path.is_symlink():
+            write_file_atomically(path, content)
+            return path, digest
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == content:
+            return path, digest
+        number += 1
