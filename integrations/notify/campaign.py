@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from tocsin.integrations.notify.ledger import Delivery, DeliveryLedger, DeliveryStatus
 from tocsin.integrations.notify.pacing import Pacer
-from tocsin.mail import MailSender, OutgoingMail, SendOutcome
+from tocsin.mail import MailSender, OutgoingMail, SendOutcome, SendResult
 
 Progress = Callable[[int, int, str], None]
 PROGRESS_EVERY_SECONDS = 0.5
@@ -45,6 +45,16 @@ def message_digest(mail: OutgoingMail) -> str:
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return f"sha256:{digest.hexdigest()}"
+
+
+@dataclass(frozen=True)
+class UnconfirmedSend(SendResult):
+    """A message committed whose answer never came (the connection dropped after SMTP's
+    final dot): it may have left. ``tocsin.mail.SendOutcome`` has no outcome for that, so a
+    sender returns this ``RETRY``; the campaign reconciles it (when the sender can) or
+    settles it in doubt, never sends it again blindly."""
+
+    outcome: SendOutcome = SendOutcome.RETRY
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,14 @@ class Campaign:
             if not committed:  # nothing left: the next run sends it
                 self._settle(item, DeliveryStatus.RETRY, "the campaign stopped", final=False)
             raise
+        if isinstance(result, UnconfirmedSend) and committed:
+            left = self.sender.reconcile(mail) if self.sender.can_reconcile else None
+            if left is None:
+                self._settle(item, DeliveryStatus.IN_DOUBT, result.detail)
+                return None
+            if left:
+                self._settle(item, DeliveryStatus.SENT, result.detail)
+                return None
         if result.outcome is SendOutcome.SENT:
             self._settle(item, DeliveryStatus.SENT, result.detail)
             return None
@@ -303,6 +321,8 @@ class Campaign:
                 self._outcome.sent += 1
             elif status is DeliveryStatus.REFUSED:
                 self._outcome.refused.append((item.row, item.recipient, detail))
+            elif status is DeliveryStatus.IN_DOUBT:
+                self._outcome.in_doubt.append((item.row, item.recipient))
             else:
                 attempts = self.retries + 1
                 self._outcome.refused.append(
