@@ -97,8 +97,11 @@ class FakeSmtpServer(FakeService):
         username: str = DEFAULT_USERNAME,
         password: str = DEFAULT_PASSWORD,
         refused_domains: Iterable[str] = (),
+        mailbox: Path | None = None,
     ) -> None:
         super().__init__()
+        self.mailbox = mailbox
+        """A folder each accepted message is also written to (``0001.eml``...), to be read."""
         self.username = username
         self.password = password
         self.refused_domains = frozenset(domain.lower() for domain in refused_domains)
@@ -280,6 +283,8 @@ class _Handler:
                 data=data,
             )
             self.fake._received.append(received)
+            if self.fake.mailbox is not None:
+                (self.fake.mailbox / f"{len(self.fake._received):04d}.eml").write_bytes(data)
             for recipient in received.recipients:
                 self.fake._by_recipient[recipient.lower()] += 1
             self.fake._changed.notify_all()
