@@ -233,6 +233,7 @@ def test_what_a_crash_left_is_sent_again_or_reported_in_doubt(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # two minutes on an idle machine: 5,000 messages, each fsynced
 def test_a_campaign_of_5000_killed_in_the_middle_and_resumed_reaches_everyone_once(
     server: FakeSmtpServer, journal: str
 ) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import shutil
 import ssl
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ class FakeSmtpServer(FakeService):
         self._own_ca: Path | None = None
         self._received: list[ReceivedMail] = []
         self._by_recipient: Counter[str] = Counter()
+        self._arrivals: list[float] = []
         self._failing = 0
         self._failure = "451 4.3.0 Temporary failure, try again later"
         self._stalling = 0
@@ -182,6 +184,11 @@ class FakeSmtpServer(FakeService):
         with self.lock:
             return list(self._received)
 
+    def arrivals(self) -> list[float]:
+        """When each message was accepted (``time.monotonic()``), in order."""
+        with self.lock:
+            return list(self._arrivals)
+
     def recipients(self) -> Counter[str]:
         """How many messages each address received."""
         with self.lock:
@@ -193,6 +200,7 @@ class FakeSmtpServer(FakeService):
             super().reset()
             self._received.clear()
             self._by_recipient.clear()
+            self._arrivals.clear()
             self._failing = self._stalling = 0
             self.refused_logins = 0
 
@@ -283,6 +291,7 @@ class _Handler:
                 data=data,
             )
             self.fake._received.append(received)
+            self.fake._arrivals.append(time.monotonic())
             if self.fake.mailbox is not None:
                 (self.fake.mailbox / f"{len(self.fake._received):04d}.eml").write_bytes(data)
             for recipient in received.recipients:
