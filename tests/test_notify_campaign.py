@@ -30,10 +30,10 @@ from tests.notify_support import (
     smtp_server,
 )
 from tests.test_audit import postgres_url  # noqa: F401  (the fixture)
-from tocsin.errors import ConfigurationError
+from tocsin.errors import ActionError, ConfigurationError
 from tocsin.integrations.notify.campaign import message_digest
 from tocsin.integrations.notify.fake_smtp import FakeSmtpServer
-from tocsin.integrations.notify.ledger import DeliveryStatus, LedgerConflict, ledger_at
+from tocsin.integrations.notify.ledger import DeliveryStatus, ledger_at
 from tocsin.integrations.notify.pacing import Pacer, campaign_duration, duration_sentence
 from tocsin.mail import OutgoingMail, SendOutcome, SendResult
 
@@ -348,9 +348,9 @@ def ledger_moves(url: str) -> None:
         ledger.claim(INCIDENT, STEP, "hmac-a", message_digest="sha256:1", message_id="<1@x>")
         ledger.committing(INCIDENT, STEP, "hmac-a")
         ledger.settle(INCIDENT, STEP, "hmac-a", DeliveryStatus.SENT, "250 OK")
-        with pytest.raises(LedgerConflict):
+        with pytest.raises(ActionError, match="cannot become"):
             ledger.committing(INCIDENT, STEP, "hmac-b")  # never claimed
-        with pytest.raises(LedgerConflict):
+        with pytest.raises(ActionError, match="cannot become"):
             ledger.claim(INCIDENT, STEP, "hmac-a", message_digest="sha256:1", message_id="<1@x>")
         found = ledger.deliveries(INCIDENT, STEP)
         assert found["hmac-a"].status is DeliveryStatus.SENT

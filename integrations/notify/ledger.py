@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 
+from tocsin.errors import ActionError
 from tocsin.journal.database import JournalDatabase, aware, default_url, now
 from tocsin.settings import Settings
 
@@ -114,10 +115,6 @@ class Delivery:
             detail=row["detail"],
             updated_at=updated_at,
         )
-
-
-class LedgerConflict(RuntimeError):
-    """A move from a status the row is not in: another run of the same step is sending."""
 
 
 class DeliveryLedger:
@@ -241,9 +238,13 @@ class DeliveryLedger:
                 .values(**changes)
             ).rowcount
         if not changed:
-            raise LedgerConflict(
-                f"delivery of step {step_id} to {recipient} cannot become {status}: it is not "
-                f"{' or '.join(sorted(allowed_from))} (is another run of the step sending?)"
+            # A move from a status the row is not in: another run of the same step is sending.
+            raise ActionError(
+                "notify",
+                f"the delivery of step {step_id} to recipient {recipient} cannot become "
+                f"{status}: it is not {' or '.join(sorted(allowed_from))}",
+                "another run of the same incident's step is sending this campaign: let it "
+                "finish, then run the step again (it sends only to whoever is left)",
             )
 
 
