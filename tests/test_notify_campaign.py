@@ -232,6 +232,23 @@ def test_what_a_crash_left_is_sent_again_or_reported_in_doubt(
     assert statuses(journal) == Counter({"sent": 3, "in_doubt": 1})
 
 
+def test_a_reply_lost_after_the_final_dot_leaves_the_recipient_in_doubt_not_sent_twice(
+    server: FakeSmtpServer, journal: str
+) -> None:
+    addresses = [client(n) for n in range(1, 4)]
+    server.lose_reply_next(1)
+    sender = sender_for(server)
+    try:
+        outcome = run_campaign(journal, sender, addresses)
+        again = run_campaign(journal, sender, addresses)
+    finally:
+        sender.close()
+    assert outcome.sent == 2 and outcome.in_doubt == [(1, fingerprint(addresses[0]))]
+    assert again.sent == 0 and again.in_doubt == outcome.in_doubt
+    assert all(server.received_by(a) == 1 for a in addresses)
+    assert statuses(journal) == Counter({"sent": 2, "in_doubt": 1})
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # two minutes on an idle machine: 5,000 messages, each fsynced
 def test_a_campaign_of_5000_killed_in_the_middle_and_resumed_reaches_everyone_once(

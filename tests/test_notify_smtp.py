@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,10 +20,12 @@ from tests.notify_support import REFUSED_DOMAIN, outgoing, sender_for, smtp_serv
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.integration import SandboxSeed
 from tocsin.integrations.notify import SMTP_PASSWORD, integration
+from tocsin.integrations.notify.campaign import UnconfirmedSend
 from tocsin.integrations.notify.fake_smtp import FakeSmtpServer
 from tocsin.integrations.notify.sandbox import CLIENTS_FILE, start
 from tocsin.integrations.notify.smtp import SmtpSender
 from tocsin.mail import SendOutcome
+from tocsin.sandbox.assembly import Sandbox
 from tocsin.settings import StaticSecrets, load_settings, with_values
 
 
@@ -105,7 +110,7 @@ def test_starttls_is_required_and_the_certificate_checked(server: FakeSmtpServer
     with pytest.raises(ConfigurationError, match="AUTH"):
         in_clear.send(outgoing("eve@example.be"), nothing)
     unauthenticated = sender_for(server, security="none", username=None, password=None)
-    with pytest.raises(ConfigurationError, match="refuses to send"):
+    with pytest.raises(ConfigurationError, match="requires a login"):
         unauthenticated.send(outgoing("eve@example.be"), nothing)
     untrusted = sender_for(server, ca_bundle=None)
     with pytest.raises(ConfigurationError, match="not trusted") as caught:
@@ -155,6 +160,21 @@ def test_a_temporary_failure_is_worth_a_retry(server: FakeSmtpServer) -> None:
     assert first.outcome is SendOutcome.RETRY and first.detail.startswith("451 4.3.0")
     assert second.outcome is SendOutcome.SENT
     assert server.received_by("ines@example.be") == 1
+
+
+def test_a_reply_lost_after_the_final_dot_is_unconfirmed_not_a_plain_retry(
+    server: FakeSmtpServer,
+) -> None:
+    server.lose_reply_next(1)
+    sender = sender_for(server)
+    try:
+        lost = sender.send(outgoing("lea@example.be", 1), nothing)
+        after = sender.send(outgoing("max@example.be", 2), nothing)
+    finally:
+        sender.close()
+    assert isinstance(lost, UnconfirmedSend) and lost.outcome is SendOutcome.RETRY
+    assert server.received_by("lea@example.be") == 1  # it did leave: sending again would repeat it
+    assert after.outcome is SendOutcome.SENT
 
 
 def test_a_dropped_connection_is_opened_again(server: FakeSmtpServer) -> None:
@@ -228,3 +248,28 @@ def test_the_sandbox_serves_a_relay_the_notify_settings_reach() -> None:
         assert any(str(fake.mailbox) in note for note in service.notes)
     finally:
         service.fake.stop()
+        _remove_sandbox_folders(service.settings, service.fake)
+
+
+def test_the_assembled_sandbox_serves_the_relay_with_its_own_ca(tmp_path: Path) -> None:
+    with Sandbox(load_settings(data_dir=tmp_path)) as sandbox:
+        fake = sandbox.fake("notify", FakeSmtpServer)
+        assert fake.ca_bundle is not None and fake.ca_bundle.is_relative_to(tmp_path)
+        sender = SmtpSender.from_settings(sandbox.settings, sandbox.secrets)
+        try:
+            sender.check()
+        finally:
+            sender.close()
+        assert fake.refused_logins == 0
+        settings = {"notify": integration.settings_of(sandbox.settings).model_dump(mode="json")}
+    _remove_sandbox_folders(settings, fake)
+
+
+def _remove_sandbox_folders(settings: Mapping[str, Any], fake: object) -> None:
+    """The folders the sandbox made for its client list, drafts and received mail."""
+    notify = settings["notify"]
+    folders = [notify["recipients_folder"], notify["drafts_folder"]]
+    if isinstance(fake, FakeSmtpServer) and fake.mailbox is not None:
+        folders.append(fake.mailbox)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -118,6 +118,7 @@ class FakeSmtpServer(FakeService):
         self._stalling = 0
         self._stall_seconds = 0.0
         self._connections: set[SMTP] = set()
+        self._losing = 0
         self.refused_logins = 0
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class FakeSmtpServer(FakeService):
             self._received.clear()
             self._by_recipient.clear()
             self._arrivals.clear()
-            self._failing = self._stalling = 0
+            self._failing = self._stalling = self._losing = 0
             self.refused_logins = 0
 
     # -- misbehaviour -------------------------------------------------------------------------
@@ -223,6 +224,12 @@ class FakeSmtpServer(FakeService):
         """Wait ``seconds`` before answering the next ``count`` messages' final dot."""
         with self.lock:
             self._stalling, self._stall_seconds = count, seconds
+
+    def lose_reply_next(self, count: int) -> None:
+        """Keep the next ``count`` messages but close the connection instead of answering
+        250: the client cannot know whether they left (a relay crashing after queueing)."""
+        with self.lock:
+            self._losing = count
 
     def drop_connections(self) -> int:
         """Close every open client connection (a relay restarting); how many there were."""
@@ -297,4 +304,7 @@ class _Handler:
             for recipient in received.recipients:
                 self.fake._by_recipient[recipient.lower()] += 1
             self.fake._changed.notify_all()
+            if self.fake._losing > 0 and server.transport is not None:
+                self.fake._losing -= 1
+                server.transport.close()  # aiosmtpd writes no reply to a closed transport
             return f"250 2.0.0 OK: queued as {len(self.fake._received)}"

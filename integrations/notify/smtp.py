@@ -293,6 +293,12 @@ class SmtpSender:
             code, text = smtp.mail(mail.from_address)
             if code != 250:
                 self._reset(smtp)
+                if code == 530:
+                    raise ConfigurationError(
+                        f"{self._where} requires a login before sending: {_reply(code, text)}",
+                        "set TOCSIN_NOTIFY__SMTP_USERNAME and the secret smtp_password, and "
+                        "TOCSIN_NOTIFY__SMTP_SECURITY to starttls or tls",
+                    )
                 if code >= 500:
                     raise ConfigurationError(
                         f"{self._where} refuses to send from {mail.from_address}: "
