@@ -4,7 +4,7 @@ list of 20 fake clients (French, Dutch and English) to run a campaign to."""
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import csv
 import shutil
 import tempfile
@@ -51,19 +51,41 @@ def write_clients(folder: Path) -> Path:
     return path
 
 
+class SandboxSmtpServer(FakeSmtpServer):
+    """The sandbox's server, which tidies the sandbox's folders when it stops: the client
+    list it wrote, and the received mail and drafts folders if nothing was put in them
+    (those that hold something stay for their reader)."""
+
+    def __init__(self, *, clients_folder: Path, drafts: Path, mailbox: Path) -> None:
+        super().__init__(username=SANDBOX_USERNAME, password=SANDBOX_PASSWORD, mailbox=mailbox)
+        self.clients_folder, self.drafts = clients_folder, drafts
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.clients_folder, ignore_errors=True)
+        for folder in (self.drafts, self.mailbox):
+            if folder is not None:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
 def start(seed: SandboxSeed) -> SandboxService:
     """Start the SMTP server (with the sandbox's CA when it has one) and write the clients."""
-    mailbox = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-mail-"))  # 0700
-    server = FakeSmtpServer(username=SANDBOX_USERNAME, password=SANDBOX_PASSWORD, mailbox=mailbox)
-    if seed.server_tls is not None and seed.ca_bundle is not None:
-        server.start(tls=seed.server_tls, ca_bundle=seed.ca_bundle)
-    else:
-        server.start()
-    assert server.ca_bundle is not None
+    # Each folder made 0700 by mkdtemp.
     recipients = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-recipients-"))
     write_clients(recipients)
-    atexit.register(shutil.rmtree, recipients, True)  # made up here; the mail and drafts stay
     drafts = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-drafts-"))
+    mailbox = Path(tempfile.mkdtemp(prefix="tocsin-sandbox-mail-"))
+    server = SandboxSmtpServer(clients_folder=recipients, drafts=drafts, mailbox=mailbox)
+    try:
+        if seed.server_tls is not None and seed.ca_bundle is not None:
+            server.start(tls=seed.server_tls, ca_bundle=seed.ca_bundle)
+        else:
+            server.start()
+    except BaseException:
+        server.stop()
+        raise
+    assert server.ca_bundle is not None
     notify: dict[str, object] = {
         "transport": "smtp",
         "smtp_host": "127.0.0.1",
