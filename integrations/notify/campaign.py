@@ -142,6 +142,8 @@ class Campaign:
     def run(self, items: Sequence[CampaignItem]) -> CampaignOutcome:
         """Send to every recipient not yet settled; what was sent, refused, in doubt."""
         started = self._clock()
+        self._queue, self._in_flight, self._failure, self._done = [], 0, None, 0
+        self._digests, self._statuses = {}, {}
         unique = list({item.recipient: item for item in reversed(items)}.values())[::-1]
         outcome = self._outcome = CampaignOutcome(total=len(unique))
         self.ledger.register(
