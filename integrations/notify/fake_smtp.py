@@ -143,7 +143,11 @@ class FakeSmtpServer(FakeService):
             authenticator=_Handler(self).authenticate,
             timeout=60,
         )
-        controller.start()
+        try:
+            controller.start()
+        except BaseException:
+            self.stop()  # its own CA's folder too
+            raise
         self._controller = controller
         return self
 
