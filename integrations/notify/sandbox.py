@@ -82,9 +82,15 @@ def start(seed: SandboxSeed) -> SandboxService:
             server.start(tls=seed.server_tls, ca_bundle=seed.ca_bundle)
         else:
             server.start()
+        return _service(server, recipients, drafts, mailbox)
     except BaseException:
-        server.stop()
+        server.stop()  # and its folders
         raise
+
+
+def _service(
+    server: FakeSmtpServer, recipients: Path, drafts: Path, mailbox: Path
+) -> SandboxService:
     assert server.ca_bundle is not None
     notify: dict[str, object] = {
         "transport": "smtp",
