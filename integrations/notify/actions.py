@@ -192,12 +192,18 @@ def _recipients(
     if recipients_file is not None:
         folder = notify.recipients_folder or settings.data_dir / "recipients"
         return read_recipients_file(recipients_file, folder)
-    return recipients_from_values(list(recipients or []), "the step's recipients")
+    if recipients is None:
+        raise ConfigurationError(
+            "notify.clients was given no recipients",
+            "give recipients_file: (a CSV file of the recipients folder) or recipients:",
+        )
+    return recipients_from_values(list(recipients), "the step's recipients")
 
 
-def _exactly_one_list(parameters: Any) -> None:
-    if (parameters.recipients_file is None) == (parameters.recipients is None):
-        raise ValueError("give either recipients_file or recipients, not both and not neither")
+def _one_list(parameters: Any) -> None:
+    # Neither is caught when the step runs: a templated value is not known at validation.
+    if parameters.recipients_file is not None and parameters.recipients is not None:
+        raise ValueError("give either recipients_file or recipients, not both")
 
 
 def _client_template(template_id: str, settings: Settings) -> Template:
@@ -332,7 +338,7 @@ def _preview_clients(settings: Settings, secrets: SecretStore, parameters: dict[
     communicates="email",
     describe=_describe_clients,
     preview=_preview_clients,
-    check=_exactly_one_list,
+    check=_one_list,
 )
 def notify_clients(
     context: ActionContext,
