@@ -81,6 +81,7 @@ def test_the_built_in_integrations_are_declared_like_a_third_partys() -> None:
             "http",
             "jira",
             "microsoft",
+            "notify",
             "pki",
             "platform",
             "slack",

@@ -44,7 +44,12 @@ from tocsin.validation import load_runbook
 pytestmark = pytest.mark.slow
 
 RUNBOOK = ROOT / "runbooks" / "mailbox-compromise.yaml"
-GATES = ("approve_containment", "approve_cleanup", "approve_restore_access")
+GATES = (
+    "approve_containment",
+    "approve_cleanup",
+    "approve_restore_access",
+    "approve_client_notice",
+)
 ASSISTANT = f"{GENUINE_DELEGATE_LOCAL}@{SANDBOX_USER.split('@')[-1]}"
 
 
@@ -184,10 +189,13 @@ def test_the_scripted_people_decide_every_gate_and_task_and_the_run_succeeds(
         "review_sent_items",
         "contain_devices",
         "close_the_doors",
-        "warn_colleagues",
-        "warn_clients",
+        "call_clients_who_paid",
         "check_gdpr_notification",
     }
+    # warned by Tocsin itself: the colleagues (notify.staff), the clients (notify.clients)
+    assert cleaned.steps["warn_colleagues"] == StepStatus.SUCCEEDED
+    assert cleaned.steps["warn_clients"] == StepStatus.SUCCEEDED
+    assert cleaned.steps["draft_gdpr_notification"] == StepStatus.SUCCEEDED
     assert all(cleaned.deciders[gate] == {"U0123ABCD1"} for gate in GATES)  # clicked in Slack
     assert all(cleaned.deciders[task] == {"U0ITPARTNER"} for task in tasks)
     others = {s for s, status in cleaned.steps.items() if s not in GATES and s not in tasks}
