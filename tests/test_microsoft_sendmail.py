@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -19,6 +20,9 @@ from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import ALL_ROLES, FakeApp, FakeMicrosoft, compromised_tenant
 from tocsin.integrations.microsoft.fake_mail import add_mailbox, deliveries, peak_in_flight, sent
 from tocsin.integrations.microsoft.mail_sender import GraphMailSender, graph_mail_sender
+from tocsin.integrations.notify.campaign import Campaign, CampaignItem
+from tocsin.integrations.notify.ledger import ledger_at
+from tocsin.integrations.notify.pacing import Pacer
 from tocsin.mail import OutgoingMail, SendOutcome, SendResult, mail_sender
 from tocsin.outbound import trusting
 from tocsin.sandbox.tls import LoopbackCA
@@ -27,13 +31,18 @@ from tocsin.settings import Settings, StaticSecrets
 NOTICES = "notices@broker-office.example"
 MAILER_ID = "22222222-3333-4444-8555-mailerapp000"
 MAILER_SECRET = "mailer~secret"
+NO_MAIL_ID = "33333333-4444-4555-8666-nomailapp000"
+NO_MAIL_SECRET = "no-mail~secret"
 SENT_ITEMS = f"/v1.0/users/{quote(NOTICES)}/mailFolders/SentItems/messages"
 SEND = f"/v1.0/users/{quote(NOTICES)}/sendMail"
 
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicrosoft, LoopbackCA]]:
-    apps = (FakeApp(client_id=MAILER_ID, secret=MAILER_SECRET, roles=ALL_ROLES | {"Mail.Send"}),)
+    apps = (
+        FakeApp(client_id=MAILER_ID, secret=MAILER_SECRET, roles=ALL_ROLES | {"Mail.Send"}),
+        FakeApp(client_id=NO_MAIL_ID, secret=NO_MAIL_SECRET, roles=ALL_ROLES - {"Mail.Send"}),
+    )
     seeded = add_mailbox(compromised_tenant(), NOTICES, "Broker Office notices")
     with fake_tenant(tmp_path_factory.mktemp("sendmail"), apps=apps, tenant=seeded) as started:
         yield started
@@ -202,10 +211,8 @@ def test_an_invalid_recipient_is_refused_without_its_address(
 def test_an_app_without_mail_send_stops_the_campaign_naming_the_permission(
     tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft
 ) -> None:
-    settings = settings_for(fake, tenant[1], mail_sender=NOTICES)  # the app without Mail.Send
-    sender = mail_sender(
-        "graph", settings, StaticSecrets({CLIENT_SECRET: "sandbox~microsoft~client~secret"})
-    )
+    settings = settings_for(fake, tenant[1], client_id=NO_MAIL_ID, mail_sender=NOTICES)
+    sender = mail_sender("graph", settings, StaticSecrets({CLIENT_SECRET: NO_MAIL_SECRET}))
     committed: list[bool] = []
     with pytest.raises(IntegrationError) as raised:
         sender.send(mail(5), lambda: committed.append(True))
@@ -311,7 +318,8 @@ def test_a_busy_or_silent_graph_is_retried_later(
     impatient.check()
     fake.stall_next(1, seconds=3)
     silent = impatient.send(mail(9), lambda: None)
-    assert silent.outcome is SendOutcome.RETRY and "did not answer" in silent.detail
+    # posted, no answer: it may have left, so the campaign reconciles before sending again
+    assert silent.outcome is SendOutcome.UNCONFIRMED and "did not answer" in silent.detail
     assert deliveries(fake) == {}
 
 
@@ -363,3 +371,44 @@ def test_a_token_graph_keeps_refusing_stops_the_campaign(
     assert raised.value.status_code == 401 and "Invalid audience" in raised.value.message
     assert "Mail.Send" in raised.value.hint
     assert deliveries(fake) == {}
+
+
+# -- through the notify campaign ---------------------------------------------------------------
+
+
+def test_a_throttled_graph_campaign_completes_exactly_once_with_reconciled_silences(
+    tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft, tmp_path: Path
+) -> None:
+    """notify's campaign over Graph: 300 recipients, Outlook throttling every 7th request,
+    and two POSTs that take effect but never answer (the sender says UNCONFIRMED): the
+    campaign reconciles those from Sent Items instead of sending them again."""
+    impatient = graph_mail_sender(
+        settings_for(
+            fake, tenant[1], client_id=MAILER_ID, mail_sender=NOTICES, timeout_seconds=0.5
+        ),
+        StaticSecrets({CLIENT_SECRET: MAILER_SECRET}),
+    )
+    impatient.check()
+    fake.throttle_mail(every_n=7, retry_after="0.05")
+    fake.stall_next(2, seconds=1.5)  # the fake still handles them: they leave, unanswered
+    items = [
+        CampaignItem(recipient=f"hmac-sha256:{n:064x}", row=n + 1, build=lambda n=n: mail(n))
+        for n in range(300)
+    ]
+    with ledger_at(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        outcome = Campaign(
+            ledger,
+            "INC-13",
+            "notify",
+            impatient,
+            Pacer(60_000),
+            retries=10,
+            retry_delay_seconds=0.05,
+            progress=None,
+        ).run(items)
+    impatient.close()
+    assert outcome.sent == 300, (outcome.refused, outcome.in_doubt)
+    assert outcome.refused == [] and outcome.in_doubt == []
+    assert outcome.retried >= 300 // 7
+    assert deliveries(fake) == {f"client{n:04d}@clients.example": 1 for n in range(300)}
+    assert peak_in_flight(fake, NOTICES) <= 4

@@ -54,6 +54,10 @@ class SendOutcome(StrEnum):
     """The service refused it for good (bad address, 5xx): retrying would not help."""
     RETRY = "retry"
     """A transient failure (4xx, 429, a dropped connection): send it again later."""
+    UNCONFIRMED = "unconfirmed"
+    """Committed, and no answer came (the connection dropped after SMTP's final dot, a
+    timeout on Graph's POST): it may have left. The campaign asks ``reconcile`` when the
+    sender can tell, else settles the recipient in doubt; it never sends it again blindly."""
 
 
 @dataclass(frozen=True)

@@ -179,8 +179,8 @@ class GraphMailSender:
             except _Throttled as throttled:
                 return self._retry(throttled.response)
             except IntegrationError as error:
-                if error.retryable:  # a timeout or a dropped connection
-                    return SendResult(SendOutcome.RETRY, error.message)
+                if error.retryable:  # a timeout or a dropped connection: it may have left
+                    return SendResult(SendOutcome.UNCONFIRMED, error.message)
                 raise
         return self._outcome(url, response)
 

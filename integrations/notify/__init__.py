@@ -62,9 +62,7 @@ integration: Integration[NotifySettings] = Integration(
     description="Messages to the office's staff, its clients (e-mail campaigns sent exactly "
     "once) and drafts for the data-protection authority",
     settings=NotifySettings,
-    secrets=(
-        DeclaredSecret(SMTP_PASSWORD, "Password of notify.smtp_username at the SMTP relay"),
-    ),
+    secrets=(DeclaredSecret(SMTP_PASSWORD, "Password of notify.smtp_username at the SMTP relay"),),
     action_modules=(
         "tocsin.integrations.notify.actions",
         "tocsin.integrations.notify.authority_actions",

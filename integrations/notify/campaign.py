@@ -47,14 +47,15 @@ def message_digest(mail: OutgoingMail) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+RECONCILE_DELAYS: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)
+"""Seconds waited before each look for an unconfirmed message (15 s in all)."""
+
+
 @dataclass(frozen=True)
 class UnconfirmedSend(SendResult):
-    """A message committed whose answer never came (the connection dropped after SMTP's
-    final dot): it may have left. ``tocsin.mail.SendOutcome`` has no outcome for that, so a
-    sender returns this ``RETRY``; the campaign reconciles it (when the sender can) or
-    settles it in doubt, never sends it again blindly."""
+    """A message committed whose answer never came: ``SendOutcome.UNCONFIRMED``."""
 
-    outcome: SendOutcome = SendOutcome.RETRY
+    outcome: SendOutcome = SendOutcome.UNCONFIRMED
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,12 @@ class Campaign:
         retry_delay_seconds: float = 30.0,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
+        reconcile_delays: Sequence[float] = RECONCILE_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ledger = ledger
+        self.reconcile_delays = tuple(reconcile_delays)
+        self._sleep = sleep
         self.incident = incident
         self.step_id = step_id
         self.sender = sender
@@ -191,7 +196,7 @@ class Campaign:
         if delivery.status is not DeliveryStatus.COMMITTING:
             return delivery.status
         mail = item.build()
-        left = self.sender.reconcile(mail) if self.sender.can_reconcile else None
+        left = self._reconciled(mail)
         if left is None:
             status, detail = (
                 DeliveryStatus.IN_DOUBT,
@@ -284,8 +289,8 @@ class Campaign:
             if not committed:  # nothing left: the next run sends it
                 self._settle(item, DeliveryStatus.RETRY, "the campaign stopped", final=False)
             raise
-        if isinstance(result, UnconfirmedSend) and committed:
-            left = self.sender.reconcile(mail) if self.sender.can_reconcile else None
+        if result.outcome is SendOutcome.UNCONFIRMED and committed:
+            left = self._reconciled(mail)
             if left is None:
                 self._settle(item, DeliveryStatus.IN_DOUBT, result.detail)
                 return None
@@ -309,6 +314,21 @@ class Campaign:
             self._outcome.retried += 1
             order = next(self._order)
         return _Due(self._clock() + delay, order, item, due.attempt + 1)
+
+    def _reconciled(self, mail: OutgoingMail) -> bool | None:
+        """Whether an unconfirmed message left, asked of the sender; a "no" is asked again
+        after each of ``reconcile_delays`` (a service's record of sent mail may lag behind,
+        as Outlook's Sent Items does), and only the last "no" lets it be sent again."""
+        if not self.sender.can_reconcile:
+            return None
+        left: bool | None = None
+        for delay in self.reconcile_delays:
+            if delay:
+                self._sleep(delay)
+            left = self.sender.reconcile(mail)
+            if left is not False:
+                return left
+        return left
 
     def _settle(
         self, item: CampaignItem, status: DeliveryStatus, detail: str, *, final: bool = True
