@@ -14,8 +14,6 @@ from tocsin.actions import ActionContext, action
 from tocsin.errors import ActionError
 from tocsin.integrations.notify import integration
 from tocsin.integrations.notify.breach_draft import (
-    AUTHORITY_NAMES,
-    FORM,
     Authority,
     BreachFacts,
     draft_language,
@@ -24,6 +22,7 @@ from tocsin.integrations.notify.breach_draft import (
     save_draft,
     write_draft,
 )
+from tocsin.integrations.notify.breach_wording import AUTHORITY_NAMES, FORM
 from tocsin.integrations.notify.settings import Language
 
 ACTION = "notify.draft_breach_notification"
