@@ -123,14 +123,26 @@ def load_runbook_bytes(
 # --- files and folders ----------------------------------------------------------------------
 
 
+NOT_RUNBOOK_FOLDERS = frozenset({"templates"})
+"""Folders whose YAML files are not runbooks: an integration's message templates
+(``integrations/notify/templates/``), skipped when a folder is walked."""
+
+
 def find_runbook_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """Runbook files under the given files and folders, and the paths that do not exist."""
+    """Runbook files under the given files and folders (message-template folders left out),
+    and the paths that do not exist."""
     files: list[Path] = []
     missing: list[Path] = []
     for path in paths:
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.rglob("*") if p.suffix in RUNBOOK_SUFFIXES and p.is_file())
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in RUNBOOK_SUFFIXES
+                    and p.is_file()
+                    and not NOT_RUNBOOK_FOLDERS & set(p.relative_to(path).parts[:-1])
+                )
             )
         elif path.is_file():
             files.append(path)
