@@ -41,7 +41,14 @@ def _demo_runs() -> Mapping[str, DemoRun]:
     return {
         "office-compromise": DemoRun(
             "Broker office hacked (demo)",
-            {"office_id": "OF-1042", "office_name": "Courtage Dupont", "devices": "PC-1,PC-2"},
+            {
+                "office_id": "OF-1042",
+                "office_name": "Courtage Dupont",
+                "devices": "PC-1,PC-2",
+                # the notify sandbox's client list: the office's transparent message goes out
+                "inform_clients": True,
+                "clients_file": "clients.csv",
+            },
         ),
         "workstation-malware": DemoRun(
             "Office PC infected, files encrypted (demo)",
