@@ -23,7 +23,12 @@ from tocsin.integrations.microsoft.fake_entra import ATTACKER_ROLE, GENUINE_ROLE
 pytestmark = pytest.mark.slow
 
 TICKET = "MB-1"
-GATES = ("approve_containment", "approve_cleanup", "approve_restore_access")
+GATES = (
+    "approve_containment",
+    "approve_cleanup",
+    "approve_restore_access",
+    "approve_client_notice",
+)
 LEAD = "U0123ABCD1"  # a sandbox member of the runbook's support_leads user group S0123ABCD
 RESPONDER = "U0SUPPORT"  # one of the runbook's operators (responders)
 ASSISTANT = "bob@broker-office.example"
@@ -95,6 +100,8 @@ def test_the_mailbox_runbook_cleans_the_phished_tenant_in_microsofts_order(
             f"keep_admin_roles={GENUINE_ROLE}",
             "--set",
             f"keep_delegates={ASSISTANT}",
+            "--set",
+            "clients_file=clients.csv",  # the notify sandbox's list
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -111,7 +118,9 @@ def test_the_mailbox_runbook_cleans_the_phished_tenant_in_microsofts_order(
     assert process.returncode == 0, output
     assert "run succeeded" in output
     assert set(GATES) <= set(decided)
-    assert {"review_sent_items", "warn_clients", "check_gdpr_notification"} <= set(decided)
+    assert {"review_sent_items", "call_clients_who_paid", "check_gdpr_notification"} <= set(decided)
+    # the client campaign's progress, a line per tenth off a terminal
+    assert "warn_clients: [####################] 100% 20/20 sent" in output
 
     journal = settings_journal()
     try:
