@@ -28,16 +28,14 @@ ChannelPosterFactory = Callable[["Settings", "SecretStore"], ChannelPoster]
 
 def channel_poster(name: str, settings: Settings, secrets: SecretStore) -> ChannelPoster:
     """The poster ``name`` of an installed integration (``Integration.channel_posters``)."""
-    from tocsin.integration import installed_integrations
+    from tocsin.integration import offered
 
-    offered: dict[str, ChannelPosterFactory] = {}
-    for integration in installed_integrations():
-        offered.update(integration.channel_posters)
-    factory = offered.get(name)
+    posters: dict[str, ChannelPosterFactory] = offered("channel_posters")
+    factory = posters.get(name)
     if factory is None:
         raise ConfigurationError(
             f"no installed integration posts to {name!r} channels",
-            f"use one of: {', '.join(sorted(offered)) or 'none installed'}",
+            f"use one of: {', '.join(sorted(posters)) or 'none installed'}",
         )
     return factory(settings, secrets)
 

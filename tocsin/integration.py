@@ -397,6 +397,15 @@ def _load(
     return tuple(loaded)
 
 
+def offered(hook: str) -> dict[str, Any]:
+    """What the installed integrations offer by name under a mapping hook
+    (``mail_senders``, ``channel_posters``, ``secret_channels``), merged."""
+    found: dict[str, Any] = {}
+    for integration in installed_integrations():
+        found.update(getattr(integration, hook))
+    return found
+
+
 def integration_named(name: str) -> Integration[Any] | None:
     """The installed integration ``name``, if there is one."""
     return next((i for i in installed_integrations() if i.name == name), None)

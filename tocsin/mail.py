@@ -106,16 +106,14 @@ MailSenderFactory = Callable[["Settings", "SecretStore"], MailSender]
 
 def mail_sender(name: str, settings: Settings, secrets: SecretStore) -> MailSender:
     """The sender ``name`` of an installed integration (``Integration.mail_senders``)."""
-    from tocsin.integration import installed_integrations
+    from tocsin.integration import offered
 
-    offered: dict[str, MailSenderFactory] = {}
-    for integration in installed_integrations():
-        offered.update(integration.mail_senders)
-    factory = offered.get(name)
+    senders: dict[str, MailSenderFactory] = offered("mail_senders")
+    factory = senders.get(name)
     if factory is None:
         raise ConfigurationError(
             f"no installed integration sends mail by {name!r}",
-            f"set notify.transport to one of: {', '.join(sorted(offered)) or 'none installed'}",
+            f"set notify.transport to one of: {', '.join(sorted(senders)) or 'none installed'}",
         )
     return factory(settings, secrets)
 

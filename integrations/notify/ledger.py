@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 
 from tocsin.errors import ActionError
-from tocsin.journal.database import JournalDatabase, aware, default_url, now
+from tocsin.journal.database import JournalDatabase, aware, default_url, now, opened_database
 from tocsin.settings import Settings
 
 DETAIL_LENGTH = 500
@@ -259,8 +259,5 @@ def ledger_for(settings: Settings) -> Iterator[DeliveryLedger]:
 @contextmanager
 def ledger_at(url: str) -> Iterator[DeliveryLedger]:
     """The ledger in the database at ``url``, closed afterwards."""
-    database = JournalDatabase(url)  # a SQLite file is created 0600, its folders 0700
-    try:
+    with opened_database(url) as database:
         yield DeliveryLedger(database)
-    finally:
-        database.close()

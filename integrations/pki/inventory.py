@@ -38,7 +38,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from tocsin.integrations.pki.authority import CertificateFacts
-from tocsin.journal.database import JournalDatabase, aware, default_url, now
+from tocsin.journal.database import JournalDatabase, aware, default_url, now, opened_database
 from tocsin.settings import Settings
 
 
@@ -237,8 +237,5 @@ def inventory_for(settings: Settings) -> Iterator[CertificateInventory]:
 @contextmanager
 def inventory_at(url: str) -> Iterator[CertificateInventory]:
     """The inventory in the database at ``url``, closed afterwards."""
-    database = JournalDatabase(url)  # a SQLite file is created 0600, its folders 0700
-    try:
+    with opened_database(url) as database:
         yield CertificateInventory(database)
-    finally:
-        database.close()

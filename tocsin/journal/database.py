@@ -44,6 +44,17 @@ to be there."""
 _creating = threading.Lock()
 
 
+@contextmanager
+def opened_database(url: str) -> Iterator[JournalDatabase]:
+    """The journal's database at ``url`` (a SQLite file is created 0600, its folders 0700),
+    closed afterwards: for an integration's own tables there (an inventory, a ledger)."""
+    database = JournalDatabase(url)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
 class JournalDatabase:
     """The journal's database: opened (tables created or brought up to date), one
     transaction at a time per SQLite file."""
