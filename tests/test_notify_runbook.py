@@ -32,6 +32,8 @@ from tocsin.validation import load_runbook
 pytestmark = pytest.mark.slow
 
 TICKET = "TPB-1"
+REFUSED_DOMAIN = "example.com"  # the sandbox list's English-speaking clients
+REFUSED = [address for address, _, _ in CLIENTS if address.endswith("@" + REFUSED_DOMAIN)]
 INPUTS: dict[str, Any] = {
     "third_party": "TiersPay",
     "what_happened": "On 1 December, attackers entered TiersPay's platform with a phished account.",
@@ -64,6 +66,8 @@ def run(prefect_server: str) -> Run:
         assert sandbox is not None
         fakes["smtp"] = sandbox.fake("notify", FakeSmtpServer)
         fakes["slack"] = sandbox.fake("slack", FakeSlack)
+        # The relay refuses one domain for good: its recipients are failures, by row.
+        fakes["smtp"].refused_domains = frozenset({REFUSED_DOMAIN})
         # The fakes stop with the sandbox: keep what they received for the tests.
         people(sandbox)
         fakes["received"] = fakes["smtp"].messages()
@@ -114,7 +118,7 @@ def test_each_person_on_the_list_received_one_notice_in_their_language(run: Run)
     for message in to_people:
         for address in message.recipients:
             counts[address] = counts.get(address, 0) + 1
-    assert counts == {address: 1 for address, _, _ in CLIENTS}
+    assert counts == {address: 1 for address, _, _ in CLIENTS if address not in REFUSED}
     by_address = {m.recipients[0]: parsed(m) for m in to_people}
     subject, text = by_address["jan.peeters@example.be"]
     assert "persoonsgegevens" in subject.lower()
@@ -163,6 +167,19 @@ def test_no_address_or_name_of_a_person_reaches_the_trail_or_the_report(run: Run
     assert '"template_version": "1"' in trail
     assert trail.count('"message": "sha256:') >= 20
     assert '"recipient": "hmac-sha256:' in trail
+
+
+def test_refused_recipients_are_failures_by_row_in_the_outputs_and_the_report(run: Run) -> None:
+    outputs = step_records(TICKET)["notify_people_concerned"].outputs
+    rows = sorted(n for n, (address, _, _) in enumerate(CLIENTS, start=1) if address in REFUSED)
+    assert outputs["sent"] == len(CLIENTS) - len(REFUSED) and outputs["failed"] == len(REFUSED)
+    assert [failure["row"] for failure in outputs["failures"]] == rows
+    assert all(f["reason"].startswith(f"row {f['row']}: 550") for f in outputs["failures"])
+    assert all(f["recipient"].startswith("hmac-sha256:") for f in outputs["failures"])
+    report = incident_report(load_settings(), TICKET, fmt="md", lang="en", with_prefect=False)
+    text = report.decode()
+    assert f"failures: {len(REFUSED)} (row {rows[0]}: 550" in text
+    assert "deliveries:" not in text
 
 
 def test_the_draft_for_the_authority_is_an_annex_of_the_report(run: Run) -> None:

@@ -374,7 +374,7 @@ def notify_clients(
         RecipientFailure(row=problem.row, recipient=None, reason=problem.reason)
         for problem in found.problems
     ] + [
-        RecipientFailure(row=row, recipient=recipient, reason=detail)
+        RecipientFailure(row=row, recipient=recipient, reason=f"row {row}: {detail}")
         for row, recipient, detail in outcome.refused
     ]
     return CampaignResult(

@@ -40,10 +40,12 @@ _LABEL_KEYS = (
     "address",
     "device",
     "rule_identity",
+    "reason",  # a campaign's failure: "row 12: 550 mailbox unavailable"
     "id",
 )
 # Left out of a change's one-line summary: the same on every step or said elsewhere.
-_NOT_SUMMARISED = frozenset({"user", "user_id", "note"})
+_NOT_SUMMARISED = frozenset({"user", "user_id", "note", "deliveries"})
+# (a campaign's deliveries: one HMAC and hash per recipient, in the JSON report and the export)
 
 WORDING: dict[str, dict[str, str]] = {
     "en": {
