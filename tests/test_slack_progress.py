@@ -152,3 +152,26 @@ def test_the_cli_prints_a_progress_line_per_tenth_when_not_on_a_terminal() -> No
     assert progress[-1].endswith("1000/1000 sent")
     assert lines[-1].endswith("notify: succeeded")
     assert all(PROGRESS_MARK not in line for line in lines)
+
+
+def test_a_gate_shows_a_guarded_campaigns_preview_as_plain_text() -> None:
+    from tocsin.announce import GateState
+    from tocsin.gates import WaitRequest
+    from tocsin.integrations.slack.incident_thread import gate_blocks
+
+    preview = "20 recipient(s) (fr 8 · nl 8 · en 4)\n--- fr ---\nSubject: *Avis* <!channel>"
+    request = WaitRequest(
+        kind="approval",
+        prompt="Send?",
+        deadline="2030-01-01T00:00:00+00:00",
+        requester="U0SUPPORT",
+        gate_hash="f" * 64,
+        approvers=["U0A"],
+        guarded={"notify_people": {"action": "notify.clients", "with": {}, "preview": preview}},
+    )
+    blocks = gate_blocks(RUN, GateState("approve", "Approve the notices", request))
+    [shown] = [
+        b for b in blocks if "Preview of notify_people" in str(b.get("text", {}).get("text"))
+    ]
+    assert shown["text"]["type"] == "plain_text"  # Slack shows it as written: no mention, no bold
+    assert shown["text"]["text"] == f"Preview of notify_people:\n{preview}"
