@@ -14,12 +14,19 @@ MAX_HEADER_BYTES = 16 * 1024
 """Request line and headers, at most (uvicorn's h11 parser refuses more with 400)."""
 
 
-def server_config(app: Any, settings: GatewaySettings, host: str, port: int) -> Any:
+def server_config(
+    app: Any, settings: GatewaySettings, host: str, port: int, *, own_process: bool = True
+) -> Any:
     """uvicorn's configuration for the gateway, with its limits: the h11 parser (which,
     unlike httptools, bounds the request line and headers: ``MAX_HEADER_BYTES``), at most
     ``gateway.max_connections`` connections and requests at once (503 past that), idle
-    connections closed after 5 s. Bodies are bounded by the application itself."""
+    connections closed after 5 s. Bodies are bounded by the application itself.
+
+    uvicorn configures Python's logging only when the gateway has its process to itself:
+    its ``dictConfig`` shuts down every existing handler, and in a shared process (a
+    thread beside a Prefect run) that deadlocks on a handler another thread holds."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     return uvicorn.Config(
         app,
@@ -30,6 +37,7 @@ def server_config(app: Any, settings: GatewaySettings, host: str, port: int) -> 
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=5,
         log_level="warning",
+        log_config=LOGGING_CONFIG if own_process else None,
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=2,
@@ -55,11 +63,17 @@ class GatewayServer:
         import uvicorn
 
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind((host, port))
-        self.host, self.port = self.socket.getsockname()[:2]
-        config = server_config(app, settings or GatewaySettings(), self.host, self.port)
-        self.server = uvicorn.Server(config)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.host, self.port = self.socket.getsockname()[:2]
+            config = server_config(
+                app, settings or GatewaySettings(), self.host, self.port, own_process=False
+            )
+            self.server = uvicorn.Server(config)
+        except BaseException:
+            self.socket.close()
+            raise
         self.thread = threading.Thread(
             target=self.server.run,
             kwargs={"sockets": [self.socket]},
