@@ -14,6 +14,7 @@ from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
+from tocsin.actions import Effect
 from tocsin.errors import (
     ConfigurationError,
     IntegrationError,
@@ -77,9 +78,13 @@ class StepRunner:
                     and record.status in (StepStatus.RUNNING, StepStatus.WAITING)
                     and not self.rerun_allowed(step, record.status)
                 ):
-                    # approve runs it again inside the wait; done and reject settle it there
-                    self.wait_for_people([step], in_doubt=True)
-                    return
+                    settled = self.read_back(step)
+                    if settled == "took_effect":
+                        return
+                    if settled != "did_not":
+                        # approve runs it again inside the wait; done and reject settle it there
+                        self.wait_for_people([step], in_doubt=True)
+                        return
                 self.run_action(step)
             elif step.parallel is not None:
                 self.run_parallel(step)
@@ -132,6 +137,50 @@ class StepRunner:
             )
             return True
         return False
+
+    def read_back(self, step: Step) -> str:
+        """An in-doubt step whose action can read back the real state: ask it.
+
+        ``took_effect``: the step is finished with the outputs read; ``did_not``: the
+        caller runs it (nothing changed); anything else (``unknown``, no reconcile, the
+        read-back failing): a person decides, as without one."""
+        state = self.state
+        definition = state.registry.get(step.action or "")
+        if definition.reconcile is None:
+            return "none"
+        try:
+            parameters = self.render_parameters(step)
+            effect, outputs, found = definition.reconcile_call(
+                state.action_context(step.id), parameters
+            )
+        except Exception as exc:  # a failing read-back leaves it to a person, said why
+            message = state.redactor.scrub(message_of(exc))
+            state.event("step.reconcile_failed", step.id, action=step.action, error=message)
+            state.report(f"{step.id}: could not read back whether it took effect: {message}")
+            return "failed"
+        found = state.redactor.scrub(found)
+        if effect == Effect.TOOK_EFFECT:
+            if step.outputs:
+                extra = render_value(step.outputs, {**state.template_context(), "result": outputs})
+                outputs.update(extra if isinstance(extra, dict) else {})
+            recorded = state.redactor.fields(outputs, state.secret_fields(step))
+            state.step_event(
+                step,
+                "step.reconciled",
+                {"status": StepStatus.SUCCEEDED, "outputs": recorded, "finished_at": now()},
+                {"effect": str(effect), "found": found, "outputs": recorded},
+            )
+            state.remember(step.id, StepStatus.SUCCEEDED, outputs)
+            self.clocks.stop(step)
+            self.completed.append(step)
+            state.report(f"{step.id}: interrupted, read back: it took effect ({found})")
+            return "took_effect"
+        state.event("step.reconciled", step.id, effect=str(effect), found=found)
+        if effect == Effect.DID_NOT:
+            state.report(f"{step.id}: interrupted, read back: it did not take effect; running it")
+            return "did_not"
+        state.report(f"{step.id}: interrupted, read back: cannot tell ({found}); a person decides")
+        return "unknown"
 
     # actions --------------------------------------------------------------------------------
 
