@@ -73,18 +73,18 @@ class StepRunner:
             return
         try:
             if step.action is not None:
-                if (
-                    record is not None
-                    and record.status in (StepStatus.RUNNING, StepStatus.WAITING)
-                    and not self.rerun_allowed(step, record.status)
-                ):
+                if record is not None and record.status == StepStatus.RUNNING:
+                    # Interrupted: read back what it did where the action can, before anything.
                     settled = self.read_back(step)
                     if settled == "took_effect":
                         return
-                    if settled != "did_not":
+                    if settled != "did_not" and not self.rerun_allowed(step, record.status):
                         # approve runs it again inside the wait; done and reject settle it there
                         self.wait_for_people([step], in_doubt=True)
                         return
+                elif record is not None and record.status == StepStatus.WAITING:
+                    self.wait_for_people([step], in_doubt=True)
+                    return
                 self.run_action(step)
             elif step.parallel is not None:
                 self.run_parallel(step)

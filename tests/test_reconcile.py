@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.engine_actions import calls
 from tests.engine_support import HEAD, FlowInThread, settings_journal, start_flow
+from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft.fake import SANDBOX_CLIENT_SECRET, FakeMicrosoft
+from tocsin.integrations.microsoft.fake_devices import LAPTOP_NAME, office_workstation
 from tocsin.journal import Journal, now
+from tocsin.sandbox.tls import LoopbackCA
+from tocsin.settings import Settings, StaticSecrets
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +112,54 @@ def test_a_read_back_that_cannot_tell_leaves_the_step_to_a_person(
     result = flow.finish()
     assert result["status"] == "succeeded", result
     assert len(calls(tmp_path / "act")) == 1
+
+
+# the read-backs of real actions, against their fakes ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicrosoft, LoopbackCA]]:
+    with fake_tenant(tmp_path_factory.mktemp("reconcile")) as started:
+        yield started
+
+
+@pytest.fixture
+def microsoft(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> tuple[FakeMicrosoft, Settings]:
+    tenant[0].reset()
+    return tenant[0], settings_for(tenant[0], tenant[1])
+
+
+def read_back(name: str, params: dict[str, Any], settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Ask action ``name`` whether a call with ``params`` took effect, as a resume does."""
+    definition = ActionRegistry.discover().get(name)
+    context = ActionContext(
+        incident="INC-13",
+        step_id="step",
+        secrets=StaticSecrets({CLIENT_SECRET: SANDBOX_CLIENT_SECRET}),
+        settings=settings,
+    )
+    effect, outputs, _ = definition.reconcile_call(context, params)
+    return str(effect), outputs
+
+
+def test_defender_isolation_is_read_back_from_the_machines_latest_action(
+    microsoft: tuple[FakeMicrosoft, Settings],
+) -> None:
+    fake, settings = microsoft
+    with fake.lock:
+        fake.tenant.machines.append(
+            office_workstation("PC-2", "broker-office.example", datetime.now(UTC))
+        )
+    one = {"devices": [LAPTOP_NAME], "comment": "INC-13"}
+    both = {"devices": [LAPTOP_NAME, "PC-2"], "comment": "INC-13"}
+    assert read_back("defender.isolate_devices", both, settings) == ("did_not", {})
+    assert read_back("defender.release_devices", both, settings)[0] == "took_effect"
+    run_action("defender.isolate_devices", one, settings)
+    assert read_back("defender.isolate_devices", both, settings)[0] == "unknown"
+    effect, outputs = read_back("defender.isolate_devices", one, settings)
+    assert effect == "took_effect"
+    assert outputs["devices"][0]["isolated"] is True
+    assert outputs["devices"][0]["action_id"]
+    assert read_back("defender.release_devices", one, settings)[0] == "did_not"
+    with fake.lock:
+        assert len(fake.tenant.machine_actions) == 1  # reading back changed nothing
