@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from tests.cli_runner import run_tocsin
 from tests.engine_actions import calls
 from tests.engine_support import HEAD, FlowInThread, settings_journal, start_flow
 from tests.microsoft_support import fake_tenant, run_action, settings_for
 from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.decisions import DecisionRefused
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import SANDBOX_CLIENT_SECRET, FakeMicrosoft
 from tocsin.integrations.microsoft.fake_devices import LAPTOP_NAME, office_workstation
@@ -46,7 +48,7 @@ def journal(prefect_server: str) -> Iterator[Journal]:
 def interrupted_run(journal: Journal, folder: Path, readback: str | None) -> FlowInThread:
     """A run whose `act` step was RUNNING when its process died, started again."""
     runbook_id = f"reconcile-{uuid.uuid4().hex[:8]}"
-    ticket = f"REC-{uuid.uuid4().hex[:6]}"
+    ticket = f"REC-{uuid.uuid4().int % 10**9}"
     run, _ = journal.open_run(
         incident=ticket,
         runbook_id=runbook_id,
@@ -112,6 +114,43 @@ def test_a_read_back_that_cannot_tell_leaves_the_step_to_a_person(
     result = flow.finish()
     assert result["status"] == "succeeded", result
     assert len(calls(tmp_path / "act")) == 1
+
+
+def test_done_with_outputs_finishes_the_step_and_a_later_step_reads_them(
+    journal: Journal, tmp_path: Path
+) -> None:
+    flow = interrupted_run(journal, tmp_path, "unknown")
+    assert flow.request("act").kind == "in_doubt"
+    given = run_tocsin("done", flow.ticket, "act", "--as", "U0LEAD1", "--output", "count=3")
+    assert given.returncode == 0, given.stderr
+    result = flow.finish()
+    assert result["status"] == "succeeded", result
+    assert calls(tmp_path / "act") == []  # it took effect: never run again
+    assert len(calls(tmp_path / "last-3")) == 1
+    done = [e for e in journal.events_of(flow.ticket) if e["kind"] == "step.done"]
+    assert done[0]["data"]["outputs"] == {"count": 3}
+
+
+def test_done_with_outputs_that_do_not_fit_is_refused_with_what_is_wrong(
+    journal: Journal, tmp_path: Path
+) -> None:
+    flow = interrupted_run(journal, tmp_path, "unknown")
+    flow.request("act")
+    with pytest.raises(DecisionRefused) as unknown:
+        flow.decide("act", "done", "U0LEAD1", outputs={"total": 3})
+    assert "test.count_reconciled has no output total; its outputs are count" in str(unknown.value)
+    with pytest.raises(DecisionRefused) as wrong:
+        flow.decide("act", "done", "U0LEAD1", outputs={"count": "many"})
+    assert "outputs that do not fit test.count_reconciled: count:" in str(wrong.value)
+    with pytest.raises(DecisionRefused) as secret:
+        flow.decide("act", "done", "U0LEAD1", outputs={"count": 4, "token": "x"})
+    assert "is a secret" in str(secret.value) or "no output token" in str(secret.value)
+    bad_json = run_tocsin("done", flow.ticket, "act", "--as", "U0LEAD1", "--outputs-json", "[1]")
+    assert bad_json.returncode == 2 and "must be a JSON object" in bad_json.stderr
+    assert flow.step("act").status == "waiting"  # type: ignore[union-attr]
+    flow.decide("act", "done", "U0LEAD1", outputs={"count": 4})
+    assert flow.finish()["status"] == "succeeded"
+    assert len(calls(tmp_path / "last-4")) == 1
 
 
 # the read-backs of real actions, against their fakes ---------------------------------------
