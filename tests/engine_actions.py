@@ -145,3 +145,18 @@ def count_reconciled(
 ) -> Counted:
     """Count a call (not idempotent); an interrupted call is read back from ``file``.readback."""
     return Counted(count=_append(file, f"{context.step_id} {time.time()}"))
+
+
+def _sleep_read_back(context: ActionContext, *, seconds: float, file: str) -> Reconciled:
+    return _read_back(context, file=file)
+
+
+@action("test.sleep_reconciled", destructive=True, idempotent=False, reconcile=_sleep_read_back)
+def sleep_reconciled(
+    context: ActionContext,
+    *,
+    seconds: Annotated[float, Field(description="How long")],
+    file: Annotated[str, Field(description="Where start and end are written")],
+) -> Counted:
+    """Like test.sleep (not idempotent); an interrupted call is read back from ``file``.readback."""
+    return _sleep(context.step_id, seconds, file)
