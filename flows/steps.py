@@ -190,8 +190,29 @@ class StepRunner:
                 step.with_, self.state.template_context()
             )
         except TemplateError as exc:
-            raise StepFailed(step.id, exc.message) from None
+            raise StepFailed(step.id, exc.message + self.outputs_not_given(step)) from None
         return rendered if isinstance(rendered, dict) else {}
+
+    def outputs_not_given(self, step: Step) -> str:
+        """When a step reads the outputs of an interrupted step a person marked done without
+        them: say how to give them next time."""
+        written = str(step.with_)
+        for other in self.steps.values():
+            values = self.state.steps_context.get(other.id) or {}
+            if (
+                other.action is not None
+                and values.get("status") == StepStatus.DONE
+                and not values.get("outputs")
+                and f"steps.{other.id}.outputs" in written
+            ):
+                declared = self.state.registry.get(other.action).output_names or {"NAME"}
+                example = sorted(declared)[0]
+                return (
+                    f" ({other.id} was marked done after an interruption without its outputs: "
+                    f"give them with `tocsin done {self.state.incident.ticket} {other.id} "
+                    f"--output {example}=...`)"
+                )
+        return ""
 
     def make_task(self, step: Step, *, in_thread: bool = False) -> Any:
         """One Prefect task per retry and timeout policy (building one costs milliseconds)."""

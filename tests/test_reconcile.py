@@ -153,6 +153,17 @@ def test_done_with_outputs_that_do_not_fit_is_refused_with_what_is_wrong(
     assert len(calls(tmp_path / "last-4")) == 1
 
 
+def test_done_without_outputs_fails_a_later_read_saying_how_to_give_them(
+    journal: Journal, tmp_path: Path
+) -> None:
+    flow = interrupted_run(journal, tmp_path, "unknown")
+    flow.request("act")
+    flow.decide("act", "done", "U0LEAD1")
+    result = flow.finish()
+    assert result["status"] == "failed"
+    assert f"give them with `tocsin done {flow.ticket} act --output count=...`" in result["reason"]
+
+
 # the read-backs of real actions, against their fakes ---------------------------------------
 
 
