@@ -14,11 +14,13 @@ from tests.cli_runner import run_tocsin
 from tests.engine_actions import calls
 from tests.engine_support import HEAD, FlowInThread, settings_journal, start_flow
 from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tests.pki_support import OFFICE, seeded_office
 from tocsin.actions import ActionContext, ActionRegistry
 from tocsin.decisions import DecisionRefused
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import SANDBOX_CLIENT_SECRET, FakeMicrosoft
 from tocsin.integrations.microsoft.fake_devices import LAPTOP_NAME, office_workstation
+from tocsin.integrations.pki import VAULT_TOKEN
 from tocsin.journal import Journal, now
 from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import Settings, StaticSecrets
@@ -213,3 +215,23 @@ def test_defender_isolation_is_read_back_from_the_machines_latest_action(
     assert read_back("defender.release_devices", one, settings)[0] == "did_not"
     with fake.lock:
         assert len(fake.tenant.machine_actions) == 1  # reading back changed nothing
+
+
+def test_pki_revocation_is_read_back_from_each_certificates_status_at_the_ca(
+    tmp_path: Path,
+) -> None:
+    with seeded_office(tmp_path) as office:
+        definition = ActionRegistry.discover().get("pki.revoke_certificates")
+        context = ActionContext(
+            incident="INC-14",
+            step_id="step",
+            secrets=StaticSecrets({VAULT_TOKEN: office.token}),
+            settings=office.settings,
+        )
+        effect, _, _ = definition.reconcile_call(context, {"office": OFFICE})
+        assert effect == "did_not"
+        revoked = office.run("pki.revoke_certificates", {"office": OFFICE})
+        effect, outputs, found = definition.reconcile_call(context, {"office": OFFICE})
+        assert effect == "took_effect"
+        assert sorted(outputs["serials"]) == sorted(revoked["serials"])
+        assert f"all {len(revoked['serials'])} certificate(s)" in found
