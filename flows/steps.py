@@ -14,6 +14,7 @@ from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
+from tocsin.actions import Effect
 from tocsin.errors import (
     ConfigurationError,
     IntegrationError,
@@ -72,12 +73,16 @@ class StepRunner:
             return
         try:
             if step.action is not None:
-                if (
-                    record is not None
-                    and record.status in (StepStatus.RUNNING, StepStatus.WAITING)
-                    and not self.rerun_allowed(step, record.status)
-                ):
-                    # approve runs it again inside the wait; done and reject settle it there
+                if record is not None and record.status == StepStatus.RUNNING:
+                    # Interrupted: read back what it did where the action can, before anything.
+                    settled = self.read_back(step)
+                    if settled == "took_effect":
+                        return
+                    if settled != "did_not" and not self.rerun_allowed(step, record.status):
+                        # approve runs it again inside the wait; done and reject settle it there
+                        self.wait_for_people([step], in_doubt=True)
+                        return
+                elif record is not None and record.status == StepStatus.WAITING:
                     self.wait_for_people([step], in_doubt=True)
                     return
                 self.run_action(step)
@@ -133,6 +138,50 @@ class StepRunner:
             return True
         return False
 
+    def read_back(self, step: Step) -> str:
+        """An in-doubt step whose action can read back the real state: ask it.
+
+        ``took_effect``: the step is finished with the outputs read; ``did_not``: the
+        caller runs it (nothing changed); anything else (``unknown``, no reconcile, the
+        read-back failing): a person decides, as without one."""
+        state = self.state
+        definition = state.registry.get(step.action or "")
+        if definition.reconcile is None:
+            return "none"
+        try:
+            parameters = self.render_parameters(step)
+            effect, outputs, found = definition.reconcile_call(
+                state.action_context(step.id), parameters
+            )
+        except Exception as exc:  # a failing read-back leaves it to a person, said why
+            message = state.redactor.scrub(message_of(exc))
+            state.event("step.reconcile_failed", step.id, action=step.action, error=message)
+            state.report(f"{step.id}: could not read back whether it took effect: {message}")
+            return "failed"
+        found = state.redactor.scrub(found)
+        if effect == Effect.TOOK_EFFECT:
+            if step.outputs:
+                extra = render_value(step.outputs, {**state.template_context(), "result": outputs})
+                outputs.update(extra if isinstance(extra, dict) else {})
+            recorded = state.redactor.fields(outputs, state.secret_fields(step))
+            state.step_event(
+                step,
+                "step.reconciled",
+                {"status": StepStatus.SUCCEEDED, "outputs": recorded, "finished_at": now()},
+                {"effect": str(effect), "found": found, "outputs": recorded},
+            )
+            state.remember(step.id, StepStatus.SUCCEEDED, outputs)
+            self.clocks.stop(step)
+            self.completed.append(step)
+            state.report(f"{step.id}: interrupted, read back: it took effect ({found})")
+            return "took_effect"
+        state.event("step.reconciled", step.id, effect=str(effect), found=found)
+        if effect == Effect.DID_NOT:
+            state.report(f"{step.id}: interrupted, read back: it did not take effect; running it")
+            return "did_not"
+        state.report(f"{step.id}: interrupted, read back: cannot tell ({found}); a person decides")
+        return "unknown"
+
     # actions --------------------------------------------------------------------------------
 
     def render_parameters(self, step: Step) -> dict[str, Any]:
@@ -141,8 +190,29 @@ class StepRunner:
                 step.with_, self.state.template_context()
             )
         except TemplateError as exc:
-            raise StepFailed(step.id, exc.message) from None
+            raise StepFailed(step.id, exc.message + self.outputs_not_given(step)) from None
         return rendered if isinstance(rendered, dict) else {}
+
+    def outputs_not_given(self, step: Step) -> str:
+        """When a step reads the outputs of an interrupted step a person marked done without
+        them: say how to give them next time."""
+        written = str(step.with_)
+        for other in self.steps.values():
+            values = self.state.steps_context.get(other.id) or {}
+            if (
+                other.action is not None
+                and values.get("status") == StepStatus.DONE
+                and not values.get("outputs")
+                and f"steps.{other.id}.outputs" in written
+            ):
+                declared = self.state.registry.get(other.action).output_names or {"NAME"}
+                example = sorted(declared)[0]
+                return (
+                    f" ({other.id} was marked done after an interruption without its outputs: "
+                    f"give them with `tocsin done {self.state.incident.ticket} {other.id} "
+                    f"--output {example}=...`)"
+                )
+        return ""
 
     def make_task(self, step: Step, *, in_thread: bool = False) -> Any:
         """One Prefect task per retry and timeout policy (building one costs milliseconds)."""

@@ -55,6 +55,7 @@ class WaitRequests:
                 deadline=(now() + MANUAL_TASK_DEFAULT_TIMEOUT).isoformat(),
                 requester=requester,
                 gate_hash=gate_hash(state.loaded.digest, step.id, {"in_doubt": step.id}),
+                guarded={step.id: self.in_doubt_outputs(step)},
                 **self.deciders(step.id, self.in_doubt_deciders(step)),
             )
         elif step.approval is not None:
@@ -158,6 +159,17 @@ class WaitRequests:
         if gate is not None:
             return self.group_named(gate.approvers) + self.group_named(gate.escalate_to)
         return self.group_named(self.state.runbook.operators)
+
+    def in_doubt_outputs(self, step: Step) -> dict[str, Any]:
+        """What a person saying an interrupted step took effect may give as its outputs: the
+        action's declared outputs (None: not declared), and those that are secrets (never)."""
+        definition = self.state.registry.get(step.action or "")
+        declared = definition.output_names
+        return {
+            "action": step.action,
+            "outputs": sorted(declared) if declared is not None else None,
+            "secret_outputs": sorted(self.state.secret_fields(step)),
+        }
 
     # what a gate shows -----------------------------------------------------------------------
 

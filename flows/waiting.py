@@ -20,6 +20,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
+from pydantic import ValidationError
 
 from tocsin.announce import GateState, RefusedDecision
 from tocsin.errors import RunStopped, StepFailed
@@ -185,6 +186,9 @@ class PeopleWaits:
             for change in apply_decisions(pending, waits, statuses, approvals):
                 if not isinstance(change, Applied):
                     self.settle_refused(change.decision, change.reason)
+                elif (wrong := self.wrong_outputs(change, open_steps)) is not None:
+                    self.settle_refused(change.decision, wrong)
+                    break  # the wait stays open: judge the rest again
                 elif journal.settle_decision(change.decision.id, DecisionStatus.APPLIED):
                     self.applied(change, open_steps, outcome)
                 else:
@@ -247,7 +251,12 @@ class PeopleWaits:
                     f"{step.id}: done by {decision.actor} ({len(ticked)} of {len(request.checklist)} items ticked)"
                 )
             case "done":  # an in-doubt step whose action took effect
-                self.finish_wait(step, StepStatus.DONE, {}, open_steps, decision.actor)
+                given = self.given_outputs(step, decision.outputs)
+                self.finish_wait(step, StepStatus.DONE, given, open_steps, decision.actor)
+                state.report(
+                    f"{step.id}: {decision.actor} says it took effect"
+                    + (f"; outputs {', '.join(sorted(given))} as given" if given else "")
+                )
             case "failed":
                 self.finish_wait(step, StepStatus.FAILED, {}, open_steps, decision.actor)
                 why = (
@@ -259,6 +268,45 @@ class PeopleWaits:
             case "run_again":
                 del open_steps[step.id]
                 outcome.run_again.append(step)
+
+    def wrong_outputs(self, change: Applied, open_steps: OpenWaits) -> str | None:
+        """Why the outputs given with done for an interrupted step do not fit its action."""
+        decision = change.decision
+        if change.outcome != "done" or decision.outputs is None:
+            return None
+        step, request = open_steps[decision.step_id]
+        if request.kind != "in_doubt" or step.action is None:
+            return None
+        try:
+            self.given_outputs(step, decision.outputs)
+        except StepFailed as wrong:
+            return wrong.message
+        return None
+
+    def given_outputs(self, step: Step, given: dict[str, Any] | None) -> dict[str, Any]:
+        """The outputs a person gave for an interrupted step, checked against those its
+        action declares (``StepFailed`` saying what does not fit)."""
+        if not given or step.action is None:
+            return {}
+        definition = self.state.registry.get(step.action)
+        if definition.result is None:
+            return dict(given)
+        try:
+            checked = definition.result.model_validate(given)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+                if error["type"] != "missing"
+            )
+            if problems:
+                raise StepFailed(
+                    step.id, f"outputs that do not fit {step.action}: {problems}"
+                ) from None
+            # Some outputs left out: those given are checked one by one.
+            fields = definition.result.model_fields
+            return {name: given[name] for name in given if name in fields}
+        return dict(checked.model_dump(mode="json"))
 
     def settle_refused(self, decision: DecisionRecord, refusal: str) -> None:
         """Refuse a journalled decision once: audited, and the person is told why."""

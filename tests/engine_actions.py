@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from tocsin.actions import ActionContext, action
+from tocsin.actions import ActionContext, Reconciled, action
 from tocsin.errors import IntegrationError
 
 
@@ -120,3 +120,43 @@ def notify(
 ) -> Sent:
     """Pretend to e-mail people: one message per recipient."""
     return Sent(sent=len(recipients))
+
+
+def _read_back(context: ActionContext, *, file: str) -> Reconciled:
+    """What ``file``.readback says the interrupted call did (a test's stand-in for a service)."""
+    said = Path(f"{file}.readback")
+    answer = said.read_text().strip() if said.exists() else "unknown"
+    if answer == "raise":
+        raise IntegrationError("test.count_reconciled", "test service", "read-back unavailable")
+    if answer.startswith("took"):
+        return Reconciled.took_effect(
+            Counted(count=int(answer.split()[1])), f"{file} says {answer}"
+        )
+    if answer == "not":
+        return Reconciled.did_not(f"{file} says nothing happened")
+    if answer == "malformed":
+        return Reconciled.took_effect({"count": "many"}, "a wrong count")
+    return Reconciled.unknown(f"{file} cannot tell")
+
+
+@action("test.count_reconciled", destructive=True, idempotent=False, reconcile=_read_back)
+def count_reconciled(
+    context: ActionContext, *, file: Annotated[str, Field(description="Where to count")]
+) -> Counted:
+    """Count a call (not idempotent); an interrupted call is read back from ``file``.readback."""
+    return Counted(count=_append(file, f"{context.step_id} {time.time()}"))
+
+
+def _sleep_read_back(context: ActionContext, *, seconds: float, file: str) -> Reconciled:
+    return _read_back(context, file=file)
+
+
+@action("test.sleep_reconciled", destructive=True, idempotent=False, reconcile=_sleep_read_back)
+def sleep_reconciled(
+    context: ActionContext,
+    *,
+    seconds: Annotated[float, Field(description="How long")],
+    file: Annotated[str, Field(description="Where start and end are written")],
+) -> Counted:
+    """Like test.sleep (not idempotent); an interrupted call is read back from ``file``.readback."""
+    return _sleep(context.step_id, seconds, file)

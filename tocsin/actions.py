@@ -25,6 +25,7 @@ import logging
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
@@ -167,6 +168,39 @@ class StepSummary:
     """Who decided or marked the step done, for a person's step."""
 
 
+class Effect(StrEnum):
+    """What an action's read-back found of a call that was interrupted (``Reconciled``)."""
+
+    TOOK_EFFECT = "took_effect"
+    DID_NOT = "did_not"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """The real state an action's ``reconcile`` read back for an interrupted call.
+
+    ``TOOK_EFFECT`` with the outputs the call would have returned; ``DID_NOT`` (nothing
+    changed: running the call again is safe); ``UNKNOWN`` (a person must check). ``found``
+    says in a few words what was read, for the audit trail."""
+
+    effect: Effect
+    outputs: BaseModel | Mapping[str, Any] | None = None
+    found: str = ""
+
+    @classmethod
+    def took_effect(cls, outputs: BaseModel | Mapping[str, Any], found: str = "") -> Reconciled:
+        return cls(Effect.TOOK_EFFECT, outputs, found)
+
+    @classmethod
+    def did_not(cls, found: str = "") -> Reconciled:
+        return cls(Effect.DID_NOT, None, found)
+
+    @classmethod
+    def unknown(cls, found: str = "") -> Reconciled:
+        return cls(Effect.UNKNOWN, None, found)
+
+
 Describe = Callable[..., str]
 Preview = Callable[[Settings, SecretStore, dict[str, Any]], str]
 """Given the settings, the secrets and a call's checked parameters (as a dict): a few lines
@@ -198,6 +232,9 @@ class ActionDefinition:
     annex: str | None = None
     """The name of an output holding a Markdown document (a draft notification to an
     authority) that the post-incident report adds as an annex."""
+    reconcile: Callable[..., Reconciled] | None = None
+    """Reads back whether an interrupted call took effect (``Reconciled``); called like the
+    action itself, with the context and the same parameters."""
 
     @property
     def module(self) -> str:
@@ -311,6 +348,37 @@ class ActionDefinition:
             return True
         return not _call_with_declared(self.read_only_when, dict(_public_values(parameters)))
 
+    def reconcile_call(
+        self, context: ActionContext, parameters: Mapping[str, Any]
+    ) -> tuple[Effect, dict[str, Any], str]:
+        """Ask the action's ``reconcile`` whether an interrupted call took effect: the effect,
+        the outputs (checked against the declared ones when it took effect) and what was
+        read. Raises ``ActionError`` when the action has none or its answer is malformed."""
+        if self.reconcile is None:
+            raise ActionError(self.name, "has no way to read back whether a call took effect")
+        checked = self.check_parameters(parameters)
+        answer = self.reconcile(context, **dict(_public_values(checked)))
+        if not isinstance(answer, Reconciled):
+            raise ActionError(
+                self.name, f"its reconcile returned {type(answer).__name__}, expected Reconciled"
+            )
+        if answer.effect is not Effect.TOOK_EFFECT:
+            return answer.effect, {}, answer.found
+        outputs = answer.outputs
+        if isinstance(outputs, BaseModel):
+            data = outputs.model_dump(mode="json")
+        else:
+            data = dict(outputs or {})
+        if self.result is not None:
+            try:
+                data = self.result.model_validate(data).model_dump(mode="json")
+            except ValidationError as exc:
+                raise ActionError(
+                    self.name,
+                    f"its reconcile gave outputs that do not fit: {exc.errors()[0]['msg']}",
+                ) from None
+        return answer.effect, data, answer.found
+
     def invoke(self, context: ActionContext, parameters: Mapping[str, Any]) -> dict[str, Any]:
         """Check the parameters, call the action and return its outputs as plain data."""
         checked = self.check_parameters(parameters)
@@ -368,6 +436,7 @@ def action(
     needs_approval: bool = False,
     preview: Preview | None = None,
     annex: str | None = None,
+    reconcile: Callable[..., Reconciled] | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the action ``name``; see the module docstring.
 
@@ -382,6 +451,9 @@ def action(
     ``preview`` shows what a call will do in more than a sentence (``Preview``): the plan
     prints it under the step and an approval gate guarding the step shows it.
     ``annex`` names an output that the report adds as an annex (a Markdown document).
+    ``reconcile`` reads back the real state when a call was interrupted by a crash (a
+    device's isolation, a certificate's status): it takes the same context and parameters
+    and returns a ``Reconciled``; on resume Tocsin settles the step with it where it can.
 
     ``check`` receives the validated parameters and raises ``ValueError`` when they do
     not fit together; it runs wherever parameters are checked, validation included.
@@ -408,6 +480,7 @@ def action(
             needs_approval=needs_approval,
             preview=preview,
             annex=annex,
+            reconcile=reconcile,
         )
         if annex is not None and (result is None or annex not in result.model_fields):
             raise TypeError(f"action {name}: annex names no output: {annex}")

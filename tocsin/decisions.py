@@ -64,6 +64,7 @@ def submit(
     actor_details: Mapping[str, Any] | None = None,
     wait: bool = True,
     deliver: bool = True,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Judge, journal and deliver one decision; raise ``DecisionRefused`` when it is refused.
 
@@ -73,6 +74,8 @@ def submit(
     ``actor_details``: who the person is according to the channel (name, e-mail), audited.
     ``deliver=False`` only journals it: the caller hands it to the flow later with
     ``deliver_decision`` (the gateway answers Slack first).
+    ``outputs``: with ``done`` for an interrupted step, what its action returned, as the
+    person read it; the run checks them against the action's declared outputs.
     """
     approvals: list[str] | None = None
     if run_id is not None:
@@ -121,6 +124,8 @@ def submit(
             f"tick the checklist items you did ({len(request.checklist)} in all) with --check N "
             "or --all; `tocsin status` lists them"
         )
+    if refusal is None and outputs is not None:
+        refusal = _refusal_of_outputs(request, kind, step_id, outputs)
     if refusal is not None:
         journal.add_decision(
             run_id=run.id,
@@ -168,8 +173,10 @@ def submit(
                 "checklist": list(checklist or []),
                 **({"vouched_groups": list(vouched)} if vouched else {}),
                 **({"actor_details": dict(actor_details)} if actor_details else {}),
+                **({"outputs": dict(outputs)} if outputs is not None else {}),
             },
         ),
+        outputs=dict(outputs) if outputs is not None else None,
     )
     if not deliver:
         return Outcome(decision, f"{kind} from {actor} recorded", run)
@@ -224,6 +231,34 @@ def deliver_decision(
         if delivered and not wait:
             return
         time.sleep(0.1)
+
+
+def _refusal_of_outputs(
+    request: WaitRequest | None, kind: str, step_id: str, outputs: Mapping[str, Any]
+) -> str | None:
+    """Outputs go only with done for an interrupted step, name outputs its action declares,
+    and never a secret one (the decision and its audit record would hold the value)."""
+    if request is None or request.kind != "in_doubt" or kind != "done":
+        return (
+            f"outputs are given only with done for a step interrupted by a crash; "
+            f"{step_id!r} is not one"
+        )
+    offered = request.guarded.get(step_id) or {}
+    action = offered.get("action") or "its action"
+    secret = sorted(set(outputs) & set(offered.get("secret_outputs") or ()))
+    if secret:
+        return (
+            f"{', '.join(secret)} of {action} is a secret: it is never given in a decision; "
+            "leave it out"
+        )
+    declared = offered.get("outputs")
+    unknown = sorted(set(outputs) - set(declared)) if declared is not None else []
+    if unknown:
+        return (
+            f"{action} has no output {', '.join(unknown)}; its outputs are "
+            f"{', '.join(declared or []) or 'none'}"
+        )
+    return None
 
 
 def _hint_for(refusal: str, incident: str) -> str:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from cryptography import x509
 from pydantic import BaseModel, Field
 
-from tocsin.actions import ActionContext, action
+from tocsin.actions import ActionContext, Reconciled, action
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError, TocsinError
 from tocsin.integrations.pki import VAULT_TOKEN, integration
 from tocsin.integrations.pki.authority import (
@@ -325,10 +325,49 @@ def find_certificates(
     )
 
 
+def _revocations_read_back(
+    context: ActionContext,
+    *,
+    office: str | None = None,
+    devices: list[str] = [],  # noqa: B006
+) -> Reconciled:
+    """Whether an interrupted pki.revoke_certificates took effect: each certificate's
+    status read at the CA itself (the inventory may not have heard of the last one)."""
+    name = "pki.revoke_certificates"
+    _need_office_or_devices(name, office, devices)
+    with inventory_for(context.settings) as inventory:
+        ca = VaultPKI.for_action(context, name)
+        entries = inventory.find(ca.authority_id, office=office, devices=devices)
+        live = [entry for entry in entries if entry.not_after > datetime.now(UTC)]
+        at_ca = {entry.serial: ca.read(entry.serial).revoked_at for entry in live}
+    revoked = [
+        _revoked(entry, when, already=entry.status is CertificateStatus.REVOKED)
+        for entry in live
+        if (when := at_ca[entry.serial]) is not None
+    ]
+    if not entries or not revoked:
+        return Reconciled.did_not(f"no certificate of {_who(office, devices)} is revoked at the CA")
+    if len(revoked) < len(live):
+        return Reconciled.unknown(
+            f"{len(revoked)} of {len(live)} certificate(s) of {_who(office, devices)} revoked at the CA"
+        )
+    return Reconciled.took_effect(
+        RevokedCertificates(
+            revoked=revoked,
+            serials=[r.serial for r in revoked],
+            newly_revoked=sum(1 for r in revoked if not r.already_revoked),
+            expired=[entry.serial for entry in entries if entry not in live],
+            devices_without_certificate=_without_certificate(devices, entries),
+        ),
+        f"all {len(revoked)} certificate(s) of {_who(office, devices)} revoked at the CA",
+    )
+
+
 @action(
     "pki.revoke_certificates",
     destructive=True,
     idempotent=True,
+    reconcile=_revocations_read_back,
     needs_approval=True,
     secrets=(VAULT_TOKEN,),
     describe=lambda office, devices: (

@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a checklist item you did (1-based); repeat",
     )
     done.add_argument("--all", action="store_true", help="every checklist item was done")
+    done.add_argument(
+        "--output",
+        dest="outputs",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an interrupted step took effect: one of its action's outputs as you read it; repeat",
+    )
+    done.add_argument(
+        "--outputs-json",
+        metavar="JSON",
+        help='an interrupted step took effect: its outputs as a JSON object ({"count": 3})',
+    )
 
     status = commands.add_parser("status", help="incidents, their runs, and what each waits for")
     status.add_argument("ticket", nargs="?", help="one incident (default: all)")

@@ -248,6 +248,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
     for definition in definitions:
         flags = ["[bold red]destructive[/]" if definition.destructive else "read-only/harmless"]
         flags.append("idempotent" if definition.idempotent else "not idempotent")
+        if definition.reconcile is not None:
+            flags.append("reads back an interrupted call")
         if definition.needs_approval:
             flags.append("[bold]needs an approval gate[/]")
         console.print(f"[bold]{escape(definition.name)}[/]  ({', '.join(flags)})")
@@ -288,6 +290,7 @@ def _action_as_data(definition: Any) -> dict[str, Any]:
         "description": definition.description,
         "destructive": definition.destructive,
         "idempotent": definition.idempotent,
+        "reconciles": definition.reconcile is not None,
         "needs_approval": definition.needs_approval,
         "secrets": list(definition.secrets),
         "parameters": parameters,

@@ -133,9 +133,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
     ticket = checked_ticket(settings, args.ticket)
     kind = str(args.command)
     checklist: list[int] | None = None
+    outputs = _given_outputs(args) if kind == "done" else None
     journal = journal_for(settings)
     try:
-        if kind == "done":
+        if kind == "done" and outputs is None:
             checklist = list(args.check)
             if args.all:
                 run, _ = find_waiting_run(journal, ticket, args.step)
@@ -154,11 +155,42 @@ def cmd_decide(args: argparse.Namespace) -> int:
                 comment=args.comment,
                 checklist=checklist,
                 gate_hash=args.gate_hash,
+                outputs=outputs,
             )
     finally:
         journal.close()
     print(outcome.message)
     return EXIT_OK
+
+
+def _given_outputs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The outputs given with ``done`` (``--output NAME=VALUE``, ``--outputs-json``), or None."""
+    import json
+
+    from tocsin.errors import InputError
+
+    if not args.outputs and args.outputs_json is None:
+        return None
+    given: dict[str, Any] = {}
+    if args.outputs_json is not None:
+        try:
+            parsed = json.loads(args.outputs_json)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--outputs-json is not JSON: {exc.msg}", 'give an object: {"count": 3}'
+            ) from None
+        if not isinstance(parsed, dict):
+            raise InputError("--outputs-json must be a JSON object", 'like {"count": 3}')
+        given.update(parsed)
+    for item in args.outputs:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise InputError(f"--output {item!r} is not NAME=VALUE", "like --output count=3")
+        try:
+            given[name.strip()] = json.loads(value)  # 3, true, ["a"]: as JSON reads them
+        except json.JSONDecodeError:
+            given[name.strip()] = value
+    return given
 
 
 def cmd_status(args: argparse.Namespace) -> int:

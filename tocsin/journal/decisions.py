@@ -37,6 +37,8 @@ class DecisionRecord:
     reason: str | None
     created_at: datetime
     vouched: list[str] | None = None
+    outputs: dict[str, Any] | None = None
+    """What a person said an interrupted step's action returned (``done``)."""
 
     @classmethod
     def from_row(cls, row: RowMapping) -> DecisionRecord:
@@ -64,6 +66,7 @@ class Decisions(AuditChain):
         reason: str | None = None,
         vouched: Sequence[str] | None = None,
         audit: tuple[str, str, dict[str, Any]] | None = None,
+        outputs: dict[str, Any] | None = None,
     ) -> DecisionRecord:
         """Record a decision; with ``audit`` = (incident, event kind, data), its audit record
         is appended in the same transaction (the decision and its evidence exist together)."""
@@ -81,6 +84,7 @@ class Decisions(AuditChain):
             "reason": reason,
             "created_at": moment,
             "vouched": list(vouched) if vouched else None,
+            "outputs": dict(outputs) if outputs is not None else None,
         }
 
         def write(db: Connection) -> DecisionRecord:

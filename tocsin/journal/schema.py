@@ -84,6 +84,8 @@ decisions = Table(
     Column("processed_at", DateTime(timezone=True)),
     # Slack user groups the deciding channel checked the person belongs to (the gateway).
     Column("vouched", JSON),
+    # The outputs a person gave with `done` for an interrupted step (what the action returned).
+    Column("outputs", JSON),
 )
 
 events = Table(
@@ -142,7 +144,7 @@ sealed_inputs = Table(
 )
 
 # Columns added after a journal may have been created: (table, column, SQL type).
-_ADDED_COLUMNS = (("decisions", "vouched", "JSON"),)
+_ADDED_COLUMNS = (("decisions", "vouched", "JSON"), ("decisions", "outputs", "JSON"))
 
 
 def create_tables(engine: Engine, shown_url: str) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tocsin.actions import ActionContext, action
+from tocsin.actions import ActionContext, Reconciled, action
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import odata_literal
@@ -301,10 +301,61 @@ def _set_isolations(
     return MachineIsolations(devices=done, changed=[d.device for d in done if d.changed])
 
 
+def _read_isolations(
+    context: ActionContext, name: str, devices: list[str], isolate: bool
+) -> Reconciled:
+    """Whether an interrupted isolate (or release) of ``devices`` took effect, read back from
+    each machine's latest isolation action in Defender."""
+    api = DefenderForEndpoint.for_action(context, name)
+    wanted = "Isolate" if isolate else "Unisolate"
+    settled: list[MachineIsolation] = []
+    for device in devices:
+        machine = find_machine(api, name, device)
+        latest = latest_isolation(api, str(machine["id"]))
+        if not (latest.get("type") == wanted if latest else not isolate):
+            continue
+        settled.append(
+            MachineIsolation(
+                device=device,
+                machine_id=str(machine["id"]),
+                computer_dns_name=str(machine.get("computerDnsName") or ""),
+                health_status=str(machine.get("healthStatus") or ""),
+                found=_described(latest),
+                isolated=isolate,
+                changed=False,  # by the interrupted call or before it: Defender does not say
+                action_id=str(latest["id"]) if latest and latest.get("id") else None,
+                action_status=str(latest["status"]) if latest and latest.get("status") else None,
+                isolation_type=str(latest["scope"]) if latest and latest.get("scope") else None,
+            )
+        )
+    if len(settled) == len(devices):
+        return Reconciled.took_effect(
+            MachineIsolations(devices=settled, changed=[]),
+            "; ".join(f"{item.device}: {item.found}" for item in settled),
+        )
+    if not settled:
+        return Reconciled.did_not(f"none of {', '.join(devices)} is {wanted.lower()}d")
+    return Reconciled.unknown(
+        f"only {', '.join(item.device for item in settled)} of {', '.join(devices)} "
+        f"{'are isolated' if isolate else 'are released'}"
+    )
+
+
+def _isolations_read_back(
+    context: ActionContext, *, devices: list[str], comment: str, isolation_type: str = "Full"
+) -> Reconciled:
+    return _read_isolations(context, "defender.isolate_devices", devices, True)
+
+
+def _releases_read_back(context: ActionContext, *, devices: list[str], comment: str) -> Reconciled:
+    return _read_isolations(context, "defender.release_devices", devices, False)
+
+
 @action(
     "defender.isolate_devices",
     destructive=True,
     idempotent=True,
+    reconcile=_isolations_read_back,
     secrets=(CLIENT_SECRET,),
     describe=lambda devices, isolation_type: (
         f"isolate {', '.join(devices)} from the network in Defender for Endpoint "
@@ -329,6 +380,7 @@ def isolate_devices(
     "defender.release_devices",
     destructive=True,
     idempotent=True,
+    reconcile=_releases_read_back,
     secrets=(CLIENT_SECRET,),
     describe=lambda devices: (
         f"release {', '.join(devices)} from network isolation in Defender for Endpoint "
