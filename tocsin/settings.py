@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     journal_url: str | None = Field(
         None, description="SQLAlchemy URL of the run journal; default: SQLite in data_dir"
     )
+    sandbox_shared: bool = Field(
+        False,
+        description="In sandbox mode, the fakes are those `tocsin sandbox` serves (its "
+        "environment file sets this): gateways and runs use them instead of starting their own",
+    )
     prefect_api_url: str | None = Field(
         None,
         description="A Prefect server to use; default: Tocsin starts its own on SQLite in data_dir",
@@ -224,6 +229,11 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     declared: DeclaredSettings = Field(default_factory=DeclaredSettings)
+
+    @property
+    def starts_own_sandbox(self) -> bool:
+        """Whether Tocsin starts the sandbox's fakes itself (sandbox mode, none shared)."""
+        return self.mode == "sandbox" and not self.sandbox_shared
 
     @property
     def audit_key_path(self) -> Path:

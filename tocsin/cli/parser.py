@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, help="port to listen on (default: setting gateway.port, 8750)"
     )
 
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve the sandbox's fake services for workers and gateways in other processes",
+    )
+    sandbox.add_argument(
+        "--env-file",
+        type=Path,
+        help="where to write the environment pointing at the fakes "
+        "(default: data_dir/sandbox.env; removed when the fakes stop)",
+    )
+
     server = commands.add_parser("server", help="Tocsin's local Prefect server")
     server.add_argument("action", choices=["status", "stop"])
 
