@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.cli_runner import run_tocsin
@@ -22,16 +20,13 @@ from tocsin.integrations.slack.fake import FakeSlack, PostedSlackMessage
 from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
 from tocsin.sandbox.assembly import Sandbox
-from tocsin.scale_out import LocalScaleOut, ScaleOutDatabases
+from tocsin.scale_out import LocalScaleOut, ScaleOutDatabases, trial_databases
 from tocsin.settings import load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 INCIDENTS = 50
 RAN = re.compile(r"Flow run '(SCALE-\d+)-scaled' - ")
-ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
-# Redis databases of their own, emptied before and after: nothing of another user's touched.
-REDIS_MESSAGING_DB, REDIS_DOCKET_DB = 13, 14
 
 RUNBOOK = """\
 runbook: scaled
@@ -57,43 +52,12 @@ steps:
 """
 
 
-def _flush_redis(*databases: int) -> None:
-    import redis
-
-    for number in databases:
-        client = redis.Redis(host="127.0.0.1", port=6379, db=number)
-        try:
-            client.flushdb()
-        finally:
-            client.close()
-
-
 @pytest.fixture(scope="module")
 def databases() -> Iterator[ScaleOutDatabases]:
-    """A Prefect database and a journal database of their own in the local PostgreSQL."""
-    suffix = secrets.token_hex(4)
-    names = (f"scale_prefect_{suffix}", f"scale_journal_{suffix}")
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL on 127.0.0.1:5432 is needed (python3 dev.py test starts it): {exc}"
-        )
-    _flush_redis(REDIS_MESSAGING_DB, REDIS_DOCKET_DB)
-    try:
-        for name in names:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        yield ScaleOutDatabases(
-            prefect_url=f"postgresql+asyncpg://root@127.0.0.1:5432/{names[0]}",
-            journal_url=f"postgresql+psycopg://root@127.0.0.1:5432/{names[1]}",
-            redis_url=f"redis://127.0.0.1:6379/{REDIS_MESSAGING_DB}",
-            docket_url=f"redis://127.0.0.1:6379/{REDIS_DOCKET_DB}",
-        )
-    finally:
-        for name in names:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-        _flush_redis(REDIS_MESSAGING_DB, REDIS_DOCKET_DB)
+    """A Prefect database and a journal database of their own in the local PostgreSQL, and
+    Redis databases of their own: nothing of another test's touched."""
+    with trial_databases() as created:
+        yield created
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,14 @@ Every process it starts, it stops.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -52,6 +54,54 @@ class ScaleOutDatabases:
     """``redis://…/N`` of Prefect's messaging (events, the causal ordering, leases)."""
     docket_url: str
     """``redis://…/M`` that coordinates Prefect's background services."""
+
+
+@contextmanager
+def trial_databases(
+    admin_url: str = "postgresql://root@127.0.0.1:5432/postgres",
+    redis: str = "redis://127.0.0.1:6379",
+    redis_databases: tuple[int, int] = (13, 14),
+) -> Iterator[ScaleOutDatabases]:
+    """Two new PostgreSQL databases (Prefect's, the journal) on the server ``admin_url``
+    reaches, and two Redis databases emptied before and after: a trial setup's shared
+    state, dropped at the end (the tests and benchmarks use it)."""
+    import psycopg
+    import redis as redis_client
+
+    def empty_redis() -> None:
+        for number in redis_databases:
+            client = redis_client.Redis.from_url(f"{redis}/{number}")
+            try:
+                client.flushdb()
+            finally:
+                client.close()
+
+    suffix = secrets.token_hex(4)
+    names = (f"tocsin_trial_prefect_{suffix}", f"tocsin_trial_journal_{suffix}")
+    server = admin_url.split("@", 1)[-1].rsplit("/", 1)[0]
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot reach PostgreSQL at {server}: {exc}".strip(),
+            "start it (python3 dev.py test starts the local one when it is not running)",
+        ) from None
+    try:
+        empty_redis()
+        for name in names:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        user = admin_url.split("://", 1)[1].split("@", 1)[0]
+        yield ScaleOutDatabases(
+            prefect_url=f"postgresql+asyncpg://{user}@{server}/{names[0]}",
+            journal_url=f"postgresql+psycopg://{user}@{server}/{names[1]}",
+            redis_url=f"{redis}/{redis_databases[0]}",
+            docket_url=f"{redis}/{redis_databases[1]}",
+        )
+    finally:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+        empty_redis()
 
 
 def prefect_server_environment(databases: ScaleOutDatabases) -> dict[str, str]:
@@ -308,4 +358,5 @@ __all__ = [
     "LocalScaleOut",
     "ScaleOutDatabases",
     "prefect_server_environment",
+    "trial_databases",
 ]
