@@ -95,11 +95,13 @@ class FindingPoster:
                 else:
                     places.append(f"{announcer.name}:thread")
         if self.oncall is not None and self.channel:
+            said = f"{finding.incident}: {text} Fix:"
+            with_command = getattr(self.oncall, "post_with_command", None)
             try:
                 places.append(
-                    self.oncall.post(
-                        self.channel, f"{finding.incident}: {text} Fix: {finding.command}"
-                    )
+                    with_command(self.channel, said, finding.command)
+                    if with_command is not None
+                    else self.oncall.post(self.channel, f"{said} {finding.command}")
                 )
             except Exception as exc:
                 errors.append(f"on-call channel {self.channel}: {message_of(exc)}")

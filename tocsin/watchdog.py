@@ -36,7 +36,7 @@ from tocsin.gates import WaitRequest
 from tocsin.journal import Journal, RunRecord, StepRecord, events
 from tocsin.journal.database import aware
 from tocsin.settings import WatchdogSettings
-from tocsin.statuses import ACTIVE_RUN, RunStatus, StepStatus
+from tocsin.statuses import ACTIVE_RUN, StepStatus
 
 if TYPE_CHECKING:
     from tocsin.settings import Settings
@@ -244,8 +244,7 @@ def _dead(
     at = waiting[0] if waiting else next((s for s in steps if s.status == StepStatus.RUNNING), None)
     deadline = WaitRequest.from_data(waiting[0].request or {}).deadline_at if waiting else None
     heartbeat = run.heartbeat_at or run.updated_at
-    where = f" at step {at.step_id}" if at else ""
-    what = "waiting" if run.status == RunStatus.WAITING else "running"
+    where = f" (at step {at.step_id})" if at else ""
     command = resume_command(run, live)
     return Finding(
         kind=FindingKind.RUN_DEAD,
@@ -256,8 +255,8 @@ def _dead(
         since=heartbeat,
         deadline=deadline,
         summary=(
-            f"{run.runbook_id} for {run.incident} was {what}{where}, but its process "
-            f"{run.owner or '(unknown)'} stopped: no heartbeat since {_moment(heartbeat)}"
+            f"the run of {run.runbook_id} for {run.incident}{where} has no process any more: "
+            f"{run.owner or 'its owner'} stopped, no heartbeat since {_moment(heartbeat)}"
         ),
         what_to_do=(
             f"Run `{command}` again to continue where it stopped (finished steps are not run "
