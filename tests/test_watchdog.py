@@ -447,3 +447,44 @@ def _run(journal: Journal) -> RunRecord:
     found = journal.find_run("WD-5", "remote")
     assert found is not None
     return found
+
+
+# -- its deployment ----------------------------------------------------------------------------
+
+
+def test_prefect_yaml_deploys_the_watchdog_every_minute_one_pass_at_a_time(
+    prefect_server: str,
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tocsin.embedded import prefect_environment
+
+    prefect = TOCSIN.parent / "prefect"
+    env = {**os.environ, **prefect_environment(load_settings(), prefect_server), "PWD": str(ROOT)}
+    for command in (
+        ["work-pool", "create", "tocsin", "--type", "process"],  # refused if it exists: fine
+        ["--no-prompt", "deploy", "--name", "tocsin-watchdog"],
+    ):
+        done = subprocess.run(
+            [str(prefect), *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("watchdog/tocsin-watchdog")
+        try:
+            assert deployment.entrypoint == "flows/watchdog.py:watchdog"
+            assert deployment.work_pool_name == "tocsin"
+            (schedule,) = deployment.schedules
+            assert schedule.active
+            assert getattr(schedule.schedule, "interval", None) == timedelta(seconds=60)
+            limit = deployment.global_concurrency_limit
+            assert limit is not None and limit.limit == 1
+        finally:
+            # Nothing else in this session should find a schedule running the watchdog.
+            client.delete_deployment(deployment.id)
