@@ -26,7 +26,8 @@ from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackCh
 from tocsin.journal import Journal, RunRecord
 from tocsin.running import journal_for
 from tocsin.settings import WatchdogSettings, load_settings
-from tocsin.watchdog import FOUND_KIND, FindingKind, find_stuck
+from tocsin.statuses import RunStatus
+from tocsin.watchdog import FOUND_KIND, FindingKind, find_stuck, resume_command, secret_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -225,7 +226,7 @@ def test_a_gate_past_its_deadline_is_found_and_posted_once_to_the_thread_and_on_
     environment: Path, journal: Journal, slack: FakeSlack
 ) -> None:
     ticket, runbook_id = "WD-1", "wd-gate"
-    runbook = write_runbook(environment, runbook_id, waiting=GATE.format(timeout="8s"))
+    runbook = write_runbook(environment, runbook_id, waiting=GATE.format(timeout="12s"))
     process = start_run(runbook, ticket)
     try:
         request = waiting_at(journal, slack, ticket, runbook_id, "gate")
@@ -488,3 +489,35 @@ def test_prefect_yaml_deploys_the_watchdog_every_minute_one_pass_at_a_time(
         finally:
             # Nothing else in this session should find a schedule running the watchdog.
             client.delete_deployment(deployment.id)
+
+
+def test_the_resume_command_repeats_the_inputs_quoted_and_asks_for_secrets_again() -> None:
+    moment = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    run = RunRecord(
+        id=1,
+        incident="INC-7",
+        runbook_id="office-compromise",
+        runbook_version="1",
+        runbook_digest="0" * 64,
+        inputs={
+            "office_id": "OF-1042",
+            "devices": ["PC-1", "PC 2; rm -rf /"],
+            "password": "hmac-sha256:" + "ab" * 32,
+            "notify": True,
+            "note": None,
+        },
+        requested_by="U0REQUESTER",
+        requested_via="cli",
+        flow_run_id=None,
+        status=RunStatus.RUNNING,
+        owner="vm:1",
+        heartbeat_at=moment,
+        created_at=moment,
+        updated_at=moment,
+    )
+    assert resume_command(run, live=False) == (
+        "tocsin run office-compromise --ticket INC-7 --set office_id=OF-1042 "
+        "--set devices=PC-1 --set 'devices=PC 2; rm -rf /' --set notify=true"
+    )
+    assert secret_inputs(run) == ["password"]
+    assert resume_command(run, live=True).endswith(" --as YOUR_SLACK_ID")

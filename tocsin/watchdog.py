@@ -245,6 +245,7 @@ def _dead(
     heartbeat = run.heartbeat_at or run.updated_at
     where = f" (at step {at.step_id})" if at else ""
     command = resume_command(run, live)
+    resume = _resume(run, live)
     return Finding(
         kind=FindingKind.RUN_DEAD,
         incident=run.incident,
@@ -258,8 +259,8 @@ def _dead(
             f"{run.owner or 'its owner'} stopped, no heartbeat since {_moment(heartbeat)}"
         ),
         what_to_do=(
-            f"Run `{command}` again to continue where it stopped (finished steps are not run "
-            "again; a step caught mid-action waits for your decision)"
+            f"{resume[0].upper()}{resume[1:]} again to continue where it stopped (finished "
+            "steps are not run again; a step caught mid-action waits for your decision)"
         ),
         command=command,
         key=f"{FindingKind.RUN_DEAD}:{run.id}:{run.owner}:{heartbeat.isoformat()}",
@@ -287,8 +288,8 @@ def _overdue(
         ),
         what_to_do=(
             f"Check the process running it ({run.owner or 'unknown'}) and the Prefect server "
-            f"with `{command}`; if that process hangs, stop it and run "
-            f"`{resume_command(run, live)}` again, which applies the gate's timeout"
+            f"with `{command}`; if that process hangs, stop it and {_resume(run, live)} again, "
+            "which applies the gate's timeout"
         ),
         command=command,
         key=f"{FindingKind.GATE_OVERDUE}:{run.id}:{record.step_id}:{request.deadline}",
@@ -395,7 +396,7 @@ def _clock_fix(
     ticket = shlex.quote(run.incident)
     if dead:
         command = resume_command(run, live)
-        return command, f"its run stopped with its process: run `{command}` again to reach it"
+        return command, f"its run stopped with its process: {_resume(run, live)} again to reach it"
     if stopper is not None and stopper.request:
         request = WaitRequest.from_data(stopper.request)
         verb = "done" if request.kind == "manual" else "approve"
@@ -415,22 +416,41 @@ def _clock_fix(
 def resume_command(run: RunRecord, live: bool) -> str:
     """``tocsin run RUNBOOK --ticket T --set ...``: what continues ``run`` where it stopped.
 
-    Secret inputs are journalled as their HMAC: the command asks for them again with a
-    ``<secret>`` placeholder, which a shell refuses to run as it is.
+    Secret inputs are journalled as their HMAC: they are left out (the run then refuses to
+    start without them, saying which); ``_resume`` asks for them in words.
     """
     parts = ["tocsin", "run", shlex.quote(run.runbook_id), "--ticket", shlex.quote(run.incident)]
     for name, value in run.inputs.items():
-        if value is None:
+        if value is None or name in secret_inputs(run):
             continue
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and item.startswith(REDACTED_PREFIX):
-                parts += ["--set", f"{shlex.quote(name)}=<secret>"]
-            else:
-                shown = item if isinstance(item, str) else _json(item)
-                parts += ["--set", shlex.quote(f"{name}={shown}")]
+            shown = item if isinstance(item, str) else _json(item)
+            parts += ["--set", shlex.quote(f"{name}={shown}")]
     if live:
         parts += ["--as", "YOUR_SLACK_ID"]
     return " ".join(parts)
+
+
+def secret_inputs(run: RunRecord) -> list[str]:
+    """The run's inputs journalled as their HMAC (secret): nobody can give them back but a person."""
+    return [
+        name
+        for name, value in run.inputs.items()
+        if any(
+            isinstance(item, str) and item.startswith(REDACTED_PREFIX)
+            for item in (value if isinstance(value, list) else [value])
+        )
+    ]
+
+
+def _resume(run: RunRecord, live: bool) -> str:
+    """``run `COMMAND```, in words, with the secret inputs to add to it."""
+    words = f"run `{resume_command(run, live)}`"
+    secrets = secret_inputs(run)
+    if secrets:
+        added = " ".join(f"--set {name}=…" for name in secrets)
+        words += f" with the secret input{'s' if len(secrets) > 1 else ''} added ({added})"
+    return words
 
 
 # reading ---------------------------------------------------------------------------------------
@@ -519,4 +539,5 @@ __all__ = [
     "prefect_states",
     "prefect_states_for",
     "resume_command",
+    "secret_inputs",
 ]
