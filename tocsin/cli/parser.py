@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="incidents, their runs, and what each waits for")
     status.add_argument("ticket", nargs="?", help="one incident (default: all)")
+    status.add_argument(
+        "--stuck",
+        action="store_true",
+        help="only what is stuck: gates past their deadline, runs whose process died, "
+        "regulatory clocks about to expire (exit 1 when there is any)",
+    )
+    status.add_argument("--json", action="store_true", help="with --stuck: print as JSON")
 
     demo = commands.add_parser("demo", help="run a shipped runbook end to end in the sandbox")
     demo.add_argument(
