@@ -223,7 +223,7 @@ def found_records(journal: Journal, ticket: str) -> list[dict[str, Any]]:
 
 
 def verify(ticket: str) -> None:
-    verified = run_tocsin("audit", "verify", ticket, "--offline")
+    verified = run_tocsin("audit", "verify", ticket)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
