@@ -26,7 +26,7 @@ from tocsin.gates import WaitRequest
 from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
 from tocsin.journal import Journal, RunRecord
 from tocsin.running import journal_for
-from tocsin.settings import WatchdogSettings, load_settings
+from tocsin.settings import StaticSecrets, WatchdogSettings, load_settings, with_values
 from tocsin.statuses import RunStatus
 from tocsin.watchdog import (
     FOUND_KIND,
@@ -604,3 +604,66 @@ def test_clocks_gates_and_the_watchdogs_memory_are_read_from_either_database(
 
     journal.record("INC-8", "clock.stopped", run_id=run.id, clock="authority", met=True)
     assert find_stuck(journal, start) == []
+
+
+def test_a_finding_told_nowhere_is_tried_again_and_one_told_somewhere_is_kept_once(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    import logging
+    import socket
+
+    from tocsin.flows.watchdog import watch
+
+    key = AuditKey.generate(tmp_path / "audit" / "signing.key")
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}", audit_key=key)
+    try:
+        run, _ = journal.open_run(
+            incident="WD-6",
+            runbook_id="remote",
+            runbook_version="1",
+            runbook_digest="0" * 64,
+            inputs={},
+            requested_by="U0REQUESTER",
+            requested_via="cli",
+        )
+        journal.record("WD-6", "run.started", run_id=run.id, title="Remote runbook")
+        journal.set_run(
+            run.id,
+            owner="worker-7.example:4242",
+            heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
+        with socket.socket() as closed:  # a port nothing listens on: Slack is down
+            closed.bind(("127.0.0.1", 0))
+            down = f"http://127.0.0.1:{closed.getsockname()[1]}/api/"
+        secrets = StaticSecrets({"slack_bot_token": SANDBOX_BOT_TOKEN})
+        log = logging.getLogger("test_watchdog")
+
+        def settings(api_url: str, oncall: str) -> Any:
+            return with_values(
+                load_settings(),
+                {
+                    "slack": {"api_url": api_url, "incident_channel": "#support-incidents"},
+                    "watchdog": {"oncall_channel": oncall},
+                },
+            )
+
+        failed = watch(settings(down, "#support-oncall"), secrets, journal, None, log)
+        assert [f["key"] for f in failed.failed] and failed.posted == []
+        assert found_records(journal, "WD-6") == []  # not remembered: tried again
+
+        posted = watch(
+            settings(f"{slack.url}/api/", "#no-such-channel"), secrets, journal, None, log
+        )
+        assert [p["places"] for p in posted.posted] == [["slack:thread"]]
+        (record,) = found_records(journal, "WD-6")
+        assert record["data"]["kind"] == "run_dead"
+        assert "#no-such-channel" in " ".join(record["data"]["errors"])
+        thread, _ = posted_about(slack, "WD-6")
+        assert len(thread) == 1
+
+        again = watch(settings(f"{slack.url}/api/", "#support-oncall"), secrets, journal, None, log)
+        assert again.found == 1 and again.posted == [] and again.failed == []
+        assert posted_about(slack, "WD-6") == (thread, [])
+        assert journal.verify("WD-6", key.public_key).ok
+    finally:
+        journal.close()
