@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,78 @@ def test_decisions_made_during_and_after_a_server_restart_resume_the_paused_runs
         kinds = [event["kind"] for event in journal.events_of(ticket)]
         assert kinds.count("prefect.unreachable") == kinds.count("prefect.reachable") == 1, kinds
         assert kinds.count("decision.applied") == 1
+
+
+@pytest.fixture()
+def prefect_database() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL for two Prefect servers, dropped after."""
+    from sqlalchemy import create_engine, text
+
+    name = f"tocsin_prefect_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        "postgresql+psycopg://root@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as db:
+            db.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed for this test: {exc}")
+    try:
+        yield f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as db:
+            db.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_one_of_two_servers_stopped_a_decision_through_the_other_is_applied(
+    prefect_database: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    first = PrefectServer(tmp_path / "prefect-a", prefect_database)
+    second = PrefectServer(tmp_path / "prefect-b", prefect_database)
+    try:
+        first.start()  # brings the database's tables up to date, then the other joins
+        second.start()
+        monkeypatch.setenv("TOCSIN_ACTION_MODULES", '["tests.engine_actions"]')
+        monkeypatch.setenv("TOCSIN_PREFECT_API_URL", first.url)
+        monkeypatch.setenv(
+            "PYTHONPATH",
+            os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        )
+        journal = settings_journal()
+        try:
+            ticket, state, process = paused_run(journal, tmp_path, "two", 3)
+            try:
+                first.stop()  # the server this run talks to
+                approved = run_tocsin(
+                    "approve", ticket, "gate", "--as", "U0LEAD3",
+                    env={"TOCSIN_PREFECT_API_URL": second.url}, timeout=90,
+                )  # fmt: skip
+                assert approved.returncode == 0, approved.stderr
+                assert "recorded" in approved.stdout, approved.stdout
+                run = journal.find_run(ticket, "two")
+                assert run is not None
+                [decision] = journal.decisions_of(run.id, "gate")
+                assert calls(state / "last") == []  # its run waits for its own server
+
+                first.start()
+                output = finished(process, timeout=120)
+                assert process.returncode == 0, output
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+            assert journal.decision(decision.id).status == DecisionStatus.APPLIED  # type: ignore[union-attr]
+            assert len(calls(state / "first")) == 1 and len(calls(state / "last")) == 1
+            kinds = [event["kind"] for event in journal.events_of(ticket)]
+            assert "prefect.unreachable" in kinds and kinds.count("decision.applied") == 1
+            key = audit_key_for(load_settings())
+            assert key is not None
+            assert journal.verify(ticket, key.public_key).ok
+        finally:
+            journal.close()
+    finally:
+        second.stop()
+        first.stop()
