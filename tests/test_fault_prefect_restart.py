@@ -18,6 +18,8 @@ import pytest
 from tests.cli_runner import ROOT, TOCSIN, run_tocsin
 from tests.engine_actions import calls
 from tests.engine_support import HEAD, settings_journal, wait_until
+from tocsin.decisions import Delivery, deliver_decision, submit
+from tocsin.embedded import prefect_pointed_at
 from tocsin.journal import Journal
 from tocsin.running import audit_key_for
 from tocsin.settings import load_settings
@@ -171,8 +173,18 @@ def test_decisions_made_during_and_after_a_server_restart_resume_the_paused_runs
 ) -> None:
     during, during_state, during_process = paused_run(journal, tmp_path, "during", 1)
     after, after_state, after_process = paused_run(journal, tmp_path, "after", 2)
+    click, click_state, click_process = paused_run(journal, tmp_path, "click", 4)
     try:
         server.stop()
+        # A Slack click, as the gateway handles it: journalled and answered, then delivered.
+        with prefect_pointed_at(load_settings(), server.url):
+            clicked = submit(
+                journal, incident=click, step_id="gate", kind="approve", actor="U0LEAD3",
+                channel="slack", deliver=False,
+            )  # fmt: skip
+            assert clicked.run is not None
+            delivery = deliver_decision(journal, clicked.run, clicked.decision, wait=False)
+        assert delivery == Delivery.UNREACHABLE
         approved = run_tocsin("approve", during, "gate", "--as", "U0LEAD1", timeout=90)
         assert approved.returncode == 0, approved.stderr
         assert "when the Prefect server is back" in approved.stdout, approved.stdout
@@ -188,17 +200,20 @@ def test_decisions_made_during_and_after_a_server_restart_resume_the_paused_runs
         assert during_process.returncode == 0, output
         assert journal.decision(decision.id).status == DecisionStatus.APPLIED  # type: ignore[union-attr]
         assert "does not answer" in output and "the Prefect server is back" in output, output
+        output_click = finished(click_process, timeout=120)
+        assert click_process.returncode == 0, output_click
+        assert journal.decision(clicked.decision.id).status == DecisionStatus.APPLIED  # type: ignore[union-attr]
 
         approved_after = run_tocsin("approve", after, "gate", "--as", "U0LEAD2", timeout=90)
         assert approved_after.returncode == 0, approved_after.stderr
         output_after = finished(after_process, timeout=120)
         assert after_process.returncode == 0, output_after
     finally:
-        for process in (during_process, after_process):
+        for process in (during_process, after_process, click_process):
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    for ticket, state in ((during, during_state), (after, after_state)):
+    for ticket, state in ((during, during_state), (after, after_state), (click, click_state)):
         assert len(calls(state / "first")) == 1
         assert len(calls(state / "last")) == 1  # once, never twice
         key = audit_key_for(load_settings())
