@@ -53,6 +53,7 @@ class ThrowawayPostgres:
         self.data = self.folder / "data"
         self.port = free_port()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
         # PostgreSQL refuses to run as root: then as its own user, which owns the folder.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
@@ -122,8 +123,31 @@ def journal(
     opened.close()
 
 
+def drop_in_the_middle_of_the_write(postgres: ThrowawayPostgres) -> None:
+    """Hold the steps table so that the step's record waits, then stop the server under it."""
+    import psycopg
+
+    holder = psycopg.connect(postgres.dsn)
+    watcher = psycopg.connect(postgres.dsn, autocommit=True)
+    try:
+        holder.execute("LOCK TABLE steps IN EXCLUSIVE MODE")  # reads go on, writes wait
+
+        def waiting_writes() -> int:
+            found = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ).fetchone()
+            return int(found[0]) if found else 0
+
+        wait_until(waiting_writes, timeout=30, what="the step's record to be written")
+        postgres.stop("immediate")
+    finally:
+        holder.close()
+        watcher.close()
+
+
+@pytest.mark.parametrize("when", ["between two writes", "in the middle of the write"])
 def test_a_step_whose_record_cannot_be_written_stops_the_run_until_the_database_is_back(
-    journal: Journal, postgres: ThrowawayPostgres, tmp_path: Path
+    journal: Journal, postgres: ThrowawayPostgres, tmp_path: Path, when: str
 ) -> None:
     runbook = tmp_path / "journal-drop.yaml"
     runbook.write_text(RUNBOOK.format(runbook_id=runbook.stem))
@@ -136,7 +160,10 @@ def test_a_step_whose_record_cannot_be_written_stops_the_run_until_the_database_
             what="the slow step to start",
         )
         journal.close()  # the test's own connections go with the database
-        postgres.stop("immediate")  # the connection drops; `slow` ends and cannot say so
+        if when == "between two writes":
+            postgres.stop("immediate")  # the connection drops; `slow` ends and cannot say so
+        else:
+            drop_in_the_middle_of_the_write(postgres)
         output, _ = process.communicate(timeout=90)
     finally:
         if process.poll() is None:
@@ -149,6 +176,13 @@ def test_a_step_whose_record_cannot_be_written_stops_the_run_until_the_database_
     assert calls(tmp_path / "last") == []  # nothing went on without the record
 
     postgres.start()
+    # The record being written when the connection dropped was not kept, nor half of it.
+    run = journal.find_run(ticket, runbook.stem)
+    assert run is not None
+    assert journal.step(run.id, "slow").status == "running"  # type: ignore[union-attr]
+    assert journal.step(run.id, "last") is None
+    kinds = [(e["kind"], e["step_id"]) for e in journal.events_of(ticket)]
+    assert ("step.started", "slow") in kinds and ("step.succeeded", "slow") not in kinds
     # What the service did, as the step's read-back finds it: the call ended once.
     (tmp_path / "slow.readback").write_text("took 1")
     again = start_tocsin_run(runbook, ticket, tmp_path)
