@@ -561,9 +561,10 @@ def _failing_fast() -> Iterator[None]:
 
 
 def _is_outage(error: httpx.HTTPError) -> bool:
-    """The server is down or failing (not a request Prefect refuses)."""
+    """The server is down, restarting or overloaded (not a request it refuses, nor its bug:
+    a 500 is raised, not waited out)."""
     if isinstance(error, httpx.HTTPStatusError):
-        return error.response.status_code >= 500
+        return error.response.status_code in (502, 503, 504)
     return isinstance(error, httpx.TransportError)
 
 

@@ -158,6 +158,15 @@ def paused_run(
     return ticket, state, process
 
 
+def noticed(journal: Journal, ticket: str) -> None:
+    """Wait until the paused run has seen that its server is gone (within seconds)."""
+    wait_until(
+        lambda: any(e["kind"] == "prefect.unreachable" for e in journal.events_of(ticket)),
+        timeout=60,
+        what=f"the run of {ticket} to notice that the Prefect server is gone",
+    )
+
+
 def finished(process: subprocess.Popen[str], timeout: float) -> str:
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -194,6 +203,8 @@ def test_decisions_made_during_and_after_a_server_restart_resume_the_paused_runs
         [decision] = journal.decisions_of(run.id, "gate")
         assert (decision.actor, decision.status) == ("U0LEAD1", DecisionStatus.PENDING)  # queued
         assert calls(during_state / "last") == []  # nothing goes on without the server
+        for ticket in (during, after, click):
+            noticed(journal, ticket)
 
         server.start()
         output = finished(during_process, timeout=120)
@@ -277,6 +288,7 @@ def test_one_of_two_servers_stopped_a_decision_through_the_other_is_applied(
                 assert run is not None
                 [decision] = journal.decisions_of(run.id, "gate")
                 assert calls(state / "last") == []  # its run waits for its own server
+                noticed(journal, ticket)
 
                 first.start()
                 output = finished(process, timeout=120)
