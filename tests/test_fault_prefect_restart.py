@@ -88,7 +88,7 @@ class PrefectServer:
                 env=env,
                 start_new_session=True,
             )
-        wait_until(self.healthy, timeout=90, what=f"the Prefect server on port {self.port}")
+        wait_until(self.healthy, timeout=180, what=f"the Prefect server on port {self.port}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -207,17 +207,17 @@ def test_decisions_made_during_and_after_a_server_restart_resume_the_paused_runs
             noticed(journal, ticket)
 
         server.start()
-        output = finished(during_process, timeout=120)
+        output = finished(during_process, timeout=180)
         assert during_process.returncode == 0, output
         assert journal.decision(decision.id).status == DecisionStatus.APPLIED  # type: ignore[union-attr]
         assert "does not answer" in output and "the Prefect server is back" in output, output
-        output_click = finished(click_process, timeout=120)
+        output_click = finished(click_process, timeout=180)
         assert click_process.returncode == 0, output_click
         assert journal.decision(clicked.decision.id).status == DecisionStatus.APPLIED  # type: ignore[union-attr]
 
         approved_after = run_tocsin("approve", after, "gate", "--as", "U0LEAD2", timeout=90)
         assert approved_after.returncode == 0, approved_after.stderr
-        output_after = finished(after_process, timeout=120)
+        output_after = finished(after_process, timeout=180)
         assert after_process.returncode == 0, output_after
     finally:
         for process in (during_process, after_process, click_process):
@@ -291,7 +291,7 @@ def test_one_of_two_servers_stopped_a_decision_through_the_other_is_applied(
                 noticed(journal, ticket)
 
                 first.start()
-                output = finished(process, timeout=120)
+                output = finished(process, timeout=180)
                 assert process.returncode == 0, output
             finally:
                 if process.poll() is None:
