@@ -4,16 +4,26 @@ One loop, around ``tocsin.gates.apply_decisions``: apply the decisions journalle
 last look, time out or escalate what is overdue, remind people, then pause the flow run
 until a decision is delivered or the next deadline. The decisions themselves are always
 read from the journal: a resume of the flow run is only a wake-up (see ``check_run_input``).
+
+The journal is also what carries a wait through an outage of the Prefect server: when the
+server stops answering during a pause, the run waits for it to come back (the decisions
+people make meanwhile are journalled and queued, see ``tocsin.decisions``), then takes its
+flow run back to Running and reads the journal before it pauses again.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import httpx
+import prefect.settings
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
@@ -36,6 +46,11 @@ from tocsin.vocabulary import ApprovalOutputs, ManualOutputs
 
 PAUSE_POLL_SECONDS = 1
 PENDING_RECHECK_SECONDS = 60
+# While paused, a server that stops answering is noticed after this many client retries
+# (Prefect's own default backs off for minutes), then looked for every OUTAGE_POLL_SECONDS.
+PAUSE_CLIENT_RETRIES = 2
+OUTAGE_POLL_SECONDS = 1.0
+OUTAGE_REPORT_SECONDS = 300.0
 
 OpenWaits = dict[str, tuple[Step, WaitRequest]]
 
@@ -98,25 +113,75 @@ class PeopleWaits:
                 self.reminder_at(s, r) for s, r in open_steps.values() if not r.reminded
             ]
             remaining = min(wake_up) - now()
-            try:
-                answer = pause_flow_run(
-                    wait_for_input=HumanDecision,
-                    # Woken at least every minute: a decision journalled while this run was
-                    # between two pauses (so nobody could resume it) is applied then.
-                    timeout=max(
-                        1, min(math.ceil(remaining.total_seconds()), PENDING_RECHECK_SECONDS)
-                    ),
-                    poll_interval=PAUSE_POLL_SECONDS,
-                    key=uuid.uuid4().hex,
-                )
-            except FlowPauseTimeout:
-                # The server still shows the run Paused: take it back, or the next pause is refused.
-                _back_to_running()
-                continue
-            self.check_run_input(answer)
+            # Woken at least every minute: a decision journalled while this run was
+            # between two pauses (so nobody could resume it) is applied then.
+            answer = self.pause(
+                max(1, min(math.ceil(remaining.total_seconds()), PENDING_RECHECK_SECONDS))
+            )
+            if answer is not None:
+                self.check_run_input(answer)
         state.journal.set_run(state.run_id, status=RunStatus.RUNNING)
         self.refuse_late_decisions()
         return outcome
+
+    def pause(self, seconds: int) -> HumanDecision | None:
+        """Pause the flow run until it is resumed or ``seconds`` pass (None then). When the
+        Prefect server does not answer, wait for it to be back (None then too)."""
+        try:
+            with _failing_fast():
+                try:
+                    return pause_flow_run(
+                        wait_for_input=HumanDecision,
+                        timeout=seconds,
+                        poll_interval=PAUSE_POLL_SECONDS,
+                        key=uuid.uuid4().hex,
+                    )
+                except FlowPauseTimeout:
+                    # The server still shows the run Paused: take it back, or the next
+                    # pause is refused.
+                    _back_to_running()
+                    return None
+        except httpx.HTTPError as exc:
+            if not _is_outage(exc):
+                raise
+            self.ride_out_outage(exc)
+            return None
+
+    def ride_out_outage(self, error: httpx.HTTPError) -> None:
+        """Wait for the Prefect server to answer again and take the flow run back to Running.
+
+        The run cannot go on without the server (its steps are Prefect tasks), so it waits,
+        however long the outage; meanwhile decisions are journalled and queued, and the wait
+        loop applies them from the journal as soon as this returns.
+        """
+        state = self.state
+        url = str(prefect.settings.PREFECT_API_URL.value() or "")
+        began = time.monotonic()
+        state.event("prefect.unreachable", api_url=url, error=_short(error))
+        state.report(
+            f"the Prefect server at {url} does not answer ({_short(error)}): the run waits for "
+            "it; decisions made meanwhile are journalled and applied when it is back"
+        )
+        reported = began
+        while True:
+            if _healthy(url):
+                try:
+                    with _failing_fast():
+                        _back_to_running()
+                    break
+                except httpx.HTTPError as exc:
+                    if not _is_outage(exc):
+                        raise
+            if time.monotonic() - reported >= OUTAGE_REPORT_SECONDS:
+                reported = time.monotonic()
+                state.report(
+                    f"still waiting for the Prefect server at {url} "
+                    f"({reported - began:.0f} s so far)"
+                )
+            time.sleep(OUTAGE_POLL_SECONDS)
+        lasted = round(time.monotonic() - began, 1)
+        state.event("prefect.reachable", api_url=url, outage_seconds=lasted)
+        state.report(f"the Prefect server is back after {lasted:.0f} s: the run goes on")
 
     # opening ---------------------------------------------------------------------------------
 
@@ -484,6 +549,34 @@ class PeopleWaits:
             GateState(step.id, step.title, request, tuple(self.approvals_of(step.id, request))),
             left,
         )
+
+
+@contextmanager
+def _failing_fast() -> Iterator[None]:
+    """Prefect clients made in the block give up on an unreachable server within seconds."""
+    with prefect.settings.temporary_settings(
+        updates={prefect.settings.PREFECT_CLIENT_MAX_RETRIES: PAUSE_CLIENT_RETRIES}
+    ):
+        yield
+
+
+def _is_outage(error: httpx.HTTPError) -> bool:
+    """The server is down, restarting or overloaded (not a request it refuses, nor its bug:
+    a 500 is raised, not waited out)."""
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code in (502, 503, 504)
+    return isinstance(error, httpx.TransportError)
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _short(error: BaseException) -> str:
+    return (str(error) or type(error).__name__).splitlines()[0][:200]
 
 
 def _back_to_running() -> None:

@@ -5,24 +5,42 @@ to the journal, and only then handed to the paused flow with ``resume_flow_run``
 If the flow is busy (not paused at that instant) the decision stays pending in
 the journal and the flow applies it before it next waits: never lost, and the
 flow's conditional update applies it at most once.
+
+When the Prefect server does not answer (restarted, down), the decision is journalled
+all the same and queued: the waiting flow rides out the outage and, once the server is
+back, reads the journal before it pauses again, so the decision is applied then. Nothing
+re-sends it; the journal is the queue (see docs/faults.md).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from tocsin.errors import DecisionRefused
+from tocsin.errors import ConfigurationError, DecisionRefused
 from tocsin.gates import Proposal, WaitRequest, judge
 from tocsin.journal import DecisionRecord, Journal, RunRecord
 from tocsin.statuses import DecisionStatus, StepStatus
 
+if TYPE_CHECKING:
+    from tocsin.settings import Settings
+
 SETTLE_TIMEOUT_SECONDS = 20.0
 _log = logging.getLogger(__name__)
+
+
+class Delivery(enum.StrEnum):
+    """What became of handing a journalled decision to its paused flow run."""
+
+    SETTLED = "settled"  # the flow applied or refused it
+    RESUMED = "resumed"  # the flow run was resumed; it applies the decision from the journal
+    LATER = "later"  # the flow was busy: it reads the journal before it next waits
+    UNREACHABLE = "unreachable"  # the Prefect server does not answer: queued in the journal
 
 
 @dataclass(frozen=True)
@@ -180,31 +198,62 @@ def submit(
     )
     if not deliver:
         return Outcome(decision, f"{kind} from {actor} recorded", run)
-    deliver_decision(journal, run, decision, wait=wait)
+    delivery = deliver_decision(journal, run, decision, wait=wait)
+    return _outcome_of(journal, decision, step_id, delivery)
+
+
+def _outcome_of(
+    journal: Journal, decision: DecisionRecord, step_id: str, delivery: Delivery
+) -> Outcome:
     final = journal.decision(decision.id) or decision
+    said = f"{final.kind} from {final.actor}"
     if final.status == DecisionStatus.REFUSED:
         raise DecisionRefused(final.reason or "refused by the run")
     if final.status == DecisionStatus.APPLIED:
-        return Outcome(final, f"{kind} from {actor} applied to {step_id}")
-    return Outcome(final, f"{kind} from {actor} recorded; the run applies it when it next waits")
+        return Outcome(final, f"{said} applied to {step_id}")
+    if delivery == Delivery.UNREACHABLE:
+        return Outcome(final, f"{said} recorded and queued: {PREFECT_DOWN}")
+    return Outcome(final, f"{said} recorded; the run applies it when it next waits")
+
+
+PREFECT_DOWN = (
+    "the Prefect server does not answer, so the run applies it when the Prefect server is back "
+    "(nothing to do again)"
+)
+
+
+def submit_where_reachable(settings: Settings, journal: Journal, **decision: Any) -> Outcome:
+    """``submit`` from a command: delivered through Tocsin's Prefect server when it answers,
+    else judged, journalled and queued for the run to apply when the server is back."""
+    from tocsin.embedded import ensure_server, prefect_pointed_at
+
+    try:
+        url = ensure_server(settings)
+    except ConfigurationError as down:
+        _log.debug("deciding without the Prefect server: %s", down.message)
+        queued = submit(journal, **decision, deliver=False)
+        return _outcome_of(journal, queued.decision, queued.decision.step_id, Delivery.UNREACHABLE)
+    with prefect_pointed_at(settings, url):
+        return submit(journal, **decision)
 
 
 def deliver_decision(
     journal: Journal, run: RunRecord, decision: DecisionRecord, *, wait: bool
-) -> None:
-    """Resume the paused flow; if it is busy, it finds the decision in the journal itself."""
+) -> Delivery:
+    """Resume the paused flow; if it is busy, or the Prefect server is down, the flow finds
+    the decision in the journal itself when it next looks (``Delivery`` says which)."""
     import httpx
     from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
     from prefect.flow_runs import resume_flow_run
 
     if run.flow_run_id is None:
-        return
+        return Delivery.LATER
     deadline = time.monotonic() + (SETTLE_TIMEOUT_SECONDS if wait else 2.0)
     delivered = False
     while time.monotonic() < deadline:
         current = journal.decision(decision.id)
         if current is not None and current.status != DecisionStatus.PENDING:
-            return
+            return Delivery.SETTLED
         if not delivered:
             try:
                 resume_flow_run(
@@ -223,14 +272,20 @@ def deliver_decision(
             except FlowPauseTimeout:
                 # The gate's time is over; the flow settles the decision as refused.
                 _log.debug("decision %s not delivered: its gate timed out", decision.id)
-                return
+                return Delivery.LATER
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # No server to resume the run through: it is queued in the journal, which the
+                # waiting flow reads again when the server is back.
+                _log.debug("decision %s queued, the Prefect server is down: %s", decision.id, exc)
+                return Delivery.UNREACHABLE
             except (NotPausedError, RuntimeError, ObjectNotFound, httpx.HTTPError) as exc:
                 # The flow is between two waits, or the server is busy: it reads the journal
                 # before it waits again, so the decision is applied all the same.
                 _log.debug("decision %s not delivered yet: %s", decision.id, exc)
         if delivered and not wait:
-            return
+            return Delivery.RESUMED
         time.sleep(0.1)
+    return Delivery.RESUMED if delivered else Delivery.LATER
 
 
 def _refusal_of_outputs(
@@ -270,4 +325,12 @@ def _hint_for(refusal: str, incident: str) -> str:
 
 
 # DecisionRefused lives in the error tree (tocsin.errors); callers catch it from here too.
-__all__ = ["DecisionRefused", "Outcome", "deliver_decision", "find_waiting_run", "submit"]
+__all__ = [
+    "DecisionRefused",
+    "Delivery",
+    "Outcome",
+    "deliver_decision",
+    "find_waiting_run",
+    "submit",
+    "submit_where_reachable",
+]

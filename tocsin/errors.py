@@ -8,6 +8,7 @@
     │   └── IntegrationError    a remote service refused or failed (status, permission to grant)
     ├── UnknownActionError      no installed package provides the named action
     ├── ConfigurationError      settings, secrets or the action registry are wrong
+    │   └── JournalUnavailable  the journal's database cannot be reached (nothing goes on)
     ├── DecisionRefused         a person's decision on a waiting step was refused (and audited)
     ├── StepFailed              a step of a run failed; names the step
     ├── RunStopped              a run stopped before its last step (failed, rejected, timed out)
@@ -126,6 +127,14 @@ class ConfigurationError(TocsinError):
     """Settings, secrets or installed action packages are wrong."""
 
     exit_code = 3
+
+
+class JournalUnavailable(ConfigurationError):
+    """The journal's database cannot be reached: a record could not be written or read.
+
+    Nothing goes on without its record, so the run stops; a step it was in is settled
+    when the run is started again. Never retried as an action's failure would be.
+    """
 
 
 class UnknownActionError(TocsinError):

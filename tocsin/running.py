@@ -74,13 +74,33 @@ def _quiet_prefect_console() -> Iterator[None]:
         for handler in logging.getLogger().handlers
         if isinstance(handler, PrefectConsoleHandler) and handler.level == logging.NOTSET
     ]
+    consoles = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, PrefectConsoleHandler)
+    ]
     for handler in quieted:
         handler.setLevel(logging.WARNING)
+    for handler in consoles:
+        handler.addFilter(_expected_errors_without_traceback)
     try:
         yield
     finally:
         for handler in quieted:
             handler.setLevel(logging.NOTSET)
+        for handler in consoles:
+            handler.removeFilter(_expected_errors_without_traceback)
+
+
+def _expected_errors_without_traceback(record: logging.LogRecord) -> bool:
+    """Prefect logs a failed task or flow with its traceback; for an expected error (a
+    ``TocsinError``) the terminal gets its message only, as from every other command."""
+    from tocsin.errors import TocsinError
+
+    if record.exc_info and isinstance(record.exc_info[1], TocsinError):
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def start_deployment_run(

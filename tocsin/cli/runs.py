@@ -124,8 +124,7 @@ def _print_run_end(
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from tocsin.decisions import find_waiting_run, submit
-    from tocsin.embedded import using_prefect
+    from tocsin.decisions import find_waiting_run, submit_where_reachable
     from tocsin.gates import WaitRequest
     from tocsin.running import journal_for
 
@@ -144,19 +143,20 @@ def cmd_decide(args: argparse.Namespace) -> int:
                 if record and record.request:
                     count = len(WaitRequest.from_data(record.request).checklist)
                     checklist = list(range(1, count + 1))
-        with using_prefect(settings):  # the decision resumes the paused flow run
-            outcome = submit(
-                journal,
-                incident=ticket,
-                step_id=args.step,
-                kind=kind,
-                actor=args.actor,
-                channel="cli",
-                comment=args.comment,
-                checklist=checklist,
-                gate_hash=args.gate_hash,
-                outputs=outputs,
-            )
+        # The decision resumes the paused flow run, or waits in the journal for Prefect.
+        outcome = submit_where_reachable(
+            settings,
+            journal,
+            incident=ticket,
+            step_id=args.step,
+            kind=kind,
+            actor=args.actor,
+            channel="cli",
+            comment=args.comment,
+            checklist=checklist,
+            gate_hash=args.gate_hash,
+            outputs=outputs,
+        )
     finally:
         journal.close()
     print(outcome.message)

@@ -2,6 +2,12 @@
 
 SQLite in Tocsin's data folder by default; any SQLAlchemy URL (PostgreSQL for shared
 deployments: ``postgresql+psycopg://...``) through the ``journal_url`` setting.
+
+A database server that cannot be reached, or drops the connection in the middle of a
+transaction, raises ``JournalUnavailable``: the transaction is rolled back by the server,
+so the record and the change it records are both missing, and whatever was to follow
+them does not happen (see docs/faults.md). Connections are checked before use, so a
+process outliving a database restart reconnects by itself.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from tocsin.errors import ConfigurationError
+from tocsin.errors import ConfigurationError, JournalUnavailable
 from tocsin.journal.schema import create_tables
 from tocsin.private_paths import private_file
 
@@ -67,7 +73,11 @@ class JournalDatabase:
                 # The journal holds the audit trail and the runs' inputs: only Tocsin's
                 # user may read it (SQLite gives its -wal and -shm files the same mode).
                 _private_database(Path(database))
-            self.engine: Engine = create_engine(url, future=True)
+            # A server restarted under a long-lived process (the gateway, a paused run) left
+            # dead connections in the pool: ping each before use and reconnect.
+            self.engine: Engine = create_engine(
+                url, future=True, pool_pre_ping=not url.startswith("sqlite")
+            )
             self._sqlite_lock = threading.RLock() if self.engine.dialect.name == "sqlite" else None
             # Commits that need not reach the disk at once go through connections of their
             # own, set once to synchronous=NORMAL (setting it on each commit costs more than
@@ -114,16 +124,44 @@ class JournalDatabase:
         step counts.
         """
         if self._sqlite_lock is None:
-            with self.engine.begin() as connection:
-                if not flushed and connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                yield connection
+            try:
+                with self.engine.begin() as connection:
+                    if not flushed and connection.dialect.name == "postgresql":
+                        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield connection
+            except DBAPIError as exc:
+                if _lost_connection(exc):
+                    raise self.unavailable(exc) from None
+                raise
             return
         # SQLite takes one writer at a time and makes the others sleep and retry (up to
         # 100 ms a time); threads of one process queue here instead, in order.
         engine = self.engine if flushed else self._unflushed_engine
         with self._sqlite_lock, engine.begin() as connection:
             yield connection
+
+    def unavailable(self, error: DBAPIError) -> JournalUnavailable:
+        """The error saying the database cannot be reached, and what happens next."""
+        said = " ".join(str(error.orig).split())[:200]
+        return JournalUnavailable(
+            f"the run journal at {safe_url(self.url)} cannot be reached ({said}); the record "
+            "being written was not kept, so nothing that depends on it happened",
+            "bring the database back, then `tocsin run` again (same runbook and ticket) "
+            "resumes the run where its records stop: a step that was in progress is read back "
+            "or waits for a person, never run twice silently",
+        )
+
+
+def _lost_connection(error: DBAPIError) -> bool:
+    """The server is down or dropped the connection (not a statement it refused)."""
+    if error.connection_invalidated:
+        return True
+    state = getattr(error.orig, "sqlstate", None)
+    if state is None:
+        # No SQLSTATE: the driver's own failure to connect or to read an answer.
+        return type(error.orig).__name__ in ("OperationalError", "InterfaceError")
+    # 08: connection exception; 57P: the administrator or a crash shut the server down.
+    return str(state).startswith(("08", "57P"))
 
 
 def safe_url(url: str) -> str:

@@ -6,6 +6,7 @@ whatever process runs next; the owner and heartbeat of a run tell whether one st
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.dml import Insert
 
+from tocsin.errors import JournalUnavailable
 from tocsin.journal.chain import AuditChain
 from tocsin.journal.database import aware, now
 from tocsin.journal.schema import runs, steps
 from tocsin.statuses import ACTIVE_RUN, RunStatus, StepStatus
+
+_log = logging.getLogger(__name__)
 
 # A step's row is written twice per step: built once, with values as execution parameters
 # (the SET clause is the parameters' column names).
@@ -213,8 +217,13 @@ class RunsAndSteps(AuditChain):
             db.execute(update(runs).where(runs.c.id == run_id).values(updated_at=now(), **values))
 
     def heartbeat(self, run_id: int) -> None:
-        with self.transaction() as db:
-            db.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now()))
+        """Say the run's process is alive. A beat missed while the database is away is
+        harmless (the next one says it): the heartbeat goes on rather than end its thread."""
+        try:
+            with self.transaction() as db:
+                db.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now()))
+        except JournalUnavailable as away:
+            _log.warning("heartbeat of run %s missed: %s", run_id, away.message)
 
     def step(self, run_id: int, step_id: str) -> StepRecord | None:
         with self.transaction() as db:

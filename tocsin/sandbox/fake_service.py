@@ -2,7 +2,9 @@
 
 A fake answers on ``127.0.0.1`` at an ephemeral port, records every request it
 receives, and can be told to misbehave for the next few calls (answer with an
-error status, or stall) so that tests see what a real outage looks like::
+error status, or stall), or for a length of time (``outage``: 429 with Retry-After,
+then 503, as a service being throttled and then down answers), so that tests see what
+a real outage looks like::
 
     with FakePlatform(token="t0ken", offices=[...]) as platform:
         httpx.get(platform.url + "/api/v1/offices/OF-1", headers=...)
@@ -24,7 +26,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,6 +95,14 @@ class _Fault:
     stall_seconds: float = 0.0
 
 
+@dataclass
+class _Outage:
+    began: float
+    until: float
+    """``time.monotonic()`` at which the service answers again."""
+    replies: tuple[Reply, ...]
+
+
 class FakeService:
     """A local HTTP server speaking some real service's API; see the module docstring."""
 
@@ -103,6 +113,9 @@ class FakeService:
         self._changed = threading.Condition(self.lock)
         self._requests: list[ReceivedRequest] = []
         self._faults: list[_Fault] = []
+        self._outage: _Outage | None = None
+        self.outage_replies = 0
+        """How many requests an outage answered with an error instead of handling them."""
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -186,6 +199,8 @@ class FakeService:
         with self.lock:
             self._requests.clear()
             self._faults.clear()
+            self._outage = None
+            self.outage_replies = 0
 
     # -- misbehaviour -------------------------------------------------------
 
@@ -210,6 +225,44 @@ class FakeService:
         with self.lock:
             self._faults.append(_Fault(count, stall_seconds=seconds))
 
+    def outage(
+        self,
+        seconds: float,
+        statuses: Sequence[int] = (429, 503),
+        retry_after: int | None = 5,
+    ) -> None:
+        """For the next ``seconds``, answer every request without handling it, the time split
+        evenly between ``statuses`` in order (429 then 503 by default: throttled, then
+        down), each with ``Retry-After: retry_after`` when given."""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        replies = tuple(
+            Reply(status, {"error": HTTPStatus(status).phrase}, headers) for status in statuses
+        )
+        if not replies:
+            raise ValueError("an outage answers with at least one status")
+        with self.lock:
+            began = time.monotonic()
+            self._outage = _Outage(began, began + seconds, replies)
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether an ``outage`` is still answering errors."""
+        with self.lock:
+            return self._outage is not None and time.monotonic() < self._outage.until
+
+    def _outage_reply(self) -> Reply | None:
+        """The error an ongoing outage answers with (under ``self.lock``), else None."""
+        outage = self._outage
+        if outage is None:
+            return None
+        moment = time.monotonic()
+        if moment >= outage.until:
+            self._outage = None
+            return None
+        share = (outage.until - outage.began) / len(outage.replies)
+        self.outage_replies += 1
+        return outage.replies[min(len(outage.replies) - 1, int((moment - outage.began) / share))]
+
     # -- for subclasses -----------------------------------------------------
 
     def handle(self, request: ReceivedRequest) -> Reply:
@@ -221,6 +274,9 @@ class FakeService:
         with self._changed:
             self._requests.append(request)
             self._changed.notify_all()
+            down = self._outage_reply()
+            if down is not None:
+                return down
             fault = self._faults[0] if self._faults else None
             if fault is not None:
                 fault.remaining -= 1
