@@ -14,7 +14,7 @@ from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
-from tocsin.actions import Effect
+from tocsin.actions import ActionDefinition, Effect
 from tocsin.errors import (
     ConfigurationError,
     IntegrationError,
@@ -40,6 +40,19 @@ def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:
     if isinstance(error, IntegrationError):
         return error.retryable
     return not isinstance(error, ConfigurationError | TemplateError)
+
+
+def _may_have_acted(error: TocsinError) -> bool:
+    """A failure that would be retried although the service may have acted on the call
+    (a timeout, a dropped reply, a 500, 502 or 504)."""
+    return isinstance(error, IntegrationError) and error.retryable and not error.unapplied
+
+
+def _safe_to_repeat(definition: ActionDefinition, parameters: dict[str, Any]) -> bool:
+    """An idempotent action, or a call of a destructive one that changes nothing (a GET)."""
+    return definition.idempotent or not definition.changes_anything(
+        definition.check_parameters(parameters)
+    )
 
 
 class StepRunner:
@@ -250,7 +263,26 @@ class StepRunner:
         try:
             result = definition.invoke(state.action_context(step.id), parameters)
         except TocsinError as exc:
-            state.event("step.attempt_failed", step.id, attempt=attempt, error=exc.message)
+            doubtful = _may_have_acted(exc) and not _safe_to_repeat(definition, parameters)
+            if doubtful and isinstance(exc, IntegrationError):
+                # The service may have acted before failing: trying again could do it twice.
+                exc.retryable = False
+                exc.message += (
+                    f"; not tried again: {step.action} must not run twice, and the call may "
+                    "have taken effect before it failed"
+                )
+                exc.args = (exc.message, *exc.args[1:])
+                exc.hint = (
+                    "check at the service whether it took effect; run the step again "
+                    "(tocsin run) only if it did not"
+                )
+            state.event(
+                "step.attempt_failed",
+                step.id,
+                attempt=attempt,
+                error=exc.message,
+                **({"not_retried": "the call may have taken effect"} if doubtful else {}),
+            )
             # Prefect keeps a failed task's message: a secret quoted in it is redacted first.
             exc.message = state.redactor.scrub(exc.message)
             exc.hint = state.redactor.scrub(exc.hint)

@@ -93,3 +93,23 @@ def test_a_minute_of_429_and_503_is_retried_through_and_the_call_takes_effect_on
     key = audit_key_for(load_settings())
     assert key is not None
     assert journal.verify(ticket, key.public_key).ok
+
+
+def test_a_call_that_may_have_taken_effect_is_not_tried_again(
+    journal: Journal, platform: FakePlatform, tmp_path: Path
+) -> None:
+    """A 502 after a POST (the service may have acted) is not retried, whatever the step's
+    retry policy: http.request must not run twice. A 503 before it still is (see above)."""
+    ticket = f"OUT-{uuid.uuid4().int % 10**9}"
+    platform.fail_next(1, status=502)
+    flow = start_flow(journal, HEAD.format(runbook_id="doubt") + STEPS, tmp_path, ticket=ticket)
+    result = flow.finish(timeout=120)
+    assert result["status"] == "failed", result
+    assert len([r for r in platform.requests if r.path == DISCONNECT]) == 1  # tried once
+    assert calls(tmp_path / "after") == []
+    failed = [e for e in journal.events_of(ticket) if e["kind"] == "step.attempt_failed"]
+    assert len(failed) == 1
+    assert failed[0]["data"]["not_retried"] == "the call may have taken effect"
+    assert not [e for e in journal.events_of(ticket) if e["kind"] == "step.retried"]
+    record = flow.step("disconnect")
+    assert record is not None and "not tried again" in (record.error or "") + result["reason"]

@@ -116,11 +116,16 @@ class IntegrationError(ActionError):
         *,
         status_code: int | None = None,
         retryable: bool = False,
+        unapplied: bool = False,
     ) -> None:
         super().__init__(action, f"{service} {message}", hint)
         self.service = service
         self.status_code = status_code
         self.retryable = retryable
+        self.unapplied = unapplied
+        """The service certainly did not act on the call (it refused the connection, or
+        answered 429 or 503): trying again is safe even for an action that must not run
+        twice. A timeout, a dropped reply or another 5xx may come after the service acted."""
 
 
 class ConfigurationError(TocsinError):

@@ -281,5 +281,11 @@ def _unexpected_status(
     else:
         hint = "the service refused the request; check the parameters against its API"
     return IntegrationError(
-        ACTION, endpoint.service, message, hint, status_code=status, retryable=retryable
+        ACTION,
+        endpoint.service,
+        message,
+        hint,
+        status_code=status,
+        retryable=retryable,
+        unapplied=status in (429, 503),  # refused before acting, as both statuses mean
     )

@@ -465,6 +465,7 @@ class JiraTickets:
                 "Jira is rate limiting or unavailable; retry later",
                 status_code=status,
                 retryable=True,
+                unapplied=True,  # 429 and 503: refused before acting
             )
         if status >= 500:
             return IntegrationError(

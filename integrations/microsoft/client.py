@@ -180,6 +180,7 @@ class MicrosoftApi:
                 "per mailbox",
                 status_code=response.status,
                 retryable=True,
+                unapplied=True,  # throttled: Graph refused the call before acting on it
             )
         self.sleep(asked if asked is not None else backoff_seconds(attempt, limit))
 

@@ -209,6 +209,7 @@ def _unreachable(
         f"sign-in host {credentials.authority_host} cannot be reached: {exc}",
         "check the network and TOCSIN_MICROSOFT__AUTHORITY_HOST; the step can be retried",
         retryable=True,
+        unapplied=True,  # no token, so no call was made
     )
 
 

@@ -498,6 +498,7 @@ def verify_revoked(
             f"(vault read {ca.mount}/crl/rotate) and run the step again; if a serial is still "
             "missing, revoke it again (pki.revoke_certificates)",
             retryable=True,
+            unapplied=True,  # a check: reading the CRL again changes nothing
         )
     return RevocationVerified(
         crl_number=checked.crl_number,

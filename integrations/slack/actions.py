@@ -86,5 +86,7 @@ def post_message(
             f"cannot be reached at {client.base_url}: {getattr(exc, 'reason', exc)}",
             "check the network and settings.slack.api_url; the step can be retried",
             retryable=True,
+            # Refused: nothing was posted. A timeout may come after the message was.
+            unapplied=isinstance(getattr(exc, "reason", exc), ConnectionRefusedError),
         ) from None
     return PostedMessage(channel=str(response["channel"]), ts=str(response["ts"]))

@@ -161,6 +161,7 @@ def api_error(
         hint,
         status_code=status,
         retryable=retryable,
+        unapplied=code == "ratelimited" or status in (429, 503),
     )
 
 

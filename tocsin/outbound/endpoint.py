@@ -237,6 +237,8 @@ class ServiceEndpoint:
                 f"cannot be reached for {shown}: {self.hidden(str(exc) or type(exc).__name__)}",
                 "check the URL and that the service is up; the step can be retried",
                 retryable=True,
+                # Not connected: nothing was sent. Dropped after sending: it may have acted.
+                unapplied=isinstance(exc, httpx.ConnectError),
             ) from None
         except httpx.HTTPError as exc:
             raise IntegrationError(

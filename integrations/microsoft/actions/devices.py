@@ -200,6 +200,7 @@ def _set_isolation(
                     "wait for it to finish in the action centre, then run the step again",
                     status_code=400,
                     retryable=True,
+                    unapplied=True,  # Defender refused it: another action is under way
                 )
             already = True
             found = _described(outcome)
