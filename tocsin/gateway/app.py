@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from tocsin.actions import ActionRegistry
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
+from tocsin.gateway.click_judge import ClickHandler, ClickJudge, FlowWaker
 from tocsin.gateway.launcher import RunLauncher
 from tocsin.gateway.reading import RequestRefused, claim_text, read_body
 from tocsin.gateway.refusals import RefusalAudit
@@ -47,9 +49,10 @@ from tocsin.integration import (
     installed_integrations,
     ticket_keys,
 )
-from tocsin.journal import Journal
+from tocsin.journal import DecisionRecord, Journal, RunRecord
+from tocsin.journal.click_queue import ClickQueue, ClickWriter
 from tocsin.settings import EnvironmentSecrets, SecretStore, Settings
-from tocsin.statuses import RunStatus
+from tocsin.statuses import DecisionStatus, RunStatus
 from tocsin.tickets import JIRA_KEYS, TicketKeys, TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
 
@@ -125,6 +128,7 @@ class Gateway:
         self.policy = StartPolicy(settings)
         self.routes: list[tuple[str, InboundRoute]] = []
         self.people: GatewayPeople | None = None
+        self.click_handlers: dict[str, ClickHandler] = {}
         people_from = ""
         # Each integration's part is built first: one whose secrets are missing (Slack's
         # signing secret) stops the gateway before it opens anything.
@@ -155,6 +159,12 @@ class Gateway:
         )
         self.refusals = RefusalAudit(self.journal, settings.gateway.refusals_audited_per_minute)
         self.refusals.start()
+        # Clicks: acknowledged once queued in the journal, judged after, by this process or
+        # another gateway on the same journal (docs/gateway.md, "The click queue").
+        self.flows = FlowWaker(self.background, self._deliver)
+        self.click_queue = ClickQueue(self.journal)
+        self.click_judge = ClickJudge(self.click_queue, self.click_handlers, self.background)
+        self.click_writer = ClickWriter(self.click_queue, on_commit=self.click_judge.wake)
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -168,8 +178,11 @@ class Gateway:
                 ),
             ]
         )
+        self.click_judge.start()  # first, what a gateway that stopped left unjudged
 
     def close(self) -> None:
+        self.click_writer.close()
+        self.click_judge.close()
         self.journalling.shutdown(wait=True, cancel_futures=False)
         self.background.shutdown(wait=True, cancel_futures=False)
         self.refusals.close()
@@ -187,6 +200,14 @@ class Gateway:
         """``function(*args)`` on the journalling threads (the event loop never waits on it)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.journalling, function, *args)
+
+    def judges_clicks_from(self, source: str, handler: ClickHandler) -> None:
+        """``handler`` judges the clicks queued with ``source`` (an integration's name)."""
+        self.click_handlers[source] = handler
+
+    async def queue_click(self, source: str, payload: str) -> int:
+        """Queue a verified click for judging; returns once it is committed (its id)."""
+        return await asyncio.wrap_future(self.click_writer.submit(source, payload))
 
     async def read_body(self, request: Request) -> bytes:
         """The request's body, bounded (``tocsin.gateway.reading.read_body``)."""
@@ -259,8 +280,16 @@ class Gateway:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def decide(self, click: Click, via: str) -> Judged:
-        """Judge and journal a click (decision and audit record in one transaction)."""
+    def decide(self, click: Click, via: str, *, queued_at: datetime | None = None) -> Judged:
+        """Judge and journal a click (decision and audit record in one transaction).
+
+        ``queued_at``: for a click claimed again (a gateway claimed it before, and may have
+        died after journalling its decision): when it was queued. A decision of this person
+        of this kind on this step since then is that click's: it is not decided twice."""
+        if queued_at is not None:
+            earlier = self._decision_of_click(click, queued_at)
+            if earlier is not None:
+                return earlier
         try:
             outcome = submit(
                 self.journal,
@@ -277,17 +306,37 @@ class Gateway:
             )
         except DecisionRefused as refused:
             return Judged(False, refused.message, lambda: None)
-        run = outcome.run
+        run, decision = outcome.run, outcome.decision
 
         def delivery() -> None:
             if run is not None:
-                # After the service has its answer: wake the flow (retried for 2 s if it is
-                # between two pauses) and free the thread. The flow applies or refuses the
-                # decision and tells the person; it reads pending decisions before each
-                # pause anyway.
-                deliver_decision(self.journal, run, outcome.decision, wait=False)
+                self.flows.wake(run, decision)
 
         return Judged(True, outcome.message, delivery)
+
+    def _decision_of_click(self, click: Click, queued_at: datetime) -> Judged | None:
+        run = self.journal.gate_context(click.run_id, click.step_id)[0]
+        if run is None or run.incident != click.ticket:
+            return None
+        for decision in self.journal.decisions_of(click.run_id, click.step_id):
+            if (
+                decision.actor == click.user
+                and decision.kind == click.kind
+                and decision.created_at >= queued_at
+            ):
+                if decision.status == DecisionStatus.REFUSED:
+                    return Judged(False, decision.reason or "refused", lambda: None)
+
+                def delivery(found: DecisionRecord = decision) -> None:
+                    self.flows.wake(run, found)
+
+                return Judged(True, f"{click.kind} from {click.user} recorded", delivery)
+        return None
+
+    def _deliver(self, run: RunRecord, decision: DecisionRecord) -> None:
+        """Wake the run's flow (retried for 2 s if it is between two pauses). The flow
+        applies or refuses the decision, and every other pending one, and tells the person."""
+        deliver_decision(self.journal, run, decision, wait=False)
 
     # -- incidents and runs asked for from chat ---------------------------------------------
 

@@ -1,0 +1,208 @@
+"""Judging the clicks the gateway acknowledged, after the chat service got its answer.
+
+Each gateway process runs one ``ClickJudge``: a thread that claims queued clicks from the
+journal (``tocsin.journal.click_queue``), hands each to the integration it came from
+(Slack's ``judge_queued``: read the click, look the person up, judge and journal the
+decision), marks it judged, and leaves what follows — waking the flow, telling the
+clicker why a click did not count — to the gateway's background threads. It is woken
+when this process queues a click, and looks every ``LOOK_EVERY_SECONDS`` for clicks
+queued by another gateway, or claimed by one that died (its claim lapses after
+``LEASE_SECONDS``); it looks first thing at start, so a gateway started after a crash
+judges what the dead one left.
+
+``FlowWaker``: the flow reads every pending decision when it wakes, so a run being woken
+is not woken again for each click: at most one wake-up per run is on its way, and one
+more after it when clicks came meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from tocsin.journal import DecisionRecord, RunRecord
+from tocsin.journal.click_queue import ClickOutcome, ClickQueue, QueuedClick
+
+_log = logging.getLogger("tocsin.gateway")
+
+LEASE_SECONDS = 10.0
+"""A claim lapses after this: then another gateway (or this one) judges the click."""
+CLAIM_BATCH = 20
+"""Clicks claimed at once (a claim is one write; judging one takes a few ms)."""
+LOOK_EVERY_SECONDS = 0.2
+"""How often the judge looks for clicks it was not woken for (another gateway's)."""
+MAX_ATTEMPTS = 5
+"""A click that failed to be judged this many times is set aside as unreadable."""
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A queued click judged: its outcome, why, and ``after``: what to do once it is marked
+    judged, on a background thread (wake the flow, tell the clicker)."""
+
+    outcome: ClickOutcome
+    reason: str
+    after: Callable[[], None] = _nothing
+
+
+ClickHandler = Callable[[QueuedClick], Verdict]
+"""An integration's judge of the clicks it queued (by their ``source``)."""
+
+
+def gateway_owner() -> str:
+    """This gateway process, as its claims name it: host, process, and a random part."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class ClickJudge:
+    """The judge loop of one gateway process; see the module docstring."""
+
+    def __init__(
+        self,
+        queue: ClickQueue,
+        handlers: Mapping[str, ClickHandler],
+        background: Executor,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        batch: int = CLAIM_BATCH,
+        look_every: float = LOOK_EVERY_SECONDS,
+    ) -> None:
+        self.queue = queue
+        self.handlers = handlers
+        self.background = background
+        self.owner = owner or gateway_owner()
+        self.lease_seconds = lease_seconds
+        self.batch = batch
+        self.look_every = look_every
+        self._woken = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-click-judge", daemon=True)
+
+    def start(self) -> ClickJudge:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Clicks were queued: look now."""
+        self._woken.set()
+
+    def close(self) -> None:
+        """Stop after the click being judged; clicks claimed and not judged are taken again
+        when their claim lapses."""
+        self._closing.set()
+        self._woken.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.lease_seconds)
+
+    def _run(self) -> None:
+        try:
+            self.queue.prune()
+        except Exception as exc:  # pruning is housekeeping: judging goes on
+            _log.warning("cannot delete old judged clicks: %s", exc)
+        while not self._closing.is_set():
+            self._woken.clear()
+            try:
+                claimed = self.queue.claim(self.owner, self.batch, self.lease_seconds)
+            except Exception as exc:  # the journal is away: look again soon
+                _log.error("cannot claim queued clicks: %s", exc)
+                claimed = []
+            if claimed:
+                self._judge_all(claimed)
+            else:
+                self._woken.wait(self.look_every)
+
+    def _judge_all(self, claimed: list[QueuedClick]) -> None:
+        renew_at = time.monotonic() + self.lease_seconds / 2
+        for index, click in enumerate(claimed):
+            if self._closing.is_set():
+                return
+            if time.monotonic() > renew_at:  # judging is slow (Slack is): keep the claim
+                rest = [c.id for c in claimed[index:]]
+                try:
+                    self.queue.extend(self.owner, rest, self.lease_seconds)
+                except Exception as exc:
+                    _log.error("cannot keep the claim on queued clicks: %s", exc)
+                renew_at = time.monotonic() + self.lease_seconds / 2
+            self.judge(click)
+
+    def judge(self, click: QueuedClick) -> None:
+        """Judge one claimed click and mark it judged; on an unexpected error it stays
+        queued (judged again once its claim lapses), until ``MAX_ATTEMPTS``."""
+        handler = self.handlers.get(click.source)
+        if handler is None:
+            verdict = Verdict(ClickOutcome.UNREADABLE, f"no integration judges {click.source!r}")
+        else:
+            try:
+                verdict = handler(click)
+            except Exception as exc:
+                _log.exception("judging queued click %s failed", click.id)
+                if click.attempts < MAX_ATTEMPTS:
+                    return
+                verdict = Verdict(
+                    ClickOutcome.UNREADABLE,
+                    f"judging failed {click.attempts} times ({type(exc).__name__})",
+                )
+        try:
+            self.queue.judged(click.id, verdict.outcome, verdict.reason)
+        except Exception as exc:  # judged again later: the decision it led to is found then
+            _log.error("cannot mark queued click %s judged: %s", click.id, exc)
+        self.background.submit(verdict.after)
+
+
+class FlowWaker:
+    """Wakes runs' flows for the decisions journalled for them; see the module docstring."""
+
+    def __init__(
+        self, background: Executor, deliver: Callable[[RunRecord, DecisionRecord], None]
+    ) -> None:
+        self.background = background
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._busy: set[int] = set()
+        self._again: dict[int, tuple[RunRecord, DecisionRecord]] = {}
+
+    def wake(self, run: RunRecord, decision: DecisionRecord) -> None:
+        """Wake the run's flow for ``decision`` (and whatever else is pending for it)."""
+        with self._lock:
+            if run.id in self._busy:
+                self._again[run.id] = (run, decision)  # the latest: the flow reads the rest
+                return
+            self._busy.add(run.id)
+        self.background.submit(self._waking, run, decision)
+
+    def _waking(self, run: RunRecord, decision: DecisionRecord) -> None:
+        while True:
+            try:
+                self._deliver(run, decision)
+            except Exception:  # the flow reads the journal before each pause anyway
+                _log.exception("waking the flow of run %s failed", run.id)
+            with self._lock:
+                if run.id not in self._again:
+                    self._busy.discard(run.id)
+                    return
+                run, decision = self._again.pop(run.id)
+
+
+__all__ = [
+    "CLAIM_BATCH",
+    "LEASE_SECONDS",
+    "LOOK_EVERY_SECONDS",
+    "MAX_ATTEMPTS",
+    "ClickHandler",
+    "ClickJudge",
+    "FlowWaker",
+    "Verdict",
+    "gateway_owner",
+]
