@@ -37,7 +37,7 @@ from tocsin.actions import ActionRegistry
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
-from tocsin.gateway.click_judge import ClickHandler, ClickJudge, FlowWaker
+from tocsin.gateway.click_judge import ClickHandler, ClickJudge, ClickPreparer, FlowWaker
 from tocsin.gateway.launcher import RunLauncher
 from tocsin.gateway.reading import RequestRefused, claim_text, read_body
 from tocsin.gateway.refusals import RefusalAudit
@@ -62,6 +62,12 @@ _T = TypeVar("_T")
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after the service got its answer."""
+LOOKUP_THREADS = 8
+"""Threads looking up the people who clicked, for a batch of clicks being judged."""
+SWITCH_INTERVAL_SECONDS = 0.001
+"""How long a thread may hold the interpreter before another gets it, in ``tocsin gateway``:
+the event loop answering Slack waits at most this for the judge's threads (Python's 5 ms
+default adds up to tens of ms per answer under load)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class Gateway:
         self.routes: list[tuple[str, InboundRoute]] = []
         self.people: GatewayPeople | None = None
         self.click_handlers: dict[str, ClickHandler] = {}
+        self.click_preparers: dict[str, ClickPreparer] = {}
         people_from = ""
         # Each integration's part is built first: one whose secrets are missing (Slack's
         # signing secret) stops the gateway before it opens anything.
@@ -163,7 +170,13 @@ class Gateway:
         # another gateway on the same journal (docs/gateway.md, "The click queue").
         self.flows = FlowWaker(self.background, self._deliver)
         self.click_queue = ClickQueue(self.journal)
-        self.click_judge = ClickJudge(self.click_queue, self.click_handlers, self.background)
+        self.click_judge = ClickJudge(
+            self.click_queue, self.click_handlers, self.background, preparers=self.click_preparers
+        )
+        # Look-ups of people in the chat service for the clicks being judged, side by side.
+        self.lookups = ThreadPoolExecutor(
+            max_workers=LOOKUP_THREADS, thread_name_prefix="gateway-lookup"
+        )
         self.click_writer = ClickWriter(self.click_queue, on_commit=self.click_judge.wake)
         self.app = Starlette(
             routes=[
@@ -183,6 +196,7 @@ class Gateway:
     def close(self) -> None:
         self.click_writer.close()
         self.click_judge.close()
+        self.lookups.shutdown(wait=True, cancel_futures=True)
         self.journalling.shutdown(wait=True, cancel_futures=False)
         self.background.shutdown(wait=True, cancel_futures=False)
         self.refusals.close()
@@ -190,8 +204,11 @@ class Gateway:
 
     def serve(self, host: str, port: int) -> None:
         """Serve the gateway with uvicorn until interrupted (``tocsin gateway``)."""
+        import sys
+
         import uvicorn
 
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the process is the gateway's own
         uvicorn.Server(server_config(self.app, self.settings.gateway, host, port)).run()
 
     # -- what routes use -------------------------------------------------------------------
@@ -201,9 +218,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.journalling, function, *args)
 
-    def judges_clicks_from(self, source: str, handler: ClickHandler) -> None:
-        """``handler`` judges the clicks queued with ``source`` (an integration's name)."""
+    def judges_clicks_from(
+        self, source: str, handler: ClickHandler, prepare: ClickPreparer | None = None
+    ) -> None:
+        """``handler`` judges the clicks queued with ``source`` (an integration's name);
+        ``prepare``, when given, is called with each claimed batch of them first."""
         self.click_handlers[source] = handler
+        if prepare is not None:
+            self.click_preparers[source] = prepare
 
     async def queue_click(self, source: str, payload: str) -> int:
         """Queue a verified click for judging; returns once it is committed (its id)."""
@@ -281,7 +303,7 @@ class Gateway:
     # -- decisions -------------------------------------------------------------------------
 
     def decide(self, click: Click, via: str, *, queued_at: datetime | None = None) -> Judged:
-        """Judge and journal a click (decision and audit record in one transaction).
+        """Judge and journal a queued click (decision and audit record in one transaction).
 
         ``queued_at``: for a click claimed again (a gateway claimed it before, and may have
         died after journalling its decision): when it was queued. A decision of this person
@@ -303,6 +325,9 @@ class Gateway:
                 run_id=click.run_id,
                 actor_details=self.people.details(click.user) if self.people else {},
                 deliver=False,
+                # The click is on disk in the queue: if this commit is lost with the power,
+                # so is the later mark that it was judged, and it is judged again.
+                flushed=False,
             )
         except DecisionRefused as refused:
             return Judged(False, refused.message, lambda: None)

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -58,6 +58,9 @@ class Verdict:
 
 ClickHandler = Callable[[QueuedClick], Verdict]
 """An integration's judge of the clicks it queued (by their ``source``)."""
+ClickPreparer = Callable[[Sequence[QueuedClick]], None]
+"""Called with the clicks of a claimed batch before they are judged one by one (Slack: look
+the clickers up at once)."""
 
 
 def gateway_owner() -> str:
@@ -74,6 +77,7 @@ class ClickJudge:
         handlers: Mapping[str, ClickHandler],
         background: Executor,
         *,
+        preparers: Mapping[str, ClickPreparer] | None = None,
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         batch: int = CLAIM_BATCH,
@@ -81,6 +85,7 @@ class ClickJudge:
     ) -> None:
         self.queue = queue
         self.handlers = handlers
+        self.preparers = preparers if preparers is not None else {}
         self.background = background
         self.owner = owner or gateway_owner()
         self.lease_seconds = lease_seconds
@@ -124,10 +129,18 @@ class ClickJudge:
                 self._woken.wait(self.look_every)
 
     def _judge_all(self, claimed: list[QueuedClick]) -> None:
+        for source in {click.source for click in claimed}:
+            prepare = self.preparers.get(source)
+            if prepare is not None:
+                try:  # e.g. every clicker looked up in Slack at once, not one after another
+                    prepare([click for click in claimed if click.source == source])
+                except Exception:
+                    _log.exception("preparing to judge clicks from %s failed", source)
         renew_at = time.monotonic() + self.lease_seconds / 2
+        verdicts: list[tuple[QueuedClick, Verdict]] = []
         for index, click in enumerate(claimed):
             if self._closing.is_set():
-                return
+                break
             if time.monotonic() > renew_at:  # judging is slow (Slack is): keep the claim
                 rest = [c.id for c in claimed[index:]]
                 try:
@@ -135,30 +148,32 @@ class ClickJudge:
                 except Exception as exc:
                     _log.error("cannot keep the claim on queued clicks: %s", exc)
                 renew_at = time.monotonic() + self.lease_seconds / 2
-            self.judge(click)
+            verdict = self.judge(click)
+            if verdict is not None:
+                verdicts.append((click, verdict))
+        try:
+            self.queue.judged([(c.id, v.outcome, v.reason) for c, v in verdicts])
+        except Exception as exc:  # judged again later: the decisions they led to are found then
+            _log.error("cannot mark %d queued clicks judged: %s", len(verdicts), exc)
+        for _, verdict in verdicts:
+            self.background.submit(verdict.after)
 
-    def judge(self, click: QueuedClick) -> None:
-        """Judge one claimed click and mark it judged; on an unexpected error it stays
-        queued (judged again once its claim lapses), until ``MAX_ATTEMPTS``."""
+    def judge(self, click: QueuedClick) -> Verdict | None:
+        """Judge one claimed click; None on an unexpected error: it stays queued (judged
+        again once its claim lapses), until ``MAX_ATTEMPTS``."""
         handler = self.handlers.get(click.source)
         if handler is None:
-            verdict = Verdict(ClickOutcome.UNREADABLE, f"no integration judges {click.source!r}")
-        else:
-            try:
-                verdict = handler(click)
-            except Exception as exc:
-                _log.exception("judging queued click %s failed", click.id)
-                if click.attempts < MAX_ATTEMPTS:
-                    return
-                verdict = Verdict(
-                    ClickOutcome.UNREADABLE,
-                    f"judging failed {click.attempts} times ({type(exc).__name__})",
-                )
+            return Verdict(ClickOutcome.UNREADABLE, f"no integration judges {click.source!r}")
         try:
-            self.queue.judged(click.id, verdict.outcome, verdict.reason)
-        except Exception as exc:  # judged again later: the decision it led to is found then
-            _log.error("cannot mark queued click %s judged: %s", click.id, exc)
-        self.background.submit(verdict.after)
+            return handler(click)
+        except Exception as exc:
+            _log.exception("judging queued click %s failed", click.id)
+            if click.attempts < MAX_ATTEMPTS:
+                return None
+            return Verdict(
+                ClickOutcome.UNREADABLE,
+                f"judging failed {click.attempts} times ({type(exc).__name__})",
+            )
 
 
 class FlowWaker:
@@ -202,6 +217,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "ClickHandler",
     "ClickJudge",
+    "ClickPreparer",
     "FlowWaker",
     "Verdict",
     "gateway_owner",

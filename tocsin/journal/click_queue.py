@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from tocsin.journal.database import JournalDatabase, aware, now
 from tocsin.journal.schema import queued_clicks
@@ -149,18 +149,28 @@ class ClickQueue:
                 .values(claimed_until=now() + timedelta(seconds=lease_seconds))
             )
 
-    def judged(self, click_id: int, outcome: ClickOutcome, reason: str = "") -> bool:
-        """Mark a click judged; False when it already was (by a gateway whose claim lapsed).
+    def judged(self, verdicts: Sequence[tuple[int, ClickOutcome, str]]) -> None:
+        """Mark clicks judged, (id, outcome, reason) each, in one transaction; a click
+        already marked (by a gateway whose claim lapsed) is left as it was.
 
-        Not flushed: lost with the machine's power, the click is judged again, and judging
-        it again finds the decision it led to (``attempts`` > 1)."""
+        Not flushed: lost with the machine's power, the clicks are judged again, and
+        judging one again finds the decision it led to (``attempts`` > 1)."""
+        if not verdicts:
+            return
+        moment = now()
         with self.database.transaction(flushed=False) as db:
-            result = db.execute(
+            db.execute(
                 update(queued_clicks)
-                .where(queued_clicks.c.id == click_id, queued_clicks.c.judged_at.is_(None))
-                .values(judged_at=now(), outcome=ClickOutcome(outcome), reason=reason[:2000])
+                .where(
+                    queued_clicks.c.id == bindparam("click_id"),
+                    queued_clicks.c.judged_at.is_(None),
+                )
+                .values(judged_at=moment, outcome=bindparam("verdict"), reason=bindparam("why")),
+                [
+                    {"click_id": click_id, "verdict": ClickOutcome(outcome), "why": reason[:2000]}
+                    for click_id, outcome, reason in verdicts
+                ],
             )
-        return result.rowcount == 1
 
     def unjudged(self) -> int:
         """How many clicks wait to be judged (claimed or not)."""
