@@ -62,6 +62,8 @@ _T = TypeVar("_T")
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after the service got its answer."""
+WAKE_THREADS = 4
+"""Threads waking flows (``resume_flow_run``), each with a Prefect client of its own."""
 LOOKUP_THREADS = 8
 """Threads looking up the people who clicked, for a batch of clicks being judged."""
 SWITCH_INTERVAL_SECONDS = 0.001
@@ -99,11 +101,24 @@ def _warm_up() -> None:
 
     import prefect.exceptions  # noqa: F401
     import prefect.flow_runs  # noqa: F401
+    import sqlalchemy.orm  # noqa: F401  (imported lazily on first use: two threads at once fail)
 
     # What is loaded now lives as long as the process: keep it out of the garbage collector's
     # full passes, which otherwise pause every thread for a tenth of a second now and then.
     gc.collect()
     gc.freeze()
+
+
+def _with_a_prefect_client() -> None:
+    """Give this thread a Prefect client for its lifetime, which Prefect's calls in it use:
+    creating one per wake-up (its TLS context) costs tens of milliseconds of interpreter
+    time, taken from the answers to Slack."""
+    from prefect.context import SyncClientContext
+
+    try:
+        SyncClientContext().__enter__()
+    except Exception as exc:  # each call then makes its own client
+        _log.warning("no lasting Prefect client for waking flows: %s", exc)
 
 
 class Gateway:
@@ -168,7 +183,12 @@ class Gateway:
         self.refusals.start()
         # Clicks: acknowledged once queued in the journal, judged after, by this process or
         # another gateway on the same journal (docs/gateway.md, "The click queue").
-        self.flows = FlowWaker(self.background, self._deliver)
+        self.waking = ThreadPoolExecutor(
+            max_workers=WAKE_THREADS,
+            thread_name_prefix="gateway-wake",
+            initializer=_with_a_prefect_client,
+        )
+        self.flows = FlowWaker(self.waking, self._deliver)
         self.click_queue = ClickQueue(self.journal)
         self.click_judge = ClickJudge(
             self.click_queue, self.click_handlers, self.background, preparers=self.click_preparers
@@ -197,6 +217,7 @@ class Gateway:
         self.click_writer.close()
         self.click_judge.close()
         self.lookups.shutdown(wait=True, cancel_futures=True)
+        self.waking.shutdown(wait=True, cancel_futures=False)
         self.journalling.shutdown(wait=True, cancel_futures=False)
         self.background.shutdown(wait=True, cancel_futures=False)
         self.refusals.close()
