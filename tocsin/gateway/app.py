@@ -1,11 +1,13 @@
 """The gateway's core: the routes the integrations contribute, each guarded the same way,
-and what they hand off to (judging a decision, starting a run, an incident's status).
+and what they hand off to (queueing and judging a click, starting a run, an incident's
+status).
 
 Nothing here knows a service. Each installed integration with a ``gateway`` hook adds
 its routes (Slack: ``/slack/interactions`` and ``/slack/commands``; Jira:
 ``/webhooks/jira``); each route reads its body with ``read_body``, checks the request is
-the service's, and calls ``decide``, ``start_run``, ``incident_status`` or
-``start_from_ticket``. Who is in a user group, who a user is and who has an e-mail address
+the service's, and calls ``queue_click``, ``start_run``, ``incident_status`` or
+``start_from_ticket``. A queued click is judged after the answer by the click judge
+(``click_judge``), which hands it back to its integration, which calls ``decide``. Who is in a user group, who a user is and who has an e-mail address
 are asked of the integration whose part brings ``people`` (Slack's).
 """
 
