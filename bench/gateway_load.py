@@ -651,6 +651,8 @@ def main() -> int:
     ]
     results = run_all(setups, args.rate, 3 if args.quick else args.seconds, verbose=True)
     figures = [figure for result in results for figure in figures_of(result)]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average now {load} (1, 5, 15 min)")
     width = max(len(f.what) for f in figures)
     print(f"\n{'what':<{width}}  {'value':<40} goal")
     for figure in figures:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,12 +112,19 @@ def _warm_up() -> None:
     gc.freeze()
 
 
+_waking_thread = threading.local()
+
+
 def _with_a_prefect_client() -> None:
     """Give this thread a Prefect client for its lifetime, which Prefect's calls in it use:
     creating one per wake-up (its TLS context) costs tens of milliseconds of interpreter
-    time, taken from the answers to Slack."""
+    time, taken from the answers to Slack. Made at the first wake-up, not before: without
+    a Prefect server configured, Prefect would start one."""
+    if getattr(_waking_thread, "has_client", False):
+        return
     from prefect.context import SyncClientContext
 
+    _waking_thread.has_client = True
     try:
         SyncClientContext().__enter__()
     except Exception as exc:  # each call then makes its own client
@@ -186,9 +194,7 @@ class Gateway:
         # Clicks: acknowledged once queued in the journal, judged after, by this process or
         # another gateway on the same journal (docs/gateway.md, "The click queue").
         self.waking = ThreadPoolExecutor(
-            max_workers=WAKE_THREADS,
-            thread_name_prefix="gateway-wake",
-            initializer=_with_a_prefect_client,
+            max_workers=WAKE_THREADS, thread_name_prefix="gateway-wake"
         )
         self.flows = FlowWaker(self.waking, self._deliver)
         self.click_queue = ClickQueue(self.journal)
@@ -384,6 +390,9 @@ class Gateway:
     def _deliver(self, run: RunRecord, decision: DecisionRecord) -> None:
         """Wake the run's flow (retried for 2 s if it is between two pauses). The flow
         applies or refuses the decision, and every other pending one, and tells the person."""
+        if run.flow_run_id is None:
+            return  # no flow to wake (yet): it reads the journal before it waits
+        _with_a_prefect_client()
         deliver_decision(self.journal, run, decision, wait=False)
 
     # -- incidents and runs asked for from chat ---------------------------------------------
