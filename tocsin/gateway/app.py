@@ -112,25 +112,6 @@ def _warm_up() -> None:
     gc.freeze()
 
 
-_waking_thread = threading.local()
-
-
-def _with_a_prefect_client() -> None:
-    """Give this thread a Prefect client for its lifetime, which Prefect's calls in it use:
-    creating one per wake-up (its TLS context) costs tens of milliseconds of interpreter
-    time, taken from the answers to Slack. Made at the first wake-up, not before: without
-    a Prefect server configured, Prefect would start one."""
-    if getattr(_waking_thread, "has_client", False):
-        return
-    from prefect.context import SyncClientContext
-
-    _waking_thread.has_client = True
-    try:
-        SyncClientContext().__enter__()
-    except Exception as exc:  # each call then makes its own client
-        _log.warning("no lasting Prefect client for waking flows: %s", exc)
-
-
 class Gateway:
     """The gateway's state (settings, journal, policy, the integrations' parts) and its ASGI
     application; see the module docstring."""
@@ -196,6 +177,9 @@ class Gateway:
         self.waking = ThreadPoolExecutor(
             max_workers=WAKE_THREADS, thread_name_prefix="gateway-wake"
         )
+        self._waking_thread = threading.local()
+        self._prefect_clients: list[Any] = []
+        self._lock = threading.Lock()
         self.flows = FlowWaker(self.waking, self._deliver)
         self.click_queue = ClickQueue(self.journal)
         self.click_judge = ClickJudge(
@@ -226,6 +210,11 @@ class Gateway:
         self.click_judge.close()
         self.lookups.shutdown(wait=True, cancel_futures=True)
         self.waking.shutdown(wait=True, cancel_futures=False)
+        for client in self._prefect_clients:
+            try:
+                client.__exit__(None, None, None)
+            except Exception as exc:  # closing: nothing more to do with it
+                _log.debug("closing a Prefect client: %s", exc)
         self.journalling.shutdown(wait=True, cancel_futures=False)
         self.background.shutdown(wait=True, cancel_futures=False)
         self.refusals.close()
@@ -392,8 +381,28 @@ class Gateway:
         applies or refuses the decision, and every other pending one, and tells the person."""
         if run.flow_run_id is None:
             return  # no flow to wake (yet): it reads the journal before it waits
-        _with_a_prefect_client()
+        self._with_a_prefect_client()
         deliver_decision(self.journal, run, decision, wait=False)
+
+    def _with_a_prefect_client(self) -> None:
+        """Give this waking thread a Prefect client for its lifetime, which Prefect's calls
+        in it use: creating one per wake-up (its TLS context) costs tens of milliseconds of
+        interpreter time, taken from the answers to Slack. Made at the first wake-up, not
+        before: without a Prefect server configured, Prefect would start one. Closed by
+        ``close``."""
+        if getattr(self._waking_thread, "has_client", False):
+            return
+        from prefect.context import SyncClientContext
+
+        self._waking_thread.has_client = True
+        try:
+            context = SyncClientContext()
+            context.__enter__()
+        except Exception as exc:  # each call then makes its own client
+            _log.warning("no lasting Prefect client for waking flows: %s", exc)
+            return
+        with self._lock:
+            self._prefect_clients.append(context.client)
 
     # -- incidents and runs asked for from chat ---------------------------------------------
 
