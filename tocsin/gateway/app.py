@@ -65,6 +65,8 @@ _T = TypeVar("_T")
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after the service got its answer."""
+PG_JUDGE_THREADS = 3
+"""Judge threads of a gateway on a PostgreSQL journal (on SQLite: one)."""
 WAKE_THREADS = 4
 """Threads waking flows (``resume_flow_run``), each with a Prefect client of its own."""
 LOOKUP_THREADS = 8
@@ -183,7 +185,11 @@ class Gateway:
         self.flows = FlowWaker(self.waking, self._deliver)
         self.click_queue = ClickQueue(self.journal)
         self.click_judge = ClickJudge(
-            self.click_queue, self.click_handlers, self.background, preparers=self.click_preparers
+            self.click_queue,
+            self.click_handlers,
+            self.background,
+            preparers=self.click_preparers,
+            threads=PG_JUDGE_THREADS if self.journal.engine.dialect.name == "postgresql" else 1,
         )
         # Look-ups of people in the chat service for the clicks being judged, side by side.
         self.lookups = ThreadPoolExecutor(

@@ -82,7 +82,10 @@ class ClickJudge:
         lease_seconds: float = LEASE_SECONDS,
         batch: int = CLAIM_BATCH,
         look_every: float = LOOK_EVERY_SECONDS,
+        threads: int = 1,
     ) -> None:
+        """``threads``: judges claiming batches side by side (PostgreSQL: their database
+        round trips overlap; SQLite takes one writer at a time, so one is enough)."""
         self.queue = queue
         self.handlers = handlers
         self.preparers = preparers if preparers is not None else {}
@@ -93,10 +96,14 @@ class ClickJudge:
         self.look_every = look_every
         self._woken = threading.Event()
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gateway-click-judge", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"gateway-click-judge-{n}", daemon=True)
+            for n in range(threads)
+        ]
 
     def start(self) -> ClickJudge:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def wake(self) -> None:
@@ -108,14 +115,16 @@ class ClickJudge:
         when their claim lapses."""
         self._closing.set()
         self._woken.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.lease_seconds)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=self.lease_seconds)
 
     def _run(self) -> None:
-        try:
-            self.queue.prune()
-        except Exception as exc:  # pruning is housekeeping: judging goes on
-            _log.warning("cannot delete old judged clicks: %s", exc)
+        if threading.current_thread() is self._threads[0]:
+            try:
+                self.queue.prune()
+            except Exception as exc:  # pruning is housekeeping: judging goes on
+                _log.warning("cannot delete old judged clicks: %s", exc)
         while not self._closing.is_set():
             self._woken.clear()
             try:
