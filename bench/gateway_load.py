@@ -1,46 +1,76 @@
-"""200 Slack clicks per second against the gateway for 10 s: none lost, none applied twice,
-p95 acknowledgement under 100 ms.
+"""Slack clicks at 200 a second against real gateways, on the real path: how fast Slack gets
+its answer, how soon each click is judged.
 
-The gateway runs in its own process (uvicorn on loopback, SQLite journal in a temporary
-folder, a fake Slack for the private refusals); this process sends clicks at a fixed
-rate whatever the answers' speed (an open loop, as Slack does), each signed as Slack signs:
+    .venv/bin/python bench/gateway_load.py [--rate 200] [--seconds 10] [--quick]
+        [--journal sqlite|postgresql|both] [--gateways 1|2|both]
 
-- valid: an approver of an open gate clicks Approve (each (gate, person) pair once);
-- duplicate: the same pair again, at least half a second after the first;
-- forged: a click signed with the wrong secret (must get 401).
+For each journal (SQLite, PostgreSQL) and each number of gateway processes (1, 2):
 
-Gates are opened directly in the journal (20 incidents, one gate each, 60 approvers,
-quorum 60), so the figures are the gateway's own: signature check, judging, journalling
-the decision with its audit record, the answer. Afterwards the decisions are applied with
-the flow's own function (``tocsin.gates.apply_decisions``: judged again, claimed at most
-once) and checked: every valid click recorded and applied exactly once, every duplicate
-refused, every forged click refused and audited, every audit chain intact.
+- real runs: 20 incidents, each a real Tocsin run (``run_runbook`` on this benchmark's
+  Prefect server, in a process of their own) waiting at a real gate of 60 approvers,
+  quorum 10 (the most a runbook may ask: each gate closes during the load, its run goes
+  on, and later clicks on it are refused as too late), its message posted in the fake Slack (``tocsin.integrations.slack.fake``,
+  in a process of its own, which also answers ``users.info`` and the private refusals);
+- real gateways: ``tocsin gateway`` subprocesses on that journal; with two, the clicks
+  go to each in turn, as a load balancer sends them;
+- real clicks: on the buttons of the gate messages as the fake Slack holds them, with
+  the payload Slack sends (``block_actions``, form-encoded, the message and its blocks,
+  response_url...; ``SimulatedSlack``), signed with ``X-Slack-Signature`` and
+  ``X-Slack-Request-Timestamp``, sent open-loop (at a fixed rate whatever the answers'
+  speed, as Slack does): half first approvals by approvers, a fifth the same approvers
+  again, the rest clicks by people not in the group and forged clicks (wrong secret).
 
-Usage: .venv/bin/python bench/gateway_load.py [RATE] [SECONDS] [JOURNAL_URL]
+Measured: the acknowledgement (request sent to answer received: p50, p95, max; goal p95
+< 100 ms, Slack's limit is 3 s), the time from a click sent to it judged (the decision
+journalled, from the click queue's ``judged_at``: p95, max; goal: every click within
+2 s), clicks acknowledged per second, and each gateway's memory (RSS before and after).
+Checked: every forged click refused (401) and never queued, every other click answered
+200, queued once and judged once (one decision per queued click: none judged twice), no
+approval applied twice, no gate given more approvals than its quorum.
+
+``measure()`` gives the figures to ``python3 dev.py bench``; ``main()`` prints them.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import multiprocessing
 import os
 import random
-import statistics
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from figures import Figure  # noqa: E402
 
 INCIDENTS = 20
 APPROVERS = 60
-SECRET = "bench-signing-secret"
-P95_TARGET_MS = 100.0
+QUORUM = 10
+"""The most a runbook may ask for: each gate closes after 10 approvals, its run goes on."""
+SECRET = "bench-signing-secret-0123456789ab"
+BOT_TOKEN = "xoxb-tocsin-sandbox"
+P95_GOAL_MS = 100.0
+JUDGED_GOAL_S = 2.0
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+CHANNEL = "C0INCIDENTS"
 
 
 def ticket(n: int) -> str:
@@ -51,120 +81,260 @@ def approver(n: int) -> str:
     return f"U0LOAD{n:03d}"
 
 
-def open_gates(journal_url: str, key_path: Path) -> dict[str, int]:
-    """One run waiting at gate ``approve`` per incident; returns ticket -> run id."""
-    from tocsin.audit import AuditKey
-    from tocsin.gates import WaitRequest, gate_hash
-    from tocsin.journal import Journal, now
+def stranger(n: int) -> str:
+    return f"U0STRANGE{n:03d}"
 
-    key = AuditKey.generate(key_path)
-    journal = Journal(journal_url, audit_key=key)
-    runs: dict[str, int] = {}
-    for n in range(INCIDENTS):
-        run, _ = journal.open_run(
-            incident=ticket(n),
-            runbook_id="load",
-            runbook_version="1",
-            runbook_digest="0" * 64,
+
+def runbook() -> str:
+    users = ", ".join(approver(n) for n in range(APPROVERS))
+    return (
+        "runbook: click-load\nversion: 1\ntitle: Click load\nsummary: Gateway benchmark\n"
+        "severity: low\nsources: [{title: Bench, document: bench.txt}]\n"
+        f"approver_groups:\n  leads: {{users: [{users}]}}\n"
+        "steps:\n"
+        "  - id: approve_cut\n    title: Approve cutting the office off\n"
+        f"    approval: {{approvers: leads, quorum: {QUORUM}, "
+        'prompt: "Cut the office off?", timeout: 2h}\n'
+        "  - {id: after, title: After, action: log, with: {message: go}}\n"
+    )
+
+
+# -- the other processes -----------------------------------------------------------------
+
+
+def fake_slack_process(urls: Any) -> None:
+    """Slack, in its own process: gate messages, users.info, private refusals."""
+    from tocsin.integrations.slack.fake import FakeSlack, SlackChannel
+
+    slack = FakeSlack(channels=(SlackChannel(CHANNEL, "support-incidents"),)).start()
+    urls.put(slack.url)
+    while True:
+        time.sleep(3600)
+
+
+def runs_process() -> None:
+    """The runs, in their own process: one thread per incident, each waiting at its gate."""
+    import threading
+
+    from tocsin.flows.runbook import run_runbook
+    from tocsin.incident import Incident
+
+    text = runbook()
+
+    def one(key: str) -> None:
+        run_runbook(
+            runbook_source=text,
+            runbook_name="click-load.yaml",
+            incident=asdict(Incident(ticket=key, requested_by="U0REQUESTER")),
             inputs={},
-            requested_by="U0REQUESTER",
-            requested_via="bench",
+            return_state=True,
         )
-        request = WaitRequest(
-            kind="approval",
-            prompt="Cut the office off?",
-            deadline=(now().replace(year=now().year + 1)).isoformat(),
-            requester="U0REQUESTER",
-            gate_hash=gate_hash("0" * 64, "approve", {}),
-            approvers=[approver(i) for i in range(APPROVERS)],
-            group="leads",
-            quorum=APPROVERS,
-        )
-        journal.set_step(
-            run.id, "approve", status="waiting", request=request.as_data(), waiting_since=now()
-        )
-        journal.set_run(run.id, status="waiting")
-        journal.record(ticket(n), "approval.requested", run_id=run.id, step_id="approve")
-        runs[ticket(n)] = run.id
-    journal.close()
-    return runs
 
-
-def serve(journal_url: str, key_path: str, slack_url: str, port_queue: Any) -> None:
-    """The gateway process."""
-    os.environ["TOCSIN_JOURNAL_URL"] = journal_url
-    os.environ["TOCSIN_AUDIT__KEY_PATH"] = key_path
-    os.environ["TOCSIN_SLACK__API_URL"] = slack_url
-    os.environ["TOCSIN_SECRET_SLACK_SIGNING_SECRET"] = SECRET
-    os.environ["TOCSIN_SECRET_SLACK_BOT_TOKEN"] = "xoxb-tocsin-sandbox"
-    # Every forged click audited one by one (the worst case for the journal), not summarised.
-    os.environ["TOCSIN_GATEWAY__REFUSALS_AUDITED_PER_MINUTE"] = "1000000"
-    from tocsin.gateway import Gateway, GatewayServer
-    from tocsin.settings import load_settings
-
-    gateway = Gateway(load_settings())
-    server = GatewayServer(gateway.app).start()
-    port_queue.put(server.port)
+    for n in range(INCIDENTS):
+        threading.Thread(target=one, args=(ticket(n),), daemon=True).start()
     while True:
         time.sleep(3600)
 
 
-def fake_slack(url_queue: Any) -> None:
-    """Slack, in its own process: the gateway tells refused clickers privately through it."""
-    from tocsin.integrations.slack.fake import FakeSlack
-
-    slack = FakeSlack().start()
-    url_queue.put(slack.url)
-    while True:
-        time.sleep(3600)
+# -- set-up --------------------------------------------------------------------------------
 
 
-def click_body(ticket_key: str, run_id: int, user: str, gate: str) -> bytes:
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "team_id": "T0SANDBOX"},
-        "team": {"id": "T0SANDBOX", "domain": "tocsin-sandbox"},
-        "channel": {"id": "C0INCIDENTS", "name": "support-incidents"},
-        "container": {
-            "type": "message",
-            "message_ts": "1700000000.000100",
-            "channel_id": "C0INCIDENTS",
-        },
-        "actions": [
-            {
-                "action_id": "tocsin_approve",
-                "block_id": "gate:approve",
-                "type": "button",
-                "value": json.dumps(
-                    {"ticket": ticket_key, "run": run_id, "step": "approve", "hash": gate[:16]}
-                ),
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
+@dataclass(frozen=True)
+class Setup:
+    journal: str  # "SQLite" or "PostgreSQL"
+    gateways: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.journal}, {self.gateways} gateway{'s' * (self.gateways > 1)}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def journal_url(kind: str, folder: Path) -> Iterator[str]:
+    """A new, empty journal: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if kind == "SQLite":
+        yield f"sqlite:///{folder / 'journal.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    name = f"tocsin_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as db:
+        db.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as db:
+            db.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment while children are started."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def settings_for(folder: Path, url: str, slack_url: str, prefect_url: str) -> dict[str, str]:
+    return {
+        "TOCSIN_MODE": "live",
+        "TOCSIN_DATA_DIR": str(folder / "data"),
+        "TOCSIN_JOURNAL_URL": url,
+        "TOCSIN_PREFECT_API_URL": prefect_url,
+        "PREFECT_API_URL": prefect_url,
+        "TOCSIN_SLACK__API_URL": f"{slack_url}/api/",
+        "TOCSIN_SLACK__INCIDENT_CHANNEL": "#support-incidents",
+        "TOCSIN_ANNOUNCE__PROGRESS_EVERY_SECONDS": "0",
+        "TOCSIN_SECRET_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "TOCSIN_SECRET_SLACK_SIGNING_SECRET": SECRET,
+        # Every forged click audited one by one (the worst case for the journal).
+        "TOCSIN_GATEWAY__REFUSALS_AUDITED_PER_MINUTE": "1000000",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
-    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def gate_messages(slack_url: str) -> dict[str, Any]:
+    """ticket -> the gate message, as the fake Slack holds it (a ``PostedSlackMessage``)."""
+    from tocsin.integrations.slack.fake import PostedSlackMessage
+
+    found: dict[str, Any] = {}
+    with httpx.Client(base_url=f"{slack_url}/api/") as client:
+        headers = {"Authorization": f"Bearer {BOT_TOKEN}"}
+        history = client.post(
+            "conversations.history", data={"channel": CHANNEL, "limit": 1000}, headers=headers
+        ).json()
+        for header in history.get("messages", []):
+            replies = client.post(
+                "conversations.replies",
+                data={"channel": CHANNEL, "ts": header["ts"], "limit": 1000},
+                headers=headers,
+            ).json()
+            for message in replies.get("messages", []):
+                for block in message.get("blocks") or []:
+                    for element in block.get("elements", []) if block["type"] == "actions" else []:
+                        if element.get("action_id") == "tocsin_approve":
+                            key = json.loads(element["value"])["ticket"]
+                            found[key] = PostedSlackMessage(
+                                CHANNEL,
+                                message["ts"],
+                                message.get("text"),
+                                message.get("blocks"),
+                                message.get("thread_ts"),
+                            )
+    return found
+
+
+def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# -- the clicks ----------------------------------------------------------------------------
+
+
+@dataclass
+class Click:
+    kind: str  # valid, duplicate, stranger, forged
+    ticket: str
+    user: str
+    body: bytes
+    trigger: str
+    sent_at: float = 0.0  # time.time()
+    status: int = 0
+    ack_ms: float = 0.0
+
+
+def plan_clicks(rate: int, seconds: int, messages: dict[str, Any]) -> list[Click]:
+    """The clicks to send, in order: their kinds mixed, each body as Slack would send it."""
+    import httpx as _httpx
+
+    from tocsin.integrations.slack.simulated_user import SimulatedSlack
+
+    class Capturing(SimulatedSlack):
+        """Builds the body of each click as Slack sends it, without sending it."""
+
+        body = b""
+
+        def post_raw(self, path: str, body: bytes, headers: Any) -> _httpx.Response:
+            self.body = body
+            return _httpx.Response(200)
+
+    rng = random.Random(7)
+    pairs = [(ticket(n), approver(i)) for n in range(INCIDENTS) for i in range(APPROVERS)]
+    rng.shuffle(pairs)
+    sent: list[tuple[int, tuple[str, str]]] = []
+    clicks: list[Click] = []
+    builder = Capturing("http://unused", SECRET)  # the body only: signed when sent
+    for index in range(rate * seconds):
+        roll = rng.random()
+        old_enough = [p for i, p in sent if index - i >= rate]  # at least a second later
+        if roll < 0.2 and old_enough:
+            kind, pair = "duplicate", rng.choice(old_enough)
+        elif roll < 0.35:
+            kind, pair = "stranger", (ticket(rng.randrange(INCIDENTS)), stranger(index % 500))
+        elif roll < 0.5:
+            kind, pair = "forged", (ticket(rng.randrange(INCIDENTS)), approver(index % APPROVERS))
+        else:
+            kind, pair = "valid", pairs.pop()
+            sent.append((index, pair))
+        builder.click(pair[1], messages[pair[0]], "tocsin_approve")
+        trigger = json.loads(parse_qs(builder.body.decode())["payload"][0])["trigger_id"]
+        clicks.append(Click(kind, pair[0], pair[1], builder.body, trigger))
+    builder.close()
+    return clicks
 
 
 class RawClient:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams, so that the load generator
     spends its CPU sending clicks, not in a client library (it shares the machine)."""
 
-    def __init__(self, host: str, port: int, connections: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, port: int, connections: int) -> None:
+        self.port = port
+        self.connections = connections
         self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
             asyncio.Queue()
         )
-        self.connections = connections
 
     async def open(self) -> None:
         for _ in range(self.connections):
-            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+            self.idle.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
         reader, writer = await self.idle.get()
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            f"{head}\r\n".encode()
             + body
         )
         status_line = await reader.readline()
@@ -187,182 +357,308 @@ class RawClient:
             writer.close()
 
 
-async def fire(
-    rate: int, seconds: int, port: int, runs: dict[str, int], gate: str
-) -> list[tuple[str, tuple[str, str], int, float]]:
-    """Send the clicks; (kind, (ticket, user), status, ms) for each."""
+async def fire(rate: int, clicks: list[Click], ports: list[int]) -> float:
+    """Send the clicks open-loop, to each gateway in turn; the seconds it took."""
     from tocsin.integrations.slack.simulated_user import sign_slack_request
 
-    rng = random.Random(7)
-    pairs = [(ticket(n), approver(i)) for n in range(INCIDENTS) for i in range(APPROVERS)]
-    rng.shuffle(pairs)
-    total = rate * seconds
-    plan: list[tuple[str, tuple[str, str]]] = []
-    sent_valid: list[tuple[int, tuple[str, str]]] = []
-    for index in range(total):
-        roll = rng.random()
-        old_enough = [p for i, p in sent_valid if index - i >= rate // 2]
-        if roll < 0.25 and old_enough:
-            plan.append(("duplicate", rng.choice(old_enough)))
-        elif roll < 0.5:
-            plan.append(("forged", pairs[index % len(pairs)]))
-        else:
-            pair = pairs.pop()
-            plan.append(("valid", pair))
-            sent_valid.append((index, pair))
-    bodies = [click_body(pair[0], runs[pair[0]], pair[1], gate) for _, pair in plan]
-    results: list[tuple[str, tuple[str, str], int, float]] = []
-    client = RawClient("127.0.0.1", port, connections=128)
-    await client.open()
+    clients = [RawClient(port, connections=100) for port in ports]
+    for client in clients:
+        await client.open()
 
-    async def one(kind: str, pair: tuple[str, str], body: bytes) -> None:
-        secret = SECRET if kind != "forged" else "not-the-secret"
+    async def one(click: Click, client: RawClient) -> None:
+        secret = SECRET if click.kind != "forged" else "not-the-signing-secret"
         headers = {
-            **sign_slack_request(secret, body),
+            **sign_slack_request(secret, click.body),
             "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
         }
+        click.sent_at = time.time()
         started = time.perf_counter()
-        status = await client.post("/slack/interactions", body, headers)
-        results.append((kind, pair, status, (time.perf_counter() - started) * 1000))
+        click.status = await client.post("/slack/interactions", click.body, headers)
+        click.ack_ms = (time.perf_counter() - started) * 1000
 
     tasks = []
     begin = time.perf_counter()
-    for index, ((kind, pair), body) in enumerate(zip(plan, bodies, strict=True)):
+    for index, click in enumerate(clicks):
         delay = begin + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(kind, pair, body)))
+        tasks.append(asyncio.create_task(one(click, clients[index % len(clients)])))
     await asyncio.gather(*tasks)
-    await client.close()
+    took = time.perf_counter() - begin
+    for client in clients:
+        await client.close()
+    return took
+
+
+# -- one measurement -----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    setup: Setup
+    clicks: list[Click]
+    took: float
+    judged_s: list[float]
+    judged_within: float
+    rss_before: list[float]
+    rss_after: list[float]
+    rss_peak: list[float]
+    problems: list[str] = field(default_factory=list)
+
+    def ack(self, fraction: float) -> float:
+        values = sorted(c.ack_ms for c in self.clicks)
+        return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
+
+    def judged(self, fraction: float) -> float:
+        values = sorted(self.judged_s) or [float("nan")]
+        return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
+
+
+def measure_setup(setup: Setup, rate: int, seconds: int, prefect_url: str) -> Result:
+    spawn = multiprocessing.get_context("spawn")
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tocsin-clicks-")))
+        url = stack.enter_context(journal_url(setup.journal, folder))
+        from tocsin.audit import AuditKey
+        from tocsin.journal import Journal
+
+        AuditKey.generate(folder / "data" / "audit" / "signing.key")
+        urls: Any = spawn.Queue()
+        slack = spawn.Process(target=fake_slack_process, args=(urls,), daemon=True)
+        slack.start()
+        stack.callback(_end, slack)
+        slack_url = urls.get(timeout=60)
+        values = settings_for(folder, url, slack_url, prefect_url)
+        with environment(values):
+            runs = spawn.Process(target=runs_process, daemon=True)
+            runs.start()
+        stack.callback(_end, runs)
+        journal = Journal(url)
+        stack.callback(journal.close)
+
+        def all_waiting() -> bool:
+            failed = [r.incident for r in journal.runs_of() if r.status == "failed"]
+            if failed:
+                raise RuntimeError(f"runs failed before the clicks: {failed}")
+            waiting = [
+                journal.step(r.id, "approve_cut")
+                for r in journal.runs_of()
+                if r.status == "waiting"
+            ]
+            return sum(1 for s in waiting if s is not None and s.status == "waiting") == INCIDENTS
+
+        wait_for(all_waiting, 300, f"{INCIDENTS} runs waiting at their gates")
+        messages = wait_for(
+            lambda: (found := gate_messages(slack_url)) and len(found) == INCIDENTS and found,
+            60,
+            "the gate messages",
+        )
+        ports = [free_port() for _ in range(setup.gateways)]
+        gateways = []
+        for port in ports:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tocsin", "gateway", "--port", str(port)],
+                env={**os.environ, **values},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            stack.callback(_stop, process)
+            gateways.append(process)
+        for port, process in zip(ports, gateways, strict=True):
+            wait_for(lambda p=port, g=process: _healthy(p, g), 120, f"the gateway on {port}")
+        clicks = plan_clicks(rate, seconds, messages)
+        rss_before = [rss_mb(g.pid) for g in gateways]
+        took = asyncio.run(fire(rate, clicks, ports))
+        queued = [c for c in clicks if c.kind != "forged"]
+        judged_within = time.monotonic()
+        try:
+            wait_for(lambda: _unjudged(journal) == 0, 300, "every queued click judged")
+        except RuntimeError as exc:
+            problems = [str(exc)]
+        else:
+            problems = []
+        judged_within = time.monotonic() - judged_within
+        rss_after = [rss_mb(g.pid) for g in gateways]
+        rss_peak = [rss_mb(g.pid, "VmHWM") for g in gateways]
+        judged_s, more = _check(journal, clicks, queued)
+        problems += more
+        return Result(
+            setup, clicks, took, judged_s, judged_within, rss_before, rss_after, rss_peak, problems
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _healthy(port: int, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"the gateway on port {port} ended ({process.returncode})")
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _unjudged(journal: Any) -> int:
+    from tocsin.journal.click_queue import ClickQueue
+
+    return ClickQueue(journal).unjudged()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def _end(process: Any) -> None:
+    process.terminate()
+    process.join(10)
+
+
+def _check(journal: Any, clicks: list[Click], queued: list[Click]) -> tuple[list[float], list[str]]:
+    """Times from sent to judged, and what is wrong (statuses, clicks lost or judged twice)."""
+    from sqlalchemy import select
+
+    from tocsin.journal.schema import queued_clicks
+
+    problems: list[str] = []
+    wrong = [(c.kind, c.status) for c in clicks if c.status != (401 if c.kind == "forged" else 200)]
+    if wrong:
+        problems.append(f"{len(wrong)} unexpected statuses, e.g. {wrong[:3]}")
+    with journal.transaction() as db:
+        rows = list(db.execute(select(queued_clicks)).mappings())
+    by_trigger = {json.loads(r["payload"])["trigger_id"]: r for r in rows}
+    sent = {c.trigger: c for c in queued}
+    if set(by_trigger) != set(sent):
+        problems.append(
+            f"queued {len(by_trigger)} clicks for {len(sent)} answered 200 "
+            f"({len(set(sent) - set(by_trigger))} missing, "
+            f"{len(set(by_trigger) - set(sent))} not sent as valid)"
+        )
+    judged_s = []
+    for trigger, row in by_trigger.items():
+        if row["judged_at"] is None or trigger not in sent:
+            continue
+        at = row["judged_at"] if row["judged_at"].tzinfo else row["judged_at"].replace(tzinfo=UTC)
+        judged_s.append((at - datetime.fromtimestamp(sent[trigger].sent_at, UTC)).total_seconds())
+    decisions = []
+    for run in journal.runs_of():
+        decisions += journal.decisions_of(run.id, "approve_cut")
+    if len(decisions) != len(rows):
+        problems.append(f"{len(decisions)} decisions for {len(rows)} queued clicks")
+    applied = [(d.run_id, d.actor) for d in decisions if d.status == "applied"]
+    if len(applied) != len(set(applied)):
+        problems.append(f"{len(applied) - len(set(applied))} approvals applied twice")
+    over = [run for run in {r for r, _ in applied} if sum(r == run for r, _ in applied) > QUORUM]
+    if over:
+        problems.append(f"runs {over} applied more approvals than their quorum")
+    return judged_s, problems
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+def figures_of(result: Result) -> list[Figure]:
+    name = "gateway clicks"
+    setup = result.setup.name
+    p95 = result.ack(0.95)
+    judged_p95, judged_max = result.judged(0.95), result.judged(1.0)
+    answered = len(result.clicks) / result.took
+    return [
+        Figure(name, f"{setup}: ack p50", f"{result.ack(0.5):.1f} ms"),
+        Figure(
+            name, f"{setup}: ack p95", f"{p95:.1f} ms", f"< {P95_GOAL_MS:.0f} ms", p95 < P95_GOAL_MS
+        ),
+        Figure(
+            name,
+            f"{setup}: ack max",
+            f"{result.ack(1.0):.0f} ms",
+            "< 3000 ms",
+            result.ack(1.0) < 3000,
+        ),
+        Figure(name, f"{setup}: sent to judged p95", f"{judged_p95:.2f} s"),
+        Figure(
+            name,
+            f"{setup}: sent to judged max",
+            f"{judged_max:.2f} s",
+            f"< {JUDGED_GOAL_S:.0f} s",
+            judged_max < JUDGED_GOAL_S,
+        ),
+        Figure(name, f"{setup}: clicks answered per second", f"{answered:.0f}/s"),
+        Figure(
+            name,
+            f"{setup}: gateway memory (RSS before -> after, peak)",
+            ", ".join(
+                f"{b:.0f} -> {a:.0f} MB (peak {p:.0f})"
+                for b, a, p in zip(
+                    result.rss_before, result.rss_after, result.rss_peak, strict=True
+                )
+            ),
+        ),
+        Figure(
+            name,
+            f"{setup}: every click answered, queued and judged once",
+            "yes" if not result.problems else "; ".join(result.problems)[:300],
+            "yes",
+            not result.problems,
+        ),
+    ]
+
+
+def run_all(setups: list[Setup], rate: int, seconds: int, *, verbose: bool = False) -> list[Result]:
+    import engine_setup  # an isolated Tocsin home and its own Prefect server
+
+    prefect_url = engine_setup.start_server()
+    results = []
+    for setup in setups:
+        if verbose:
+            print(f"{setup.name}: {rate} clicks/s for {seconds} s ...", flush=True)
+        results.append(measure_setup(setup, rate, seconds, prefect_url))
     return results
 
 
-def apply_like_the_flow(journal: Any, runs: dict[str, int]) -> None:
-    """Apply the pending decisions with the flow's own function, each claimed once."""
-    from tocsin.gates import Applied, WaitRequest, apply_decisions
-    from tocsin.statuses import DecisionStatus
+SETUPS = [
+    Setup("SQLite", 1),
+    Setup("SQLite", 2),
+    Setup("PostgreSQL", 1),
+    Setup("PostgreSQL", 2),
+]
 
-    for run_id in runs.values():
-        record = journal.step(run_id, "approve")
-        request = WaitRequest.from_data(record.request)
-        applied = [
-            d.actor
-            for d in journal.decisions_of(run_id, "approve")
-            if d.status == DecisionStatus.APPLIED
-            and d.kind == "approve"
-            and d.gate_hash in (None, request.gate_hash)
-        ]
-        changes = apply_decisions(
-            journal.pending_decisions(run_id),
-            {"approve": request},
-            {"approve": record.status},
-            {"approve": applied},
-        )
-        for change in changes:
-            if isinstance(change, Applied):
-                journal.settle_decision(change.decision.id, DecisionStatus.APPLIED)
-            else:
-                journal.settle_decision(change.decision.id, DecisionStatus.REFUSED, change.reason)
+
+def measure(quick: bool = False) -> list[Figure]:
+    """The figures for ``python3 dev.py bench``: 200 clicks/s for 10 s (3 s when quick) on
+    each journal with 1 and 2 gateways."""
+    results = run_all(SETUPS, 200, 3 if quick else 10)
+    return [figure for result in results for figure in figures_of(result)]
 
 
 def main() -> int:
-    rate = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-    from tocsin.audit import AuditKey
-    from tocsin.gates import gate_hash
-    from tocsin.gateway import GATEWAY_CHAIN
-    from tocsin.journal import Journal
-
-    folder = Path(tempfile.mkdtemp(prefix="tocsin-gateway-load-"))
-    journal_url = sys.argv[3] if len(sys.argv) > 3 else f"sqlite:///{folder / 'journal.db'}"
-    key_path = folder / "signing.key"
-    runs = open_gates(journal_url, key_path)
-    gate = gate_hash("0" * 64, "approve", {})
-    spawn = multiprocessing.get_context("spawn")
-    urls: Any = spawn.Queue()
-    slack = spawn.Process(target=fake_slack, args=(urls,), daemon=True)
-    slack.start()
-    slack_url = urls.get(timeout=60)
-    ports: Any = spawn.Queue()
-    process = spawn.Process(
-        target=serve, args=(journal_url, str(key_path), f"{slack_url}/api/", ports), daemon=True
-    )
-    process.start()
-    try:
-        port = ports.get(timeout=60)
-        print(f"gateway in process {process.pid} on port {port}; {rate} clicks/s for {seconds} s")
-        results = asyncio.run(fire(rate, seconds, port, runs, gate))
-        time.sleep(3)  # let background refusals reach Slack
-    finally:
-        process.terminate()
-        process.join(10)
-        slack.terminate()
-        slack.join(10)
-
-    journal = Journal(journal_url, audit_key=AuditKey.load(key_path))
-    apply_like_the_flow(journal, runs)
-    latencies = sorted(ms for *_, ms in results)
-    p50 = statistics.median(latencies)
-    p95 = latencies[int(len(latencies) * 0.95) - 1]
-    by_kind: dict[str, list[int]] = {}
-    for kind, _, status, _ in results:
-        by_kind.setdefault(kind, []).append(status)
-    print(f"sent {len(results)}: " + ", ".join(f"{k} {len(v)}" for k, v in sorted(by_kind.items())))
-    print(
-        f"ack latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {latencies[-1]:.1f} ms (goal p95 < {P95_TARGET_MS:.0f} ms)"
-    )
-
-    problems: list[str] = []
-    wrong = [(k, s) for k, _, s, _ in results if s != (401 if k == "forged" else 200)]
-    if wrong:
-        problems.append(f"{len(wrong)} unexpected status codes, e.g. {wrong[:3]}")
-    valid = {pair for kind, pair, _, _ in results if kind == "valid"}
-    duplicates = sum(1 for kind, *_ in results if kind == "duplicate")
-    forged = sum(1 for kind, *_ in results if kind == "forged")
-    applied: dict[tuple[str, str], int] = {}
-    refused = 0
-    run_ticket = {run_id: key for key, run_id in runs.items()}
-    for run_id in runs.values():
-        for decision in journal.decisions_of(run_id):
-            if decision.status == "applied":
-                pair = (run_ticket[run_id], decision.actor)
-                applied[pair] = applied.get(pair, 0) + 1
-            elif decision.status == "refused":
-                refused += 1
-            else:
-                problems.append(f"decision {decision.id} left {decision.status}")
-    lost = valid - set(applied)
-    twice = [pair for pair, times in applied.items() if times > 1]
-    audited_forged = sum(  # in the gateway's own chain, never the incidents'
-        1
-        for event in journal.events_of(GATEWAY_CHAIN)
-        if event["kind"] == "gateway.request_refused"
-    )
-    broken = [
-        ticket(n)
-        for n in range(INCIDENTS)
-        if not journal.verify(ticket(n), AuditKey.load(key_path).public_key).ok
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="3 s per setup")
+    parser.add_argument("--journal", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--gateways", choices=["1", "2", "both"], default="both")
+    args = parser.parse_args()
+    setups = [
+        s
+        for s in SETUPS
+        if args.journal in ("both", s.journal.lower())
+        and args.gateways in ("both", str(s.gateways))
     ]
-    print(
-        f"valid clicks {len(valid)}: applied {len(applied)}, lost {len(lost)}, applied twice {len(twice)}; "
-        f"duplicates {duplicates}: refused {refused}; forged {forged}: audited {audited_forged}; "
-        f"audit chains intact {INCIDENTS - len(broken)} of {INCIDENTS}"
-    )
-    if lost:
-        problems.append(f"{len(lost)} valid clicks lost")
-    if twice:
-        problems.append(f"{len(twice)} applied twice")
-    if refused != duplicates:
-        problems.append(f"{duplicates} duplicates but {refused} refusals")
-    if audited_forged != forged:
-        problems.append(f"{forged} forged clicks but {audited_forged} audit records")
-    if broken:
-        problems.append(f"audit chain broken: {broken}")
-    if p95 >= P95_TARGET_MS:
-        problems.append(f"p95 {p95:.1f} ms over {P95_TARGET_MS:.0f} ms")
-    journal.close()
-    print("OK" if not problems else "PROBLEMS: " + "; ".join(problems))
-    return 0 if not problems else 1
+    results = run_all(setups, args.rate, 3 if args.quick else args.seconds, verbose=True)
+    figures = [figure for result in results for figure in figures_of(result)]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average now {load} (1, 5, 15 min)")
+    width = max(len(f.what) for f in figures)
+    print(f"\n{'what':<{width}}  {'value':<40} goal")
+    for figure in figures:
+        met = "" if figure.met is None else (" met" if figure.met else " MISSED")
+        print(f"{figure.what:<{width}}  {figure.value:<40} {figure.goal}{met}")
+    return 0 if all(f.met is not False for f in figures) else 1
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def submit(
     wait: bool = True,
     deliver: bool = True,
     outputs: Mapping[str, Any] | None = None,
+    flushed: bool = True,
 ) -> Outcome:
     """Judge, journal and deliver one decision; raise ``DecisionRefused`` when it is refused.
 
@@ -94,6 +95,8 @@ def submit(
     ``deliver_decision`` (the gateway answers Slack first).
     ``outputs``: with ``done`` for an interrupted step, what its action returned, as the
     person read it; the run checks them against the action's declared outputs.
+    ``flushed=False``: the decision's commit need not reach the disk at once (the gateway:
+    the click it judges is on disk in its queue, and judged again if the decision is lost).
     """
     approvals: list[str] | None = None
     if run_id is not None:
@@ -168,6 +171,7 @@ def submit(
                     **({"actor_details": dict(actor_details)} if actor_details else {}),
                 },
             ),
+            flushed=flushed,
         )
         raise DecisionRefused(refusal, _hint_for(refusal, incident))
     assert request is not None
@@ -195,6 +199,7 @@ def submit(
             },
         ),
         outputs=dict(outputs) if outputs is not None else None,
+        flushed=flushed,
     )
     if not deliver:
         return Outcome(decision, f"{kind} from {actor} recorded", run)

@@ -7,15 +7,17 @@
 Each request's signature is checked first (``SlackInbound.check``: v0 HMAC-SHA256 with the
 app's signing secret, timestamp within 5 minutes, the same signed request never twice);
 then the click or the command is read, checked for the shape Slack gives it, and handed to
-the gateway's core. A click is judged and journalled before Slack gets its answer, so an
-acknowledged click is never lost; waking the flow, or telling the clicker privately why a
-click did not count, happens after the answer, on the gateway's background threads.
+the gateway's core. A click is queued in the journal (committed) before Slack gets its
+answer, so an acknowledged click is never lost, and the answer waits on nothing else: the
+gateway's judge (``tocsin.gateway.click_judge``) then reads it again (``judge_queued``),
+looks the person up in Slack, judges and journals the decision, wakes the flow or tells
+the clicker privately why the click did not count.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,12 +29,14 @@ from starlette.responses import JSONResponse, Response
 from tocsin.access import ChatRequester
 from tocsin.errors import TocsinError
 from tocsin.gateway import Click, Gateway, RequestRefused
+from tocsin.gateway.click_judge import Verdict
 from tocsin.gateway.reading import lowered_headers, parse_form, parse_json
 from tocsin.inputs import parse_assignments
 from tocsin.integration import GatewayPart, InboundRoute
 from tocsin.integrations.slack.client import slack_text
 from tocsin.integrations.slack.inbound import SlackInbound
 from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, REJECT_ACTION
+from tocsin.journal.click_queue import ClickOutcome, QueuedClick
 from tocsin.tickets import SAFE_KEY
 
 VIA = "slack"
@@ -175,17 +179,48 @@ class SlackRoutes:
         payload = parse_json(form["payload"], "the interaction payload")
         if not isinstance(payload, dict):
             raise _malformed("the payload is not an object")
-        clicked = click_from_payload(payload)
-        if clicked is None:
+        if click_from_payload(payload) is None:
             return Response(status_code=200)  # another kind of interaction: nothing to do
-        judged = await self.gateway.journalled(self.gateway.decide, clicked.click, VIA)
-        # After the answer, on the gateway's own threads: a slow Slack or Prefect never
-        # holds up the acknowledgement of the next clicks.
-        if judged.accepted:
-            self.gateway.background.submit(judged.deliver)
-        else:
-            self.gateway.background.submit(self.tell_clicker, clicked, judged.message)
+        # Signed, fresh, never seen, shaped as Slack sends it: queued, then answered. No
+        # Slack look-up and no judging before the answer (Slack waits 3 s at most).
+        await self.gateway.queue_click(VIA, form["payload"])
         return Response(status_code=200)
+
+    def look_up_clickers(self, batch: Sequence[QueuedClick]) -> None:
+        """Ask Slack who each clicker of a batch is, side by side (``users.info``, cached):
+        judging them one by one then finds the answers there."""
+        users = set()
+        for queued in batch:
+            try:
+                payload = parse_json(queued.payload, "the queued interaction payload")
+            except RequestRefused:
+                continue
+            user = payload.get("user") if isinstance(payload, dict) else None
+            user_id = user.get("id") if isinstance(user, dict) else None
+            if isinstance(user_id, str) and SLACK_USER_PATTERN.match(user_id):
+                users.add(user_id)
+        if len(users) > 1:
+            list(self.gateway.lookups.map(self.slack.details, sorted(users)))
+
+    def judge_queued(self, queued: QueuedClick) -> Verdict:
+        """Judge a click queued by ``interactions`` (on the gateway's judge thread)."""
+        try:
+            payload = parse_json(queued.payload, "the queued interaction payload")
+            clicked = click_from_payload(payload) if isinstance(payload, dict) else None
+        except RequestRefused as refused:  # checked at the door: only a changed row gets here
+            return Verdict(ClickOutcome.UNREADABLE, refused.message)
+        if clicked is None:
+            return Verdict(ClickOutcome.UNREADABLE, "not a click on a Tocsin gate button")
+        judged = self.gateway.decide(
+            clicked.click, VIA, queued_at=queued.received_at if queued.attempts > 1 else None
+        )
+        if judged.accepted:
+            return Verdict(ClickOutcome.ACCEPTED, judged.message, judged.deliver)
+        return Verdict(
+            ClickOutcome.REFUSED,
+            judged.message,
+            lambda: self.tell_clicker(clicked, judged.message),
+        )
 
     def tell_clicker(self, clicked: SlackClick, message: str) -> None:
         """Say privately to the clicker why the click did not count."""
@@ -241,6 +276,7 @@ def gateway_part(gateway: Gateway) -> GatewayPart:
 
     slack = SlackInbound(gateway.settings, gateway.secrets, gateway.clock)
     routes = SlackRoutes(gateway, slack)
+    gateway.judges_clicks_from(VIA, routes.judge_queued, routes.look_up_clickers)
     return GatewayPart(
         routes=(
             InboundRoute(

@@ -10,10 +10,14 @@ verifies, then hands off:
   ``integrations/slack/gateway_routes.py``; Jira's shared secret, the event's age and
   replays, in ``integrations/jira/webhook.py``) and reads it; 401 when the check fails,
   400 when it is malformed;
-- ``app``: the core they hand off to (``Gateway``): judging a click (decision and audit
-  record in one transaction, before the service gets its answer, so an acknowledged click
-  is never lost; the flow is woken after the answer), starting a run (``access.start``),
-  an incident's status; who is in a user group is asked of the chat integration;
+- ``app``: the core they hand off to (``Gateway``): queueing a click (committed in the
+  journal's click queue before the service gets its answer, so an acknowledged click is
+  never lost, and the answer waits on nothing else), judging it (decision and audit
+  record in one transaction), starting a run (``access.start``), an incident's status;
+  who is in a user group is asked of the chat integration;
+- ``click_judge``: each gateway process's judge, claiming queued clicks from the journal
+  (any gateway takes any click; a dead gateway's claims lapse), and waking flows, once
+  per run at a time;
 - ``refusals``: every refusal audited in the gateway's own chain (``GATEWAY``), never in an
   incident's: what an unauthenticated request claims is kept short and printable, and past
   ``gateway.refusals_audited_per_minute`` refusals from one address a minute, the rest are

@@ -1,11 +1,13 @@
 """The gateway's core: the routes the integrations contribute, each guarded the same way,
-and what they hand off to (judging a decision, starting a run, an incident's status).
+and what they hand off to (queueing and judging a click, starting a run, an incident's
+status).
 
 Nothing here knows a service. Each installed integration with a ``gateway`` hook adds
 its routes (Slack: ``/slack/interactions`` and ``/slack/commands``; Jira:
 ``/webhooks/jira``); each route reads its body with ``read_body``, checks the request is
-the service's, and calls ``decide``, ``start_run``, ``incident_status`` or
-``start_from_ticket``. Who is in a user group, who a user is and who has an e-mail address
+the service's, and calls ``queue_click``, ``start_run``, ``incident_status`` or
+``start_from_ticket``. A queued click is judged after the answer by the click judge
+(``click_judge``), which hands it back to its integration, which calls ``decide``. Who is in a user group, who a user is and who has an e-mail address
 are asked of the integration whose part brings ``people`` (Slack's).
 """
 
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -36,6 +40,7 @@ from tocsin.actions import ActionRegistry
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
+from tocsin.gateway.click_judge import ClickHandler, ClickJudge, ClickPreparer, FlowWaker
 from tocsin.gateway.launcher import RunLauncher
 from tocsin.gateway.reading import RequestRefused, claim_text, read_body
 from tocsin.gateway.refusals import RefusalAudit
@@ -47,9 +52,10 @@ from tocsin.integration import (
     installed_integrations,
     ticket_keys,
 )
-from tocsin.journal import Journal
+from tocsin.journal import DecisionRecord, Journal, RunRecord
+from tocsin.journal.click_queue import ClickQueue, ClickWriter
 from tocsin.settings import EnvironmentSecrets, SecretStore, Settings
-from tocsin.statuses import RunStatus
+from tocsin.statuses import DecisionStatus, RunStatus
 from tocsin.tickets import JIRA_KEYS, TicketKeys, TicketSystem, TicketTrigger
 from tocsin.validation import LoadedRunbook
 
@@ -59,6 +65,16 @@ _T = TypeVar("_T")
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after the service got its answer."""
+PG_JUDGE_THREADS = 3
+"""Judge threads of a gateway on a PostgreSQL journal (on SQLite: one)."""
+WAKE_THREADS = 4
+"""Threads waking flows (``resume_flow_run``), each with a Prefect client of its own."""
+LOOKUP_THREADS = 8
+"""Threads looking up the people who clicked, for a batch of clicks being judged."""
+SWITCH_INTERVAL_SECONDS = 0.001
+"""How long a thread may hold the interpreter before another gets it, in ``tocsin gateway``:
+the event loop answering Slack waits at most this for the judge's threads (Python's 5 ms
+default adds up to tens of ms per answer under load)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,7 @@ def _warm_up() -> None:
 
     import prefect.exceptions  # noqa: F401
     import prefect.flow_runs  # noqa: F401
+    import sqlalchemy.orm  # noqa: F401  (imported lazily on first use: two threads at once fail)
 
     # What is loaded now lives as long as the process: keep it out of the garbage collector's
     # full passes, which otherwise pause every thread for a tenth of a second now and then.
@@ -125,6 +142,8 @@ class Gateway:
         self.policy = StartPolicy(settings)
         self.routes: list[tuple[str, InboundRoute]] = []
         self.people: GatewayPeople | None = None
+        self.click_handlers: dict[str, ClickHandler] = {}
+        self.click_preparers: dict[str, ClickPreparer] = {}
         people_from = ""
         # Each integration's part is built first: one whose secrets are missing (Slack's
         # signing secret) stops the gateway before it opens anything.
@@ -155,6 +174,28 @@ class Gateway:
         )
         self.refusals = RefusalAudit(self.journal, settings.gateway.refusals_audited_per_minute)
         self.refusals.start()
+        # Clicks: acknowledged once queued in the journal, judged after, by this process or
+        # another gateway on the same journal (docs/gateway.md, "The click queue").
+        self.waking = ThreadPoolExecutor(
+            max_workers=WAKE_THREADS, thread_name_prefix="gateway-wake"
+        )
+        self._waking_thread = threading.local()
+        self._prefect_clients: list[Any] = []
+        self._lock = threading.Lock()
+        self.flows = FlowWaker(self.waking, self._deliver)
+        self.click_queue = ClickQueue(self.journal)
+        self.click_judge = ClickJudge(
+            self.click_queue,
+            self.click_handlers,
+            self.background,
+            preparers=self.click_preparers,
+            threads=PG_JUDGE_THREADS if self.journal.engine.dialect.name == "postgresql" else 1,
+        )
+        # Look-ups of people in the chat service for the clicks being judged, side by side.
+        self.lookups = ThreadPoolExecutor(
+            max_workers=LOOKUP_THREADS, thread_name_prefix="gateway-lookup"
+        )
+        self.click_writer = ClickWriter(self.click_queue, on_commit=self.click_judge.wake)
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -168,8 +209,18 @@ class Gateway:
                 ),
             ]
         )
+        self.click_judge.start()  # first, what a gateway that stopped left unjudged
 
     def close(self) -> None:
+        self.click_writer.close()
+        self.click_judge.close()
+        self.lookups.shutdown(wait=True, cancel_futures=True)
+        self.waking.shutdown(wait=True, cancel_futures=False)
+        for client in self._prefect_clients:
+            try:
+                client.__exit__(None, None, None)
+            except Exception as exc:  # closing: nothing more to do with it
+                _log.debug("closing a Prefect client: %s", exc)
         self.journalling.shutdown(wait=True, cancel_futures=False)
         self.background.shutdown(wait=True, cancel_futures=False)
         self.refusals.close()
@@ -177,8 +228,11 @@ class Gateway:
 
     def serve(self, host: str, port: int) -> None:
         """Serve the gateway with uvicorn until interrupted (``tocsin gateway``)."""
+        import sys
+
         import uvicorn
 
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the process is the gateway's own
         uvicorn.Server(server_config(self.app, self.settings.gateway, host, port)).run()
 
     # -- what routes use -------------------------------------------------------------------
@@ -187,6 +241,19 @@ class Gateway:
         """``function(*args)`` on the journalling threads (the event loop never waits on it)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.journalling, function, *args)
+
+    def judges_clicks_from(
+        self, source: str, handler: ClickHandler, prepare: ClickPreparer | None = None
+    ) -> None:
+        """``handler`` judges the clicks queued with ``source`` (an integration's name);
+        ``prepare``, when given, is called with each claimed batch of them first."""
+        self.click_handlers[source] = handler
+        if prepare is not None:
+            self.click_preparers[source] = prepare
+
+    async def queue_click(self, source: str, payload: str) -> int:
+        """Queue a verified click for judging; returns once it is committed (its id)."""
+        return await asyncio.wrap_future(self.click_writer.submit(source, payload))
 
     async def read_body(self, request: Request) -> bytes:
         """The request's body, bounded (``tocsin.gateway.reading.read_body``)."""
@@ -259,8 +326,16 @@ class Gateway:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def decide(self, click: Click, via: str) -> Judged:
-        """Judge and journal a click (decision and audit record in one transaction)."""
+    def decide(self, click: Click, via: str, *, queued_at: datetime | None = None) -> Judged:
+        """Judge and journal a queued click (decision and audit record in one transaction).
+
+        ``queued_at``: for a click claimed again (a gateway claimed it before, and may have
+        died after journalling its decision): when it was queued. A decision of this person
+        of this kind on this step since then is that click's: it is not decided twice."""
+        if queued_at is not None:
+            earlier = self._decision_of_click(click, queued_at)
+            if earlier is not None:
+                return earlier
         try:
             outcome = submit(
                 self.journal,
@@ -274,20 +349,66 @@ class Gateway:
                 run_id=click.run_id,
                 actor_details=self.people.details(click.user) if self.people else {},
                 deliver=False,
+                # The click is on disk in the queue: if this commit is lost with the power,
+                # so is the later mark that it was judged, and it is judged again.
+                flushed=False,
             )
         except DecisionRefused as refused:
             return Judged(False, refused.message, lambda: None)
-        run = outcome.run
+        run, decision = outcome.run, outcome.decision
 
         def delivery() -> None:
             if run is not None:
-                # After the service has its answer: wake the flow (retried for 2 s if it is
-                # between two pauses) and free the thread. The flow applies or refuses the
-                # decision and tells the person; it reads pending decisions before each
-                # pause anyway.
-                deliver_decision(self.journal, run, outcome.decision, wait=False)
+                self.flows.wake(run, decision)
 
         return Judged(True, outcome.message, delivery)
+
+    def _decision_of_click(self, click: Click, queued_at: datetime) -> Judged | None:
+        run = self.journal.gate_context(click.run_id, click.step_id)[0]
+        if run is None or run.incident != click.ticket:
+            return None
+        for decision in self.journal.decisions_of(click.run_id, click.step_id):
+            if (
+                decision.actor == click.user
+                and decision.kind == click.kind
+                and decision.created_at >= queued_at
+            ):
+                if decision.status == DecisionStatus.REFUSED:
+                    return Judged(False, decision.reason or "refused", lambda: None)
+
+                def delivery(found: DecisionRecord = decision) -> None:
+                    self.flows.wake(run, found)
+
+                return Judged(True, f"{click.kind} from {click.user} recorded", delivery)
+        return None
+
+    def _deliver(self, run: RunRecord, decision: DecisionRecord) -> None:
+        """Wake the run's flow (retried for 2 s if it is between two pauses). The flow
+        applies or refuses the decision, and every other pending one, and tells the person."""
+        if run.flow_run_id is None:
+            return  # no flow to wake (yet): it reads the journal before it waits
+        self._with_a_prefect_client()
+        deliver_decision(self.journal, run, decision, wait=False)
+
+    def _with_a_prefect_client(self) -> None:
+        """Give this waking thread a Prefect client for its lifetime, which Prefect's calls
+        in it use: creating one per wake-up (its TLS context) costs tens of milliseconds of
+        interpreter time, taken from the answers to Slack. Made at the first wake-up, not
+        before: without a Prefect server configured, Prefect would start one. Closed by
+        ``close``."""
+        if getattr(self._waking_thread, "has_client", False):
+            return
+        from prefect.context import SyncClientContext
+
+        self._waking_thread.has_client = True
+        try:
+            context = SyncClientContext()
+            context.__enter__()
+        except Exception as exc:  # each call then makes its own client
+            _log.warning("no lasting Prefect client for waking flows: %s", exc)
+            return
+        with self._lock:
+            self._prefect_clients.append(context.client)
 
     # -- incidents and runs asked for from chat ---------------------------------------------
 

@@ -67,9 +67,11 @@ class Decisions(AuditChain):
         vouched: Sequence[str] | None = None,
         audit: tuple[str, str, dict[str, Any]] | None = None,
         outputs: dict[str, Any] | None = None,
+        flushed: bool = True,
     ) -> DecisionRecord:
         """Record a decision; with ``audit`` = (incident, event kind, data), its audit record
-        is appended in the same transaction (the decision and its evidence exist together)."""
+        is appended in the same transaction (the decision and its evidence exist together).
+        ``flushed``: see ``JournalDatabase.transaction``."""
         moment = now()
         fields: dict[str, Any] = {
             "run_id": run_id,
@@ -100,7 +102,7 @@ class Decisions(AuditChain):
                 self._append(db, incident, event_kind, run_id, step_id, actor, data)
             return DecisionRecord(id=int(key[0]), **fields)
 
-        return self._chained_write(write)
+        return self._chained_write(write, flushed=flushed)
 
     def decision(self, decision_id: int) -> DecisionRecord | None:
         with self.transaction() as db:

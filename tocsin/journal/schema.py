@@ -143,6 +143,25 @@ sealed_inputs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
+queued_clicks = Table(
+    # Clicks the gateway acknowledged and has yet to judge (``journal/click_queue.py``): the
+    # payload as the chat service sent it, its signature checked. Judged by whichever gateway
+    # claims it first; a claim lapses at ``claimed_until``, so a dead gateway's clicks are
+    # taken by another. A table missing from an older journal is created by ``create_all``.
+    "queued_clicks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("judged_at", DateTime(timezone=True), index=True),
+    Column("outcome", String(16)),
+    Column("reason", Text),
+)
+
 # Columns added after a journal may have been created: (table, column, SQL type).
 _ADDED_COLUMNS = (("decisions", "vouched", "JSON"), ("decisions", "outputs", "JSON"))
 

@@ -293,6 +293,9 @@ class FakeService:
 class _Server(ThreadingHTTPServer):
     service: FakeService
     tls: ssl.SSLContext | None = None
+    # socketserver's default backlog of 5 drops the connections of a burst, and their
+    # clients retry a second later: a real service answers them at once.
+    request_queue_size = 128
 
     def get_request(self) -> tuple[Any, Any]:
         connection, address = super().get_request()
