@@ -8,8 +8,10 @@ flow run, keyed by incident and runbook, that the UI shows under the run and in 
 Artifacts page; ``read_outcome`` reads it back (``tocsin.flows.runbook.outcome_of``).
 
 A Tocsin error that refuses a run (a runbook that does not validate, a missing secret)
-is an expected end, not a crash: ``quiet_expected_failures`` keeps Prefect's engine from
-logging a traceback for it on a worker (it logs one line with Tocsin's message instead).
+or fails a step (a service said no) is an expected end, not a crash:
+``quiet_expected_failures`` keeps Prefect's engines from logging a traceback for it, on a
+worker and in the terminal (they log one line with Tocsin's message instead); any other
+exception, a bug, keeps its traceback.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def failure_message(error: TocsinError) -> str:
 
 
 class _ExpectedFailures(logging.Filter):
-    """Turns the engine's traceback for a run that ended Failed as Tocsin meant it into one line."""
+    """Drops the traceback of a record about a Tocsin error (its message says it all), and
+    turns the engine's traceback for a flow run Tocsin ended Failed into one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from prefect.exceptions import FailedRun
@@ -124,13 +127,11 @@ class _ExpectedFailures(logging.Filter):
         if not record.exc_info or record.exc_info[1] is None:
             return True
         error = record.exc_info[1]
-        if isinstance(error, TocsinError):
-            said = failure_message(error)
-        elif isinstance(error, FailedRun) and str(record.msg).startswith(_ENGINE_EXIT):
-            said = str(error)  # the message of the Failed state the flow returned
-        else:
+        if str(record.msg).startswith(_ENGINE_EXIT) and isinstance(error, TocsinError | FailedRun):
+            said = failure_message(error) if isinstance(error, TocsinError) else str(error)
+            record.msg, record.args = "the flow run ended Failed: %s", (said,)
+        elif not isinstance(error, TocsinError):
             return True  # anything else is a bug: its traceback is kept
-        record.msg, record.args = "the flow run ended Failed: %s", (said,)
         record.exc_info, record.exc_text = None, None
         return True
 
@@ -140,7 +141,7 @@ _FILTER = _ExpectedFailures()
 
 def quiet_expected_failures() -> None:
     """In this process, Prefect logs a run Tocsin ended Failed as one line, not a traceback."""
-    for name in ("prefect.flow_runs", "prefect.engine"):
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -138,11 +138,10 @@ def runbook_needs(
     integration_steps: dict[str, list[str]] = {}
     integrations = installed_integrations()
     for step, _ in runbook.iter_steps():
-        calls = [step.action] if step.action else []
+        calls = [(step.action, step.with_)] if step.action else []
         if step.undo is not None:
-            calls.append(step.undo.action)
-        withs = [step.with_] + ([step.undo.with_] if step.undo is not None else [])
-        for action, with_ in zip(calls, withs, strict=True):
+            calls.append((step.undo.action, step.undo.with_))
+        for action, with_ in calls:
             definition = registry.get(action)
             for name in _secrets_read(definition, with_):
                 secret_steps.setdefault(name, []).append(step.id)
