@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import ROOT, TOCSIN, run_tocsin
+from tests.cli_runner import ROOT, run_tocsin
 from tests.engine_support import settings_journal, wait_until
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ gateway's ``/tocsin run`` and ticket starts) and again at flow start on the work
 runs it, ``check_run`` looks at everything the run will need and raises one
 ``ConfigurationError`` listing all that is missing: the audit signing key (present, a
 regular file only Tocsin's user may read), every secret the runbook's steps read (actions
-declare theirs as data), the integrations those steps use being configured, the journal
+declare theirs as data), the chat integration its approver user groups need, the journal
 (reachable, its schema current) and the Prefect server. ``tocsin doctor`` shows the same
 checks, one line each, with the rest of a configuration's (``tocsin.cli.doctor``).
 
@@ -17,7 +17,6 @@ that a sandbox's missing key is reported as created on first use, as the sandbox
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -129,14 +128,15 @@ def signing_key(settings: Settings, *, needed: bool = True) -> Finding:
 def runbook_needs(
     runbook: Runbook, registry: ActionRegistry, settings: Settings, secrets: SecretStore
 ) -> list[Finding]:
-    """Every secret the runbook's steps (and undo and failure handlers) read that is not set,
-    the integrations they use that are not configured here, and the chat integration its
-    approver user groups need. One finding per missing thing, naming the steps needing it."""
-    from tocsin.integration import installed_integrations
+    """Every secret the runbook's steps (their undo and the failure handlers too) read that
+    is not set, and the chat integration its approver user groups need, when it is not set
+    up. One finding per missing thing, naming the steps that need it.
 
+    Actions declare their secrets as data; they do not declare the settings they read
+    (an integration being "configured" says nothing of one action: a breach draft needs no
+    SMTP server), so a missing setting is found by the action, or `tocsin integrations
+    check`, not here."""
     secret_steps: dict[str, list[str]] = {}
-    integration_steps: dict[str, list[str]] = {}
-    integrations = installed_integrations()
     for step, _ in runbook.iter_steps():
         calls = [(step.action, step.with_)] if step.action else []
         if step.undo is not None:
@@ -145,9 +145,6 @@ def runbook_needs(
             definition = registry.get(action)
             for name in _secrets_read(definition, with_):
                 secret_steps.setdefault(name, []).append(step.id)
-            owner = _owner_of(definition, integrations)
-            if owner is not None:
-                integration_steps.setdefault(owner.name, []).append(step.id)
     findings: list[Finding] = []
     for name in sorted(secret_steps):
         if secrets.get(name):
@@ -159,27 +156,6 @@ def runbook_needs(
                 f"secret {name!r} is not set (needed by step{'s' * (len(set(secret_steps[name])) != 1)} "
                 f"{', '.join(dict.fromkeys(secret_steps[name]))})",
                 f"set the environment variable TOCSIN_SECRET_{name.upper()}",
-            )
-        )
-    missing_secrets = {name for name in secret_steps if not secrets.get(name)}
-    for integration in integrations:
-        steps = integration_steps.get(integration.name)
-        if not steps:
-            continue
-        configured = _configured(integration, settings, secrets)
-        if configured:
-            continue
-        declared = {d.name for d in integration.secrets}
-        if declared & missing_secrets:
-            continue  # the missing secret above already says what to set
-        findings.append(
-            Finding(
-                f"integration {integration.name}",
-                False,
-                f"the {integration.name} integration is not configured here (used by step"
-                f"{'s' * (len(set(steps)) != 1)} {', '.join(dict.fromkeys(steps))})",
-                f"set the {integration.name} settings and secrets (`tocsin integrations list` "
-                "shows them; docs/integrations.md)",
             )
         )
     findings.extend(_approver_directory_needs(runbook, settings, secrets))
@@ -197,18 +173,6 @@ def _secrets_read(definition: ActionDefinition, with_: dict[str, Any]) -> list[s
         if with_.get(name) and not contains_template(with_[name])
     ]
     return sorted({*definition.secrets, *named})
-
-
-def _owner_of(
-    definition: ActionDefinition, integrations: Sequence[Integration[Any]]
-) -> Integration[Any] | None:
-    """The integration whose action modules define the action (None: a local module)."""
-    module = definition.module
-    for integration in integrations:
-        for owned in integration.action_modules:
-            if module == owned or module.startswith(owned + "."):
-                return integration
-    return None
 
 
 def _configured(integration: Integration[Any], settings: Settings, secrets: SecretStore) -> bool:
@@ -477,17 +441,12 @@ def check_run(
     ).refuse_if_problems(f"{runbook.runbook} for {ticket}")
 
 
-def findings_of(items: Iterable[Finding]) -> Findings:
-    return Findings(tuple(items))
-
-
 __all__ = [
     "Finding",
     "Findings",
     "PrefectServer",
     "check_run",
     "configured_prefect",
-    "findings_of",
     "journal",
     "prefect_server",
     "run_findings",
