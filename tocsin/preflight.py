@@ -322,8 +322,9 @@ def prefect_server(url: str) -> tuple[Finding, PrefectServer | None]:
 
     base = url.rstrip("/")
     area = "prefect server"
+    url = shown_url(url)
     try:
-        with httpx.Client(timeout=PREFECT_TIMEOUT_SECONDS) as client:
+        with prefect_http() as client:
             health = client.get(f"{base}/health")
             if health.status_code != 200:
                 return (
@@ -356,6 +357,35 @@ def prefect_server(url: str) -> tuple[Finding, PrefectServer | None]:
         if part
     )
     return Finding(area, True, f"{url} answers" + (f" ({said})" if said else "")), server
+
+
+def shown_url(url: str) -> str:
+    """``url`` without a user name or password in it, to print."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<an invalid URL>"
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+def prefect_http() -> Any:
+    """An HTTP client for the Prefect API, with the credentials Prefect's own settings give
+    (``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``), bounded in time."""
+    import base64
+
+    import httpx
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    headers: dict[str, str] = {}
+    if api.key is not None:
+        headers["Authorization"] = f"Bearer {api.key.get_secret_value()}"
+    elif api.auth_string is not None:
+        encoded = base64.b64encode(api.auth_string.get_secret_value().encode()).decode()
+        headers["Authorization"] = f"Basic {encoded}"
+    return httpx.Client(timeout=PREFECT_TIMEOUT_SECONDS, headers=headers)
 
 
 def _version(client: Any, base: str) -> str | None:
@@ -448,7 +478,9 @@ __all__ = [
     "check_run",
     "configured_prefect",
     "journal",
+    "prefect_http",
     "prefect_server",
+    "shown_url",
     "run_findings",
     "runbook_needs",
     "signing_key",

@@ -105,7 +105,13 @@ def _prefect_findings(settings: Settings, pool: str | None) -> list[Finding]:
     if answered is None:
         return [server]
     if answered.database is None:
-        server = Finding(server.area, True, server.message + " (its API does not say its database)")
+        said = (
+            "database SQLite: Tocsin's own server"
+            if not settings.prefect_api_url
+            else "its API does not say its database: PREFECT_API_DATABASE_CONNECTION_URL is "
+            "hidden; PostgreSQL for more than one server process"
+        )
+        server = Finding(server.area, True, f"{server.message} ({said})")
     asked = pool is not None or bool(settings.gateway.deployment)
     return [server, *_deployment_findings(url, settings.gateway.deployment, pool, asked=asked)]
 
@@ -118,14 +124,15 @@ def _deployment_findings(
     a problem only when the configuration uses them (``asked``)."""
     import httpx
 
-    from tocsin.preflight import PREFECT_TIMEOUT_SECONDS, Finding
+    from tocsin.preflight import Finding, prefect_http, shown_url
 
     base = url.rstrip("/")
+    url = shown_url(url)
     name = deployment or DEFAULT_DEPLOYMENT
     flow, _, short = name.partition("/")
     findings: list[Finding] = []
     try:
-        with httpx.Client(timeout=PREFECT_TIMEOUT_SECONDS) as client:
+        with prefect_http() as client:
             answer = client.get(f"{base}/deployments/name/{flow}/{short}")
             pool_name = pool
             if answer.status_code == 200:
