@@ -196,3 +196,17 @@ def test_live_mode_without_a_key_says_so_without_a_traceback(
     assert "hint: " in result.stderr
     assert "tocsin audit keygen" in result.stderr
     assert _flow_run_named("FS-3-ends-failed") is None
+
+
+def test_a_step_failing_in_the_terminal_is_one_line_not_a_traceback(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    runbook = tmp_path / "ends-failed.yaml"
+    runbook.write_text(FAILING)
+    result = run_tocsin("run", str(runbook), "--ticket", "FS-4", "--as", "U0REQUESTER", timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "run failed: step broken failed: test.fail: test service the service said no" in output
+    assert "Traceback" not in output
+    flow_run = _final_flow_run("FS-4-ends-failed")
+    assert flow_run.state.message.startswith("runbook failed: step broken failed")
