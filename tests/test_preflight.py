@@ -159,3 +159,22 @@ def test_a_key_that_is_a_link_is_a_problem(tmp_path: Path) -> None:
     assert not found.ok
     assert "is a symbolic link" in found.message
     assert signing_key(load_settings(mode="live", audit={"key_path": real})).ok
+
+
+def test_approvers_in_a_user_group_need_the_chat_integration_that_lists_them() -> None:
+    from tocsin.actions import ActionRegistry
+    from tocsin.preflight import runbook_needs
+    from tocsin.settings import StaticSecrets, load_settings
+    from tocsin.validation import load_runbook_bytes
+
+    text = NEEDS_SECRETS.replace("leads: {users: [U0LEAD1]}", "leads: {usergroup: S0LEADS}")
+    registry = ActionRegistry.discover()
+    loaded = load_runbook_bytes(text.encode(), "needs-secrets.yaml", registry)
+    settings = load_settings(mode="live")
+    needs = runbook_needs(loaded.runbook, registry, settings, StaticSecrets({}))
+    directory = [n for n in needs if n.area == "integration slack"]
+    assert len(directory) == 1
+    assert "approver group leads is a slack user group" in directory[0].message
+    assert directory[0].hint == "set TOCSIN_SECRET_SLACK_BOT_TOKEN"
+    given = StaticSecrets({"slack_bot_token": "xoxb-1", "platform_undo_token": "t"})
+    assert runbook_needs(loaded.runbook, registry, settings, given) == []

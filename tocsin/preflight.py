@@ -71,9 +71,6 @@ class Findings:
     def problems(self) -> list[Finding]:
         return [f for f in self.findings if not f.ok]
 
-    def __add__(self, other: Findings) -> Findings:
-        return Findings(self.findings + other.findings)
-
     def refuse_if_problems(self, what: str) -> None:
         """Raise one ``ConfigurationError`` listing every problem (``what``: the run refused)."""
         problems = self.problems
@@ -93,7 +90,7 @@ class Findings:
 # -- the signing key ------------------------------------------------------------------------
 
 
-def signing_key(settings: Settings, *, needed: bool = True) -> Finding:
+def signing_key(settings: Settings) -> Finding:
     """The audit signing key: present (unless the sandbox creates it), a regular file that is
     not a link, that no other user may read or change, holding an Ed25519 key."""
     from tocsin.audit import AuditKey
@@ -103,8 +100,6 @@ def signing_key(settings: Settings, *, needed: bool = True) -> Finding:
     if not (path.exists() or path.is_symlink()):
         if settings.mode == "sandbox":
             return Finding(area, True, f"none at {path} yet: the sandbox creates it on first use")
-        if not needed:
-            return Finding(area, True, f"none at {path} (only processes that run runbooks need it)")
         return Finding(
             area,
             False,
