@@ -52,7 +52,7 @@ def outcome_markdown(outcome: dict[str, Any]) -> str:
         "| --- | --- |",
         *(f"| {_cell(step)} | {_cell(state)} |" for step, state in outcome["steps"].items()),
         "",
-        _FENCE + json.dumps(outcome, sort_keys=True).replace("`", "\\u0060") + "\n```",
+        _FENCE + json.dumps(outcome).replace("`", "\\u0060") + "\n```",
     ]
     return "\n".join(lines)
 
