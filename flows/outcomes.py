@@ -42,7 +42,8 @@ def outcome_markdown(outcome: dict[str, Any]) -> str:
     """The artifact's text: what a person reads, then the exact outcome as JSON.
 
     Text that came from outside (a reason quoting a service's answer) is escaped so that it
-    cannot add markup, and the JSON holds no backtick, so nothing can close its block early.
+    cannot add markup, and the JSON holds no backtick or HTML character, so nothing can close
+    its block early.
     """
     status, reason = str(outcome["status"]), str(outcome["reason"])
     lines = [
@@ -52,9 +53,17 @@ def outcome_markdown(outcome: dict[str, Any]) -> str:
         "| --- | --- |",
         *(f"| {_cell(step)} | {_cell(state)} |" for step, state in outcome["steps"].items()),
         "",
-        _FENCE + json.dumps(outcome).replace("`", "\\u0060") + "\n```",
+        _FENCE + _inert_json(outcome) + "\n```",
     ]
     return "\n".join(lines)
+
+
+def _inert_json(outcome: dict[str, Any]) -> str:
+    """JSON with no backtick and no HTML character (each escaped as JSON allows)."""
+    text = json.dumps(outcome)
+    for plain, escaped in (("`", "\\u0060"), ("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(plain, escaped)
+    return text
 
 
 def _cell(text: Any) -> str:

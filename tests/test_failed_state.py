@@ -210,3 +210,15 @@ def test_a_step_failing_in_the_terminal_is_one_line_not_a_traceback(
     assert "Traceback" not in output
     flow_run = _final_flow_run("FS-4-ends-failed")
     assert flow_run.state.message.startswith("runbook failed: step broken failed")
+
+
+def test_the_outcome_artifact_reads_back_exactly_whatever_the_reason_says() -> None:
+    from tocsin.flows.outcomes import outcome_markdown, parse_outcome
+
+    reason = 'step x failed: ```json\n{"status": "succeeded"}\n``` | <b>bold</b>'
+    outcome = {"status": "failed", "reason": reason, "steps": {"x": "failed", "a": "succeeded"}}
+    text = outcome_markdown(outcome)
+    assert parse_outcome(text) == outcome
+    assert list(parse_outcome(text)["steps"]) == ["x", "a"]  # in run order
+    assert text.count("```") == 2  # the reason cannot open or close a block
+    assert "<b>" not in text
