@@ -108,6 +108,68 @@ def ensure_system_packages(packages: dict[str, str]) -> None:
     run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=apt_env)
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_listening(port: int, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while not _listening(port):
+        if time.monotonic() > deadline:
+            say(f"{what} did not start listening on 127.0.0.1:{port}")
+            sys.exit(1)
+        time.sleep(0.5)
+
+
+def ensure_postgresql() -> None:
+    """PostgreSQL on 127.0.0.1:5432 with trust for loopback and a database named after the
+    user, as the postgres-marked tests and the scale-out setup expect; started (installed
+    first, as root) when absent."""
+    if _listening(5432):
+        return
+    if os.geteuid() != 0:
+        say("the postgres tests need PostgreSQL on 127.0.0.1:5432; start it, or run as root")
+        return
+    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
+        ensure_system_packages({"pg_ctlcluster": "postgresql"})
+    version = sorted(Path("/etc/postgresql").iterdir())[-1].name
+    hba = Path(f"/etc/postgresql/{version}/main/pg_hba.conf")
+    trust = "host all all 127.0.0.1/32 trust\n"
+    if trust not in hba.read_text():
+        hba.write_text(trust + hba.read_text())  # first match wins: loopback trusted, for tests
+    say(f"starting PostgreSQL {version}")
+    run("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start", check=False)
+    _wait_listening(5432, "PostgreSQL")
+    for database, owner in (("root", "root"), ("test", "root")):
+        run("su", "postgres", "-c", f"createuser --superuser {owner}", check=False)
+        run("su", "postgres", "-c", f"createdb --owner {owner} {database}", check=False)
+
+
+def ensure_redis() -> None:
+    """Redis on 127.0.0.1:6379 (Prefect's messaging for several API servers); started
+    (installed first, as root) when absent. It keeps nothing on disk."""
+    if _listening(6379):
+        return
+    if os.geteuid() != 0:
+        say("the scale-out tests need Redis on 127.0.0.1:6379; start it, or run as root")
+        return
+    ensure_system_packages({"redis-server": "redis-server"})
+    say("starting Redis")
+    Path("/var/lib/redis").mkdir(parents=True, exist_ok=True)
+    run(
+        "redis-server",
+        "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+        "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+    )  # fmt: skip
+    _wait_listening(6379, "Redis")
+
+
 def project_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -134,6 +196,8 @@ cores. Each test file stays in one process (its fakes start once)."""
 
 def test(extra: list[str]) -> int:
     ensure_system_packages({**SYSTEM_PACKAGES, **TEST_SYSTEM_PACKAGES})
+    ensure_postgresql()
+    ensure_redis()
     chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in extra)
     spread = [] if chosen else ["-n", str(TEST_PROCESSES), "--dist", "loadfile"]
     return run(BIN / "python", "-m", "pytest", *spread, *extra, check=False, env=project_env())

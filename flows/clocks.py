@@ -54,6 +54,7 @@ class RegulatoryClocks:
                 title=clock.title,
                 source=clock.source,
                 basis="detected" if from_detection else "run_started",
+                stopped_by=clock.stopped_by,
                 starts_at=starts_at.isoformat(),
                 deadline_at=deadline_at.isoformat(),
             )

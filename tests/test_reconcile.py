@@ -217,6 +217,24 @@ def test_defender_isolation_is_read_back_from_the_machines_latest_action(
         assert len(fake.tenant.machine_actions) == 1  # reading back changed nothing
 
 
+def test_an_entra_account_block_is_read_back_from_account_enabled(
+    microsoft: tuple[FakeMicrosoft, Settings],
+) -> None:
+    fake, settings = microsoft
+    user = {"user": "alice@broker-office.example"}
+    # the compromised account is still enabled: blocking it again is safe
+    assert read_back("microsoft.disable_user", user, settings) == ("did_not", {})
+    assert read_back("microsoft.enable_user", user, settings)[0] == "took_effect"
+    run_action("microsoft.disable_user", user, settings)
+    effect, outputs = read_back("microsoft.disable_user", user, settings)
+    assert effect == "took_effect"
+    assert outputs["account_enabled"] is False and outputs["user_id"]
+    assert "not known" in outputs["note"]  # what the read-back cannot tell, it says
+    assert read_back("microsoft.enable_user", user, settings)[0] == "did_not"
+    patches = [r for r in fake.requests if r.method == "PATCH"]
+    assert len(patches) == 1  # reading back changed nothing
+
+
 def test_pki_revocation_is_read_back_from_each_certificates_status_at_the_ca(
     tmp_path: Path,
 ) -> None:

@@ -104,7 +104,9 @@ class Announcer(Protocol):
     def reminder(self, run: RunFacts, gate: GateState, minutes_left: int) -> None: ...
 
     # An announcer may also have ``step_progress(run, progress: StepProgress)``: a long
-    # step's progress (optional, so that announcers written before it keep working).
+    # step's progress (optional, so that announcers written before it keep working); and
+    # ``watchdog_found(run, text: str, command: str)``: something of the incident is stuck
+    # (``tocsin.watchdog``), with the command that fixes it.
 
     def decision_refused(self, run: RunFacts, refused: RefusedDecision) -> None: ...
 

@@ -22,6 +22,9 @@ class ChannelPoster(Protocol):
         ``TocsinError`` when the post failed."""
         ...
 
+    # A poster may also have ``post_with_command(channel, text, command) -> str``: ``text``,
+    # then a command shown exactly as written, to be copied (the watchdog's findings).
+
 
 ChannelPosterFactory = Callable[["Settings", "SecretStore"], ChannelPoster]
 

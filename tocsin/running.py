@@ -257,7 +257,7 @@ def start_run(
     sandbox = None
     run_settings: Settings = settings
     secrets: SecretStore = EnvironmentSecrets()
-    if settings.mode == "sandbox":
+    if settings.starts_own_sandbox:
         from tocsin.integration import SandboxSeed
         from tocsin.sandbox.assembly import Sandbox
 

@@ -83,6 +83,38 @@ class AnnounceSettings(BaseModel):
     )
 
 
+class WatchdogSettings(BaseModel):
+    """What the watchdog (`tocsin status --stuck`, the ``watchdog`` flow) reports, and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    oncall_channel: str | None = Field(
+        None,
+        description="Chat channel (#support-oncall, or its id C0...) where the watchdog flow "
+        "posts each finding, besides the incident's thread; none: the thread only",
+    )
+    oncall_chat: str = Field("slack", description="Which chat oncall_channel is in")
+    stale_after_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="A run whose heartbeat (written every 10 s) is older than this is dead "
+        "when its process is gone, or, on another machine, when Prefect does not show its "
+        "flow run running or paused",
+    )
+    gate_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A step still waiting this long after its deadline is overdue (a live run "
+        "closes it at its deadline)",
+    )
+    clock_warning_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="A regulatory clock not stopped is reported from this long before its "
+        "deadline until this long after it",
+    )
+
+
 class GatewaySettings(BaseModel):
     """The inbound HTTP service (`tocsin gateway`) Slack and Jira call."""
 
@@ -209,6 +241,11 @@ class Settings(BaseSettings):
     journal_url: str | None = Field(
         None, description="SQLAlchemy URL of the run journal; default: SQLite in data_dir"
     )
+    sandbox_shared: bool = Field(
+        False,
+        description="In sandbox mode, the fakes are those `tocsin sandbox` serves (its "
+        "environment file sets this): gateways and runs use them instead of starting their own",
+    )
     prefect_api_url: str | None = Field(
         None,
         description="A Prefect server to use; default: Tocsin starts its own on SQLite in data_dir",
@@ -221,9 +258,15 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(30.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     announce: AnnounceSettings = Field(default_factory=AnnounceSettings)
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     declared: DeclaredSettings = Field(default_factory=DeclaredSettings)
+
+    @property
+    def starts_own_sandbox(self) -> bool:
+        """Whether Tocsin starts the sandbox's fakes itself (sandbox mode, none shared)."""
+        return self.mode == "sandbox" and not self.sandbox_shared
 
     @property
     def audit_key_path(self) -> Path:

@@ -1,4 +1,5 @@
-"""What the runs of an incident are doing and waiting for: `tocsin status` and `/tocsin status`.
+"""What the runs of an incident are doing and waiting for: `tocsin status` and `/tocsin status`;
+and what is stuck (`tocsin status --stuck`, ``tocsin.watchdog``).
 
 Every value shown (names, prompts, checklist items, the requester) goes through
 ``terminal_text``: an input holding ANSI escape sequences or other control characters
@@ -8,10 +9,15 @@ cannot recolour, move the cursor, retitle or clear the terminal of whoever reads
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 from tocsin.gates import WaitRequest
 from tocsin.journal import Journal, now
 from tocsin.statuses import ACTIVE_RUN, DecisionStatus, StepStatus
+
+if TYPE_CHECKING:
+    from tocsin.settings import Settings
+    from tocsin.watchdog import Finding
 
 # C0 and C1 control characters (ESC, BEL, CR, backspace, CSI...), DEL, and the Unicode
 # line separators and bidirectional overrides that reorder what a line shows.
@@ -71,3 +77,45 @@ def status_lines(journal: Journal, ticket: str | None) -> list[str]:
             if request.kind == "approval":
                 lines.append(f"      may decide: {t(', '.join(request.approvers)) or 'nobody yet'}")
     return lines
+
+
+def stuck_findings(
+    settings: Settings, journal: Journal, ticket: str | None
+) -> tuple[list[Finding], bool]:
+    """What is stuck now (of ``ticket``, or every incident), and whether Prefect's flow run
+    states could be read (they only matter for runs owned by another machine)."""
+    from tocsin.watchdog import active_flow_run_ids, find_stuck, prefect_states_for
+
+    states = prefect_states_for(settings, active_flow_run_ids(journal, ticket))
+    findings = find_stuck(
+        journal,
+        now(),
+        states,
+        rules=settings.watchdog,
+        incident=ticket,
+        live=settings.mode == "live",
+    )
+    return findings, states is not None
+
+
+def stuck_lines(findings: list[Finding], ticket: str | None) -> list[str]:
+    """Each finding: its kind, incident and step, what is wrong, and what to do."""
+    t = terminal_text
+    if not findings:
+        return [f"nothing stuck{' for ' + t(ticket) if ticket else ''}"]
+    lines: list[str] = []
+    for finding in findings:
+        where = f" {t(finding.step)}" if finding.step else ""
+        lines.append(f"{t(finding.kind)}  {t(finding.incident)}  {t(finding.runbook)}{where}")
+        lines.append(f"    {t(finding.summary)}")
+        lines.append(f"    to do: {t(finding.what_to_do)}")
+    return lines
+
+
+def stuck_data(findings: list[Finding], prefect_read: bool) -> dict[str, Any]:
+    """``tocsin status --stuck --json``."""
+    return {
+        "stuck": len(findings),
+        "prefect_states_read": prefect_read,
+        "findings": [finding.as_data() for finding in findings],
+    }

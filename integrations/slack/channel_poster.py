@@ -9,7 +9,12 @@ from __future__ import annotations
 from slack_sdk.errors import SlackApiError
 
 from tocsin.errors import ConfigurationError
-from tocsin.integrations.slack.client import SlackCredentials, api_error, slack_value
+from tocsin.integrations.slack.client import (
+    SlackCredentials,
+    api_error,
+    slack_text,
+    slack_value,
+)
 from tocsin.settings import SecretStore, Settings
 
 CHANNEL_PATTERN = r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CG][A-Z0-9]{2,})$"
@@ -28,6 +33,14 @@ class SlackChannelPoster:
         return cls(SlackCredentials.from_secrets(settings, secrets))
 
     def post(self, channel: str, text: str) -> str:
+        return self._post(channel, slack_value(text))
+
+    def post_with_command(self, channel: str, text: str, command: str) -> str:
+        """``text`` as ``post`` shows it, then ``command`` in a code span, exactly as written
+        (someone copies it), still unable to mention, link or leave the span."""
+        return self._post(channel, f"{slack_value(text)}\n`{slack_text(command)}`")
+
+    def _post(self, channel: str, mrkdwn: str) -> str:
         import re
 
         if not re.match(CHANNEL_PATTERN, channel):
@@ -37,7 +50,7 @@ class SlackChannelPoster:
             )
         try:
             response = self._client.chat_postMessage(
-                channel=channel, text=slack_value(text), unfurl_links=False, unfurl_media=False
+                channel=channel, text=mrkdwn, unfurl_links=False, unfurl_media=False
             )
         except SlackApiError as exc:
             raise api_error("notify.staff", "chat.postMessage", channel, exc) from None

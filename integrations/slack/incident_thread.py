@@ -515,6 +515,19 @@ class SlackIncidentAnnouncer:
             broadcast=True,
         )
 
+    def watchdog_found(self, run: RunFacts, text: str, command: str) -> None:
+        """Something of this incident is stuck (``tocsin.watchdog``): said in the thread and
+        broadcast to the channel, the command to fix it as code."""
+        self._reply(
+            run,
+            slack_text(f"Watchdog: {text}"[:300]),
+            blocks=[
+                {"type": "section", "text": plain(f"🚨 Watchdog: {text}")},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": code(command)}]},
+            ],
+            broadcast=True,
+        )
+
     def decision_refused(self, run: RunFacts, refused: RefusedDecision) -> None:
         if refused.channel != "slack":
             return

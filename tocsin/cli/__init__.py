@@ -28,7 +28,7 @@ from tocsin.cli.parser import build_parser
 from tocsin.cli.report import cmd_report
 from tocsin.cli.runbooks import cmd_actions, cmd_list, cmd_plan, cmd_schema, cmd_validate
 from tocsin.cli.runs import cmd_decide, cmd_demo, cmd_run, cmd_status
-from tocsin.cli.services import cmd_gateway, cmd_server
+from tocsin.cli.services import cmd_gateway, cmd_sandbox, cmd_server
 
 __all__ = [
     "EXIT_INTERNAL",
@@ -98,6 +98,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "gateway": cmd_gateway,
     "doctor": cmd_doctor,
+    "sandbox": cmd_sandbox,
     "audit": cmd_audit,
     "report": cmd_report,
 }

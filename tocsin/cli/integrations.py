@@ -50,7 +50,7 @@ def _check_integrations(settings: Any, names: list[str], *, as_json: bool, debug
     chosen = integrations_named(names)  # an unknown name is said before anything starts
     secrets: SecretStore = EnvironmentSecrets()
     sandbox = None
-    if settings.mode == "sandbox":
+    if settings.starts_own_sandbox:
         from tocsin.sandbox.assembly import Sandbox
 
         sandbox = Sandbox(settings).__enter__()

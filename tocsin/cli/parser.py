@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="incidents, their runs, and what each waits for")
     status.add_argument("ticket", nargs="?", help="one incident (default: all)")
+    status.add_argument(
+        "--stuck",
+        action="store_true",
+        help="only what is stuck: gates past their deadline, runs whose process died, "
+        "regulatory clocks about to expire (exit 1 when there is any)",
+    )
+    status.add_argument("--json", action="store_true", help="with --stuck: print as JSON")
 
     demo = commands.add_parser("demo", help="run a shipped runbook end to end in the sandbox")
     demo.add_argument(
@@ -150,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool", help="the work pool runs go to (default: the deployment's, else tocsin)"
     )
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve the sandbox's fake services for workers and gateways in other processes",
+    )
+    sandbox.add_argument(
+        "--env-file",
+        type=Path,
+        help="where to write the environment pointing at the fakes "
+        "(default: data_dir/sandbox.env; removed when the fakes stop)",
+    )
 
     server = commands.add_parser("server", help="Tocsin's local Prefect server")
     server.add_argument("action", choices=["status", "stop"])

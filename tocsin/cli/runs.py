@@ -195,13 +195,26 @@ def _given_outputs(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0; with ``--stuck``, 1 when something is stuck."""
+    from tocsin.errors import InputError
     from tocsin.running import journal_for
-    from tocsin.status import status_lines
+    from tocsin.status import status_lines, stuck_data, stuck_findings, stuck_lines
 
+    if args.json and not args.stuck:
+        raise InputError("--json goes with --stuck", "run `tocsin status --stuck --json`")
     settings = current_settings()
     ticket = checked_ticket(settings, args.ticket) if args.ticket else None
     journal = journal_for(settings)
     try:
+        if args.stuck:
+            import json
+
+            findings, prefect_read = stuck_findings(settings, journal, ticket)
+            if args.json:
+                print(json.dumps(stuck_data(findings, prefect_read), indent=2))
+            else:
+                print("\n".join(stuck_lines(findings, ticket)))
+            return EXIT_PROBLEMS if findings else EXIT_OK
         for line in status_lines(journal, ticket):
             print(line)
     finally:

@@ -6,6 +6,7 @@ import argparse
 
 from tocsin.cli.exit_codes import EXIT_OK
 from tocsin.cli.lookups import current_settings
+from tocsin.settings import Settings
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = current_settings()
     secrets: SecretStore = EnvironmentSecrets()
     sandbox = None
-    if settings.mode == "sandbox":
+    if settings.starts_own_sandbox:
         from tocsin.sandbox.assembly import Sandbox
 
         sandbox = Sandbox(settings).__enter__()
@@ -67,3 +68,67 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         if sandbox is not None:
             sandbox.__exit__(None, None, None)
     return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """Serve the sandbox's fakes until interrupted, and write the environment that points
+    workers, gateways and `tocsin run --deployment` at them."""
+    import shlex
+    import signal
+    import threading
+
+    from tocsin.errors import ConfigurationError
+    from tocsin.integration import SandboxSeed
+    from tocsin.private_paths import private_folder, write_file_atomically
+    from tocsin.sandbox.assembly import Sandbox
+
+    settings = current_settings()
+    if settings.mode != "sandbox":
+        raise ConfigurationError(
+            "`tocsin sandbox` serves fake services, and the settings say mode live",
+            "unset TOCSIN_MODE (or set it to sandbox) in this shell",
+        )
+    target = args.env_file or settings.data_dir / "sandbox.env"
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with Sandbox(settings, SandboxSeed(usergroups=_runbook_usergroups(settings))) as sandbox:
+        variables = sandbox.environment()
+        lines = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+        private_folder(target.parent)
+        write_file_atomically(target, ("\n".join(lines) + "\n").encode())
+        print(f"SANDBOX: local fakes of {', '.join(sandbox.fakes)}; nothing real is touched")
+        for name, fake in sandbox.fakes.items():
+            print(f"  fake {name}: {fake.url}")
+        for note in sandbox.notes:
+            print(f"  {note}")
+        print(f"Environment for workers, gateways and runs: {target}")
+        print(f"  in each of their shells: . {shlex.quote(str(target))}")
+        print("Ctrl-C stops the fakes.", flush=True)
+        try:
+            stop.wait()
+        finally:
+            target.unlink(missing_ok=True)
+    return EXIT_OK
+
+
+def _runbook_usergroups(settings: Settings) -> list[str]:
+    """The Slack user groups approver groups name in the runbooks on the search path: the
+    fake Slack gives each of them members, as a run's own sandbox does for its runbook."""
+    from tocsin.catalogue import search_paths
+    from tocsin.cli.lookups import action_registry
+    from tocsin.errors import RunbookError
+    from tocsin.validation import find_runbook_files, load_runbook
+
+    registry = action_registry()
+    files, _ = find_runbook_files(search_paths(settings))
+    groups: dict[str, None] = {}
+    for file in files:
+        try:
+            runbook = load_runbook(file, registry).runbook
+        except RunbookError:
+            continue  # `tocsin validate` tells what is wrong with it
+        for group in runbook.approver_groups.values():
+            if group.usergroup:
+                groups[group.usergroup] = None
+    return list(groups)

@@ -16,10 +16,12 @@ environment is never changed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Self, TypeVar
@@ -50,6 +52,7 @@ class Sandbox:
         self.services: dict[str, SandboxService] = {}
         self.settings = settings
         self.secrets: SecretStore = EnvironmentSecrets()
+        self._fake_secrets: dict[str, str] = {}
         self._folder: Path | None = None
 
     def __enter__(self) -> Self:
@@ -79,7 +82,20 @@ class Sandbox:
             raise
         # The fakes' secrets first; the environment's still serve the rest (a runbook's own).
         self.secrets = LayeredSecrets(StaticSecrets(secrets), EnvironmentSecrets())
+        self._fake_secrets = secrets
         return self
+
+    def environment(self) -> dict[str, str]:
+        """The ``TOCSIN_*`` variables that point other processes (workers, gateways, `tocsin
+        run --deployment`) at these fakes: their settings, their secrets, and
+        ``sandbox_shared`` so that those processes do not start fakes of their own."""
+        values: dict[str, str] = {"TOCSIN_MODE": "sandbox", "TOCSIN_SANDBOX_SHARED": "true"}
+        for service in self.services.values():
+            for slot, slot_values in service.settings.items():
+                values.update(_variables(f"TOCSIN_{slot.upper()}", slot_values))
+        for name, value in self._fake_secrets.items():
+            values[f"TOCSIN_SECRET_{name.upper()}"] = value
+        return values
 
     def __exit__(self, *exc: object) -> None:
         for service in reversed(list(self.services.values())):
@@ -105,6 +121,24 @@ class Sandbox:
     def notes(self) -> list[str]:
         """What the fakes want whoever started the sandbox to know (user groups, secrets)."""
         return [note for service in self.services.values() for note in service.notes]
+
+
+def _variables(prefix: str, value: object) -> dict[str, str]:
+    """``value`` as the environment variables the settings read it from: one per key of a
+    slot, ``__`` between levels; lists and mappings below a slot's keys as JSON, which is how
+    the settings read complex values from the environment."""
+    if isinstance(value, Mapping) and prefix.count("__") == 0:
+        found: dict[str, str] = {}
+        for key, inner in value.items():
+            found.update(_variables(f"{prefix}__{str(key).upper()}", inner))
+        return found
+    if value is None:
+        return {}
+    if isinstance(value, bool):
+        return {prefix: "true" if value else "false"}
+    if isinstance(value, Mapping | list | tuple):
+        return {prefix: json.dumps(value, default=str)}
+    return {prefix: str(value)}
 
 
 def _private_folder(settings: Settings) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from tocsin.actions import ActionContext, action
+from tocsin.actions import ActionContext, Reconciled, action
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.actions import UserRef, look_up_user
 
@@ -50,10 +50,42 @@ def _set_enabled(context: ActionContext, name: str, user: str, enabled: bool) ->
     )
 
 
+def _read_enabled(context: ActionContext, name: str, user: str, enabled: bool) -> Reconciled:
+    """After an interruption: is the account now as the call would leave it? Entra ID's
+    ``accountEnabled`` says; whether it already was before the call cannot be read, so the
+    outputs say the call changed it, and the note says that this is assumed."""
+    found = look_up_user(context, name, user)
+    now_enabled = bool(found.fields.get("accountEnabled"))
+    state = "enabled" if now_enabled else "disabled"
+    if now_enabled != enabled:
+        return Reconciled.did_not(f"{found.upn} is still {state} in Entra ID")
+    return Reconciled.took_effect(
+        AccountState(
+            user=found.upn,
+            user_id=found.id,
+            account_enabled=enabled,
+            was_enabled=not enabled,
+            changed=True,
+            note=f"read back after an interruption: the account is {state}; whether it "
+            "already was before this call is not known",
+        ),
+        found=f"{found.upn} is {state} in Entra ID (accountEnabled {str(now_enabled).lower()})",
+    )
+
+
+def _disabled_read_back(context: ActionContext, *, user: str) -> Reconciled:
+    return _read_enabled(context, "microsoft.disable_user", user, False)
+
+
+def _enabled_read_back(context: ActionContext, *, user: str) -> Reconciled:
+    return _read_enabled(context, "microsoft.enable_user", user, True)
+
+
 @action(
     "microsoft.disable_user",
     destructive=True,
     idempotent=True,
+    reconcile=_disabled_read_back,
     secrets=(CLIENT_SECRET,),
     describe=lambda user: f"block sign-in of {user} in Entra ID (accountEnabled=false)",
 )
@@ -66,6 +98,7 @@ def disable_user(context: ActionContext, *, user: UserRef) -> AccountState:
     "microsoft.enable_user",
     destructive=True,
     idempotent=True,
+    reconcile=_enabled_read_back,
     secrets=(CLIENT_SECRET,),
     describe=lambda user: f"let {user} sign in again in Entra ID (accountEnabled=true)",
 )
