@@ -20,14 +20,22 @@ import pytest
 from tests.cli_runner import ROOT, TOCSIN, run_tocsin
 from tests.engine_support import wait_until
 from tests.gateway_support import environment_variables
+from tests.test_audit import postgres_url  # noqa: F401  (the fixture)
 from tocsin.audit import AuditKey
 from tocsin.gates import WaitRequest
 from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
 from tocsin.journal import Journal, RunRecord
 from tocsin.running import journal_for
-from tocsin.settings import WatchdogSettings, load_settings
+from tocsin.settings import StaticSecrets, WatchdogSettings, load_settings, with_values
 from tocsin.statuses import RunStatus
-from tocsin.watchdog import FOUND_KIND, FindingKind, find_stuck, resume_command, secret_inputs
+from tocsin.watchdog import (
+    FOUND_KIND,
+    FindingKind,
+    already_posted,
+    find_stuck,
+    resume_command,
+    secret_inputs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -215,7 +223,7 @@ def found_records(journal: Journal, ticket: str) -> list[dict[str, Any]]:
 
 
 def verify(ticket: str) -> None:
-    verified = run_tocsin("audit", "verify", ticket, "--offline")
+    verified = run_tocsin("audit", "verify", ticket)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
@@ -521,3 +529,141 @@ def test_the_resume_command_repeats_the_inputs_quoted_and_asks_for_secrets_again
     )
     assert secret_inputs(run) == ["password"]
     assert resume_command(run, live=True).endswith(" --as YOUR_SLACK_ID")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+    url = (
+        f"sqlite:///{tmp_path / 'journal.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    opened = Journal(url)
+    yield opened
+    opened.close()
+
+
+def test_clocks_gates_and_the_watchdogs_memory_are_read_from_either_database(
+    any_journal: Journal,
+) -> None:
+    journal = any_journal
+    run, _ = journal.open_run(
+        incident="INC-8",
+        runbook_id="clocked",
+        runbook_version="1",
+        runbook_digest="0" * 64,
+        inputs={},
+        requested_by="U0REQUESTER",
+        requested_via="cli",
+    )  # owned by this process, alive: never dead
+    start = datetime.now(UTC)
+    deadline = start + timedelta(hours=1)
+    journal.record(
+        "INC-8",
+        "clock.started",
+        run_id=run.id,
+        clock="authority",
+        title="Notify the authority",
+        source="GDPR art. 33(1)",
+        starts_at=(start - timedelta(hours=71)).isoformat(),
+        deadline_at=deadline.isoformat(),
+        stopped_by="notify",
+    )
+    request = WaitRequest(
+        kind="manual",
+        prompt="Send the form",
+        deadline=(start + timedelta(minutes=30)).isoformat(),
+        requester="U0REQUESTER",
+        gate_hash="f" * 64,
+    )
+    journal.set_step(
+        run.id, "notify", status="waiting", request=request.as_data(), waiting_since=start
+    )
+
+    (clock,) = find_stuck(journal, start, live=True)
+    assert (clock.kind, clock.clock, clock.step) == (
+        FindingKind.CLOCK_EXPIRING,
+        "authority",
+        "notify",
+    )
+    assert clock.command == "tocsin done INC-8 notify --as YOUR_SLACK_ID"
+    assert clock.deadline == deadline and "expires in 1 h" in clock.summary
+    narrow = WatchdogSettings(clock_warning_seconds=1800)
+    assert find_stuck(journal, start, rules=narrow) == []  # an hour left: not yet
+
+    later = find_stuck(journal, start + timedelta(hours=2))
+    assert sorted(f.kind for f in later) == [FindingKind.CLOCK_EXPIRING, FindingKind.GATE_OVERDUE]
+    expired = next(f for f in later if f.kind == FindingKind.CLOCK_EXPIRING)
+    assert expired.key.endswith(":expired") and clock.key.endswith(":expiring")
+    assert "expired 1 h ago" in expired.summary
+
+    assert already_posted(journal) == set()
+    journal.record("INC-8", FOUND_KIND, run_id=run.id, actor="watchdog", key=clock.key)
+    assert already_posted(journal) == {clock.key}
+    assert already_posted(journal, "INC-9") == set()
+
+    journal.record("INC-8", "clock.stopped", run_id=run.id, clock="authority", met=True)
+    assert find_stuck(journal, start) == []
+
+
+def test_a_finding_told_nowhere_is_tried_again_and_one_told_somewhere_is_kept_once(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    import logging
+    import socket
+
+    from tocsin.flows.watchdog import watch
+
+    key = AuditKey.generate(tmp_path / "audit" / "signing.key")
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}", audit_key=key)
+    try:
+        run, _ = journal.open_run(
+            incident="WD-6",
+            runbook_id="remote",
+            runbook_version="1",
+            runbook_digest="0" * 64,
+            inputs={},
+            requested_by="U0REQUESTER",
+            requested_via="cli",
+        )
+        journal.record("WD-6", "run.started", run_id=run.id, title="Remote runbook")
+        journal.set_run(
+            run.id,
+            owner="worker-7.example:4242",
+            heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
+        with socket.socket() as closed:  # a port nothing listens on: Slack is down
+            closed.bind(("127.0.0.1", 0))
+            down = f"http://127.0.0.1:{closed.getsockname()[1]}/api/"
+        secrets = StaticSecrets({"slack_bot_token": SANDBOX_BOT_TOKEN})
+        log = logging.getLogger("test_watchdog")
+
+        def settings(api_url: str, oncall: str) -> Any:
+            return with_values(
+                load_settings(),
+                {
+                    "slack": {"api_url": api_url, "incident_channel": "#support-incidents"},
+                    "watchdog": {"oncall_channel": oncall},
+                },
+            )
+
+        failed = watch(settings(down, "#support-oncall"), secrets, journal, None, log)
+        assert [f["key"] for f in failed.failed] and failed.posted == []
+        assert found_records(journal, "WD-6") == []  # not remembered: tried again
+
+        posted = watch(
+            settings(f"{slack.url}/api/", "#no-such-channel"), secrets, journal, None, log
+        )
+        assert [p["places"] for p in posted.posted] == [["slack:thread"]]
+        (record,) = found_records(journal, "WD-6")
+        assert record["data"]["kind"] == "run_dead"
+        assert "#no-such-channel" in " ".join(record["data"]["errors"])
+        thread, _ = posted_about(slack, "WD-6")
+        assert len(thread) == 1
+
+        again = watch(settings(f"{slack.url}/api/", "#support-oncall"), secrets, journal, None, log)
+        assert again.found == 1 and again.posted == [] and again.failed == []
+        assert posted_about(slack, "WD-6") == (thread, [])
+        assert journal.verify("WD-6", key.public_key).ok
+    finally:
+        journal.close()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from tocsin.cli.exit_codes import EXIT_OK
 from tocsin.cli.lookups import current_settings
-from tocsin.settings import Settings
+
+if TYPE_CHECKING:
+    from tocsin.settings import Settings
 
 
 def cmd_server(args: argparse.Namespace) -> int:
