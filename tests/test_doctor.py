@@ -56,9 +56,7 @@ def _check(report: dict[str, Any], area: str) -> dict[str, Any]:
 def test_a_healthy_sandbox_configuration_is_all_good(tmp_path: Path) -> None:
     result = run_tocsin("doctor", env=_fresh(tmp_path), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SANDBOX mode: integrations are checked against the sandbox's local fakes" in (
-        result.stdout
-    )
+    assert "SANDBOX mode: integrations are checked against the sandbox's fakes" in result.stdout
     assert "integration slack: bot token: ok: signs in as @tocsin" in result.stdout
     assert "signing key: ok:" in result.stdout
     assert "journal: ok:" in result.stdout

@@ -102,14 +102,10 @@ def start_deployment_run(
     resolve_inputs(runbook, given_inputs)  # refuse wrong inputs here, not in a worker
     # This side needs the journal and the server; the key, secrets and integrations are the
     # worker's, which checks them at flow start, before the run opens.
-    Findings((preflight.journal(settings, upgrade_ok=True),)).refuse_if_problems(
+    found = [preflight.journal(settings, upgrade_ok=True), preflight.configured_prefect(settings)]
+    Findings(tuple(f for f in found if f is not None)).refuse_if_problems(
         f"{runbook.runbook} for {incident.ticket}"
     )
-    configured_server = preflight.configured_prefect(settings)
-    if configured_server is not None:
-        Findings((configured_server,)).refuse_if_problems(
-            f"{runbook.runbook} for {incident.ticket}"
-        )
     journal = journal_for(settings)
     try:
         request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
@@ -220,7 +216,8 @@ def start_run(
     """Run ``loaded`` for ``incident`` in this process until it finishes; return its outcome.
 
     Refused before anything starts when the run could not finish (``tocsin.preflight``:
-    the key, the journal, the Prefect server, the secrets and integrations of its steps).
+    the key, the journal, the Prefect server, the secrets its steps read, the approvers'
+    directory).
     In sandbox mode the fakes of the installed integrations are started first, and the run
     gets the settings and secrets pointing at them. ``on_started`` runs in a thread once
     the run starts, given the sandbox (None live). ``registry``: the actions ``loaded``
@@ -233,7 +230,7 @@ def start_run(
     # The sandbox's fakes give the secrets and settings: what the steps need is checked once
     # it is up; live, everything is checked now.
     preflight.run_findings(
-        runbook, registry, settings, EnvironmentSecrets(), needs=settings.mode != "sandbox"
+        runbook, registry, settings, EnvironmentSecrets(), needs=not settings.starts_own_sandbox
     ).refuse_if_problems(refused)
     journal = journal_for(settings)
     try:

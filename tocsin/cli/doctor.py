@@ -37,7 +37,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     secrets: SecretStore = EnvironmentSecrets()
     findings = [*_prefect_findings(settings, args.pool), _journal(settings), _key(settings)]
     sandbox = None
-    if settings.mode == "sandbox":
+    if settings.starts_own_sandbox:  # else the fakes served by `tocsin sandbox`, as runs see them
         from tocsin.sandbox.assembly import Sandbox
 
         sandbox = Sandbox(settings).__enter__()
@@ -60,7 +60,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
         return EXIT_OK if ok else EXIT_PROBLEMS
     if settings.mode == "sandbox":
-        print("SANDBOX mode: integrations are checked against the sandbox's local fakes")
+        print("SANDBOX mode: integrations are checked against the sandbox's fakes")
     for finding in findings:
         print(finding.line())
     problems = sum(not f.ok for f in findings)
