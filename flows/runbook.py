@@ -215,8 +215,11 @@ def _run_runbook(
     registry = ActionRegistry.for_settings(settings)
     loaded = runbook_from_parameters(runbook_source, runbook_name, runbook_digest, registry)
     ticket = str(incident["ticket"])
-    # Checked again here: on a worker, its own settings, secrets and key are what count.
-    check_run(loaded.runbook, ticket, registry, settings, handed.secrets, prefect=False)
+    # Checked again here: on a worker, its own settings, secrets and key are what count. The
+    # journal is opened next, which refuses an unreachable or unchained one just as cleanly.
+    check_run(
+        loaded.runbook, ticket, registry, settings, handed.secrets, prefect=False, journal_too=False
+    )
     journal = journal_for(settings, signing=True)
     assert journal.audit_key is not None  # signing=True gives a key or raises
     try:

@@ -219,8 +219,9 @@ def _approver_directory_needs(
 
 def journal(settings: Settings, *, upgrade_ok: bool = False) -> Finding:
     """The journal's database answers and its tables are those of this Tocsin (read only:
-    nothing is created or altered). ``upgrade_ok``: tables or columns that opening the
-    journal adds (as a run does) are not a problem."""
+    nothing is created or altered). ``upgrade_ok``: only that it answers, since the run
+    opening it next adds what is missing, and refuses a journal from before the audit chain
+    (each run pays this check: one connection and one query)."""
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -248,6 +249,9 @@ def journal(settings: Settings, *, upgrade_ok: bool = False) -> Finding:
         )
     try:
         with engine.connect() as connection:
+            if upgrade_ok:
+                connection.exec_driver_sql("SELECT 1")
+                return Finding(area, True, f"{shown}: reachable")
             inspector = inspect(connection)
             present = set(inspector.get_table_names())
             wanted = {table.name: table for table in metadata.sorted_tables}
@@ -256,12 +260,14 @@ def journal(settings: Settings, *, upgrade_ok: bool = False) -> Finding:
                     area, True, f"{shown}: reachable, empty; the first run creates its tables"
                 )
             missing_tables = sorted(set(wanted) - present)
+            found = inspector.get_multi_columns(filter_names=sorted(present & set(wanted)))
+            columns = {name: {c["name"] for c in listed} for (_, name), listed in found.items()}
             missing_columns = sorted(
                 f"{name}.{column.name}"
                 for name, table in wanted.items()
-                if name in present
+                if name in columns
                 for column in table.columns
-                if column.name not in {c["name"] for c in inspector.get_columns(name)}
+                if column.name not in columns[name]
             )
             dialect = connection.dialect.name
     except SQLAlchemyError as exc:
@@ -280,12 +286,6 @@ def journal(settings: Settings, *, upgrade_ok: bool = False) -> Finding:
             f"the journal at {shown} was written by an older Tocsin, before events were "
             "hash-chained; its schema cannot be brought up to date",
             "move that database aside (keep it as evidence) and start again with a new one",
-        )
-    if (missing_tables or missing_columns) and upgrade_ok:
-        return Finding(
-            area,
-            True,
-            f"{shown} ({dialect}): reachable; its schema is brought up to date when opened",
         )
     if missing_tables or missing_columns:
         return Finding(
@@ -432,11 +432,12 @@ def run_findings(
     prefect: bool = True,
     needs: bool = True,
     key: bool = True,
+    journal_too: bool = True,
 ) -> Findings:
     """Everything a run of ``runbook`` needs where it runs: the signing key (``key``), the
-    journal, the Prefect server (``prefect``), and the secrets and integrations of its
-    steps (``needs``)."""
-    found: list[Finding] = [journal(settings, upgrade_ok=True)]
+    journal (``journal_too``), the Prefect server (``prefect``), and the secrets its steps
+    read and its approvers' directory (``needs``)."""
+    found: list[Finding] = [journal(settings, upgrade_ok=True)] if journal_too else []
     if key:
         found.insert(0, signing_key(settings))
     if prefect:
@@ -458,11 +459,19 @@ def check_run(
     prefect: bool = True,
     needs: bool = True,
     key: bool = True,
+    journal_too: bool = True,
 ) -> None:
     """Refuse a run of ``runbook`` for ``ticket`` that could not finish: one
     ``ConfigurationError`` listing everything to set (see ``run_findings``)."""
     run_findings(
-        runbook, registry, settings, secrets, prefect=prefect, needs=needs, key=key
+        runbook,
+        registry,
+        settings,
+        secrets,
+        prefect=prefect,
+        needs=needs,
+        key=key,
+        journal_too=journal_too,
     ).refuse_if_problems(f"{runbook.runbook} for {ticket}")
 
 
