@@ -311,8 +311,9 @@ class PrefectServer:
     database: str | None = None
 
 
-def prefect_server(url: str) -> tuple[Finding, PrefectServer | None]:
-    """The Prefect API at ``url`` (``.../api``) answers ``/health``; its version and database."""
+def prefect_server(url: str, *, describe: bool = True) -> tuple[Finding, PrefectServer | None]:
+    """The Prefect API at ``url`` (``.../api``) answers ``/health``; with ``describe``, its
+    version and database too (two more calls: ``tocsin doctor``, not each run)."""
     import httpx
 
     base = url.rstrip("/")
@@ -331,7 +332,11 @@ def prefect_server(url: str) -> tuple[Finding, PrefectServer | None]:
                     ),
                     None,
                 )
-            server = PrefectServer(url, _version(client, base), _database(client, base))
+            server = (
+                PrefectServer(url, _version(client, base), _database(client, base))
+                if describe
+                else PrefectServer(url)
+            )
     except httpx.HTTPError as exc:
         return (
             Finding(
@@ -417,7 +422,7 @@ def configured_prefect(settings: Settings) -> Finding | None:
     (``tocsin run`` starts it when it is not running)."""
     if not settings.prefect_api_url:
         return None
-    return prefect_server(settings.prefect_api_url)[0]
+    return prefect_server(settings.prefect_api_url, describe=False)[0]
 
 
 # -- before a run -------------------------------------------------------------------------

@@ -65,8 +65,9 @@ class RunLauncher:
         """Refuse a run that could not finish, before anything starts (``tocsin.preflight``).
 
         Run here, everything is checked with the gateway's settings and secrets; on a
-        deployment the worker checks its key, secrets and integrations at flow start, so
-        this side checks the journal and the Prefect server only.
+        deployment the worker checks its key and secrets at flow start, so this side checks
+        the Prefect server only. The journal answered the look-up just made. A person waits
+        for the reply: nothing here takes more than a file read and one call to Prefect.
         """
         here = not self.settings.gateway.deployment
         preflight.check_run(
@@ -77,6 +78,7 @@ class RunLauncher:
             self.secrets,
             needs=here,
             key=here,
+            journal_too=False,
         )
 
     def _run_here(self, name: str, tags: list[str], parameters: dict[str, Any]) -> None:
