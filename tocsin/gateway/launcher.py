@@ -64,20 +64,20 @@ class RunLauncher:
     def preflight(self, loaded: LoadedRunbook, incident: Incident) -> None:
         """Refuse a run that could not finish, before anything starts (``tocsin.preflight``).
 
-        Run here, everything is checked with the gateway's settings and secrets; on a
-        deployment the worker checks its key and secrets at flow start, so this side checks
-        the Prefect server only. The journal answered the look-up just made. A person waits
-        for the reply: nothing here takes more than a file read and one call to Prefect.
+        Run here, the key and the secrets its steps read are checked with the gateway's
+        settings and secrets (a file read and look-ups: a person waits for the reply). On a
+        deployment the worker checks its own at flow start, before the run opens, and
+        queueing the run is what shows Prefect answers.
         """
-        here = not self.settings.gateway.deployment
+        if self.settings.gateway.deployment:
+            return
         preflight.check_run(
             loaded.runbook,
             incident.ticket,
             self.registry,
             self.settings,
             self.secrets,
-            needs=here,
-            key=here,
+            prefect=False,
             journal_too=False,
         )
 
