@@ -28,10 +28,16 @@ from prefect.states import Failed
 from tocsin.actions import ActionRegistry
 from tocsin.announce import Announcements, Announcer
 from tocsin.audit import Redactor
-from tocsin.errors import RunbookError, RunStopped
+from tocsin.errors import RunbookError, RunStopped, TocsinError
 from tocsin.flows.announcers import announcers_for
 from tocsin.flows.checkpoints import sign_and_anchor
 from tocsin.flows.clocks import RegulatoryClocks
+from tocsin.flows.outcomes import (
+    failure_message,
+    quiet_expected_failures,
+    read_outcome,
+    record_outcome,
+)
 from tocsin.flows.run_state import PROGRESS_MARK, Report, RunState
 from tocsin.flows.steps import StepRunner
 from tocsin.flows.waiting import HumanDecision, PeopleWaits
@@ -39,6 +45,7 @@ from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import FINISHED_STEP
 from tocsin.launch import run_tags, runbook_from_parameters
+from tocsin.preflight import check_run
 from tocsin.running import journal_for
 from tocsin.sealed_inputs import discard, unseal
 from tocsin.settings import configuration
@@ -167,24 +174,58 @@ def run_runbook(
     ``runbook_digest``: the sha256 of the text as validated when the run was requested
     (``tocsin.launch``); another text is refused.
 
-    Returns the outcome (status, reason, steps); a run that did not succeed ends as a
-    Failed state carrying that outcome (read it with ``outcome_of``).
+    Before the run opens, what it needs is checked where it runs (``tocsin.preflight``):
+    a run that could not finish is refused then, not at a later step. The outcome (status,
+    reason, steps) is the flow run's artifact (read it with ``outcome_of``); a run that did
+    not succeed, or was refused, ends in a Failed state whose message says why.
     """
+    quiet_expected_failures()  # on a worker: Prefect's engine would log a traceback
+    try:
+        return _run_runbook(
+            runbook_source, runbook_name, incident, inputs, sealed_inputs, runbook_digest
+        )
+    except TocsinError as refused:
+        _log_refusal(refused)
+        # The error is the state's data: in this process ``outcome_of`` raises it as it was.
+        return Failed(message=failure_message(refused), data=refused)
+
+
+def _log_refusal(refused: TocsinError) -> None:
+    """The flow run's log is where whoever started it looks: every problem, not a count."""
+    lines = ["refused to run:"]
+    if isinstance(refused, RunbookError):
+        lines.extend(map(str, refused.problems))
+    else:
+        lines.append(refused.message)
+        if refused.hint:
+            lines.append(f"hint: {refused.hint}")
+    get_run_logger().error("\n".join(lines))
+
+
+def _run_runbook(
+    runbook_source: str,
+    runbook_name: str,
+    incident: dict[str, Any],
+    inputs: dict[str, Any],
+    sealed_inputs: str | None,
+    runbook_digest: str | None,
+) -> Any:
     handed = configuration()  # what the caller handed down, else the environment's
     settings = handed.settings
     registry = ActionRegistry.for_settings(settings)
-    try:
-        loaded = runbook_from_parameters(runbook_source, runbook_name, runbook_digest, registry)
-    except RunbookError as exc:
-        # The flow run's log is where whoever started it looks: every problem, not a count.
-        get_run_logger().error("\n".join(["refused to run:", *map(str, exc.problems)]))
-        raise
+    loaded = runbook_from_parameters(runbook_source, runbook_name, runbook_digest, registry)
+    ticket = str(incident["ticket"])
+    # Checked again here: on a worker, its own settings, secrets and key are what count. The
+    # journal is opened next, which refuses an unreachable or unchained one just as cleanly.
+    check_run(
+        loaded.runbook, ticket, registry, settings, handed.secrets, prefect=False, journal_too=False
+    )
     journal = journal_for(settings, signing=True)
     assert journal.audit_key is not None  # signing=True gives a key or raises
     try:
         given = dict(inputs)
         if sealed_inputs:
-            given.update(unseal(journal, str(incident["ticket"]), sealed_inputs))
+            given.update(unseal(journal, ticket, sealed_inputs))
         values, _ = resolve_inputs(loaded.runbook, given)
     except BaseException:
         journal.close()
@@ -193,7 +234,7 @@ def run_runbook(
     flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
     if context is not None and context.flow_run is not None:
         # Tags set here, not by the caller, so runs started from a deployment carry them too.
-        wanted = set(run_tags(str(incident["ticket"]), loaded.runbook.runbook))
+        wanted = set(run_tags(ticket, loaded.runbook.runbook))
         with get_client(sync_client=True) as client:
             client.update_flow_run(
                 context.flow_run.id, tags=sorted(set(context.flow_run.tags) | wanted)
@@ -218,19 +259,35 @@ def run_runbook(
             discard(journal, sealed_inputs)
         journal.close()
     outcome = redactor.scrub(outcome)  # Prefect stores it: no secret quoted in a reason
+    if flow_run_id is not None:
+        try:
+            record_outcome(outcome, ticket, loaded.runbook.runbook)
+        except Exception as exc:  # the journal has the outcome; the artifact only shows it
+            get_run_logger().warning("the run's outcome artifact was not saved: %s", exc)
     if outcome["status"] != RunStatus.SUCCEEDED:
-        # The Prefect UI must show a failed, rejected or timed-out runbook as Failed.
-        return Failed(message=f"runbook {outcome['status']}: {outcome['reason']}", data=outcome)
+        # The Prefect UI must show a failed, rejected or timed-out runbook as Failed; the
+        # state carries the message only (Prefect makes a Failed state's data an exception).
+        return Failed(message=f"runbook {outcome['status']}: {outcome['reason']}")
     return outcome
 
 
 def outcome_of(state: State[Any]) -> dict[str, Any]:
-    """The outcome dict of a finished run_runbook flow run (called with return_state=True)."""
+    """The outcome of a finished run_runbook flow run (called with return_state=True): the
+    flow run's outcome artifact; the Tocsin error that refused the run is raised."""
+    flow_run_id = state.state_details.flow_run_id
+    if flow_run_id is not None:
+        found = read_outcome(flow_run_id)
+        if found is not None:
+            return found
     result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
+    if isinstance(result, TocsinError):
         raise result
-    assert isinstance(result, dict)
-    return result
+    if state.is_completed() and isinstance(result, dict):
+        return result
+    raise TocsinError(
+        f"the flow run ended {state.name} without an outcome: {state.message or 'no message'}",
+        "its log in the Prefect UI says why; `tocsin status TICKET` shows how far it got",
+    )
 
 
 __all__ = ["HumanDecision", "execute", "listen_to_progress", "outcome_of", "run_runbook"]

@@ -9,12 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from tocsin import preflight
+from tocsin.actions import ActionRegistry
 from tocsin.audit import AuditKey
 from tocsin.errors import ConfigurationError, InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
 from tocsin.journal import Journal, default_url
 from tocsin.launch import RunRequest, flow_run_request, run_in_process, run_on_deployment
+from tocsin.preflight import Findings
 from tocsin.private_paths import private_folder
 from tocsin.settings import EnvironmentSecrets, SecretStore, Settings, configured
 from tocsin.statuses import ACTIVE_RUN
@@ -113,12 +116,16 @@ def start_deployment_run(
     printer: Printer,
 ) -> dict[str, Any]:
     """Trigger the run through a Prefect deployment (a worker runs it) and follow it in the journal."""
-    import time
-
     from tocsin.embedded import using_prefect
 
     runbook = loaded.runbook
     resolve_inputs(runbook, given_inputs)  # refuse wrong inputs here, not in a worker
+    # This side needs the journal and the server; the key, secrets and integrations are the
+    # worker's, which checks them at flow start, before the run opens.
+    found = [preflight.journal(settings, upgrade_ok=True), preflight.configured_prefect(settings)]
+    Findings(tuple(f for f in found if f is not None)).refuse_if_problems(
+        f"{runbook.runbook} for {incident.ticket}"
+    )
     journal = journal_for(settings)
     try:
         request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
@@ -135,13 +142,26 @@ def start_deployment_run(
                 "run `prefect deploy --all` in the Tocsin checkout, then "
                 "`prefect worker start --pool tocsin`",
             ) from None
-    printer(f"triggered flow run {flow_run.name} on deployment {deployment}; waiting for a worker")
+        printer(
+            f"triggered flow run {flow_run.name} on deployment {deployment}; waiting for a worker"
+        )
+        return _follow_deployment_run(settings, incident.ticket, str(flow_run.id), printer)
+
+
+def _follow_deployment_run(
+    settings: Settings, ticket: str, flow_run_id: str, printer: Printer
+) -> dict[str, Any]:
+    """Print the run's events as the worker writes them, until it finishes; a flow run that
+    ends without finishing the run (refused at flow start by the worker) is an error."""
+    import time
+
     journal = journal_for(settings)
     seen = 0
+    checked_state = 0.0
     try:
         while True:
-            events = journal.events_of(incident.ticket)
-            mine = [e for e in events if e["data"].get("flow_run_id") == str(flow_run.id)]
+            events = journal.events_of(ticket)
+            mine = [e for e in events if e["data"].get("flow_run_id") == flow_run_id]
             start = events.index(mine[0]) if mine else len(events)
             for event in events[max(seen, start) :]:
                 printer(_describe_event(event))
@@ -149,9 +169,31 @@ def start_deployment_run(
             if mine and any(e["kind"] == "run.finished" for e in events[start:]):
                 finished = [e for e in events[start:] if e["kind"] == "run.finished"][-1]
                 return {"status": finished["data"]["status"], "reason": finished["data"]["reason"]}
+            if not mine and time.monotonic() - checked_state > 2.0:
+                checked_state = time.monotonic()
+                _refuse_if_ended(flow_run_id)
             time.sleep(0.5)
     finally:
         journal.close()
+
+
+def _refuse_if_ended(flow_run_id: str) -> None:
+    """The flow run ended before it opened the run: say why, with the worker's words."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    if state is None or not state.is_final():
+        return
+    raise ConfigurationError(
+        f"the worker did not start the run: flow run {flow_run_id} ended {state.name}: "
+        f"{state.message or 'no message'}",
+        "the worker checks its own settings, secrets and signing key before the run opens: "
+        "give the worker the same TOCSIN_* settings and secrets; `tocsin doctor` on its machine "
+        "says what is missing",
+    )
 
 
 def _describe_event(event: dict[str, Any]) -> str:
@@ -189,15 +231,27 @@ def start_run(
     settings: Settings,
     printer: Printer,
     on_started: Callable[[Sandbox | None], None] | None = None,
+    registry: ActionRegistry | None = None,
 ) -> dict[str, Any]:
     """Run ``loaded`` for ``incident`` in this process until it finishes; return its outcome.
 
+    Refused before anything starts when the run could not finish (``tocsin.preflight``:
+    the key, the journal, the Prefect server, the secrets its steps read, the approvers'
+    directory).
     In sandbox mode the fakes of the installed integrations are started first, and the run
     gets the settings and secrets pointing at them. ``on_started`` runs in a thread once
-    the run starts, given the sandbox (None live).
+    the run starts, given the sandbox (None live). ``registry``: the actions ``loaded``
+    was validated with (default: those the settings give).
     """
     runbook = loaded.runbook
     values, _ = resolve_inputs(runbook, given_inputs)
+    refused = f"{runbook.runbook} for {incident.ticket}"
+    registry = registry if registry is not None else ActionRegistry.for_settings(settings)
+    # The sandbox's fakes give the secrets and settings: what the steps need is checked once
+    # it is up; live, everything is checked now.
+    preflight.run_findings(
+        runbook, registry, settings, EnvironmentSecrets(), needs=not settings.starts_own_sandbox
+    ).refuse_if_problems(refused)
     journal = journal_for(settings)
     try:
         existing = journal.find_run(incident.ticket, runbook.runbook)
@@ -207,7 +261,6 @@ def start_run(
                 f"(process {existing.owner})",
                 f"`tocsin status {incident.ticket}` shows what it waits for",
             )
-        request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
         previous_flow_run = None
         if existing is not None and existing.status in ACTIVE_RUN:
             previous_flow_run = existing.flow_run_id
@@ -239,6 +292,15 @@ def start_run(
         for note in sandbox.notes:
             printer(note)
     try:
+        if sandbox is not None:
+            Findings(
+                tuple(preflight.runbook_needs(runbook, registry, run_settings, secrets))
+            ).refuse_if_problems(refused)
+        journal = journal_for(settings)
+        try:
+            request = flow_run_request(RunRequest(loaded, incident, given_inputs), journal)
+        finally:
+            journal.close()
         from tocsin.embedded import using_prefect
 
         with using_prefect(settings) as api_url:

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tocsin.cli.audit import cmd_audit
+from tocsin.cli.doctor import cmd_doctor
 from tocsin.cli.exit_codes import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from tocsin.cli.integrations import cmd_integrations
 from tocsin.cli.lookups import resolve_runbook
@@ -96,6 +97,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "server": cmd_server,
     "demo": cmd_demo,
     "gateway": cmd_gateway,
+    "doctor": cmd_doctor,
     "sandbox": cmd_sandbox,
     "audit": cmd_audit,
     "report": cmd_report,

@@ -143,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, help="port to listen on (default: setting gateway.port, 8750)"
     )
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this configuration (Prefect, workers, journal, key, integrations): what to fix",
+    )
+    doctor.add_argument(
+        "runbooks",
+        nargs="*",
+        metavar="RUNBOOK",
+        help="also check the secrets and integrations these runbooks' steps need",
+    )
+    doctor.add_argument(
+        "--pool", help="the work pool runs go to (default: the deployment's, else tocsin)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the results as JSON")
+
     sandbox = commands.add_parser(
         "sandbox",
         help="serve the sandbox's fake services for workers and gateways in other processes",

@@ -58,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             parse_assignments(args.assignments),
             settings=settings,
             printer=_progress_printer(),
+            registry=registry,
         )
     _print_run_end(settings, ticket, result)
     return EXIT_OK if result["status"] == RunStatus.SUCCEEDED else EXIT_PROBLEMS

@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Any
 
+from tocsin import preflight
+from tocsin.actions import ActionRegistry
 from tocsin.errors import InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs
@@ -28,6 +30,14 @@ class RunLauncher:
         self.journal = journal
         self.secrets = secrets if secrets is not None else EnvironmentSecrets()
         self.threads: list[threading.Thread] = []
+        self._registry: ActionRegistry | None = None
+
+    @property
+    def registry(self) -> ActionRegistry:
+        """The actions runbooks may use here (found once)."""
+        if self._registry is None:
+            self._registry = ActionRegistry.for_settings(self.settings)
+        return self._registry
 
     def start(self, loaded: LoadedRunbook, incident: Incident, inputs: dict[str, Any]) -> str:
         """Check the inputs and start the run; a sentence saying where it runs."""
@@ -38,6 +48,7 @@ class RunLauncher:
                 f"{loaded.runbook.runbook} is already running for {incident.ticket}",
                 f"`/tocsin status {incident.ticket}` shows what it waits for",
             )
+        self.preflight(loaded, incident)
         request = flow_run_request(RunRequest(loaded, incident, inputs), self.journal)
         parameters, name, tags = request.parameters, request.name, request.tags
         if self.settings.gateway.deployment:
@@ -49,6 +60,26 @@ class RunLauncher:
         thread.start()
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         return "started"
+
+    def preflight(self, loaded: LoadedRunbook, incident: Incident) -> None:
+        """Refuse a run that could not finish, before anything starts (``tocsin.preflight``).
+
+        Run here, the key and the secrets its steps read are checked with the gateway's
+        settings and secrets (a file read and look-ups: a person waits for the reply). On a
+        deployment the worker checks its own at flow start, before the run opens, and
+        queueing the run is what shows Prefect answers.
+        """
+        if self.settings.gateway.deployment:
+            return
+        preflight.check_run(
+            loaded.runbook,
+            incident.ticket,
+            self.registry,
+            self.settings,
+            self.secrets,
+            prefect=False,
+            journal_too=False,
+        )
 
     def _run_here(self, name: str, tags: list[str], parameters: dict[str, Any]) -> None:
         from prefect import tags as prefect_tags
