@@ -123,8 +123,7 @@ def measure(quick: bool = False) -> list[Figure]:
     return [
         Figure(
             "engine_overhead",
-            f"per action step, timed inside the flow ({found.steps} steps, best of "
-            f"{found.repeat})",
+            f"per action step, timed inside the flow ({found.steps} steps, best of {found.repeat})",
             f"{found.tocsin_step_ms:.1f} ms ({found.ratio:.2f}× bare)",
             goal=f"≤ {GOAL_RATIO}× a bare task",
             met=found.ratio <= GOAL_RATIO,

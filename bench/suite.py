@@ -92,7 +92,9 @@ def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count() or 0,
         "cpu_model": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
-        "ram_gb": round(int((_proc_field("/proc/meminfo", "MemTotal") or "0 kB").split()[0]) / 2**20, 1),
+        "ram_gb": round(
+            int((_proc_field("/proc/meminfo", "MemTotal") or "0 kB").split()[0]) / 2**20, 1
+        ),
         "python": platform.python_version(),
         "prefect": _version("prefect"),
         "os": _os_name(),
@@ -239,7 +241,9 @@ def run_one(bench: Bench, *, quick: bool, logs: Path) -> Outcome:
             _stop(child)
     seconds = time.perf_counter() - started
     if code is None:
-        return Outcome(bench.name, Status.FAILED, error=f"timed out after {timeout:.0f} s", seconds=seconds)
+        return Outcome(
+            bench.name, Status.FAILED, error=f"timed out after {timeout:.0f} s", seconds=seconds
+        )
     if code != 0 or not result.exists():
         return Outcome(bench.name, Status.FAILED, error=_last_error(log, code), seconds=seconds)
     given = json.loads(result.read_text())
@@ -289,9 +293,7 @@ def select(names: str | None, benchmarks: Sequence[Bench]) -> list[Bench]:
     known = {b.name: b for b in benchmarks}
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise ValueError(
-            f"unknown benchmark {', '.join(unknown)}; known: {', '.join(known)}"
-        )
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(known)}")
     return [known[n] for n in wanted]
 
 
@@ -341,7 +343,9 @@ def main(argv: Sequence[str] | None = None, benchmarks: Sequence[Bench] = BENCHM
     failed = [o.name for o in outcomes if o.status == Status.FAILED]
     if given.readme:
         if failed:
-            print(f"dev.py bench: README left as it was: {', '.join(failed)} failed", file=sys.stderr)
+            print(
+                f"dev.py bench: README left as it was: {', '.join(failed)} failed", file=sys.stderr
+            )
         else:
             rewrite_readme(README, render_report(outcomes, facts, quick=False, when=when))
             print(f"[bench] rewrote the table in {README}", file=sys.stderr)
