@@ -167,24 +167,16 @@ def timings(
         return result
 
     figures = {"verify": median_seconds(verify, rounds)}
-    try:
-        from tocsin.report import build_report, render
-    except ImportError:
-        print("tocsin.report is not installed: report not measured")
-        build_report = None
-    if build_report is not None:
-        for fmt in formats:
+    from tocsin.report import build_report, render
 
-            def report(fmt: str = fmt) -> object:
-                loaded = journal.audit_records(TICKET)
-                checked = verify_chain(
-                    TICKET, loaded, journal.checkpoints_of(TICKET), key.public_key
-                )
-                return render(build_report(TICKET, loaded, checked), fmt, "en")  # type: ignore[arg-type]
+    for fmt in formats:
 
-            figures[f"report {fmt}"] = (
-                median_seconds(report, rounds) if fmt != "pdf" else _once(report)
-            )
+        def report(fmt: str = fmt) -> object:
+            loaded = journal.audit_records(TICKET)
+            checked = verify_chain(TICKET, loaded, journal.checkpoints_of(TICKET), key.public_key)
+            return render(build_report(TICKET, loaded, checked), fmt, "en")  # type: ignore[arg-type]
+
+        figures[f"report {fmt}"] = median_seconds(report, rounds) if fmt != "pdf" else _once(report)
     journal.close()
     for name, seconds in figures.items():
         target = "" if name == "report pdf" else f" (target < {TARGET_SECONDS:.0f} s)"

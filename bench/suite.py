@@ -38,10 +38,8 @@ END_MARKER = "<!-- bench:end -->"
 GRACE_SECONDS = 15.0
 """After a timeout, how long a child has to stop its Prefect server before it is killed."""
 
-if __package__:
-    from .figures import Figure
-else:  # run as a script (bench/ is on sys.path)
-    from figures import Figure
+sys.path.insert(0, str(BENCH))  # as when run as a script: the benchmarks import `figures`
+from figures import Figure  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -350,6 +348,22 @@ def main(argv: Sequence[str] | None = None, benchmarks: Sequence[Bench] = BENCHM
             rewrite_readme(README, render_report(outcomes, facts, quick=False, when=when))
             print(f"[bench] rewrote the table in {README}", file=sys.stderr)
     return 1 if failed else 0
+
+
+__all__ = [
+    "BENCHMARKS",
+    "Bench",
+    "Figure",
+    "Outcome",
+    "Status",
+    "as_json",
+    "machine",
+    "main",
+    "render_report",
+    "render_table",
+    "replace_between_markers",
+    "rewrite_readme",
+]
 
 
 if __name__ == "__main__":
