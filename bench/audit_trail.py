@@ -13,6 +13,7 @@ Usage: .venv/bin/python bench/audit_trail.py [EVENTS]
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import tempfile
@@ -178,6 +179,7 @@ def timings(
 
         figures[f"report {fmt}"] = median_seconds(report, rounds) if fmt != "pdf" else _once(report)
     journal.close()
+    shutil.rmtree(folder, ignore_errors=True)
     for name, seconds in figures.items():
         target = "" if name == "report pdf" else f" (target < {TARGET_SECONDS:.0f} s)"
         verdict = "" if name == "report pdf" else (" ok" if seconds < TARGET_SECONDS else " SLOW")

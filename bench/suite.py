@@ -327,12 +327,15 @@ def main(argv: Sequence[str] | None = None, benchmarks: Sequence[Bench] = BENCHM
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="tocsin-bench-logs-") as folder:
         for bench in chosen:
-            if not given.json:
-                print(f"[bench] {bench.name} ...", file=sys.stderr, flush=True)
             outcome = run_one(bench, quick=given.quick, logs=Path(folder))
+            print(
+                f"[bench] {bench.name}: {outcome.status} in {outcome.seconds:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             if outcome.status == Status.FAILED:
                 log = (Path(folder) / f"{bench.name}.log").read_text(errors="replace")
-                print(f"[bench] {bench.name} failed; its output:\n{log[-4000:]}", file=sys.stderr)
+                print(f"[bench] {bench.name}'s output:\n{log[-4000:]}", file=sys.stderr)
             outcomes.append(outcome)
     if given.json:
         print(as_json(outcomes, facts, quick=given.quick, when=when))
