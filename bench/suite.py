@@ -199,6 +199,23 @@ def as_json(
     )
 
 
+def from_json(text: str) -> tuple[list[Outcome], dict[str, Any], bool, datetime]:
+    """What ``as_json`` wrote: the outcomes, the machine, quick or not, when."""
+    given = json.loads(text)
+    outcomes = [
+        Outcome(
+            name=b["name"],
+            status=b["status"],
+            figures=[Figure(**f) for f in b["figures"]],
+            error=b["error"],
+            seconds=b["seconds"],
+        )
+        for b in given["benchmarks"]
+    ]
+    when = datetime.fromisoformat(given["measured_at"])
+    return outcomes, dict(given["machine"]), bool(given["quick"]), when
+
+
 def replace_between_markers(text: str, block: str) -> str:
     """``text`` with what lies between the two bench markers replaced by ``block``."""
     start, end = text.find(START_MARKER), text.find(END_MARKER)
@@ -295,6 +312,24 @@ def select(names: str | None, benchmarks: Sequence[Bench]) -> list[Bench]:
     return [known[n] for n in wanted]
 
 
+def run_all(chosen: Sequence[Bench], *, quick: bool) -> list[Outcome]:
+    """Each benchmark in turn, its time (and its output when it failed) on stderr."""
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="tocsin-bench-logs-") as folder:
+        for bench in chosen:
+            outcome = run_one(bench, quick=quick, logs=Path(folder))
+            print(
+                f"[bench] {bench.name}: {outcome.status} in {outcome.seconds:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            if outcome.status == Status.FAILED:
+                log = (Path(folder) / f"{bench.name}.log").read_text(errors="replace")
+                print(f"[bench] {bench.name}'s output:\n{log[-4000:]}", file=sys.stderr)
+            outcomes.append(outcome)
+    return outcomes
+
+
 def main(argv: Sequence[str] | None = None, benchmarks: Sequence[Bench] = BENCHMARKS) -> int:
     parser = argparse.ArgumentParser(
         prog="dev.py bench", description="Run the benchmarks and print one table."
@@ -304,6 +339,12 @@ def main(argv: Sequence[str] | None = None, benchmarks: Sequence[Bench] = BENCHM
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--readme", action="store_true", help="rewrite the README's table between its markers"
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: show (or put into the README) what an earlier --json run saved",
     )
     parser.add_argument("--child", metavar="MODULE", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -316,31 +357,28 @@ def main(argv: Sequence[str] | None = None, benchmarks: Sequence[Bench] = BENCHM
     except ValueError as exc:
         print(f"dev.py bench: {exc}", file=sys.stderr)
         return 2
-    if given.readme and (given.quick or given.only):
+    if given.from_json:
+        try:
+            outcomes, facts, quick, when = from_json(given.from_json.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"dev.py bench: cannot read {given.from_json}: {exc}", file=sys.stderr)
+            return 2
+        names = {b.name for b in chosen}
+        outcomes = [o for o in outcomes if not given.only or o.name in names]
+    else:
+        quick, facts, when = given.quick, machine(), datetime.now(UTC)
+    if given.readme and (quick or given.only):
         print(
             "dev.py bench: --readme takes the full run's figures: leave out --quick and --only",
             file=sys.stderr,
         )
         return 2
-    facts = machine()
-    when = datetime.now(UTC)
-    outcomes = []
-    with tempfile.TemporaryDirectory(prefix="tocsin-bench-logs-") as folder:
-        for bench in chosen:
-            outcome = run_one(bench, quick=given.quick, logs=Path(folder))
-            print(
-                f"[bench] {bench.name}: {outcome.status} in {outcome.seconds:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            if outcome.status == Status.FAILED:
-                log = (Path(folder) / f"{bench.name}.log").read_text(errors="replace")
-                print(f"[bench] {bench.name}'s output:\n{log[-4000:]}", file=sys.stderr)
-            outcomes.append(outcome)
+    if not given.from_json:
+        outcomes = run_all(chosen, quick=quick)
     if given.json:
-        print(as_json(outcomes, facts, quick=given.quick, when=when))
+        print(as_json(outcomes, facts, quick=quick, when=when))
     else:
-        print(render_report(outcomes, facts, quick=given.quick, when=when))
+        print(render_report(outcomes, facts, quick=quick, when=when))
     failed = [o.name for o in outcomes if o.status == Status.FAILED]
     if given.readme:
         if failed:
@@ -360,6 +398,7 @@ __all__ = [
     "Outcome",
     "Status",
     "as_json",
+    "from_json",
     "machine",
     "main",
     "render_report",

@@ -21,6 +21,8 @@ from bench.suite import (
     Figure,
     Outcome,
     Status,
+    as_json,
+    from_json,
     main,
     render_report,
     render_table,
@@ -79,6 +81,31 @@ def test_table_shows_each_figure_its_goal_verdict_and_bare_prefect_peer() -> Non
         "Python 3.11.7; Prefect 3.8.8; Debian GNU/Linux 12 (bookworm), Linux 6.1; "
         "load 0.5 at start.\n\n| benchmark |"
     )
+
+
+def test_a_saved_json_run_gives_the_same_table_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcomes = [
+        Outcome(
+            "cli_startup", Status.OK, [Figure("cli_startup", "--help", "0.05 s", "< 0.3 s", True)]
+        ),
+        Outcome("audit_trail", Status.FAILED, error="timed out after 1800 s", seconds=1800.0),
+    ]
+    when = datetime(2026, 12, 3, 7, 5, tzinfo=UTC)
+    saved = tmp_path / "run.json"
+    saved.write_text(as_json(outcomes, MACHINE, quick=False, when=when))
+    assert from_json(saved.read_text()) == (outcomes, MACHINE, False, when)
+
+    assert main(["--from-json", str(saved)]) == 1  # a failed benchmark in it
+    shown = capsys.readouterr().out
+    assert shown == render_report(outcomes, MACHINE, quick=False, when=when) + "\n"
+    assert main(["--from-json", str(saved), "--only", "cli_startup"]) == 0
+    assert "audit_trail" not in capsys.readouterr().out
+
+    saved.write_text("{}")
+    assert main(["--from-json", str(saved)]) == 2
+    assert f"cannot read {saved}" in capsys.readouterr().err
 
 
 def test_readme_rewrite_replaces_only_what_lies_between_the_markers(tmp_path: Path) -> None:
