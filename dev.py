@@ -259,6 +259,8 @@ def set_up_on_stderr(wanted: bool) -> Iterator[None]:
 def bench(extra: list[str]) -> int:
     with set_up_on_stderr("--json" in extra):
         ensure_system_packages(SYSTEM_PACKAGES)  # the audit benchmark renders a PDF report
+        ensure_postgresql()  # the scale-out benchmark: PostgreSQL and Redis
+        ensure_redis()
     return run(BIN / "python", ROOT / "bench" / "suite.py", *extra, check=False, env=project_env())
 
 

@@ -133,7 +133,8 @@ def measure(quick: bool = False) -> list[Figure]:
         Figure(
             "engine_overhead",
             f"per run: a one-step runbook, flow start to finish (median of {found.runs})",
-            f"{found.tocsin_run_s:.2f} s ({found.tocsin_run_s - found.bare_run_s:+.2f} s over bare)",
+            f"{found.tocsin_run_s:.2f} s ({(found.tocsin_run_s - found.bare_run_s) * 1000:+.0f} ms "
+            "vs bare)",
             peer=f"{found.bare_run_s:.2f} s for a one-task flow",
         ),
     ]

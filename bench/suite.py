@@ -62,6 +62,7 @@ BENCHMARKS: list[Bench] = [
     Bench("gateway_load", "gateway_load"),
     Bench("mail_campaign", "mail_campaign"),
     Bench("audit_trail", "audit_trail"),
+    Bench("scale_out_incidents", "scale_out_incidents", timeout_seconds=3600),
 ]
 
 
