@@ -245,7 +245,11 @@ def run_one(bench: Bench, *, quick: bool, logs: Path) -> Outcome:
     timeout = bench.quick_timeout_seconds if quick else bench.timeout_seconds
     started = time.perf_counter()
     with log.open("w") as sink:
-        child = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        # Unbuffered: a benchmark stopped at its time limit still shows how far it got.
+        unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child = subprocess.Popen(
+            command, cwd=ROOT, env=unbuffered, stdout=sink, stderr=subprocess.STDOUT
+        )
         try:
             code: int | None = child.wait(timeout)
         except subprocess.TimeoutExpired:
