@@ -274,13 +274,37 @@ def run_one(bench: Bench, *, quick: bool, logs: Path) -> Outcome:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM first (the child then stops its Prefect server), SIGKILL after a grace period."""
+    """SIGTERM first (the child then stops its Prefect server), SIGKILL after a grace period;
+    then SIGTERM to what it had started and left behind (servers and workers run in
+    sessions of their own, out of reach of its process group)."""
+    family = _descendants(child.pid)
     child.send_signal(signal.SIGTERM)
     try:
         child.wait(GRACE_SECONDS)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # stopped with the child
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for kid in parents.get(queue.pop(), []):
+            found.append(kid)
+            queue.append(kid)
+    return found
 
 
 def _last_error(log: Path, code: int | None) -> str:

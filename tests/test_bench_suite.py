@@ -28,6 +28,7 @@ from bench.suite import (
     render_table,
     rewrite_readme,
 )
+from tests.engine_support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = {
@@ -114,7 +115,9 @@ def test_readme_rewrite_replaces_only_what_lies_between_the_markers(tmp_path: Pa
     original = readme.read_text()
     before, _, rest = original.partition(START_MARKER)
     _, _, after = rest.partition(END_MARKER)
-    assert "bench/concurrent_incidents.py" in rest.partition(END_MARKER)[0]
+    assert (
+        "| benchmark | what | figure | goal | met | bare Prefect |" in rest.partition(END_MARKER)[0]
+    )
 
     table = "| benchmark | what |\n|---|---|\n| cli_startup | --help |\n"
     rewrite_readme(readme, table)
@@ -129,6 +132,13 @@ def test_readme_rewrite_replaces_only_what_lies_between_the_markers(tmp_path: Pa
         rewrite_readme(readme, table)
 
 
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def write_benches(folder: Path) -> None:
     (folder / "tiny_bench.py").write_text(
         "from figures import Figure\n\n"
@@ -140,8 +150,12 @@ def write_benches(folder: Path) -> None:
         "    raise RuntimeError('the fake SMTP server refused the connection')\n"
     )
     (folder / "old_bench.py").write_text("def main() -> None:\n    print('figures')\n")
+    # Stuck, with a server of its own in a session of its own (as Prefect's are).
     (folder / "stuck_bench.py").write_text(
-        "import time\n\ndef measure(quick: bool = False) -> list[object]:\n"
+        "import pathlib, subprocess, sys, time\n\ndef measure(quick: bool = False) -> list[object]:\n"
+        "    server = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+        " start_new_session=True)\n"
+        f"    pathlib.Path({str(folder / 'server.pid')!r}).write_text(str(server.pid))\n"
         "    time.sleep(120)\n    return []\n"
     )
 
@@ -171,6 +185,8 @@ def test_a_bench_that_raises_is_a_failed_row_and_the_run_goes_on_and_exits_non_z
         "| stuck | failed | timed out after 3 s | | failed | |",
     ]
     assert "Traceback" in shown.err  # the failed bench's own output, for whoever runs it
+    server = int((tmp_path / "server.pid").read_text())
+    wait_until(lambda: not alive(server), timeout=20, what="the stuck bench's server stopped")
 
     # Without the failures: exit 0, a benchmark without measure() is not a failure.
     assert main(["--only", "tiny,old"], benchmarks=benches) == 0
