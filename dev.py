@@ -4,6 +4,8 @@
     python3 dev.py demo     # install, then run a shipped runbook end to end in the sandbox
     python3 dev.py test     # install, then run the whole test suite
     python3 dev.py lint     # install, then ruff and mypy
+    python3 dev.py bench    # install, then every benchmark: one table (--quick, --only,
+                            # --json, --readme: see bench/suite.py)
 
 Each command creates the virtual environment when it is missing and (re)installs
 the project when pyproject.toml changed since the last install, so running it
@@ -13,12 +15,14 @@ apt-get when running as root and they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -234,7 +238,33 @@ def lint(extra: list[str]) -> int:
     return code
 
 
-COMMANDS = {"demo": demo, "test": test, "lint": lint}
+@contextlib.contextmanager
+def set_up_on_stderr(wanted: bool) -> Iterator[None]:
+    """While setting up, send what goes to stdout (ours and apt-get's) to stderr instead:
+    `bench --json` keeps stdout for the JSON."""
+    if not wanted:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def bench(extra: list[str]) -> int:
+    with set_up_on_stderr("--json" in extra):
+        ensure_system_packages(SYSTEM_PACKAGES)  # the audit benchmark renders a PDF report
+        ensure_postgresql()  # the scale-out benchmark: PostgreSQL and Redis
+        ensure_redis()
+    return run(BIN / "python", ROOT / "bench" / "suite.py", *extra, check=False, env=project_env())
+
+
+COMMANDS = {"demo": demo, "test": test, "lint": lint, "bench": bench}
 
 
 def main() -> int:
@@ -242,7 +272,8 @@ def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(__doc__)
         return 2
-    ensure_venv()
+    with set_up_on_stderr(sys.argv[1] == "bench" and "--json" in sys.argv[2:]):
+        ensure_venv()
     return COMMANDS[sys.argv[1]](sys.argv[2:])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
+atexit.register(shutil.rmtree, HOME, ignore_errors=True)  # last: after the server has stopped
 os.environ.update(
     XDG_DATA_HOME=str(HOME / "data"),
     XDG_CONFIG_HOME=str(HOME / "config"),
