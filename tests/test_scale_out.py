@@ -188,3 +188,11 @@ def _verify_all(
         verification, _ = verify_incident(settings, ticket, public_key_file=None, anchor=None)
         results[ticket] = verification.ok or [str(p) for p in verification.problems]
     return results
+
+
+def test_two_trial_setups_at_once_share_no_database() -> None:
+    """A test and a benchmark may run trials side by side: neither empties the other's."""
+    with trial_databases() as first, trial_databases() as second:
+        assert {first.redis_url, first.docket_url}.isdisjoint({second.redis_url, second.docket_url})
+        assert first.journal_url != second.journal_url
+        assert first.prefect_url != second.prefect_url

@@ -56,25 +56,22 @@ class ScaleOutDatabases:
     """``redis://…/M`` that coordinates Prefect's background services."""
 
 
+TRIAL_CLAIM_KEY = "tocsin-trial-claim"
+"""Marks a Redis database a trial setup has taken (with the trial's name, for two hours)."""
+
+
 @contextmanager
 def trial_databases(
     admin_url: str = "postgresql://root@127.0.0.1:5432/postgres",
     redis: str = "redis://127.0.0.1:6379",
-    redis_databases: tuple[int, int] = (13, 14),
+    redis_candidates: range = range(2, 16),
 ) -> Iterator[ScaleOutDatabases]:
     """Two new PostgreSQL databases (Prefect's, the journal) on the server ``admin_url``
-    reaches, and two Redis databases emptied before and after: a trial setup's shared
-    state, dropped at the end (the tests and benchmarks use it)."""
+    reaches, and two empty Redis databases taken among ``redis_candidates``: a trial setup's
+    shared state, dropped and emptied at the end (the tests and benchmarks use it). Two
+    trials at once (a test and a benchmark) each get their own."""
     import psycopg
     import redis as redis_client
-
-    def empty_redis() -> None:
-        for number in redis_databases:
-            client = redis_client.Redis.from_url(f"{redis}/{number}")
-            try:
-                client.flushdb()
-            finally:
-                client.close()
 
     suffix = secrets.token_hex(4)
     names = (f"tocsin_trial_prefect_{suffix}", f"tocsin_trial_journal_{suffix}")
@@ -86,22 +83,46 @@ def trial_databases(
             f"cannot reach PostgreSQL at {server}: {exc}".strip(),
             "start it (python3 dev.py test starts the local one when it is not running)",
         ) from None
+    taken: list[int] = []
     try:
-        empty_redis()
+        for number in redis_candidates:
+            if len(taken) == 2:
+                break
+            client = redis_client.Redis.from_url(f"{redis}/{number}")
+            try:
+                # Ours only if nobody else's: claimed first, then found holding the claim alone.
+                if client.set(TRIAL_CLAIM_KEY, suffix, nx=True, ex=7200):
+                    if client.dbsize() == 1:
+                        taken.append(number)
+                    else:
+                        client.delete(TRIAL_CLAIM_KEY)
+            finally:
+                client.close()
+        if len(taken) < 2:
+            raise ConfigurationError(
+                f"no two empty Redis databases among {redis_candidates.start}-"
+                f"{redis_candidates.stop - 1} at {redis} for a trial setup",
+                "another trial may be running; or empty unused databases (redis-cli -n N flushdb)",
+            )
         for name in names:
             admin.execute(f'CREATE DATABASE "{name}"')
         user = admin_url.split("://", 1)[1].split("@", 1)[0]
         yield ScaleOutDatabases(
             prefect_url=f"postgresql+asyncpg://{user}@{server}/{names[0]}",
             journal_url=f"postgresql+psycopg://{user}@{server}/{names[1]}",
-            redis_url=f"{redis}/{redis_databases[0]}",
-            docket_url=f"{redis}/{redis_databases[1]}",
+            redis_url=f"{redis}/{taken[0]}",
+            docket_url=f"{redis}/{taken[1]}",
         )
     finally:
         for name in names:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
-        empty_redis()
+        for number in taken:
+            client = redis_client.Redis.from_url(f"{redis}/{number}")
+            try:
+                client.flushdb()
+            finally:
+                client.close()
 
 
 def prefect_server_environment(databases: ScaleOutDatabases) -> dict[str, str]:
