@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import engine_setup
-from engine_setup import gate_step, log_steps, runbook_text, start_server
+from engine_setup import approve_waiting_gates, gate_step, log_steps, runbook_text, start_server
 from figures import Figure
 
 
@@ -54,7 +54,6 @@ class Load:
 
 def tocsin_incidents(count: int) -> tuple[dict[str, Any], float]:
     """Every incident's result (by ticket) and the wall time."""
-    from tocsin.decisions import DecisionRefused, submit
     from tocsin.flows.runbook import run_runbook
     from tocsin.incident import Incident
     from tocsin.running import journal_for
@@ -80,28 +79,7 @@ def tocsin_incidents(count: int) -> tuple[dict[str, Any], float]:
     done = threading.Event()
 
     def decider() -> None:
-        approved: set[str] = set()
-        while not done.is_set():
-            for run in journal.runs_of():
-                if run.incident in approved or run.status != "waiting":
-                    continue
-                record = journal.step(run.id, "gate")
-                if record is None or record.status != "waiting":
-                    continue
-                try:
-                    submit(
-                        journal,
-                        incident=run.incident,
-                        step_id="gate",
-                        kind="approve",
-                        actor="U0LEAD1",
-                        channel="bench",
-                        wait=False,
-                    )
-                except DecisionRefused:
-                    continue
-                approved.add(run.incident)
-            time.sleep(0.2)
+        approve_waiting_gates(journal, done)
 
     wall = run_together(one, tickets, decider)
     done.set()

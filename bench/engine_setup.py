@@ -10,9 +10,11 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
@@ -74,3 +76,31 @@ def gate_step(step_id: str) -> str:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def approve_waiting_gates(journal: Any, stop: threading.Event, step_id: str = "gate") -> None:
+    """Approve each run's gate as soon as it waits, until ``stop`` is set (a decider thread)."""
+    from tocsin.decisions import DecisionRefused, submit
+
+    approved: set[str] = set()
+    while not stop.is_set():
+        for run in journal.runs_of():
+            if run.incident in approved or run.status != "waiting":
+                continue
+            record = journal.step(run.id, step_id)
+            if record is None or record.status != "waiting":
+                continue
+            try:
+                submit(
+                    journal,
+                    incident=run.incident,
+                    step_id=step_id,
+                    kind="approve",
+                    actor="U0LEAD1",
+                    channel="bench",
+                    wait=False,
+                )
+            except DecisionRefused:
+                continue
+            approved.add(run.incident)
+        time.sleep(0.2)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine_setup import gate_step, log_steps, runbook_text  # noqa: E402
+from engine_setup import approve_waiting_gates, gate_step, log_steps, runbook_text  # noqa: E402
 from figures import Figure  # noqa: E402
 
 BENCHMARK = "scale_out_incidents"
@@ -37,7 +37,6 @@ def run_incidents(count: int, workers: int) -> dict[str, float]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tocsin.actions import ActionRegistry
-    from tocsin.decisions import DecisionRefused, submit
     from tocsin.incident import Incident
     from tocsin.journal import Journal
     from tocsin.launch import RunRequest, flow_run_request, run_on_deployment
@@ -67,26 +66,8 @@ def run_incidents(count: int, workers: int) -> dict[str, float]:
             done = threading.Event()
 
             def decider() -> None:
-                approved: set[str] = set()
                 with temporary_settings(updates={PREFECT_API_URL: cluster.api_urls[-1]}):
-                    while not done.is_set():
-                        for run in journal.runs_of():
-                            if run.incident in approved or run.status != "waiting":
-                                continue
-                            try:
-                                submit(
-                                    journal,
-                                    incident=run.incident,
-                                    step_id="gate",
-                                    kind="approve",
-                                    actor="U0LEAD1",
-                                    channel="bench",
-                                    wait=False,
-                                )
-                            except DecisionRefused:
-                                continue
-                            approved.add(run.incident)
-                        time.sleep(0.2)
+                    approve_waiting_gates(journal, done)
 
             started = time.perf_counter()
             deciding = threading.Thread(target=decider, daemon=True)
