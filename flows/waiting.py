@@ -141,6 +141,15 @@ class PeopleWaits:
                     # pause is refused.
                     _back_to_running()
                     return None
+                except RuntimeError as exc:
+                    if "terminal state" not in str(exc):
+                        raise
+                    # Prefect's pause-expiration service ended the run (Failed) as its pause
+                    # ran out, racing this process taking it back: the run is alive and its
+                    # truth is the journal's, so it takes its flow run back and waits on.
+                    self.state.event("prefect.state_restored", seen=_short(exc))
+                    _back_to_running()
+                    return None
         except httpx.HTTPError as exc:
             if not _is_outage(exc):
                 raise
