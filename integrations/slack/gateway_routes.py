@@ -16,6 +16,8 @@ the clicker privately why the click did not count.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,10 +38,15 @@ from tocsin.integration import GatewayPart, InboundRoute
 from tocsin.integrations.slack.client import slack_text
 from tocsin.integrations.slack.inbound import SlackInbound
 from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, REJECT_ACTION
+from tocsin.integrations.slack.response_url import ResponseUrls
 from tocsin.journal.click_queue import ClickOutcome, QueuedClick
 from tocsin.tickets import SAFE_KEY
 
+_log = logging.getLogger("tocsin.gateway")
+
 VIA = "slack"
+COMMAND_ANSWER_SECONDS = 2.0
+"""A command not done by then is answered "on it", its answer sent to its response_url."""
 MAX_BUTTON_VALUE = 512
 STEP_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 GATE_HASH_PATTERN = re.compile(r"^[0-9a-f]{8,64}$")
@@ -163,6 +170,7 @@ class SlackRoutes:
     def __init__(self, gateway: Gateway, slack: SlackInbound) -> None:
         self.gateway = gateway
         self.slack = slack
+        self.responses = ResponseUrls(gateway.settings)
 
     async def _signed_form(self, request: Request) -> dict[str, str]:
         """The fields of a request Slack signed; ``RequestRefused`` otherwise."""
@@ -238,13 +246,35 @@ class SlackRoutes:
         if not SLACK_USER_PATTERN.match(form.get("user_id", "")):
             raise RequestRefused(400, "malformed slash command: no Slack user id in user_id")
         channel = form.get("channel_id", "")
-        text = await run_in_threadpool(
-            self.command,
-            form.get("text", ""),
-            form["user_id"],
-            channel if SLACK_CHANNEL_PATTERN.match(channel) else "",
+        work = asyncio.ensure_future(
+            run_in_threadpool(
+                self.command,
+                form.get("text", ""),
+                form["user_id"],
+                channel if SLACK_CHANNEL_PATTERN.match(channel) else "",
+            )
         )
+        response_url = form.get("response_url", "")
+        try:
+            # Slack waits 3 s for the answer: a slow start (Prefect busy) answers later.
+            text = await asyncio.wait_for(asyncio.shield(work), COMMAND_ANSWER_SECONDS)
+        except TimeoutError:
+            if not self.responses.may_answer_at(response_url):
+                text = await work  # nowhere to answer later: the answer may come too late
+            else:
+                work.add_done_callback(lambda done: self._answer_later(response_url, done))
+                text = ":hourglass_flowing_sand: On it — the answer follows here in a moment."
         return JSONResponse({"response_type": "ephemeral", "text": text})
+
+    def _answer_later(self, response_url: str, done: asyncio.Future[str]) -> None:
+        """Send a slow command's answer to its response_url (on a background thread)."""
+        error = done.exception()
+        if error is not None:
+            _log.error("a slash command failed after its first answer", exc_info=error)
+            text = ":warning: That did not work: the gateway's log says why."
+        else:
+            text = done.result()
+        self.gateway.background.submit(self.responses.answer, response_url, text)
 
     def command(self, text: str, user: str, channel: str) -> str:
         """The answer to ``/tocsin <text>`` (shown only to the person who typed it)."""

@@ -176,8 +176,10 @@ class SimulatedSlack:
         signing_secret: str | None = None,
         timestamp: int | None = None,
         signed: bool = True,
+        response_url: str | None = None,
     ) -> httpx.Response:
-        """Type ``/tocsin <text>`` in a channel: POST the command's fields to /slack/commands."""
+        """Type ``/tocsin <text>`` in a channel: POST the command's fields to /slack/commands
+        (``response_url``: another than Slack's, as a forged request would carry)."""
         fields = {
             "token": self.verification_token,
             "team_id": self.team_id,
@@ -190,7 +192,7 @@ class SimulatedSlack:
             "text": text,
             "api_app_id": self.api_app_id,
             "is_enterprise_install": "false",
-            "response_url": self._response_url("commands"),
+            "response_url": response_url or self._response_url("commands"),
             "trigger_id": self._trigger_id(),
         }
         return self._send(

@@ -19,6 +19,13 @@ from tocsin.validation import LoadedRunbook
 _log = logging.getLogger("tocsin.gateway")
 
 
+def _import_prefect() -> None:
+    try:
+        import prefect.deployments  # noqa: F401
+    except Exception:  # the run that needs it says what is wrong
+        _log.exception("cannot import Prefect")
+
+
 class RunLauncher:
     """Starts runs asked for from Slack or a ticket: on a Prefect deployment (a worker runs
     them) when ``gateway.deployment`` is set, else in this process, one thread per run."""
@@ -31,6 +38,10 @@ class RunLauncher:
         self.secrets = secrets if secrets is not None else EnvironmentSecrets()
         self.threads: list[threading.Thread] = []
         self._registry: ActionRegistry | None = None
+        if settings.gateway.deployment:
+            # Prefect takes a second or more to import (more on a busy machine): done now,
+            # not while the first `/tocsin run` waits for its answer.
+            threading.Thread(target=_import_prefect, name="gateway-warm-up", daemon=True).start()
 
     @property
     def registry(self) -> ActionRegistry:
