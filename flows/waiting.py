@@ -26,8 +26,6 @@ import httpx
 import prefect.settings
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
 from pydantic import ValidationError
@@ -36,6 +34,7 @@ from tocsin.announce import GateState, RefusedDecision
 from tocsin.errors import RunStopped, StepFailed
 from tocsin.flows.checkpoints import sign_and_anchor
 from tocsin.flows.clocks import RegulatoryClocks
+from tocsin.flows.pausing import FlowRunEnded, pause_for_input
 from tocsin.flows.run_state import RunState
 from tocsin.flows.wait_requests import WaitRequests, wait_length
 from tocsin.gates import Applied, Proposal, WaitRequest, apply_decisions, judge
@@ -46,6 +45,8 @@ from tocsin.vocabulary import ApprovalOutputs, ManualOutputs
 
 PAUSE_POLL_SECONDS = 1
 PENDING_RECHECK_SECONDS = 60
+PAUSE_EXPIRY_MARGIN_SECONDS = 600
+"""Prefect fails a paused flow run this long after the run meant to wake (its process died)."""
 # While paused, a server that stops answering is noticed after this many client retries
 # (Prefect's own default backs off for minutes), then looked for every OUTAGE_POLL_SECONDS.
 PAUSE_CLIENT_RETRIES = 2
@@ -130,26 +131,26 @@ class PeopleWaits:
         try:
             with _failing_fast():
                 try:
-                    return pause_flow_run(
-                        wait_for_input=HumanDecision,
-                        timeout=seconds,
-                        poll_interval=PAUSE_POLL_SECONDS,
+                    answer = pause_for_input(
+                        HumanDecision,
+                        wake_after=seconds,
+                        expires_after=seconds + PAUSE_EXPIRY_MARGIN_SECONDS,
+                        poll_seconds=PAUSE_POLL_SECONDS,
                         key=uuid.uuid4().hex,
                     )
-                except FlowPauseTimeout:
+                except (FlowRunEnded, RuntimeError) as exc:
+                    if not isinstance(exc, FlowRunEnded) and "terminal state" not in str(exc):
+                        raise
+                    # Prefect ended the flow run (Failed) while this process was away — a
+                    # pause it had given up on, an operator — yet the run is alive and its
+                    # truth is the journal's: it takes its flow run back and waits on.
+                    self.state.event("prefect.state_restored", seen=_short(exc))
+                    answer = None
+                if answer is None:
                     # The server still shows the run Paused: take it back, or the next
                     # pause is refused.
                     _back_to_running()
-                    return None
-                except RuntimeError as exc:
-                    if "terminal state" not in str(exc):
-                        raise
-                    # Prefect's pause-expiration service ended the run (Failed) as its pause
-                    # ran out, racing this process taking it back: the run is alive and its
-                    # truth is the journal's, so it takes its flow run back and waits on.
-                    self.state.event("prefect.state_restored", seen=_short(exc))
-                    _back_to_running()
-                    return None
+                return answer
         except httpx.HTTPError as exc:
             if not _is_outage(exc):
                 raise

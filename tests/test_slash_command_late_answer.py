@@ -88,7 +88,9 @@ def test_a_slow_command_is_answered_within_slacks_limit_and_its_answer_follows(
     late = wait_until(lambda: _answers_to(slack, path), timeout=15, what="the late answer")
     assert len(late) == 1
     assert late[0]["response_type"] == "ephemeral"
-    assert "no incident LATE-2" in late[0]["text"]  # the answer the command gives, not a placeholder
+    assert (
+        "no incident LATE-2" in late[0]["text"]
+    )  # the answer the command gives, not a placeholder
     assert "On it" not in late[0]["text"]
 
 
@@ -139,7 +141,9 @@ def test_a_response_url_outside_slack_is_never_followed(
         waited = time.monotonic() - started
         # Nowhere to send a late answer: the gateway answers when it has the answer.
         assert answer.status_code == 200
-        assert "no incident LATE-3" in answer.json()["text"] and "On it" not in answer.json()["text"]
+        assert (
+            "no incident LATE-3" in answer.json()["text"] and "On it" not in answer.json()["text"]
+        )
         assert waited >= SLOW_SECONDS
         time.sleep(0.5)
         assert listener.connections == 0

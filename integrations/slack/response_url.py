@@ -56,9 +56,7 @@ class ResponseUrls:
         if not self.may_answer_at(url):
             _log.warning("not answering at a response_url outside Slack: %.100s", url)
             return False
-        client = WebhookClient(
-            url, timeout=FOLLOW_UP_TIMEOUT_SECONDS, ssl=trusting(self.ca_bundle)
-        )
+        client = WebhookClient(url, timeout=FOLLOW_UP_TIMEOUT_SECONDS, ssl=trusting(self.ca_bundle))
         try:
             response = client.send(text=text, response_type="ephemeral")
         except OSError as exc:
