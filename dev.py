@@ -198,13 +198,27 @@ TEST_PROCESSES = 2
 cores. Each test file stays in one process (its fakes start once)."""
 
 
+ALONE = "alone"
+"""The marker of the tests that start a whole distributed setup (two Prefect servers, two
+workers, fifty flow-run processes): run after the others, by themselves, so that neither
+slows the other past its time limits on two cores."""
+NO_TESTS_COLLECTED = 5
+
+
 def test(extra: list[str]) -> int:
     ensure_system_packages({**SYSTEM_PACKAGES, **TEST_SYSTEM_PACKAGES})
     ensure_postgresql()
     ensure_redis()
+    pytest = [str(BIN / "python"), "-m", "pytest"]
     chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in extra)
     spread = [] if chosen else ["-n", str(TEST_PROCESSES), "--dist", "loadfile"]
-    return run(BIN / "python", "-m", "pytest", *spread, *extra, check=False, env=project_env())
+    selecting = any(not arg.startswith("-") or arg in ("-m", "-k") for arg in extra)
+    if selecting:  # some tests named or chosen: run just those, as asked
+        return run(*pytest, *spread, *extra, check=False, env=project_env())
+    code = run(*pytest, *spread, "-m", f"not {ALONE}", *extra, check=False, env=project_env())
+    say(f"the tests marked {ALONE!r}, by themselves")
+    alone = run(*pytest, "-n", "0", "-m", ALONE, *extra, check=False, env=project_env())
+    return code or (0 if alone == NO_TESTS_COLLECTED else alone)
 
 
 def lint(extra: list[str]) -> int:

@@ -24,7 +24,7 @@ from tocsin.sandbox.assembly import Sandbox
 from tocsin.scale_out import LocalScaleOut, ScaleOutDatabases, trial_databases
 from tocsin.settings import load_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.alone]
 
 INCIDENTS = 50
 RAN = re.compile(r"Flow run '(SCALE-\d+)-scaled' - ")
