@@ -3,6 +3,11 @@
 Runs read their settings from the environment (a run started by the gateway reads them
 as `tocsin run` would), so a module sets ``TOCSIN_*`` variables for its lifetime and
 puts them back afterwards.
+
+The fixtures below are the same in every gateway module: a module imports the ones it uses
+(``from tests.gateway_support import gateway, server  # noqa: F401``) and defines its own
+``environment`` (its settings, from ``service_settings``) and, for ``slack_user``, its own
+``slack``. Each fake and server is started once per module.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tocsin.gateway import Gateway
+import pytest
+
+from tocsin.gateway import Gateway, GatewayServer
 from tocsin.integrations.jira.fake import (
     SANDBOX_JIRA_TOKEN,
     SANDBOX_JIRA_USER,
@@ -21,8 +28,12 @@ from tocsin.integrations.jira.fake import (
     FakeJira,
 )
 from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack
+from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
 from tocsin.settings import load_settings
+
+SIGNING_SECRET_VARIABLE = "TOCSIN_SECRET_SLACK_SIGNING_SECRET"
+"""Where ``service_settings`` puts the Slack signing secret the gateway checks clicks with."""
 
 
 def service_settings(
@@ -37,7 +48,7 @@ def service_settings(
     values = {
         "TOCSIN_DATA_DIR": str(folder / "data"),
         "TOCSIN_RUNBOOK_PATHS": json.dumps([str(folder / "runbooks")]),
-        "TOCSIN_SECRET_SLACK_SIGNING_SECRET": signing_secret,
+        SIGNING_SECRET_VARIABLE: signing_secret,
     }
     if slack is not None:
         values.update(
@@ -100,3 +111,42 @@ def gateway_from_settings() -> Iterator[Gateway]:
         yield gateway
     finally:
         gateway.close()
+
+
+# -- fixtures (each module brings its own ``environment``, and ``slack`` for ``slack_user``) --
+
+
+@pytest.fixture(scope="module")
+def jira() -> Iterator[FakeJira]:
+    with FakeJira() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(environment: Path) -> Iterator[Gateway]:
+    """The gateway the module's settings describe (``environment`` has set them)."""
+    with gateway_from_settings() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def server(gateway: Gateway) -> Iterator[GatewayServer]:
+    """The gateway serving HTTP on loopback, with the module's gateway settings."""
+    with GatewayServer(gateway.app, settings=gateway.settings.gateway) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def slack_user(server: GatewayServer, slack: FakeSlack) -> Iterator[SimulatedSlack]:
+    """Slack's people clicking in the fake Slack, their requests signed with the module's
+    signing secret and sent to ``server``."""
+    secret = os.environ[SIGNING_SECRET_VARIABLE]
+    with SimulatedSlack(server.url, secret, fake_slack=slack) as simulated:
+        yield simulated
+
+
+@pytest.fixture
+def journal(environment: Path) -> Iterator[Journal]:
+    """The journal the module's settings name, closed after the test."""
+    with settings_journal() as opened:
+        yield opened

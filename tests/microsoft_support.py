@@ -1,5 +1,9 @@
 """What the Microsoft 365 tests share: the fake tenant over TLS, and actions called the way
-the engine calls them (``ActionDefinition.invoke`` with an ``ActionContext``)."""
+the engine calls them (``ActionDefinition.invoke`` with an ``ActionContext``).
+
+A module starts its own ``tenant`` fixture once (``fake_tenant`` with the apps and seed it
+needs) and binds the shared per-test fixtures by name: ``fake = microsoft_support.fake``
+(the tenant reset for each test), ``settings = microsoft_support.settings``."""
 
 from __future__ import annotations
 
@@ -8,8 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tocsin.actions import ActionContext, ActionRegistry
-from tocsin.integrations.microsoft import CLIENT_SECRET
+from tocsin.integrations.microsoft import CLIENT_SECRET, integration
+from tocsin.integrations.microsoft.client import Graph, MicrosoftCredentials
 from tocsin.integrations.microsoft.fake import (
     ALL_ROLES,
     SANDBOX_CLIENT_ID,
@@ -31,6 +38,8 @@ LIMITED_ROLES = ALL_ROLES - {"UserAuthenticationMethod.ReadWrite.All", "AuditLog
 }
 """An app whose admin granted reading sign-in methods but not removing them, and forgot the
 sign-in logs."""
+INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
+"""Where Exchange Online's cmdlets are called (``CmdletInput.CmdletName``)."""
 
 
 @contextmanager
@@ -96,3 +105,29 @@ def run_action(
         settings=settings,
     )
     return definition.invoke(context, dict(params))
+
+
+@pytest.fixture
+def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
+    """The module's tenant, reset to what it was seeded with, for one test."""
+    tenant[0].reset()
+    return tenant[0]
+
+
+@pytest.fixture
+def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
+    """Settings that point Microsoft 365 at the module's fake tenant."""
+    return settings_for(fake, tenant[1])
+
+
+def graph(settings: Settings, secret: str = SANDBOX_CLIENT_SECRET, **values: str) -> Graph:
+    """A Graph client as an action gets one, signing in with ``secret`` (and ``values``)."""
+    credentials = MicrosoftCredentials.from_secrets(
+        settings, StaticSecrets({CLIENT_SECRET: secret, **values})
+    )
+    return Graph(credentials, integration.settings_of(settings), "test.action")
+
+
+def cmdlets(fake: FakeMicrosoft) -> list[str]:
+    """The Exchange cmdlets the fake was asked to run, in order."""
+    return [str(r.json()["CmdletInput"]["CmdletName"]) for r in fake.requests if r.path == INVOKE]

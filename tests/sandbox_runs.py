@@ -1,20 +1,24 @@
-"""A runbook run in this process in sandbox mode (``tocsin.running.start_run``), its gates
-approved and its manual tasks ticked as people would through ``tocsin.decisions``, with the
-Microsoft fake kept so that a test reads the tenant's own final state afterwards."""
+"""A runbook run in this process in sandbox mode (``tocsin.running.start_run``), decided from
+its ``on_started`` thread: by ``People`` (gates approved and manual tasks ticked as people
+would through ``tocsin.decisions``) or by any other decider (the demo's scripted people, who
+click in the fake Slack); the Microsoft fake kept so that a test reads the tenant's own
+final state afterwards, and the journal's record of each step and of who decided it."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.engine_support import settings_journal
+from tests.microsoft_support import INVOKE
 from tocsin.decisions import submit
 from tocsin.gates import WaitRequest
 from tocsin.incident import Incident
-from tocsin.integrations.microsoft.fake import SANDBOX_TENANT_ID, FakeMicrosoft
-from tocsin.journal import Journal
+from tocsin.integrations.microsoft.fake import FakeMicrosoft
+from tocsin.journal import Journal, StepRecord
 from tocsin.running import start_run
 from tocsin.sandbox.assembly import Sandbox
 from tocsin.settings import load_settings
@@ -22,7 +26,6 @@ from tocsin.statuses import ACTIVE_RUN, StepStatus
 from tocsin.validation import LoadedRunbook
 
 RESPONDER = "U0SUPPORT"  # one of the shipped runbooks' operators (responders)
-INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
 
 
 @dataclass
@@ -85,20 +88,34 @@ class People:
         self.decided.append(step_id)
 
 
+def start_in_sandbox(
+    loaded: LoadedRunbook,
+    incident: Incident,
+    inputs: dict[str, Any],
+    on_started: Callable[[Sandbox | None], None],
+    lines: list[str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Run ``loaded`` to its end with the session's settings, ``on_started`` deciding from
+    its thread; the run's outcome and the lines it printed (appended to ``lines``, if given)."""
+    printed = [] if lines is None else lines
+    outcome = start_run(
+        loaded,
+        incident,
+        inputs,
+        settings=load_settings(),
+        printer=printed.append,
+        on_started=on_started,
+    )
+    return outcome, printed
+
+
 def run_in_sandbox(
     loaded: LoadedRunbook, ticket: str, inputs: dict[str, Any]
 ) -> tuple[dict[str, Any], People, list[str]]:
     """Run ``loaded`` to its end; its outcome, the people (and the fake), the printed lines."""
     people = People(ticket)
-    lines: list[str] = []
-    outcome = start_run(
-        loaded,
-        Incident(ticket=ticket, requested_by="U0REQUESTER"),
-        inputs,
-        settings=load_settings(),
-        printer=lines.append,
-        on_started=people,
-    )
+    incident = Incident(ticket=ticket, requested_by="U0REQUESTER")
+    outcome, lines = start_in_sandbox(loaded, incident, inputs, people)
     assert people.ended.wait(60), "the deciding thread did not end"
     assert people.fake is not None, "the run did not start the Microsoft fake"
     return outcome, people, lines
@@ -106,10 +123,20 @@ def run_in_sandbox(
 
 def step_records(ticket: str) -> dict[str, Any]:
     """The journal's record of each step of the incident's one run, by step id."""
+    return journal_records(ticket)[0]
+
+
+def journal_records(ticket: str) -> tuple[dict[str, StepRecord], dict[str, set[str]]]:
+    """The journal's record of each step of the incident's one run, and who decided each
+    (gates and manual tasks; nobody for the others), by step id."""
     journal = settings_journal()
     try:
         (run,) = journal.runs_of(ticket)
-        return {record.step_id: record for record in journal.steps_of(run.id)}
+        steps = {record.step_id: record for record in journal.steps_of(run.id)}
+        deciders = {
+            step_id: {d.actor for d in journal.decisions_of(run.id, step_id)} for step_id in steps
+        }
+        return steps, deciders
     finally:
         journal.close()
 

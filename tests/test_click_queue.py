@@ -24,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from tests import gateway_support
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
 from tests.gateway_support import (
     environment_variables,
@@ -39,6 +40,12 @@ from tocsin.integrations.slack.simulated_user import SimulatedSlack, sign_slack_
 from tocsin.journal import Journal, now
 from tocsin.journal.click_queue import ClickOutcome
 from tocsin.journal.schema import queued_clicks
+
+# The gateway modules' shared fixtures (tests.gateway_support), each started once per module.
+gateway = gateway_support.gateway
+journal = gateway_support.journal
+server = gateway_support.server
+slack_user = gateway_support.slack_user
 
 SIGNING_SECRET = "3c1b7e0d9a2f44c6b8e5d7a1f0c9b2e4"
 
@@ -78,30 +85,6 @@ def environment(
     }
     with environment_variables(values):
         yield folder
-
-
-@pytest.fixture(scope="module")
-def gateway(environment: Path) -> Iterator[Gateway]:
-    with gateway_from_settings() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def server(gateway: Gateway) -> Iterator[GatewayServer]:
-    with GatewayServer(gateway.app) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def slack_user(server: GatewayServer, slack: FakeSlack) -> Iterator[SimulatedSlack]:
-    with SimulatedSlack(server.url, SIGNING_SECRET, fake_slack=slack) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def journal(environment: Path) -> Iterator[Journal]:
-    with settings_journal() as opened:
-        yield opened
 
 
 def start(environment: Path, journal: Journal, ticket: str) -> FlowInThread:

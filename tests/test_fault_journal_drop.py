@@ -16,8 +16,8 @@ import pytest
 
 from tests.cli_runner import run_tocsin, start_tocsin_run
 from tests.engine_actions import calls
-from tests.engine_support import HEAD, wait_until
-from tests.test_fault_prefect_restart import free_port
+from tests.engine_support import wait_until
+from tests.fault_support import finished, free_port, three_steps
 from tocsin.journal import Journal
 from tocsin.running import audit_key_for
 from tocsin.settings import load_settings
@@ -25,23 +25,14 @@ from tocsin.settings import load_settings
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 BIN = Path("/usr/lib/postgresql/15/bin")
-RUNBOOK = (
-    HEAD
-    + """\
-steps:
-  - id: first
-    title: First
-    action: test.count
-    with: {{file: "{{{{ inputs.state }}}}/first"}}
+RUNBOOK = three_steps(
+    """\
   - id: slow
     title: Slow, during which the database goes away
     action: test.sleep_reconciled
     with: {{seconds: 4, file: "{{{{ inputs.state }}}}/slow"}}
-  - id: last
-    title: Last, destructive
-    action: test.count
-    with: {{file: "{{{{ inputs.state }}}}/last"}}
-"""
+""",
+    last_title="Last, destructive",
 )
 
 
@@ -186,12 +177,7 @@ def test_a_step_whose_record_cannot_be_written_stops_the_run_until_the_database_
     # What the service did, as the step's read-back finds it: the call ended once.
     (tmp_path / "slow.readback").write_text("took 1")
     again = start_tocsin_run(runbook, ticket, tmp_path)
-    try:
-        output, _ = again.communicate(timeout=120)
-    finally:
-        if again.poll() is None:
-            again.kill()
-            again.communicate()
+    output = finished(again, timeout=120)
     assert again.returncode == 0, output
     assert "resuming the earlier run" in output
     assert len(calls(tmp_path / "first")) == 1

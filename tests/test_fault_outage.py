@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import fault_support
 from tests.engine_actions import calls
-from tests.engine_support import HEAD, settings_journal, start_flow
+from tests.engine_support import HEAD, start_flow
 from tocsin.integrations.platform.fake import Account, Device, FakePlatform, Office
 from tocsin.journal import Journal
 from tocsin.running import audit_key_for
@@ -56,11 +57,7 @@ def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePlatform]:
         yield fake
 
 
-@pytest.fixture()
-def journal(prefect_server: str) -> Iterator[Journal]:
-    opened = settings_journal()
-    yield opened
-    opened.close()
+journal = fault_support.journal  # the fault modules' shared fixture, once per module
 
 
 def test_a_minute_of_429_and_503_is_retried_through_and_the_call_takes_effect_once(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -15,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli_runner import ROOT, TOCSIN, run_tocsin
+from tests.cli_runner import ROOT, run_tocsin, start_tocsin_run
 from tests.engine_actions import calls
-from tests.engine_support import HEAD, settings_journal, wait_until
+from tests.engine_support import settings_journal, wait_until
+from tests.fault_support import finished, free_port, three_steps
 from tocsin.decisions import Delivery, deliver_decision, submit
 from tocsin.embedded import prefect_pointed_at
 from tocsin.journal import Journal
@@ -27,29 +27,13 @@ from tocsin.statuses import DecisionStatus, StepStatus
 
 pytestmark = pytest.mark.slow
 
-RUNBOOK = (
-    HEAD
-    + """\
-steps:
-  - id: first
-    title: First
-    action: test.count
-    with: {{file: "{{{{ inputs.state }}}}/first"}}
+RUNBOOK = three_steps(
+    """\
   - id: gate
     title: Approve
     approval: {{approvers: leads, quorum: 1, prompt: "Go?", timeout: 30m, on_timeout: abort}}
-  - id: last
-    title: Last
-    action: test.count
-    with: {{file: "{{{{ inputs.state }}}}/last"}}
 """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrefectServer:
@@ -102,6 +86,16 @@ class PrefectServer:
         wait_until(lambda: not self.healthy(), timeout=10, what="the server to be down")
 
 
+def runs_talk_to(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Runs (in this process, and `tocsin` subprocesses) use the Prefect server at ``url``,
+    with the tests' actions."""
+    monkeypatch.setenv("TOCSIN_ACTION_MODULES", '["tests.engine_actions"]')
+    monkeypatch.setenv("TOCSIN_PREFECT_API_URL", url)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    )
+
+
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[PrefectServer]:
     home = tmp_path / "prefect"
@@ -115,25 +109,10 @@ def server(tmp_path: Path) -> Iterator[PrefectServer]:
 
 @pytest.fixture()
 def journal(monkeypatch: pytest.MonkeyPatch, server: PrefectServer) -> Iterator[Journal]:
-    monkeypatch.setenv("TOCSIN_ACTION_MODULES", '["tests.engine_actions"]')
-    monkeypatch.setenv("TOCSIN_PREFECT_API_URL", server.url)
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    )
+    runs_talk_to(monkeypatch, server.url)
     opened = settings_journal()
     yield opened
     opened.close()
-
-
-def start_run(runbook: Path, ticket: str, state: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(TOCSIN), "run", str(runbook), "--ticket", ticket, "--as", "U0REQUESTER"]
-        + ["--set", f"state={state}"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def paused_run(
@@ -145,7 +124,7 @@ def paused_run(
     runbook = state / f"{name}.yaml"
     runbook.write_text(RUNBOOK.format(runbook_id=name))
     ticket = f"RESTART-{number}"
-    process = start_run(runbook, ticket, state)
+    process = start_tocsin_run(runbook, ticket, state)
 
     def waiting() -> bool:
         if process.poll() is not None:
@@ -165,16 +144,6 @@ def noticed(journal: Journal, ticket: str) -> None:
         timeout=60,
         what=f"the run of {ticket} to notice that the Prefect server is gone",
     )
-
-
-def finished(process: subprocess.Popen[str], timeout: float) -> str:
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return output
 
 
 def test_decisions_made_during_and_after_a_server_restart_resume_the_paused_runs(
@@ -267,12 +236,7 @@ def test_one_of_two_servers_stopped_a_decision_through_the_other_is_applied(
     try:
         first.start()  # brings the database's tables up to date, then the other joins
         second.start()
-        monkeypatch.setenv("TOCSIN_ACTION_MODULES", '["tests.engine_actions"]')
-        monkeypatch.setenv("TOCSIN_PREFECT_API_URL", first.url)
-        monkeypatch.setenv(
-            "PYTHONPATH",
-            os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-        )
+        runs_talk_to(monkeypatch, first.url)
         journal = settings_journal()
         try:
             ticket, state, process = paused_run(journal, tmp_path, "two", 3)

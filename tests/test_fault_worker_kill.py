@@ -3,14 +3,14 @@ reading back what it did (never run twice), the interruption is in the trail, th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import fault_support
+from tests.cli_runner import start_tocsin_run
 from tests.engine_actions import calls
-from tests.engine_support import settings_journal
-from tests.test_resume import RUNBOOK, kill_during_slow_step, start
+from tests.fault_support import SLOW_STEP, finished, kill_during_slow_step
 from tocsin.journal import Journal
 from tocsin.running import audit_key_for
 from tocsin.settings import load_settings
@@ -18,11 +18,7 @@ from tocsin.settings import load_settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def journal(prefect_server: str) -> Iterator[Journal]:
-    opened = settings_journal()
-    yield opened
-    opened.close()
+journal = fault_support.journal  # the fault modules' shared fixture, once per module
 
 
 def test_a_killed_destructive_step_that_reads_back_is_settled_by_itself_exactly_once(
@@ -30,7 +26,7 @@ def test_a_killed_destructive_step_that_reads_back_is_settled_by_itself_exactly_
 ) -> None:
     runbook = tmp_path / "killed-reconciled.yaml"
     runbook.write_text(
-        RUNBOOK.format(
+        SLOW_STEP.format(
             runbook_id=runbook.stem, kind="read back", action="test.sleep_reconciled"
         ).replace(
             '"{{ inputs.state }}/last"', '"{{ inputs.state }}/last-{{ steps.slow.outputs.count }}"'
@@ -41,13 +37,8 @@ def test_a_killed_destructive_step_that_reads_back_is_settled_by_itself_exactly_
     # The service's state as the read-back finds it: the call reached it once.
     (tmp_path / "slow.readback").write_text("took 1")
 
-    again = start(runbook, ticket, tmp_path)
-    try:
-        output, _ = again.communicate(timeout=120)
-    finally:
-        if again.poll() is None:
-            again.kill()
-            again.communicate()
+    again = start_tocsin_run(runbook, ticket, tmp_path)
+    output = finished(again, timeout=120)
     assert again.returncode == 0, output
     assert "slow: interrupted, read back: it took effect" in output
     assert [line.split()[0] for line in calls(tmp_path / "slow")] == ["start"]  # exactly once

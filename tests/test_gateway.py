@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import gateway_support
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
 from tests.gateway_support import (
     environment_variables,
     gateway_from_settings,
     service_settings,
-    settings_journal,
 )
 from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
 from tocsin.integrations.jira.fake import (
@@ -36,6 +36,12 @@ from tocsin.integrations.slack.inbound import SlackInbound
 from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
 from tocsin.settings import load_settings
+
+# The gateway modules' shared fixtures (tests.gateway_support), each started once per module.
+jira = gateway_support.jira
+journal = gateway_support.journal
+server = gateway_support.server
+slack_user = gateway_support.slack_user
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 LEADS = ["U0LEAD1", "U0LEAD2", "U0LEAD3", "U0REQUESTER"]
@@ -103,12 +109,6 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="module")
-def jira() -> Iterator[FakeJira]:
-    with FakeJira() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def environment(
     prefect_server: str, slack: FakeSlack, jira: FakeJira, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
@@ -150,24 +150,6 @@ def gateway(environment: Path, usergroup_clock: SteppedClock) -> Iterator[Gatewa
         cache = slack.members
         slack.members = UsergroupMembers(cache.lookup, cache.ttl_seconds, clock=usergroup_clock)
         yield service
-
-
-@pytest.fixture(scope="module")
-def server(gateway: Gateway) -> Iterator[GatewayServer]:
-    with GatewayServer(gateway.app) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def slack_user(server: GatewayServer, slack: FakeSlack) -> Iterator[SimulatedSlack]:
-    with SimulatedSlack(server.url, SIGNING_SECRET, fake_slack=slack) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def journal(environment: Path) -> Iterator[Journal]:
-    with settings_journal() as opened:
-        yield opened
 
 
 def gate_message(slack: FakeSlack, ticket: str, step_id: str) -> PostedSlackMessage:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import ROOT
+from tests.sandbox_runs import journal_records, start_in_sandbox
 from tocsin.actions import ActionRegistry
 from tocsin.demo import scripted_approver
 from tocsin.evidence import incident_report
@@ -34,7 +35,6 @@ from tocsin.integrations.microsoft.fake_entra import (
 )
 from tocsin.integrations.microsoft.fake_exchange import ATTACKER_DELEGATE, GENUINE_DELEGATE_LOCAL
 from tocsin.integrations.microsoft.fake_leaver import leaver_of
-from tocsin.running import journal_for, start_run
 from tocsin.sandbox.assembly import Sandbox
 from tocsin.sandbox.fake_service import ReceivedRequest
 from tocsin.settings import load_settings
@@ -86,23 +86,10 @@ def run_mailbox_runbook(ticket: str, **changed_inputs: Any) -> SandboxRun:
         fakes.append(sandbox.fake("microsoft", FakeMicrosoft))
         scripted_approver(settings, ticket, said.append, sandbox)
 
-    result = start_run(
-        loaded,
-        Incident(ticket=ticket, title="Mailbox phished", requested_by="U0REQUESTER"),
-        inputs,
-        settings=settings,
-        printer=said.append,
-        on_started=people_decide,
-    )
-    journal = journal_for(settings)
-    try:
-        (run,) = journal.runs_of(ticket)
-        steps = {record.step_id: str(record.status) for record in journal.steps_of(run.id)}
-        deciders = {
-            step_id: {d.actor for d in journal.decisions_of(run.id, step_id)} for step_id in steps
-        }
-    finally:
-        journal.close()
+    incident = Incident(ticket=ticket, title="Mailbox phished", requested_by="U0REQUESTER")
+    result, _ = start_in_sandbox(loaded, incident, inputs, people_decide, lines=said)
+    records, deciders = journal_records(ticket)
+    steps = {step_id: str(record.status) for step_id, record in records.items()}
     assert fakes, "\n".join(said)
     return SandboxRun(ticket, result, fakes[0], steps, deciders)
 

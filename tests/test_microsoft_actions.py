@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tests import microsoft_support
+from tests.microsoft_support import fake_tenant, run_action
 from tocsin.actions import ActionRegistry
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.fake import (
@@ -30,15 +31,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
-
-
-@pytest.fixture
-def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
-    return settings_for(fake, tenant[1])
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 def changes(fake: FakeMicrosoft) -> list[tuple[str, str]]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.microsoft_support import fake_tenant, run_action, settings_for, signed_in
-from tocsin.integrations.microsoft import CLIENT_SECRET, integration
-from tocsin.integrations.microsoft.client import BatchItem, Graph, MicrosoftCredentials
+from tests import microsoft_support
+from tests.microsoft_support import fake_tenant, graph, run_action, signed_in
+from tocsin.integrations.microsoft.client import BatchItem, Graph
 from tocsin.integrations.microsoft.fake import (
     ATTACKER_FORWARD,
     SANDBOX_USER,
@@ -19,7 +19,7 @@ from tocsin.integrations.microsoft.fake import (
     compromised_tenant,
 )
 from tocsin.sandbox.tls import LoopbackCA
-from tocsin.settings import Settings, StaticSecrets
+from tocsin.settings import Settings
 
 USER = SANDBOX_USER
 RULES = f"/users/{USER}/mailFolders/inbox/messageRules"
@@ -47,22 +47,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
-
-
-@pytest.fixture
-def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
-    return settings_for(fake, tenant[1])
-
-
-def graph(settings: Settings) -> Graph:
-    credentials = MicrosoftCredentials.from_secrets(
-        settings, StaticSecrets({CLIENT_SECRET: "sandbox~microsoft~client~secret"})
-    )
-    return Graph(credentials, integration.settings_of(settings), "test.action")
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 def sent_batches(fake: FakeMicrosoft, seen: int) -> list[list[str]]:

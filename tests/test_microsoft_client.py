@@ -21,10 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from tests import microsoft_support
 from tests.microsoft_support import (
     LIMITED_CLIENT_ID,
     LIMITED_SECRET,
     fake_tenant,
+    graph,
     run_action,
     settings_for,
     signed_in,
@@ -90,29 +92,14 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 @pytest.fixture
 def ca(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> LoopbackCA:
     return tenant[1]
-
-
-@pytest.fixture
-def settings(fake: FakeMicrosoft, ca: LoopbackCA) -> Settings:
-    return settings_for(fake, ca)
-
-
-def graph(
-    settings: Settings, secret: str = "sandbox~microsoft~client~secret", **values: str
-) -> Graph:
-    credentials = MicrosoftCredentials.from_secrets(
-        settings, StaticSecrets({CLIENT_SECRET: secret, **values})
-    )
-    return Graph(credentials, integration.settings_of(settings), "test.action")
 
 
 def graph_calls_since(fake: FakeMicrosoft, seen: int) -> list[str]:

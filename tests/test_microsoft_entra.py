@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import microsoft_support
 from tests.microsoft_support import fake_tenant, run_action, settings_for
 from tocsin.actions import ActionRegistry
 from tocsin.errors import ConfigurationError, IntegrationError
@@ -48,10 +49,8 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
 
 
 @pytest.fixture

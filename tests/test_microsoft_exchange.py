@@ -8,11 +8,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tests import microsoft_support
+from tests.microsoft_support import INVOKE, cmdlets, fake_tenant, run_action, settings_for
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.fake import (
     ATTACKER_FORWARD,
-    SANDBOX_TENANT_ID,
     SANDBOX_USER,
     FakeApp,
     FakeMicrosoft,
@@ -22,7 +22,6 @@ from tocsin.settings import Settings
 
 USER = SANDBOX_USER
 NO_ROLE_CLIENT_ID = "44444444-5555-4666-8777-noexchangerl"
-INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +31,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
-
-
-@pytest.fixture
-def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
-    return settings_for(fake, tenant[1])
-
-
-def cmdlets(fake: FakeMicrosoft) -> list[str]:
-    return [r.json()["CmdletInput"]["CmdletName"] for r in fake.requests if r.path == INVOKE]
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 def test_the_forwarding_graph_cannot_see_is_read_from_exchange(

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tests import microsoft_support
+from tests.microsoft_support import INVOKE, fake_tenant, run_action, settings_for
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import (
     ALL_ROLES,
     ATTACKER_FORWARD,
-    SANDBOX_TENANT_ID,
     SANDBOX_USER,
     FakeApp,
     FakeMicrosoft,
@@ -24,7 +24,6 @@ from tocsin.settings import Settings
 
 USER = SANDBOX_USER
 ASSISTANT = "bob@broker-office.example"
-INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
 NO_ROLE_ID = "55555555-6666-4777-8888-noexchange00"
 NO_PERMISSION_ID = "66666666-7777-4888-8999-nomanageasap"
 
@@ -41,15 +40,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
-
-
-@pytest.fixture
-def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
-    return settings_for(fake, tenant[1])
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 def calls(fake: FakeMicrosoft) -> list[tuple[str, dict[str, object]]]:

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tests import microsoft_support
+from tests.microsoft_support import cmdlets, fake_tenant, run_action, settings_for
 from tocsin.actions import ActionRegistry
 from tocsin.errors import ActionError, IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import (
     ALL_ROLES,
-    SANDBOX_TENANT_ID,
     SANDBOX_USER,
     FakeApp,
     FakeMicrosoft,
@@ -33,7 +33,6 @@ from tocsin.settings import Settings
 DOMAIN = SANDBOX_USER.split("@")[-1]
 LEAVER = leaver_of(DOMAIN)
 COLLEAGUE = colleague_of(DOMAIN)
-INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
 NO_ROLE_ID = "55555555-6666-4777-8888-noexchange01"
 NO_DEVICES_ID = "55555555-6666-4777-8888-nodevices001"
 
@@ -52,19 +51,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
-
-
-@pytest.fixture
-def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
-    return settings_for(fake, tenant[1])
-
-
-def cmdlets(fake: FakeMicrosoft) -> list[str]:
-    return [r.json()["CmdletInput"]["CmdletName"] for r in fake.requests if r.path == INVOKE]
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 def mailbox(fake: FakeMicrosoft, upn: str = LEAVER) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.microsoft_support import fake_tenant, run_action, settings_for
+from tests import microsoft_support
+from tests.microsoft_support import cmdlets, fake_tenant, run_action, settings_for
 from tocsin.actions import ActionRegistry
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import (
-    SANDBOX_TENANT_ID,
     SANDBOX_USER,
     FakeApp,
     FakeMicrosoft,
@@ -21,7 +21,6 @@ from tocsin.sandbox.tls import LoopbackCA
 from tocsin.settings import Settings
 
 USER = SANDBOX_USER
-INVOKE = f"/adminapi/beta/{SANDBOX_TENANT_ID}/InvokeCommand"
 NO_ROLE_ID = "55555555-6666-4777-8888-noexchange00"
 
 
@@ -32,19 +31,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
-
-
-@pytest.fixture
-def settings(tenant: tuple[FakeMicrosoft, LoopbackCA], fake: FakeMicrosoft) -> Settings:
-    return settings_for(fake, tenant[1])
-
-
-def cmdlets(fake: FakeMicrosoft) -> list[str]:
-    return [str(r.json()["CmdletInput"]["CmdletName"]) for r in fake.requests if r.path == INVOKE]
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
+settings = microsoft_support.settings
 
 
 def blocked(fake: FakeMicrosoft) -> object:

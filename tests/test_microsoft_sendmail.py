@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests import microsoft_support
 from tests.microsoft_support import fake_tenant, settings_for
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
@@ -48,10 +49,8 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMicro
         yield started
 
 
-@pytest.fixture
-def fake(tenant: tuple[FakeMicrosoft, LoopbackCA]) -> FakeMicrosoft:
-    tenant[0].reset()
-    return tenant[0]
+# The Microsoft modules' shared per-test fixtures (tests.microsoft_support).
+fake = microsoft_support.fake
 
 
 @pytest.fixture

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import ROOT
-from tests.sandbox_runs import People, step_records
+from tests.sandbox_runs import People, start_in_sandbox, step_records
 from tocsin.actions import ActionRegistry
 from tocsin.evidence import incident_report
 from tocsin.incident import Incident
 from tocsin.integrations.notify.fake_smtp import FakeSmtpServer, ReceivedMail
 from tocsin.integrations.notify.sandbox import CLIENTS
 from tocsin.integrations.slack.fake import FakeSlack
-from tocsin.running import journal_for, start_run
+from tocsin.running import journal_for
 from tocsin.sandbox.assembly import Sandbox
 from tocsin.settings import load_settings
 from tocsin.statuses import RunStatus, StepStatus
@@ -56,7 +56,6 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(prefect_server: str) -> Run:
-    settings = load_settings()
     loaded = load_runbook(ROOT / "runbooks" / "third-party-breach.yaml", ActionRegistry.discover())
     people = People(TICKET)
     fakes: dict[str, Any] = {}
@@ -81,14 +80,8 @@ def run(prefect_server: str) -> Run:
         finally:
             finished.set()
 
-    result = start_run(
-        loaded,
-        Incident(ticket=TICKET, title="Partner breach", requested_by="U0REQUESTER"),
-        INPUTS,
-        settings=settings,
-        printer=lines.append,
-        on_started=on_started,
-    )
+    incident = Incident(ticket=TICKET, title="Partner breach", requested_by="U0REQUESTER")
+    result, _ = start_in_sandbox(loaded, incident, INPUTS, on_started, lines=lines)
     assert finished.wait(60), "\n".join(lines)
     outcome = Run(result, fakes["smtp"], fakes["slack"], people, lines)
     outcome.received = fakes["received"]  # type: ignore[attr-defined]

@@ -3,71 +3,28 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import fault_support
 from tests.cli_runner import ROOT, start_tocsin_run
 from tests.engine_actions import calls
-from tests.engine_support import HEAD, settings_journal, wait_until
+from tests.engine_support import wait_until
+from tests.fault_support import SLOW_STEP, finished, kill_during_slow_step
 from tocsin.decisions import submit
 from tocsin.journal import Journal
 
 pytestmark = pytest.mark.slow
 
-RUNBOOK = (
-    HEAD
-    + """\
-steps:
-  - id: first
-    title: First
-    action: test.count
-    with: {{file: "{{{{ inputs.state }}}}/first"}}
-  - id: slow
-    title: Slow and {kind}
-    action: {action}
-    with: {{seconds: 20, file: "{{{{ inputs.state }}}}/slow"}}
-  - id: last
-    title: Last
-    action: test.count
-    with: {{file: "{{{{ inputs.state }}}}/last"}}
-"""
-)
-
-
-@pytest.fixture(scope="module")
-def journal(prefect_server: str) -> Iterator[Journal]:
-    opened = settings_journal()
-    yield opened
-    opened.close()
+RUNBOOK = SLOW_STEP
+journal = fault_support.journal  # the fault modules' shared fixture, once per module
 
 
 def start(runbook: Path, ticket: str, state: Path) -> subprocess.Popen[str]:
     return start_tocsin_run(runbook, ticket, state)
-
-
-def kill_during_slow_step(journal: Journal, runbook: Path, ticket: str, state: Path) -> None:
-    process = start(runbook, ticket, state)
-    try:
-        wait_until(
-            lambda: any(line.startswith("start") for line in calls(state / "slow")),
-            timeout=90,
-            what="the slow step to start",
-        )
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        assert process.stdout is not None
-        process.stdout.close()
-    run = journal.find_run(ticket, runbook.stem)
-    assert run is not None and run.status == "running" and not run.is_alive()
-    assert journal.step(run.id, "slow").status == "running"  # type: ignore[union-attr]
 
 
 def test_an_in_flight_step_that_is_not_idempotent_waits_for_a_person(
@@ -121,7 +78,7 @@ def test_an_in_flight_idempotent_step_is_simply_run_again(journal: Journal, tmp_
     ticket = "KILL-2"
     kill_during_slow_step(journal, runbook, ticket, tmp_path)
     again = start(runbook, ticket, tmp_path)
-    output, _ = again.communicate(timeout=120)
+    output = finished(again, timeout=120)
     assert again.returncode == 0, output
     assert len(calls(tmp_path / "first")) == 1
     assert [line.split()[0] for line in calls(tmp_path / "slow")] == ["start", "start", "end"]

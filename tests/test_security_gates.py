@@ -15,17 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import gateway_support
 from tests.cli_runner import run_tocsin
 from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
 from tests.gateway_support import (
     environment_variables,
-    gateway_from_settings,
     service_settings,
-    settings_journal,
 )
 from tocsin.audit import AuditKey
 from tocsin.decisions import DecisionRefused, deliver_decision, submit
-from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
+from tocsin.gateway import GATEWAY_CHAIN, GatewayServer
 from tocsin.integrations.jira.fake import SANDBOX_JIRA_WEBHOOK_SECRET, FakeJira
 from tocsin.integrations.slack.fake import (
     DEFAULT_SCOPES,
@@ -36,6 +35,13 @@ from tocsin.integrations.slack.fake import (
 from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
 from tocsin.settings import load_settings
+
+# The gateway modules' shared fixtures (tests.gateway_support), each started once per module.
+gateway = gateway_support.gateway
+jira = gateway_support.jira
+journal = gateway_support.journal
+server = gateway_support.server
+slack_user = gateway_support.slack_user
 
 pytestmark = pytest.mark.slow
 
@@ -104,12 +110,6 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="module")
-def jira() -> Iterator[FakeJira]:
-    with FakeJira() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def environment(
     prefect_server: str, slack: FakeSlack, jira: FakeJira, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
@@ -130,30 +130,6 @@ def environment(
     with environment_variables(values):
         AuditKey.generate(load_settings().audit_key_path)  # live runs need the signing key
         yield folder
-
-
-@pytest.fixture(scope="module")
-def gateway(environment: Path) -> Iterator[Gateway]:
-    with gateway_from_settings() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def server(gateway: Gateway) -> Iterator[GatewayServer]:
-    with GatewayServer(gateway.app) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def slack_user(server: GatewayServer, slack: FakeSlack) -> Iterator[SimulatedSlack]:
-    with SimulatedSlack(server.url, SIGNING_SECRET, fake_slack=slack) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def journal(environment: Path) -> Iterator[Journal]:
-    with settings_journal() as opened:
-        yield opened
 
 
 def events(journal: Journal, chain: str) -> list[tuple[str, str | None, dict[str, Any]]]:

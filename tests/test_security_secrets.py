@@ -18,19 +18,23 @@ from pathlib import Path
 
 import pytest
 
+from tests import gateway_support
 from tests.cli_runner import ROOT, TOCSIN, run_tocsin
 from tests.engine_support import wait_until
 from tests.gateway_support import (
     environment_variables,
     gateway_from_settings,
     service_settings,
-    settings_journal,
 )
 from tocsin.gateway import GatewayServer
 from tocsin.integrations.jira.fake import FakeJira
 from tocsin.integrations.slack.fake import FakeSlack, SlackChannel
 from tocsin.integrations.slack.simulated_user import SimulatedSlack
 from tocsin.journal import Journal
+
+# The gateway modules' shared fixtures (tests.gateway_support), each started once per module.
+jira = gateway_support.jira
+journal = gateway_support.journal
 
 pytestmark = pytest.mark.slow
 
@@ -107,12 +111,6 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="module")
-def jira() -> Iterator[FakeJira]:
-    with FakeJira() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def environment(
     prefect_server: str, slack: FakeSlack, jira: FakeJira, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
@@ -127,12 +125,6 @@ def environment(
     )
     with environment_variables(values):
         yield folder
-
-
-@pytest.fixture
-def journal(environment: Path) -> Iterator[Journal]:
-    with settings_journal() as opened:
-        yield opened
 
 
 def waiting(journal: Journal, ticket: str, step_id: str) -> bool:

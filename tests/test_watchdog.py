@@ -1,7 +1,8 @@
 """The watchdog: `tocsin status --stuck` and the ``watchdog`` flow find a gate past its
 deadline, a run whose process was killed, a regulatory clock about to expire, and leave a
 healthy waiting run alone; the flow posts each finding once, to the incident's thread and
-the on-call channel, and the audit chain still verifies."""
+the on-call channel, and the audit chain still verifies. (What it finds from the journal
+alone, with no run: tests/test_watchdog_findings.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,21 +23,15 @@ import pytest
 from tests.cli_runner import ROOT, TOCSIN, run_tocsin
 from tests.engine_support import wait_until
 from tests.gateway_support import environment_variables
-from tests.test_audit import postgres_url  # noqa: F401  (the fixture)
+from tests.test_watchdog_findings import open_cli_run
 from tocsin.audit import AuditKey
 from tocsin.gates import WaitRequest
 from tocsin.integrations.slack.fake import SANDBOX_BOT_TOKEN, FakeSlack, SlackChannel
 from tocsin.journal import Journal, RunRecord
 from tocsin.running import journal_for
-from tocsin.settings import StaticSecrets, WatchdogSettings, load_settings, with_values
-from tocsin.statuses import RunStatus
+from tocsin.settings import StaticSecrets, load_settings, with_values
 from tocsin.watchdog import (
     FOUND_KIND,
-    FindingKind,
-    already_posted,
-    find_stuck,
-    resume_command,
-    secret_inputs,
 )
 
 pytestmark = pytest.mark.slow
@@ -163,6 +160,47 @@ def waiting_at(journal: Journal, slack: FakeSlack, ticket: str, runbook_id: str,
     return wait_until(shown, timeout=120, what=f"{ticket} to wait at {step}")
 
 
+@dataclass(frozen=True)
+class WaitingRun:
+    runbook: Path
+    process: subprocess.Popen[str]
+    request: WaitRequest
+
+
+@contextmanager
+def waiting_run(
+    environment: Path,
+    journal: Journal,
+    slack: FakeSlack,
+    ticket: str,
+    runbook_id: str,
+    step: str,
+    *extra: str,
+    waiting: str,
+    clocks: str = "",
+) -> Iterator[WaitingRun]:
+    """The runbook written, `tocsin run` started and waiting at ``step`` (its message in the
+    incident thread); the process ended afterwards."""
+    runbook = write_runbook(environment, runbook_id, waiting=waiting, clocks=clocks)
+    process = start_run(runbook, ticket, *extra)
+    try:
+        yield WaitingRun(runbook, process, waiting_at(journal, slack, ticket, runbook_id, step))
+    finally:
+        stop(process)
+
+
+def stale_heartbeat(journal: Journal, ticket: str, runbook_id: str, seconds: float) -> RunRecord:
+    """The run, once its last heartbeat is more than ``seconds`` old."""
+    run = journal.find_run(ticket, runbook_id)
+    assert run is not None and run.heartbeat_at is not None
+    beat = run.heartbeat_at
+    wait_until(
+        lambda: datetime.now(UTC) - beat > timedelta(seconds=seconds),
+        what="the heartbeat to go stale",
+    )
+    return run
+
+
 def freeze(process: subprocess.Popen[str], database: Path) -> None:
     """SIGSTOP ``process`` outside any write of its to the journal (a frozen writer would hold
     SQLite's lock): stopped, then the lock is tried; if it is held, woken and tried again."""
@@ -234,13 +272,13 @@ def test_a_gate_past_its_deadline_is_found_and_posted_once_to_the_thread_and_on_
     environment: Path, journal: Journal, slack: FakeSlack
 ) -> None:
     ticket, runbook_id = "WD-1", "wd-gate"
-    runbook = write_runbook(environment, runbook_id, waiting=GATE.format(timeout="12s"))
-    process = start_run(runbook, ticket)
-    try:
-        request = waiting_at(journal, slack, ticket, runbook_id, "gate")
+    gate = GATE.format(timeout="12s")
+    with waiting_run(
+        environment, journal, slack, ticket, runbook_id, "gate", waiting=gate
+    ) as started:
         # A hung process: alive, but it does not close the gate at its deadline.
-        freeze(process, environment / "journal.db")
-        overdue = request.deadline_at + timedelta(seconds=1.5)
+        freeze(started.process, environment / "journal.db")
+        overdue = started.request.deadline_at + timedelta(seconds=1.5)
         wait_until(lambda: datetime.now(UTC) > overdue, timeout=30, what="the deadline to pass")
 
         code, findings = stuck(ticket)
@@ -249,7 +287,7 @@ def test_a_gate_past_its_deadline_is_found_and_posted_once_to_the_thread_and_on_
         (finding,) = findings
         assert finding["incident"] == ticket and finding["runbook"] == runbook_id
         assert finding["command"] == f"tocsin status {ticket}"
-        assert finding["deadline"] == request.deadline_at.isoformat()
+        assert finding["deadline"] == started.request.deadline_at.isoformat()
         assert f"`tocsin run {runbook_id} --ticket {ticket}" in finding["what_to_do"]
         shown = run_tocsin("status", ticket, "--stuck")
         assert shown.returncode == 1
@@ -276,11 +314,9 @@ def test_a_gate_past_its_deadline_is_found_and_posted_once_to_the_thread_and_on_
         verify(ticket)
 
         # Woken, the run applies the gate's timeout itself; the trail still verifies.
-        os.kill(process.pid, signal.SIGCONT)
-        output, _ = process.communicate(timeout=90)
-        assert process.returncode == 1, output
-    finally:
-        stop(process)
+        os.kill(started.process.pid, signal.SIGCONT)
+        output, _ = started.process.communicate(timeout=90)
+        assert started.process.returncode == 1, output
     run = journal.find_run(ticket, runbook_id)
     assert run is not None and run.status == "timed_out"
     assert stuck(ticket) == (0, [])
@@ -294,24 +330,19 @@ def test_a_killed_run_is_found_dead_once_its_heartbeat_is_stale_and_its_command_
     environment: Path, journal: Journal, slack: FakeSlack
 ) -> None:
     ticket, runbook_id = "WD-2", "wd-dead"
-    runbook = write_runbook(environment, runbook_id, waiting=GATE.format(timeout="1h"))
-    process = start_run(runbook, ticket)
-    try:
-        waiting_at(journal, slack, ticket, runbook_id, "gate")
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    finally:
-        stop(process)
+    gate = GATE.format(timeout="1h")
+    with waiting_run(
+        environment, journal, slack, ticket, runbook_id, "gate", waiting=gate
+    ) as started:
+        os.kill(started.process.pid, signal.SIGKILL)
+        started.process.wait(timeout=10)
     # Its last heartbeat is a few seconds old: not dead yet by the default 30 s.
     assert stuck(ticket) == (0, [])
 
     stale = {"TOCSIN_WATCHDOG__STALE_AFTER_SECONDS": "2"}
-    run = journal.find_run(ticket, runbook_id)
-    assert run is not None and run.heartbeat_at is not None
+    run = stale_heartbeat(journal, ticket, runbook_id, 2.5)
     beat = run.heartbeat_at
-    wait_until(
-        lambda: datetime.now(UTC) - beat > timedelta(seconds=2.5), what="the heartbeat to go stale"
-    )
+    assert beat is not None
     code, findings = stuck(ticket, **stale)
     assert code == 1
     assert [(f["kind"], f["step"]) for f in findings] == [("run_dead", "gate")]
@@ -330,7 +361,7 @@ def test_a_killed_run_is_found_dead_once_its_heartbeat_is_stale_and_its_command_
     assert len(found_records(journal, ticket)) == 1
 
     # The command given, with a real Slack id, continues the run; approved, it ends.
-    again = start_run(runbook, ticket)
+    again = start_run(started.runbook, ticket)
     try:
         wait_until(
             lambda: (
@@ -360,11 +391,11 @@ def test_a_clock_about_to_expire_is_found_with_the_command_that_stops_it(
     environment: Path, journal: Journal, slack: FakeSlack
 ) -> None:
     ticket, runbook_id = "WD-3", "wd-clock"
-    runbook = write_runbook(environment, runbook_id, waiting=MANUAL, clocks=CLOCK)
     detected = datetime.now(UTC) - timedelta(hours=71, minutes=50)  # 10 minutes left
-    process = start_run(runbook, ticket, "--detected-at", detected.isoformat())
-    try:
-        waiting_at(journal, slack, ticket, runbook_id, "notify")
+    with waiting_run(
+        environment, journal, slack, ticket, runbook_id, "notify",
+        "--detected-at", detected.isoformat(), waiting=MANUAL, clocks=CLOCK,
+    ) as started:  # fmt: skip
         code, findings = stuck(ticket)
         assert code == 1
         assert [(f["kind"], f["clock"], f["step"]) for f in findings] == [
@@ -380,10 +411,8 @@ def test_a_clock_about_to_expire_is_found_with_the_command_that_stops_it(
 
         done = run_tocsin("done", ticket, "notify", "--as", "U0LEAD1")
         assert done.returncode == 0, done.stderr
-        output, _ = process.communicate(timeout=90)
-        assert process.returncode == 0, output
-    finally:
-        stop(process)
+        output, _ = started.process.communicate(timeout=90)
+        assert started.process.returncode == 0, output
     assert stuck(ticket) == (0, [])  # the clock is stopped (met)
 
 
@@ -391,71 +420,15 @@ def test_a_healthy_waiting_run_is_not_reported(
     environment: Path, journal: Journal, slack: FakeSlack
 ) -> None:
     ticket, runbook_id = "WD-4", "wd-healthy"
-    runbook = write_runbook(environment, runbook_id, waiting=GATE.format(timeout="1h"))
-    process = start_run(runbook, ticket)
-    try:
-        waiting_at(journal, slack, ticket, runbook_id, "gate")
+    gate = GATE.format(timeout="1h")
+    with waiting_run(environment, journal, slack, ticket, runbook_id, "gate", waiting=gate):
         stale = {"TOCSIN_WATCHDOG__STALE_AFTER_SECONDS": "1"}
-        run = journal.find_run(ticket, runbook_id)
-        assert run is not None and run.heartbeat_at is not None
-        beat = run.heartbeat_at
         # Even past a very short stale threshold: its process is alive on this machine.
-        wait_until(lambda: datetime.now(UTC) - beat > timedelta(seconds=1.5), what="a second")
+        stale_heartbeat(journal, ticket, runbook_id, 1.5)
         assert stuck(ticket, **stale) == (0, [])
         shown = run_tocsin("status", ticket, "--stuck", env=stale)
         assert shown.returncode == 0 and shown.stdout.strip() == f"nothing stuck for {ticket}"
         assert posted_about(slack, ticket) == ([], [])
-    finally:
-        stop(process)
-
-
-# -- a run owned by another machine: Prefect's state decides -----------------------------------
-
-
-def test_a_run_of_another_machine_is_dead_only_when_prefect_does_not_show_it_alive(
-    tmp_path: Path,
-) -> None:
-    journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}")
-    try:
-        run, _ = journal.open_run(
-            incident="WD-5",
-            runbook_id="remote",
-            runbook_version="1",
-            runbook_digest="0" * 64,
-            inputs={"office": "OF-1"},
-            requested_by="U0REQUESTER",
-            requested_via="cli",
-        )
-        flow_run = "8a3c2f4e-1111-4222-8333-944455556666"
-        journal.set_run(run.id, owner="worker-7.example:4242", flow_run_id=flow_run)
-        fresh = _run(journal)
-        assert fresh.heartbeat_at is not None
-        rules = WatchdogSettings(stale_after_seconds=30)
-        soon = fresh.heartbeat_at + timedelta(seconds=10)
-        later = fresh.heartbeat_at + timedelta(seconds=31)
-
-        def kinds(at: datetime, states: dict[str, str] | None) -> list[FindingKind]:
-            return [f.kind for f in find_stuck(journal, at, states, rules=rules)]
-
-        assert kinds(soon, None) == []  # a recent heartbeat
-        assert kinds(later, {flow_run: "RUNNING"}) == []
-        assert kinds(later, {flow_run: "PAUSED"}) == []
-        assert kinds(later, {flow_run: "CRASHED"}) == [FindingKind.RUN_DEAD]
-        assert kinds(later, {}) == [FindingKind.RUN_DEAD]  # Prefect does not know it
-        assert kinds(later, None) == [FindingKind.RUN_DEAD]  # Prefect not read: the heartbeat
-        (dead,) = find_stuck(journal, later, None, rules=rules, live=True)
-        assert (
-            dead.command == "tocsin run remote --ticket WD-5 --set office=OF-1 --as YOUR_SLACK_ID"
-        )
-        assert "worker-7.example:4242" in dead.summary
-    finally:
-        journal.close()
-
-
-def _run(journal: Journal) -> RunRecord:
-    found = journal.find_run("WD-5", "remote")
-    assert found is not None
-    return found
 
 
 # -- its deployment ----------------------------------------------------------------------------
@@ -499,113 +472,6 @@ def test_prefect_yaml_deploys_the_watchdog_every_minute_one_pass_at_a_time(
             client.delete_deployment(deployment.id)
 
 
-def test_the_resume_command_repeats_the_inputs_quoted_and_asks_for_secrets_again() -> None:
-    moment = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-    run = RunRecord(
-        id=1,
-        incident="INC-7",
-        runbook_id="office-compromise",
-        runbook_version="1",
-        runbook_digest="0" * 64,
-        inputs={
-            "office_id": "OF-1042",
-            "devices": ["PC-1", "PC 2; rm -rf /"],
-            "password": "hmac-sha256:" + "ab" * 32,
-            "notify": True,
-            "note": None,
-        },
-        requested_by="U0REQUESTER",
-        requested_via="cli",
-        flow_run_id=None,
-        status=RunStatus.RUNNING,
-        owner="vm:1",
-        heartbeat_at=moment,
-        created_at=moment,
-        updated_at=moment,
-    )
-    assert resume_command(run, live=False) == (
-        "tocsin run office-compromise --ticket INC-7 --set office_id=OF-1042 "
-        "--set devices=PC-1 --set 'devices=PC 2; rm -rf /' --set notify=true"
-    )
-    assert secret_inputs(run) == ["password"]
-    assert resume_command(run, live=True).endswith(" --as YOUR_SLACK_ID")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    url = (
-        f"sqlite:///{tmp_path / 'journal.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    opened = Journal(url)
-    yield opened
-    opened.close()
-
-
-def test_clocks_gates_and_the_watchdogs_memory_are_read_from_either_database(
-    any_journal: Journal,
-) -> None:
-    journal = any_journal
-    run, _ = journal.open_run(
-        incident="INC-8",
-        runbook_id="clocked",
-        runbook_version="1",
-        runbook_digest="0" * 64,
-        inputs={},
-        requested_by="U0REQUESTER",
-        requested_via="cli",
-    )  # owned by this process, alive: never dead
-    start = datetime.now(UTC)
-    deadline = start + timedelta(hours=1)
-    journal.record(
-        "INC-8",
-        "clock.started",
-        run_id=run.id,
-        clock="authority",
-        title="Notify the authority",
-        source="GDPR art. 33(1)",
-        starts_at=(start - timedelta(hours=71)).isoformat(),
-        deadline_at=deadline.isoformat(),
-        stopped_by="notify",
-    )
-    request = WaitRequest(
-        kind="manual",
-        prompt="Send the form",
-        deadline=(start + timedelta(minutes=30)).isoformat(),
-        requester="U0REQUESTER",
-        gate_hash="f" * 64,
-    )
-    journal.set_step(
-        run.id, "notify", status="waiting", request=request.as_data(), waiting_since=start
-    )
-
-    (clock,) = find_stuck(journal, start, live=True)
-    assert (clock.kind, clock.clock, clock.step) == (
-        FindingKind.CLOCK_EXPIRING,
-        "authority",
-        "notify",
-    )
-    assert clock.command == "tocsin done INC-8 notify --as YOUR_SLACK_ID"
-    assert clock.deadline == deadline and "expires in 1 h" in clock.summary
-    narrow = WatchdogSettings(clock_warning_seconds=1800)
-    assert find_stuck(journal, start, rules=narrow) == []  # an hour left: not yet
-
-    later = find_stuck(journal, start + timedelta(hours=2))
-    assert sorted(f.kind for f in later) == [FindingKind.CLOCK_EXPIRING, FindingKind.GATE_OVERDUE]
-    expired = next(f for f in later if f.kind == FindingKind.CLOCK_EXPIRING)
-    assert expired.key.endswith(":expired") and clock.key.endswith(":expiring")
-    assert "expired 1 h ago" in expired.summary
-
-    assert already_posted(journal) == set()
-    journal.record("INC-8", FOUND_KIND, run_id=run.id, actor="watchdog", key=clock.key)
-    assert already_posted(journal) == {clock.key}
-    assert already_posted(journal, "INC-9") == set()
-
-    journal.record("INC-8", "clock.stopped", run_id=run.id, clock="authority", met=True)
-    assert find_stuck(journal, start) == []
-
-
 def test_a_finding_told_nowhere_is_tried_again_and_one_told_somewhere_is_kept_once(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -617,15 +483,7 @@ def test_a_finding_told_nowhere_is_tried_again_and_one_told_somewhere_is_kept_on
     key = AuditKey.generate(tmp_path / "audit" / "signing.key")
     journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}", audit_key=key)
     try:
-        run, _ = journal.open_run(
-            incident="WD-6",
-            runbook_id="remote",
-            runbook_version="1",
-            runbook_digest="0" * 64,
-            inputs={},
-            requested_by="U0REQUESTER",
-            requested_via="cli",
-        )
+        run = open_cli_run(journal, "WD-6", "remote")
         journal.record("WD-6", "run.started", run_id=run.id, title="Remote runbook")
         journal.set_run(
             run.id,

@@ -1,5 +1,6 @@
 """A real gateway on loopback for each attack module: its settings in the environment (a
-run reads them there), a fake Jira, the server; each started once per module."""
+run reads them there), a fake Jira, the server; each started once per module (the fixtures
+other than ``environment`` are the gateway modules' shared ones, ``tests.gateway_support``)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import gateway_support
 from tests.gateway_attacks.support import FAILING, PLAIN, SIGNING_SECRET
-from tests.gateway_support import (
-    environment_variables,
-    gateway_from_settings,
-    service_settings,
-    settings_journal,
-)
-from tocsin.gateway import Gateway, GatewayServer
+from tests.gateway_support import environment_variables, service_settings
 from tocsin.integrations.jira.fake import FakeJira
-from tocsin.journal import Journal
 
-
-@pytest.fixture(scope="module")
-def jira() -> Iterator[FakeJira]:
-    with FakeJira() as fake:
-        yield fake
+# The gateway modules' shared fixtures (tests.gateway_support), each started once per module.
+gateway = gateway_support.gateway
+jira = gateway_support.jira
+journal = gateway_support.journal
+server = gateway_support.server
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +37,3 @@ def environment(
     (folder / "runbooks" / "plain.yaml").write_text(PLAIN.format(runbook_id="plain"))
     with environment_variables(values):
         yield folder
-
-
-@pytest.fixture(scope="module")
-def gateway(environment: Path) -> Iterator[Gateway]:
-    with gateway_from_settings() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def server(gateway: Gateway) -> Iterator[GatewayServer]:
-    with GatewayServer(gateway.app, settings=gateway.settings.gateway) as running:
-        yield running
-
-
-@pytest.fixture
-def journal(environment: Path) -> Iterator[Journal]:
-    with settings_journal() as opened:
-        yield opened
