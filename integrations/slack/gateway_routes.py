@@ -8,12 +8,12 @@ Each request's signature is checked first (``SlackInbound.check``: v0 HMAC-SHA25
 app's signing secret, timestamp within 5 minutes, the same signed request never twice:
 not at this gateway process, remembered in memory, nor at any other on the same journal,
 which holds each click's ``request_digest`` (unique in the click queue) and each
-command's (a claimed delivery)); then the click or the command is read, checked for the shape Slack gives it, and handed to
-the gateway's core. A click is queued in the journal (committed) before Slack gets its
-answer, so an acknowledged click is never lost, and the answer waits on nothing else: the
-gateway's judge (``tocsin.gateway.click_judge``) then reads it again (``judge_queued``),
-looks the person up in Slack, judges and journals the decision, wakes the flow or tells
-the clicker privately why the click did not count.
+command's (a claimed delivery)); then the click or the command is read, checked for the
+shape Slack gives it, and handed to the gateway's core. A click is queued in the journal
+(committed) before Slack gets its answer, so an acknowledged click is never lost, and the
+answer waits on nothing else: the gateway's judge (``tocsin.gateway.click_judge``) then
+reads it again (``judge_queued``), looks the person up in Slack, judges and journals the
+decision, wakes the flow or tells the clicker privately why the click did not count.
 """
 
 from __future__ import annotations
