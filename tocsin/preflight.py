@@ -227,7 +227,7 @@ def journal(settings: Settings, *, upgrade_ok: bool = False) -> Finding:
 
     from tocsin.journal import default_url
     from tocsin.journal.database import safe_url
-    from tocsin.journal.schema import metadata
+    from tocsin.journal.schema import ADDED_INDEXES, metadata
 
     url = settings.journal_url or default_url(settings.data_dir)
     shown = safe_url(url)
@@ -269,6 +269,12 @@ def journal(settings: Settings, *, upgrade_ok: bool = False) -> Finding:
                 for column in table.columns
                 if column.name not in columns[name]
             )
+            missing_columns += [  # the unique index refusing replayed clicks, for one
+                f"index {index.name}"
+                for name, index in ADDED_INDEXES
+                if name in columns
+                and index.name not in {found["name"] for found in inspector.get_indexes(name)}
+            ]
             dialect = connection.dialect.name
     except SQLAlchemyError as exc:
         return Finding(

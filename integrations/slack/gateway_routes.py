@@ -5,13 +5,15 @@
   ``/tocsin status <ticket>``.
 
 Each request's signature is checked first (``SlackInbound.check``: v0 HMAC-SHA256 with the
-app's signing secret, timestamp within 5 minutes, the same signed request never twice);
-then the click or the command is read, checked for the shape Slack gives it, and handed to
-the gateway's core. A click is queued in the journal (committed) before Slack gets its
-answer, so an acknowledged click is never lost, and the answer waits on nothing else: the
-gateway's judge (``tocsin.gateway.click_judge``) then reads it again (``judge_queued``),
-looks the person up in Slack, judges and journals the decision, wakes the flow or tells
-the clicker privately why the click did not count.
+app's signing secret, timestamp within 5 minutes, the same signed request never twice:
+not at this gateway process, remembered in memory, nor at any other on the same journal,
+which holds each click's ``request_digest`` (unique in the click queue) and each
+command's (a claimed delivery)); then the click or the command is read, checked for the
+shape Slack gives it, and handed to the gateway's core. A click is queued in the journal
+(committed) before Slack gets its answer, so an acknowledged click is never lost, and the
+answer waits on nothing else: the gateway's judge (``tocsin.gateway.click_judge``) then
+reads it again (``judge_queued``), looks the person up in Slack, judges and journals the
+decision, wakes the flow or tells the clicker privately why the click did not count.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tocsin.integrations.slack.client import slack_text
 from tocsin.integrations.slack.inbound import SlackInbound
 from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, REJECT_ACTION
 from tocsin.integrations.slack.response_url import ResponseUrls
+from tocsin.integrations.slack.signature import REMEMBERED_FOR, REPLAYED, request_digest
 from tocsin.journal.click_queue import ClickOutcome, QueuedClick
 from tocsin.tickets import SAFE_KEY
 
@@ -172,16 +175,24 @@ class SlackRoutes:
         self.slack = slack
         self.responses = ResponseUrls(gateway.settings)
 
-    async def _signed_form(self, request: Request) -> dict[str, str]:
-        """The fields of a request Slack signed; ``RequestRefused`` otherwise."""
+    async def _signed_form(self, request: Request) -> tuple[dict[str, str], str]:
+        """The fields of a request Slack signed, and its ``request_digest``; ``RequestRefused``
+        otherwise (or when this gateway process accepted it before)."""
         body = await self.gateway.read_body(request)
-        refusal = self.slack.check.refusal(body, lowered_headers(request))
+        headers = lowered_headers(request)
+        refusal = self.slack.check.refusal(body, headers)
         if refusal is not None:
             raise RequestRefused(401, refusal)
-        return parse_form(body)
+        return parse_form(body), request_digest(headers)
+
+    def claim_request(self, digest: str) -> bool:
+        """Record a signed request in the journal (``webhook_deliveries``): False when any
+        gateway on the journal recorded it before (a replay)."""
+        claimed = self.gateway.journal.claim_delivery(VIA, [digest], keep_for=REMEMBERED_FOR)
+        return claimed is None
 
     async def interactions(self, request: Request) -> Response:
-        form = await self._signed_form(request)
+        form, digest = await self._signed_form(request)
         if "payload" not in form:
             raise _malformed("no payload field")
         payload = parse_json(form["payload"], "the interaction payload")
@@ -189,9 +200,11 @@ class SlackRoutes:
             raise _malformed("the payload is not an object")
         if click_from_payload(payload) is None:
             return Response(status_code=200)  # another kind of interaction: nothing to do
-        # Signed, fresh, never seen, shaped as Slack sends it: queued, then answered. No
-        # Slack look-up and no judging before the answer (Slack waits 3 s at most).
-        await self.gateway.queue_click(VIA, form["payload"])
+        # Signed, fresh, not seen here, shaped as Slack sends it: queued, then answered. No
+        # Slack look-up and no judging before the answer (Slack waits 3 s at most). The
+        # queue refuses a signed request it holds already (sent to another gateway first).
+        if await self.gateway.queue_click(VIA, form["payload"], digest) is None:
+            raise RequestRefused(401, REPLAYED)
         return Response(status_code=200)
 
     def look_up_clickers(self, batch: Sequence[QueuedClick]) -> None:
@@ -242,9 +255,11 @@ class SlackRoutes:
         )
 
     async def commands(self, request: Request) -> Response:
-        form = await self._signed_form(request)
+        form, digest = await self._signed_form(request)
         if not SLACK_USER_PATTERN.match(form.get("user_id", "")):
             raise RequestRefused(400, "malformed slash command: no Slack user id in user_id")
+        if not await self.gateway.journalled(self.claim_request, digest):
+            raise RequestRefused(401, REPLAYED)  # sent to another gateway first
         channel = form.get("channel_id", "")
         work = asyncio.ensure_future(
             run_in_threadpool(

@@ -1,16 +1,37 @@
 """Is a request from Slack? Its signature (v0 HMAC-SHA256 with the app's signing secret,
-through slack-sdk's ``SignatureVerifier``), its age, and whether it was seen before."""
+through slack-sdk's ``SignatureVerifier``), its age, and whether it was seen before.
+
+Seen before by this process: ``SlackRequestCheck`` remembers the signatures it accepted,
+a first filter costing nothing. Seen before by any gateway on the journal: the journal
+says, by the request's ``request_digest`` (the routes, ``gateway_routes.py``: a click's
+digest is unique in the click queue, a command's is claimed as a delivery).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
 SIGNING_SECRET = "slack_signing_secret"
 SLACK_WINDOW_SECONDS = 300
+REPLAYED = "replayed request: this signed request was already received"
+"""Why a signed request seen before is refused (401), by this gateway or another."""
+REMEMBERED_FOR = timedelta(seconds=2 * SLACK_WINDOW_SECONDS + 60)
+"""How long a signed request is remembered: while its timestamp is fresh (5 minutes either
+side of the moment it was signed, which is up to 5 minutes either side of its receipt),
+plus a minute for the gateways' clocks."""
+
+
+def request_digest(headers: Mapping[str, str]) -> str:
+    """What identifies a signed Slack request: the SHA-256 of its signature, which covers
+    its timestamp and body (one valid signature for each). ``headers`` in lower case."""
+    signature = headers.get("x-slack-signature", "")
+    return hashlib.sha256(b"slack-signature:" + signature.encode("ascii", "replace")).hexdigest()
 
 
 class _Clock(Clock):
@@ -59,7 +80,7 @@ class SlackRequestCheck:
                 if at < horizon:
                     del self._seen[seen]
             if signature in self._seen:
-                return "replayed request: this signed request was already received"
+                return REPLAYED
             self._seen[signature] = signed_at
         return None
 

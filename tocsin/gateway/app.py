@@ -251,9 +251,10 @@ class Gateway:
         if prepare is not None:
             self.click_preparers[source] = prepare
 
-    async def queue_click(self, source: str, payload: str) -> int:
-        """Queue a verified click for judging; returns once it is committed (its id)."""
-        return await asyncio.wrap_future(self.click_writer.submit(source, payload))
+    async def queue_click(self, source: str, payload: str, request_digest: str) -> int | None:
+        """Queue a verified click for judging; returns once it is committed (its id), or None:
+        its signed request (``request_digest``) was queued before, by any gateway (a replay)."""
+        return await asyncio.wrap_future(self.click_writer.submit(source, payload, request_digest))
 
     async def read_body(self, request: Request) -> bytes:
         """The request's body, bounded (``tocsin.gateway.reading.read_body``)."""

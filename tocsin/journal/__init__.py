@@ -17,7 +17,7 @@ One module per part, each holding its tables' reading and writing:
 - ``chain``: the audit chain: appending records, checkpoints, snapshot reads, verifying
 - ``runs``: runs and their steps, heartbeats
 - ``decisions``: decisions, who approved a gate so far, settling them
-- ``deliveries``: webhook deliveries already handled (the gateway's replay protection)
+- ``deliveries``: signed requests already handled (the gateway's replay protection)
 
 The ``runs`` and ``decisions`` tables are imported from ``schema``: here those names are the
 modules. Where Slack messages are (``posts``) is the Slack integration's table

@@ -8,10 +8,14 @@ and the answer never waits on a user look-up or on the decisions being written.
   writes what has gathered in one transaction (a group commit), every few milliseconds,
   and each request waits for the commit of its own batch.
 - ``ClickQueue``: the table (``queued_clicks``): adding a batch, claiming clicks to judge,
-  marking them judged. A claim is atomic — PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two
-  gateways take different clicks without waiting on each other; SQLite: one writer at a
-  time (``BEGIN IMMEDIATE``) — and lapses at ``claimed_until``: a click claimed by a
-  gateway that died is claimed again by the next one looking (at its start, or later).
+  marking them judged. Each click carries the digest of the signed request that brought
+  it, unique in the table: the same signed request sent to two gateways (a replay) is
+  queued once, in the insert that queues it (no extra round trip), and refused the second
+  time; a replay in a batch leaves the batch's other clicks queued. A claim is atomic —
+  PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two gateways take different clicks without
+  waiting on each other; SQLite: one writer at a time (``BEGIN IMMEDIATE``) — and lapses
+  at ``claimed_until``: a click claimed by a gateway that died is claimed again by the
+  next one looking (at its start, or later).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
@@ -69,22 +74,40 @@ class ClickQueue:
     def __init__(self, database: JournalDatabase) -> None:
         self.database = database
 
-    def add(self, clicks: Sequence[tuple[str, str]]) -> list[int]:
-        """Queue (source, payload) clicks in one flushed transaction; their ids, in order."""
+    def add(self, clicks: Sequence[tuple[str, str, str]]) -> list[int | None]:
+        """Queue (source, payload, request digest) clicks in one flushed transaction; their
+        ids, in order. None for a click whose request digest is queued already (by this
+        gateway or another, or earlier in the batch): a replayed request, not queued, and
+        the rest of the batch is."""
         if not clicks:
             return []
         moment = now()
-        rows = [
-            {"source": source, "payload": payload, "received_at": moment, "attempts": 0}
-            for source, payload in clicks
-        ]
-        with self.database.transaction() as db:
-            # One statement for the batch (PostgreSQL: one round trip), ids in order.
-            result = db.execute(
-                insert(queued_clicks).returning(queued_clicks.c.id, sort_by_parameter_order=True),
-                rows,
+        rows: dict[str, dict[str, Any]] = {}
+        for source, payload, digest in clicks:
+            rows.setdefault(
+                digest,
+                {
+                    "source": source,
+                    "payload": payload,
+                    "received_at": moment,
+                    "attempts": 0,
+                    "request_digest": digest,
+                },
             )
-            return [int(click_id) for click_id in result.scalars()]
+        with self.database.transaction() as db:
+            # One statement for the batch (PostgreSQL: one round trip); a row whose digest
+            # is there already is skipped, not an error (the unique index says so).
+            statement = _insert_skipping_queued(db.dialect.name).returning(
+                queued_clicks.c.id, queued_clicks.c.request_digest
+            )
+            queued = {
+                row.request_digest: int(row.id)
+                for row in db.execute(statement, list(rows.values()))
+            }
+        ids: list[int | None] = []
+        for _, _, digest in clicks:
+            ids.append(queued.pop(digest, None))  # the first click of a digest gets its id
+        return ids
 
     def claim(self, owner: str, limit: int, lease_seconds: float) -> list[QueuedClick]:
         """Claim up to ``limit`` clicks nobody is judging (never judged, and unclaimed or
@@ -203,12 +226,31 @@ class ClickQueue:
         return int(result.rowcount or 0)
 
 
+def _insert_skipping_queued(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (request_digest) DO NOTHING`` into the queue (PostgreSQL,
+    SQLite; on another database a replay makes its whole batch fail, still never queued)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(queued_clicks).on_conflict_do_nothing(
+            index_elements=[queued_clicks.c.request_digest]
+        )
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(queued_clicks).on_conflict_do_nothing(
+            index_elements=[queued_clicks.c.request_digest]
+        )
+    return insert(queued_clicks)
+
+
 class ClickWriter:
     """Writes clicks to the queue in batches, one transaction each (a group commit).
 
-    ``submit`` returns a future that is done when the click's batch is committed (its id),
-    or failed with the batch's error. ``on_commit`` is called after each batch (the
-    gateway's judge is woken at once, rather than at its next look)."""
+    ``submit`` returns a future that is done when the click's batch is committed (its id;
+    None: its signed request was queued before, a replay), or failed with the batch's
+    error. ``on_commit`` is called after each batch (the gateway's judge is woken at once,
+    rather than at its next look)."""
 
     def __init__(
         self,
@@ -222,19 +264,20 @@ class ClickWriter:
         self.on_commit = on_commit
         self.gather_seconds = gather_seconds
         self.max_batch = max_batch
-        self._waiting: list[tuple[str, str, Future[int]]] = []
+        self._waiting: list[tuple[str, str, str, Future[int | None]]] = []
         self._changed = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="gateway-click-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, source: str, payload: str) -> Future[int]:
-        """Queue one click; the future's result is its id once committed."""
-        future: Future[int] = Future()
+    def submit(self, source: str, payload: str, request_digest: str) -> Future[int | None]:
+        """Queue one click, brought by the signed request ``request_digest`` identifies; the
+        future's result is its id once committed, None if that request was queued before."""
+        future: Future[int | None] = Future()
         with self._changed:
             if self._closing:
                 raise RuntimeError("the click writer is closed")
-            self._waiting.append((source, payload, future))
+            self._waiting.append((source, payload, request_digest, future))
             self._changed.notify()
         return future
 
@@ -259,15 +302,17 @@ class ClickWriter:
                 del self._waiting[: self.max_batch]
             self._write(batch)
 
-    def _write(self, batch: list[tuple[str, str, Future[int]]]) -> None:
+    def _write(self, batch: list[tuple[str, str, str, Future[int | None]]]) -> None:
         try:
-            ids = self.queue.add([(source, payload) for source, payload, _ in batch])
+            ids = self.queue.add(
+                [(source, payload, digest) for source, payload, digest, _ in batch]
+            )
         except Exception as exc:  # each request answers with the error (the gateway: 500)
             _log.error("cannot queue %d clicks: %s", len(batch), exc)
-            for _, _, future in batch:
+            for *_, future in batch:
                 future.set_exception(exc)
             return
-        for (_, _, future), click_id in zip(batch, ids, strict=True):
+        for (*_, future), click_id in zip(batch, ids, strict=True):
             future.set_result(click_id)
         try:
             self.on_commit()

@@ -1,4 +1,5 @@
-"""Webhook deliveries the gateway has handled: its replay protection, across restarts."""
+"""Signed requests the gateway has handled (webhook deliveries, Slack commands): its replay
+protection, across restarts and across gateway processes on one journal."""
 
 from __future__ import annotations
 
@@ -19,14 +20,19 @@ class WebhookDeliveries(JournalDatabase):
         self, source: str, digests: Sequence[str], *, keep_for: timedelta
     ) -> str | None:
         """Record a webhook delivery by its ``digests``: the first of them already recorded
-        (nothing is recorded then), or None when the delivery is new. Deliveries recorded
-        more than ``keep_for`` ago are forgotten."""
+        (nothing is recorded then), or None when the delivery is new. Deliveries of this
+        ``source`` recorded more than ``keep_for`` ago are forgotten (each source keeps its
+        own for as long as it needs: Jira's an hour, Slack's minutes)."""
         moment = now()
         table = webhook_deliveries
         for _ in range(2):
             try:
                 with self.transaction() as db:
-                    db.execute(table.delete().where(table.c.received_at < moment - keep_for))
+                    db.execute(
+                        table.delete().where(
+                            table.c.source == source, table.c.received_at < moment - keep_for
+                        )
+                    )
                     found = set(
                         db.execute(
                             select(table.c.digest).where(table.c.digest.in_(list(digests)))

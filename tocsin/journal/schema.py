@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -148,6 +149,10 @@ queued_clicks = Table(
     # payload as the chat service sent it, its signature checked. Judged by whichever gateway
     # claims it first; a claim lapses at ``claimed_until``, so a dead gateway's clicks are
     # taken by another. A table missing from an older journal is created by ``create_all``.
+    # ``request_digest`` identifies the signed request that brought the click (the SHA-256
+    # of its signature): unique, so the same signed request is queued once, whichever
+    # gateway receives it, and a replay is refused (``ClickQueue.add``). NULL: queued by a
+    # Tocsin from before the column.
     "queued_clicks",
     metadata,
     Column("id", Integer, primary_key=True),
@@ -160,10 +165,20 @@ queued_clicks = Table(
     Column("judged_at", DateTime(timezone=True), index=True),
     Column("outcome", String(16)),
     Column("reason", Text),
+    Column("request_digest", String(64)),
+)
+one_click_per_signed_request = Index(
+    "one_click_per_signed_request", queued_clicks.c.request_digest, unique=True
 )
 
 # Columns added after a journal may have been created: (table, column, SQL type).
-_ADDED_COLUMNS = (("decisions", "vouched", "JSON"), ("decisions", "outputs", "JSON"))
+_ADDED_COLUMNS = (
+    ("decisions", "vouched", "JSON"),
+    ("decisions", "outputs", "JSON"),
+    ("queued_clicks", "request_digest", "VARCHAR(64)"),
+)
+# Indexes added after a journal may have been created (on columns added above): (table, index).
+ADDED_INDEXES = (("queued_clicks", one_click_per_signed_request),)
 
 
 def create_tables(engine: Engine, shown_url: str) -> None:
@@ -176,6 +191,7 @@ def create_tables(engine: Engine, shown_url: str) -> None:
         try:
             metadata.create_all(engine)
             _add_missing_columns(engine)
+            _add_missing_indexes(engine)
             return
         except (OperationalError, IntegrityError, ProgrammingError):
             if attempt == 4:
@@ -191,6 +207,15 @@ def _add_missing_columns(engine: Engine) -> None:
         if column not in present:
             with engine.begin() as db:
                 db.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
+def _add_missing_indexes(engine: Engine) -> None:
+    """The indexes of ``ADDED_INDEXES`` a journal written by an earlier Tocsin lacks (one
+    process creating one while another does: ``create_tables`` tries again)."""
+    inspector = inspect(engine)
+    for table, index in ADDED_INDEXES:
+        if index.name not in {found["name"] for found in inspector.get_indexes(table)}:
+            index.create(engine)
 
 
 def _refuse_unchained_journal(engine: Engine, shown_url: str) -> None:
