@@ -26,8 +26,8 @@ from tocsin.errors import IntegrationError
 SERVICE = "Jira"
 TOKEN_SECRET = "jira_api_token"
 RETRIES_WHEN_BUSY = 3
-MAX_RESPONSE_BYTES = 10_000_000
 """How many times a call answered 429 or 503 is sent again, after Jira's Retry-After."""
+MAX_RESPONSE_BYTES = 10_000_000
 ERROR_EXCERPT_LIMIT = 300
 
 
