@@ -66,16 +66,30 @@ def _addresses(recipients: Any) -> list[str] | None:
     return found or None
 
 
+def _rule_identity(rule: Mapping[str, Any]) -> str:
+    """The RuleIdentity Exchange shows for a rule Graph lists (a number made from its id)."""
+    return str(int(hashlib.sha256(rule["id"].encode()).hexdigest()[:15], 16))
+
+
+def _unmodified(parameters: Mapping[str, Any], unchanged: bool) -> list[str]:
+    """The warning a Set- cmdlet gives when it changed nothing; none when it did."""
+    if not unchanged:
+        return []
+    return [
+        f"The command completed successfully but no settings of '{parameters['Identity']}' "
+        "have been modified."
+    ]
+
+
 def _visible_rules(fake: FakeMicrosoft, user: dict[str, Any]) -> list[dict[str, Any]]:
     """Graph's rules of the mailbox, as Get-InboxRule shows them."""
     rules = []
     for rule in fake.tenant.rules.get(user["id"], []):
         actions = rule.get("actions") or {}
-        number = int(hashlib.sha256(rule["id"].encode()).hexdigest()[:15], 16)
         rules.append(
             {
                 "Name": rule["displayName"],
-                "RuleIdentity": str(number),
+                "RuleIdentity": _rule_identity(rule),
                 "Enabled": rule.get("isEnabled", True),
                 "Priority": rule.get("sequence", 0),
                 "ForwardTo": _addresses(actions.get("forwardTo")),
@@ -121,11 +135,7 @@ def remove_inbox_rule(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Rep
     visible = {r["RuleIdentity"]: r for r in _visible_rules(fake, user)}
     if wanted in visible:
         graph_rules = fake.tenant.rules.get(user["id"], [])
-        graph_rules[:] = [
-            r
-            for r in graph_rules
-            if str(int(hashlib.sha256(r["id"].encode()).hexdigest()[:15], 16)) != wanted
-        ]
+        graph_rules[:] = [r for r in graph_rules if _rule_identity(r) != wanted]
         return cmdlet_reply([])
     return fake._exchange_error(
         404,
@@ -169,15 +179,7 @@ def set_cas_mailbox(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply
                     "convert value to type System.Boolean.",
                 )
             state["cas"][name] = parameters[name]
-    warnings = (
-        [
-            f"The command completed successfully but no settings of '{parameters['Identity']}' "
-            "have been modified."
-        ]
-        if before == state["cas"]
-        else []
-    )
-    return cmdlet_reply([], warnings)
+    return cmdlet_reply([], _unmodified(parameters, before == state["cas"]))
 
 
 MAILBOX_TYPES = {"Shared": "SharedMailbox", "Regular": "UserMailbox"}
@@ -202,15 +204,7 @@ def set_mailbox_type(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Repl
         )
     before = mailbox.get("RecipientTypeDetails", "UserMailbox")
     mailbox["RecipientTypeDetails"] = wanted
-    warnings = (
-        [
-            f"The command completed successfully but no settings of '{parameters['Identity']}' "
-            "have been modified."
-        ]
-        if before == wanted
-        else []
-    )
-    return cmdlet_reply([], warnings)
+    return cmdlet_reply([], _unmodified(parameters, before == wanted))
 
 
 def get_accepted_domain(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:

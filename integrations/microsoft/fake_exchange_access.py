@@ -194,48 +194,22 @@ def _folder(fake: FakeMicrosoft, identity: Any) -> tuple[list[dict[str, Any]], s
     return entries, folder
 
 
-def get_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
-    refused = refuse_unknown_parameters(fake, parameters, {"Identity"})
+def _checked_folder(
+    fake: FakeMicrosoft, parameters: Mapping[str, Any], known: set[str]
+) -> list[dict[str, Any]] | Reply:
+    """A folder cmdlet's parameters checked against ``known``, then the permission entries of
+    the folder ``Identity`` names; the error InvokeCommand gives otherwise."""
+    refused = refuse_unknown_parameters(fake, parameters, known)
     if refused:
         return refused
     found = _folder(fake, parameters.get("Identity"))
-    return found if isinstance(found, Reply) else cmdlet_reply(found[0])
+    return found if isinstance(found, Reply) else found[0]
 
 
-def remove_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
-    refused = refuse_unknown_parameters(fake, parameters, {"Identity", "User"})
-    if refused:
-        return refused
-    found = _folder(fake, parameters.get("Identity"))
-    if isinstance(found, Reply):
-        return found
-    entries, folder = found
-    user = str(parameters.get("User") or "").lower()
-    if user in ("default", "anonymous"):
-        return fake._exchange_error(
-            400,
-            "Management.RestApiClient.RestClientException",
-            f"The {parameters.get('User')} permission entry cannot be removed; set it to None.",
-        )
-    gone = [e for e in entries if str(e["User"]).lower() == user]
-    if not gone:
-        return fake._exchange_error(
-            400,
-            "Microsoft.Exchange.Management.StoreTasks.UserNotFoundInPermissionEntryException",
-            f"There is no existing permission entry found for user: {parameters.get('User')}.",
-        )
-    entries.remove(gone[0])
-    return cmdlet_reply([])
-
-
-def set_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
-    refused = refuse_unknown_parameters(fake, parameters, {"Identity", "User", "AccessRights"})
-    if refused:
-        return refused
-    found = _folder(fake, parameters.get("Identity"))
-    if isinstance(found, Reply):
-        return found
-    entries, folder = found
+def _user_entry(
+    fake: FakeMicrosoft, entries: list[dict[str, Any]], parameters: Mapping[str, Any]
+) -> dict[str, Any] | Reply:
+    """The folder's permission entry of ``User``; the error Exchange gives when it has none."""
     user = str(parameters.get("User") or "").lower()
     match = [e for e in entries if str(e["User"]).lower() == user]
     if not match:
@@ -244,8 +218,40 @@ def set_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, 
             "Microsoft.Exchange.Management.StoreTasks.UserNotFoundInPermissionEntryException",
             f"There is no existing permission entry found for user: {parameters.get('User')}.",
         )
+    return match[0]
+
+
+def get_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    entries = _checked_folder(fake, parameters, {"Identity"})
+    return entries if isinstance(entries, Reply) else cmdlet_reply(entries)
+
+
+def remove_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    entries = _checked_folder(fake, parameters, {"Identity", "User"})
+    if isinstance(entries, Reply):
+        return entries
+    if str(parameters.get("User") or "").lower() in ("default", "anonymous"):
+        return fake._exchange_error(
+            400,
+            "Management.RestApiClient.RestClientException",
+            f"The {parameters.get('User')} permission entry cannot be removed; set it to None.",
+        )
+    entry = _user_entry(fake, entries, parameters)
+    if isinstance(entry, Reply):
+        return entry
+    entries.remove(entry)
+    return cmdlet_reply([])
+
+
+def set_mailbox_folder_permission(fake: FakeMicrosoft, parameters: Mapping[str, Any]) -> Reply:
+    entries = _checked_folder(fake, parameters, {"Identity", "User", "AccessRights"})
+    if isinstance(entries, Reply):
+        return entries
+    entry = _user_entry(fake, entries, parameters)
+    if isinstance(entry, Reply):
+        return entry
     rights = parameters.get("AccessRights")
-    match[0]["AccessRights"] = list(rights) if isinstance(rights, list) else [str(rights)]
+    entry["AccessRights"] = list(rights) if isinstance(rights, list) else [str(rights)]
     return cmdlet_reply([])
 
 

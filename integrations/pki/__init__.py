@@ -8,7 +8,10 @@
 - ``inventory``: Tocsin's own record office/device → certificate, in the journal's database
   (Vault cannot search certificates by subject);
 - ``actions``: ``pki.find_certificates``, ``pki.revoke_certificates``, ``pki.verify_revoked``,
-  ``pki.issue_certificates``;
+  ``pki.issue_certificates``; what they return in ``results``; the inventory brought up to
+  date with the CA, and the ``<device>.<office>.<domain>`` names, in
+  ``inventory_reconciliation``; a CSR's check and the key channel of a key the CA made in
+  ``issuance``;
 - ``fake``: ``FakeVaultPKI``, a Vault PKI engine on loopback whose CA (made with
   ``cryptography``) really issues, signs, revokes and publishes a signed CRL;
   ``sandbox``: office OF-1042 with two devices holding certificates.

@@ -6,6 +6,10 @@ subject; ``pki.find_certificates`` with ``reconcile`` first brings the inventory
 from the CA. A device's certificate is named ``<device>.<office>.<domain>`` (``pki.domain``),
 which is how a certificate found at the CA is attributed to its office and device.
 docs/pki.md lists the Vault policy each action needs.
+
+This module holds the four actions; what they return is in ``results``, the inventory's
+reconciliation with the CA and the certificate names in ``inventory_reconciliation``, the
+CSR check and the key channel of ``pki.issue_certificates`` in ``issuance``.
 """
 
 from __future__ import annotations
@@ -14,26 +18,34 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from cryptography import x509
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tocsin.actions import ActionContext, Reconciled, action
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError, TocsinError
 from tocsin.integrations.pki import VAULT_TOKEN, integration
-from tocsin.integrations.pki.authority import (
-    CertificateAuthority,
-    IssuedCertificate,
-    verify_crl,
-)
+from tocsin.integrations.pki.authority import verify_crl
 from tocsin.integrations.pki.inventory import (
-    CertificateInventory,
     CertificateStatus,
     InventoryEntry,
     Source,
     inventory_for,
 )
+from tocsin.integrations.pki.inventory_reconciliation import (
+    common_name,
+    reconcile_inventory,
+)
+from tocsin.integrations.pki.issuance import checked_csr, deliver_bundle, key_channel_for
+from tocsin.integrations.pki.results import (
+    CertificateOut,
+    CrlListing,
+    FoundCertificates,
+    IssuedCertificates,
+    IssuedOut,
+    RevocationVerified,
+    RevokedCertificates,
+    RevokedOut,
+)
 from tocsin.integrations.pki.vault import SERVICE, VaultPKI
-from tocsin.secret_delivery import SecretDelivery, SecretNote, secret_channel
 
 _NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 OfficeRef = Annotated[
@@ -52,123 +64,6 @@ Serial = Annotated[
         description="A serial number as Vault writes it (17:67:16:...)",
     ),
 ]
-HANDLING = (
-    "Install the certificate and its private key on the device (the key is in no other "
-    "place: Vault does not keep it), then delete this file."
-)
-
-
-# -- what the actions return ------------------------------------------------------------------
-
-
-class CertificateOut(BaseModel):
-    """One certificate as the inventory knows it."""
-
-    serial: str
-    office: str | None
-    device: str | None
-    subject: str
-    sans: list[str]
-    not_after: datetime
-    status: CertificateStatus
-    revoked_at: datetime | None
-    source: Source
-    expired: bool
-
-    @classmethod
-    def of(cls, entry: InventoryEntry) -> CertificateOut:
-        return cls(
-            serial=entry.serial,
-            office=entry.office,
-            device=entry.device,
-            subject=entry.subject,
-            sans=list(entry.sans),
-            not_after=entry.not_after,
-            status=entry.status,
-            revoked_at=entry.revoked_at,
-            source=entry.source,
-            expired=entry.not_after <= datetime.now(UTC),
-        )
-
-
-class Reconciliation(BaseModel):
-    """What reconciling the inventory with the CA found."""
-
-    read: int
-    """Certificates read from the CA."""
-    added: list[str]
-    """Serials the CA has for an office and device and the inventory did not."""
-    updated: list[str]
-    """Serials whose status the CA said otherwise (revoked outside Tocsin)."""
-    not_at_ca: list[str]
-    """Serials in the inventory the CA does not list (tidied after expiry, or no_store)."""
-    unattributed: int
-    """Certificates at the CA whose name is not <device>.<office>.<domain>."""
-    truncated: bool
-
-
-class FoundCertificates(BaseModel):
-    certificates: list[CertificateOut]
-    serials: list[str]
-    """Serials of the certificates still valid (neither revoked nor expired): what revoking
-    would revoke."""
-    count: int
-    devices_without_certificate: list[str]
-    reconciled: Reconciliation | None = None
-
-
-class RevokedOut(BaseModel):
-    serial: str
-    office: str | None
-    device: str | None
-    revoked_at: datetime
-    already_revoked: bool
-
-
-class RevokedCertificates(BaseModel):
-    revoked: list[RevokedOut]
-    serials: list[str]
-    """Every serial now revoked (this run's and earlier ones): what pki.verify_revoked checks."""
-    newly_revoked: int
-    expired: list[str]
-    """Serials of certificates left alone because they have expired: no service accepts
-    them, and a CA lists no expired certificate on its CRL."""
-    devices_without_certificate: list[str]
-
-
-class CrlListing(BaseModel):
-    serial: str
-    revoked_at: datetime
-
-
-class RevocationVerified(BaseModel):
-    crl_number: int | None
-    this_update: datetime
-    next_update: datetime | None
-    issuer: str
-    listed: list[CrlListing]
-    checked: int
-
-
-class IssuedOut(BaseModel):
-    device: str
-    office: str
-    serial: str
-    subject: str
-    sans: list[str]
-    not_after: datetime
-    method: str
-    """``signed`` (a CSR made on the device) or ``generated`` (the CA made the key)."""
-    certificate: str
-    """The certificate (PEM; public)."""
-    delivered_to: str | None
-    """Where the bundle with the private key went (``generated`` only; never the key)."""
-
-
-class IssuedCertificates(BaseModel):
-    certificates: list[IssuedOut]
-    serials: list[str]
-
 
 # -- shared --------------------------------------------------------------------------------------
 
@@ -190,82 +85,9 @@ def _need_office_or_devices(name: str, office: str | None, devices: Sequence[str
         )
 
 
-def common_name(device: str, office: str, domain: str) -> str:
-    """The name a device's certificate carries: ``pc-1.of-1042.<domain>``."""
-    return f"{device}.{office}.{domain}".lower()
-
-
-def attributed(name: str, domain: str | None) -> tuple[str, str] | None:
-    """(office, device) read back from a certificate's common name; None if not ours."""
-    if not domain:
-        return None
-    suffix = "." + domain.lower()
-    lowered = name.lower()
-    if not lowered.endswith(suffix):
-        return None
-    device, dot, office = lowered.removesuffix(suffix).rpartition(".")
-    return (office, device) if dot and device and office and "." not in device else None
-
-
 def _without_certificate(devices: Sequence[str], entries: Sequence[InventoryEntry]) -> list[str]:
     held = {(e.device or "").lower() for e in entries}
     return [d for d in devices if d.lower() not in held]
-
-
-def reconcile_inventory(
-    ca: CertificateAuthority,
-    inventory: CertificateInventory,
-    *,
-    domain: str | None,
-    limit: int,
-    incident: str | None = None,
-) -> Reconciliation:
-    """Bring the inventory up to date with the CA: LIST its certificates, read each one the
-    inventory does not know as revoked, record what differs."""
-    listed = ca.list_serials()
-    truncated = len(listed) > limit
-    listed = listed[:limit]
-    known = inventory.serials(ca.authority_id)
-    added: list[str] = []
-    updated: list[str] = []
-    unattributed = 0
-    read = 0
-    for serial in listed:
-        entry = known.get(serial)
-        if entry is not None and entry.status is CertificateStatus.REVOKED:
-            continue  # a revocation is final: nothing to read again
-        record = ca.read(serial)
-        read += 1
-        facts = record.facts
-        if entry is not None:
-            if record.revoked_at is not None:
-                inventory.mark_revoked(ca.authority_id, serial, record.revoked_at)
-                updated.append(serial)
-            continue
-        owner = attributed(facts.common_name, domain)
-        if owner is None:
-            unattributed += 1
-            continue
-        inventory.record(
-            ca.authority_id,
-            facts,
-            office=owner[0],
-            device=owner[1],
-            source=Source.RECONCILED,
-            incident=incident,
-            revoked_at=record.revoked_at,
-        )
-        added.append(serial)
-    at_ca = set(listed)
-    not_at_ca = [] if truncated else sorted(s for s in known if s not in at_ca)
-    return Reconciliation(
-        read=read,
-        added=added,
-        updated=updated,
-        not_at_ca=not_at_ca,
-        unattributed=unattributed,
-        truncated=truncated,
-    )
 
 
 # -- the actions ----------------------------------------------------------------------------------
@@ -562,9 +384,9 @@ def issue_certificates(
             "set TOCSIN_PKI__DOMAIN (devices.broker-office.example): a device's certificate "
             "is named <device>.<office>.<domain>, a name the role must allow",
         )
-    requests = {device: _csr(name, device, csrs.get(device)) for device in devices}
+    requests = {device: checked_csr(name, device, csrs.get(device)) for device in devices}
     generated = [device for device, csr in requests.items() if csr is None]
-    channel = _key_channel(context, generated)
+    channel = key_channel_for(context, generated)
     ca = VaultPKI.for_action(context, name)
     lifetime = ttl or pki.ttl
     issued: list[IssuedOut] = []
@@ -578,7 +400,7 @@ def issue_certificates(
                 else:
                     assert channel is not None
                     made = ca.issue(cn, [cn], lifetime)
-                    delivered = _deliver(context, ca, channel, made, office, device)
+                    delivered = deliver_bundle(context, ca, channel, made, office, device)
             except TocsinError as exc:
                 if not issued:
                     raise
@@ -608,80 +430,3 @@ def issue_certificates(
                 )
             )
     return IssuedCertificates(certificates=issued, serials=[i.serial for i in issued])
-
-
-def _csr(name: str, device: str, pem: str | None) -> str | None:
-    if pem is None:
-        return None
-    try:
-        request = x509.load_pem_x509_csr(pem.strip().encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        raise ActionError(
-            name,
-            f"the CSR given for {device} is not a PEM certificate request; nothing was issued",
-            "give the -----BEGIN CERTIFICATE REQUEST----- block the device made",
-        ) from None
-    if not request.is_signature_valid:
-        raise ActionError(
-            name,
-            f"the CSR given for {device} has a signature that does not verify; nothing was issued",
-            "make the CSR again on the device",
-        )
-    return pem.strip() + "\n"
-
-
-def _key_channel(context: ActionContext, generated: Sequence[str]) -> SecretDelivery | None:
-    if not generated:
-        return None
-    spec = integration.settings_of(context.settings).key_channel
-    if not spec:
-        raise ConfigurationError(
-            f"{', '.join(generated)} {'has' if len(generated) == 1 else 'have'} no CSR, and no "
-            "channel is set for private keys the CA makes, so nothing was issued",
-            "give each device's CSR in `csrs` (preferred: the key never leaves the device), "
-            "or set TOCSIN_PKI__KEY_CHANNEL (folder:/path or slack-dm:U0123ABCD)",
-        )
-    return secret_channel(
-        spec, context.settings, context.secrets, setting="TOCSIN_PKI__KEY_CHANNEL"
-    )
-
-
-def _deliver(
-    context: ActionContext,
-    ca: VaultPKI,
-    channel: SecretDelivery,
-    made: IssuedCertificate,
-    office: str,
-    device: str,
-) -> str:
-    """Send the bundle to the key channel; when it cannot take it, the new certificate is
-    revoked (its key would be lost) and the step fails."""
-    assert made.private_key is not None
-    bundle = "\n".join(
-        part.strip() for part in (made.certificate, made.private_key, *made.ca_chain) if part
-    )
-    note = SecretNote(
-        label=device,
-        what=f"Certificate and private key for {device} of office {office} "
-        f"(serial {made.facts.serial}, {made.facts.common_name})",
-        incident=context.incident,
-        step_id=context.step_id,
-        secret=bundle,
-        handling=HANDLING,
-    )
-    try:
-        staged = channel.stage(note)
-        return staged.commit()
-    except TocsinError as exc:
-        try:
-            ca.revoke(made.facts.serial)
-            undone = f"the new certificate {made.facts.serial} was revoked, since its key was not delivered"
-        except TocsinError:
-            undone = (
-                f"the new certificate {made.facts.serial} could not be revoked: revoke it by hand"
-            )
-        raise ActionError(
-            "pki.issue_certificates",
-            f"the key channel refused the bundle of {device}: {exc.message}; {undone}",
-            exc.hint,
-        ) from None

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from tocsin.integration import SandboxSeed, SandboxService
 from tocsin.integrations.pki import VAULT_TOKEN
-from tocsin.integrations.pki.actions import common_name
 from tocsin.integrations.pki.authority import CertificateFacts
 from tocsin.integrations.pki.fake import (
     SANDBOX_DOMAIN,
@@ -23,6 +22,7 @@ from tocsin.integrations.pki.fake import (
     FakeVaultPKI,
 )
 from tocsin.integrations.pki.inventory import Source, inventory_at
+from tocsin.integrations.pki.inventory_reconciliation import common_name
 from tocsin.integrations.pki.settings import PkiSettings
 from tocsin.integrations.pki.vault import VaultPKI
 

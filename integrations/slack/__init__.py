@@ -10,7 +10,8 @@
 - ``directory``: who is in a user group, who a user is (the ``ApproverDirectory``);
 - ``inbound``: what the gateway needs for the requests Slack sends it (``SlackInbound``);
 - ``checks``: ``tocsin integrations check slack`` (the bot token, its scopes, the signing secret);
-- ``fake``: ``FakeSlack``, the Web API on loopback; ``simulated_user``: ``SimulatedSlack``,
+- ``fake``: ``FakeSlack``, the Web API on loopback (its methods in ``fake_web_api``, the
+  workspace it holds in ``fake_workspace``); ``simulated_user``: ``SimulatedSlack``,
   the signed clicks and commands Slack sends the gateway; ``sandbox``: the fake workspace.
 """
 

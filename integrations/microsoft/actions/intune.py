@@ -45,6 +45,13 @@ OwnerRef = Annotated[
 ]
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PENDING = frozenset({"pending", "active"})
+_UNDER_WAY: dict[str, frozenset[str]] = {
+    "remoteLock": frozenset(),
+    "retire": frozenset({"retirePending", "retireIssued"}),
+    "wipe": frozenset({"wipePending", "wipeIssued"}),
+}
+"""Each remote command, and the managementState values in which Intune already carries it
+out (a lock leaves none: only a lock pending in deviceActionResults counts)."""
 
 
 class ManagedDeviceAction(BaseModel):
@@ -145,9 +152,10 @@ def _remote_action(
     device: str | None,
     user: str | None,
     command: str,
-    already_states: frozenset[str],
     body: dict[str, Any] | None = None,
 ) -> ManagedDeviceAction:
+    """Queue ``command`` on the device unless Intune already carries it out (its state, or
+    the same command pending), then read the device back."""
     graph = Graph.for_action(context, name)
     found = find_managed_device(graph, name, device, user)
     state = str(found.get("managementState") or "managed")
@@ -158,7 +166,7 @@ def _remote_action(
         and result.get("actionName") == command
         and result.get("actionState") in _PENDING
     ]
-    already = state in already_states or bool(pending)
+    already = state in _UNDER_WAY[command] or bool(pending)
     description = f"{state}" + (f", {command} already pending" if pending else "")
     if not already:
         graph.call(
@@ -206,7 +214,7 @@ def lock_device(
     """Lock the device's screen remotely (Intune remoteLock); the user unlocks it with their
     PIN or password. Idempotent in effect: a lock already pending is not queued again, and
     locking a locked device changes nothing."""
-    return _remote_action(context, "intune.lock_device", device, user, "remoteLock", frozenset())
+    return _remote_action(context, "intune.lock_device", device, user, "remoteLock")
 
 
 @action(
@@ -227,14 +235,7 @@ def retire_device(
     stays, and the device leaves management; it cannot be undone. A re-run while the retire
     is pending does nothing; once retired the device is gone from Intune and a re-run fails
     saying so."""
-    return _remote_action(
-        context,
-        "intune.retire_device",
-        device,
-        user,
-        "retire",
-        frozenset({"retirePending", "retireIssued"}),
-    )
+    return _remote_action(context, "intune.retire_device", device, user, "retire")
 
 
 @action(
@@ -275,7 +276,6 @@ def wipe_device(
         device,
         user,
         "wipe",
-        frozenset({"wipePending", "wipeIssued"}),
         {"keepEnrollmentData": keep_enrollment_data, "keepUserData": keep_user_data},
     )
 
@@ -381,16 +381,7 @@ def remove_user_devices(
     retired, failures = [], []
     for device in targets:
         try:
-            retired.append(
-                _remote_action(
-                    context,
-                    name,
-                    device.device_id,
-                    upn,
-                    "retire",
-                    frozenset({"retirePending", "retireIssued"}),
-                )
-            )
+            retired.append(_remote_action(context, name, device.device_id, upn, "retire"))
         except IntegrationError as error:
             failures.append((f"device {device.device}", error))
     if failures:
