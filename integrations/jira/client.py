@@ -35,6 +35,7 @@ import httpx
 from tocsin.errors import ConfigurationError, InputError, IntegrationError
 from tocsin.integrations.jira import integration
 from tocsin.outbound import path_segment, trusting
+from tocsin.retry_after import retry_after_of
 from tocsin.settings import SecretStore, Settings
 from tocsin.tickets import JIRA_KEYS, TicketTrigger, parse_inputs_text
 
@@ -466,6 +467,7 @@ class JiraTickets:
                 status_code=status,
                 retryable=True,
                 unapplied=True,  # 429 and 503: refused before acting
+                retry_after=retry_after_of(response.headers),
             )
         if status >= 500:
             return IntegrationError(
