@@ -6,7 +6,9 @@ gateway's ``/tocsin run`` and ticket starts) and again at flow start on the work
 runs it, ``check_run`` looks at everything the run will need and raises one
 ``ConfigurationError`` listing all that is missing: the audit signing key (present, a
 regular file only Tocsin's user may read), every secret the runbook's steps read (actions
-declare theirs as data), the chat integration its approver user groups need, the journal
+declare theirs as data), every integration setting their actions cannot run without
+(integrations declare them: ``Integration.action_settings``), the chat integration its
+approver user groups need, the journal
 (reachable, its schema current) and the Prefect server. ``tocsin doctor`` shows the same
 checks, one line each, with the rest of a configuration's (``tocsin.cli.doctor``).
 
