@@ -8,9 +8,9 @@ runs it, ``check_run`` looks at everything the run will need and raises one
 regular file only Tocsin's user may read), every secret the runbook's steps read (actions
 declare theirs as data), every integration setting their actions cannot run without
 (integrations declare them: ``Integration.action_settings``), the chat integration its
-approver user groups need, the journal
-(reachable, its schema current) and the Prefect server. ``tocsin doctor`` shows the same
-checks, one line each, with the rest of a configuration's (``tocsin.cli.doctor``).
+approver user groups need, the journal (reachable, its schema current) and the Prefect
+server. ``tocsin doctor`` shows the same checks, one line each, with the rest of a
+configuration's (``tocsin.cli.doctor``).
 
 Each check is a function returning ``Finding``s; nothing here changes anything, except
 that a sandbox's missing key is reported as created on first use, as the sandbox does.
