@@ -68,20 +68,21 @@ class RetryWaits:
             self._decided[retry] = wait
         return wait
 
-    def seconds(self, retry: int) -> float:
-        """What Prefect waits before retry ``retry``: as decided, else the capped backoff."""
+    def taken(self, retry: int) -> RetryWait:
+        """The wait before retry ``retry``: as decided, else (a failure the step did not see,
+        like a bug's exception) the capped backoff."""
         with self._lock:
             decided = self._decided.get(retry)
-        return decided.seconds if decided is not None else min(self.backoff(retry), self.cap)
+        return decided or decide_wait(self.backoff(retry), None, self.cap, self.cap_named)
+
+    def seconds(self, retry: int) -> float:
+        """What Prefect waits before retry ``retry`` (``taken``)."""
+        return self.taken(retry).seconds
 
     def forget(self) -> None:
         """A new task run of the step starts: its retries are decided again."""
         with self._lock:
             self._decided.clear()
-
-    def decided(self, retry: int) -> RetryWait | None:
-        with self._lock:
-            return self._decided.get(retry)
 
 
 class RetryDelays(list[float]):

@@ -285,7 +285,7 @@ class StepRunner:
         if try_number == 1:
             waits.forget()
         if attempt > 1:
-            waited = waits.decided(try_number - 2) if try_number > 1 else None
+            waited = waits.taken(try_number - 2) if try_number > 1 else None
             said: dict[str, Any] = (
                 {"waited_seconds": waited.seconds, "wait_reason": waited.reason} if waited else {}
             )

@@ -166,3 +166,23 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 )
 def test_an_unreadable_retry_after_is_none(value: Any) -> None:
     assert parse_retry_after(value) is None
+
+
+def test_a_large_backoff_factor_is_capped_per_wait_as_prefect_reads_the_delays() -> None:
+    from tocsin.flows.retry_waits import RetryDelays, RetryWaits
+    from tocsin.model import RetryPolicy
+
+    policy = RetryPolicy.model_validate({"attempts": 6, "backoff": "10s", "backoff_factor": 10})
+    assert policy.delays_seconds()[-1] == 100000.0  # 28 hours, uncapped
+    waits = RetryWaits(policy.delays_seconds(), 300.0, "max_retry_wait_seconds")
+    delays = RetryDelays(waits, 5)
+    assert list(delays) == [10.0, 100.0, 300.0, 300.0, 300.0]  # what Prefect records
+    assert [delays[n] for n in range(5)] == [10.0, 100.0, 300.0, 300.0, 300.0]
+    assert (
+        waits.taken(3).reason
+        == "the step's backoff (10000 s), capped at 300 s (max_retry_wait_seconds)"
+    )
+    waits.decide(0, 42.0)  # the first try failed with Retry-After: 42
+    assert delays[0] == 42.0 and delays[1] == 100.0
+    waits.forget()  # the step is run again: a new task run, its retries decided again
+    assert delays[0] == 10.0
