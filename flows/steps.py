@@ -13,6 +13,7 @@ from typing import Any
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.runtime import task_run
 
 from tocsin.actions import ActionDefinition, Effect
 from tocsin.errors import (
@@ -26,6 +27,7 @@ from tocsin.errors import (
 )
 from tocsin.flows.clocks import RegulatoryClocks
 from tocsin.flows.guards import leaf_steps
+from tocsin.flows.retry_waits import RetryDelays, RetryWaits
 from tocsin.flows.run_state import RunState
 from tocsin.flows.waiting import PeopleWaits
 from tocsin.journal import FINISHED_STEP, StepRecord, now
@@ -34,12 +36,16 @@ from tocsin.statuses import RunStatus, StepStatus
 from tocsin.templating import evaluate_condition, render_value
 
 
-def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:
-    """Retry what can get better by waiting; never a refusal or a wrong configuration."""
-    error = state.result(raise_on_failure=False)
+def _worth_retrying(error: BaseException) -> bool:
+    """What can get better by waiting; never a refusal or a wrong configuration."""
     if isinstance(error, IntegrationError):
         return error.retryable
     return not isinstance(error, ConfigurationError | TemplateError)
+
+
+def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:
+    """Prefect's retry condition of a step's task (``_worth_retrying``)."""
+    return _worth_retrying(state.result(raise_on_failure=False))
 
 
 def _may_have_acted(error: TocsinError) -> bool:
@@ -66,6 +72,7 @@ class StepRunner:
         self.completed: list[Step] = []  # action steps that succeeded, for undo
         self.attempts: dict[str, int] = {}
         self.tasks: dict[tuple[str, float | None], Any] = {}
+        self.retry_waits: dict[str, RetryWaits] = {}  # by step id: the waits before its retries
         # The task gets a step's id, not the step: Prefect walks a task's arguments to find
         # upstream futures, and walking a step model costs more than the rest of the call.
         self.steps = {step.id: step for step, _ in state.runbook.iter_steps()}
@@ -228,24 +235,39 @@ class StepRunner:
         return ""
 
     def make_task(self, step: Step, *, in_thread: bool = False) -> Any:
-        """One Prefect task per retry and timeout policy (building one costs milliseconds)."""
+        """One Prefect task per step (building one costs milliseconds): its retries wait as
+        its ``RetryWaits`` decide (``flows.retry_waits``)."""
         # In a worker thread Prefect cannot interrupt a task; run_parallel enforces it instead.
         timeout = step.timeout.total_seconds() if step.timeout and not in_thread else None
-        key = (step.retry.model_dump_json() if step.retry else "", timeout)
+        key = (step.id, timeout)
         if key not in self.tasks:
             retry = step.retry
+            retries = (retry.attempts - 1) if retry else 0
             self.tasks[key] = Task(
                 self.attempt_action,
                 name="runbook-step",
                 task_run_name="{task_name}",  # from the call's parameters: revoke-sessions
-                retries=(retry.attempts - 1) if retry else 0,
-                retry_delay_seconds=retry.delays_seconds() if retry and retry.attempts > 1 else 0,
-                retry_condition_fn=_retryable if retry and retry.attempts > 1 else None,
+                retries=retries,
+                retry_delay_seconds=RetryDelays(self.waits_of(step), retries) if retries else 0,
+                retry_condition_fn=_retryable if retries else None,
                 timeout_seconds=timeout,
                 cache_policy=NO_CACHE,
                 persist_result=False,
             )
         return self.tasks[key]
+
+    def waits_of(self, step: Step) -> RetryWaits:
+        """The waits before the step's retries: its backoff, at least what the service asks,
+        capped by ``max_retry_wait_seconds`` and by the step's timeout."""
+        with self.state.lock:
+            found = self.retry_waits.get(step.id)
+            if found is None:
+                cap, named = self.state.settings.max_retry_wait_seconds, "max_retry_wait_seconds"
+                if step.timeout is not None and step.timeout.total_seconds() < cap:
+                    cap, named = step.timeout.total_seconds(), "the step's timeout"
+                backoffs = step.retry.delays_seconds() if step.retry else []
+                found = self.retry_waits[step.id] = RetryWaits(backoffs, cap, named)
+            return found
 
     def attempt_action(
         self, task_name: str, step_id: str, parameters: dict[str, Any]
@@ -256,9 +278,22 @@ class StepRunner:
         state = self.state
         with state.lock:
             attempt = self.attempts[step.id] = self.attempts.get(step.id, 0) + 1
+        # This attempt's number within its task run (a step a person sends back to run
+        # again starts a new one, with its retries): what indexes its retry waits.
+        try_number = task_run.get_run_count() or attempt
+        waits = self.waits_of(step)
+        if try_number == 1:
+            waits.forget()
         if attempt > 1:
-            state.event("step.retried", step.id, attempt=attempt)
-            state.report(f"{step.id}: attempt {attempt}")
+            waited = waits.taken(try_number - 2) if try_number > 1 else None
+            said: dict[str, Any] = (
+                {"waited_seconds": waited.seconds, "wait_reason": waited.reason} if waited else {}
+            )
+            state.event("step.retried", step.id, attempt=attempt, **said)
+            state.report(
+                f"{step.id}: attempt {attempt}"
+                + (f" (after {waited.seconds:g} s: {waited.reason})" if waited else "")
+            )
         definition = state.registry.get(step.action)
         try:
             result = definition.invoke(state.action_context(step.id), parameters)
@@ -276,13 +311,18 @@ class StepRunner:
                     "check at the service whether it took effect; run the step again "
                     "(tocsin run) only if it did not"
                 )
-            state.event(
-                "step.attempt_failed",
-                step.id,
-                attempt=attempt,
-                error=exc.message,
-                **({"not_retried": "the call may have taken effect"} if doubtful else {}),
+            retried = step.retry is not None and try_number < step.retry.attempts
+            wait = (
+                waits.decide(try_number - 1, getattr(exc, "retry_after", None))
+                if retried and _worth_retrying(exc)
+                else None
             )
+            facts: dict[str, Any] = {"attempt": attempt, "error": exc.message}
+            if doubtful:
+                facts["not_retried"] = "the call may have taken effect"
+            if wait is not None:
+                facts["retry_in_seconds"] = wait.seconds
+            state.event("step.attempt_failed", step.id, **facts)
             # Prefect keeps a failed task's message: a secret quoted in it is redacted first.
             exc.message = state.redactor.scrub(exc.message)
             exc.hint = state.redactor.scrub(exc.hint)

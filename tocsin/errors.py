@@ -117,6 +117,7 @@ class IntegrationError(ActionError):
         status_code: int | None = None,
         retryable: bool = False,
         unapplied: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(action, f"{service} {message}", hint)
         self.service = service
@@ -126,6 +127,10 @@ class IntegrationError(ActionError):
         """The service certainly did not act on the call (it refused the connection, or
         answered 429 or 503): trying again is safe even for an action that must not run
         twice. A timeout, a dropped reply or another 5xx may come after the service acted."""
+        self.retry_after = retry_after
+        """Seconds the service asked to wait before trying again (the ``Retry-After`` of its
+        429 or 503, read by ``tocsin.retry_after``), None when it did not say: the step's
+        retry waits at least this long, within its cap (``max_retry_wait_seconds``)."""
 
 
 class ConfigurationError(TocsinError):

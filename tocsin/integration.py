@@ -11,6 +11,9 @@ The object says, as data, everything the core needs to know about the service:
 - ``settings``: its settings model, a slot of the one settings object named after the
   integration (``settings.acme``, ``TOCSIN_ACME__URL``); ``settings_of`` reads it typed;
 - ``secrets``: the secrets it reads (``TOCSIN_SECRET_<NAME>``), each with a description;
+- ``action_settings``: the settings of its slot that its actions cannot run without
+  (``{"pki.*": ("vault_url",)}``), so that a run missing one is refused before it starts
+  (``tocsin.preflight``) and ``tocsin doctor RUNBOOK`` names it;
 - ``action_modules``: the modules whose ``@action`` functions runbooks may use;
 - ``sandbox``: starts its fake service with seed data and returns the settings values
   and secrets that point runs at it (``tocsin.sandbox.assembly`` puts them together);
@@ -42,6 +45,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -298,6 +302,11 @@ class Integration(Generic[SettingsT]):
     """Ways to send e-mail it offers, by name (``smtp``, ``graph``): ``tocsin.mail``."""
     channel_posters: Mapping[str, ChannelPosterFactory] = field(default_factory=dict, hash=False)
     """Chat channels it posts to, by name (``slack``): ``tocsin.channel_posts``."""
+    action_settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """The fields of its settings slot that actions cannot run without, by action name or
+    pattern (``pki.*``, ``pki.issue_certificates``): a run whose steps call one while the
+    field is not set (None, empty) is refused before it starts. Only what every call
+    needs: a setting needed by some calls of an action only is checked by the action."""
     configured: Callable[[Settings, SecretStore], bool] | None = None
     """Whether the service is set up here (settings and secrets only, no call); None: when
     one of its declared secrets is set."""
@@ -311,6 +320,26 @@ class Integration(Generic[SettingsT]):
                 f"the {self.name} integration has a ticket_system but no ticket_keys: "
                 "say what its keys look like, so that they can be checked without its secrets"
             )
+        fields = self.settings.model_fields if self.settings is not None else {}
+        unknown = sorted(
+            {name for names in self.action_settings.values() for name in names} - set(fields)
+        )
+        if unknown:
+            raise TypeError(
+                f"the {self.name} integration's action_settings name no field of its "
+                f"settings: {', '.join(unknown)}"
+            )
+
+    def settings_needed_by(self, action: str) -> tuple[str, ...]:
+        """The fields of its settings slot that ``action`` cannot run without."""
+        return tuple(
+            dict.fromkeys(
+                name
+                for pattern, names in self.action_settings.items()
+                if fnmatchcase(action, pattern)
+                for name in names
+            )
+        )
 
     def settings_of(self, settings: Settings) -> SettingsT:
         """This integration's slot of ``settings`` (``settings.<name>``), typed."""

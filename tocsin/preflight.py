@@ -6,9 +6,11 @@ gateway's ``/tocsin run`` and ticket starts) and again at flow start on the work
 runs it, ``check_run`` looks at everything the run will need and raises one
 ``ConfigurationError`` listing all that is missing: the audit signing key (present, a
 regular file only Tocsin's user may read), every secret the runbook's steps read (actions
-declare theirs as data), the chat integration its approver user groups need, the journal
-(reachable, its schema current) and the Prefect server. ``tocsin doctor`` shows the same
-checks, one line each, with the rest of a configuration's (``tocsin.cli.doctor``).
+declare theirs as data), every integration setting their actions cannot run without
+(integrations declare them: ``Integration.action_settings``), the chat integration its
+approver user groups need, the journal (reachable, its schema current) and the Prefect
+server. ``tocsin doctor`` shows the same checks, one line each, with the rest of a
+configuration's (``tocsin.cli.doctor``).
 
 Each check is a function returning ``Finding``s; nothing here changes anything, except
 that a sandbox's missing key is reported as created on first use, as the sandbox does.
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from typing_extensions import Unpack
 
 from tocsin.errors import ConfigurationError, TocsinError
 
@@ -124,14 +128,15 @@ def runbook_needs(
     runbook: Runbook, registry: ActionRegistry, settings: Settings, secrets: SecretStore
 ) -> list[Finding]:
     """Every secret the runbook's steps (their undo and the failure handlers too) read that
-    is not set, and the chat integration its approver user groups need, when it is not set
-    up. One finding per missing thing, naming the steps that need it.
+    is not set, every integration setting their actions cannot run without that is not
+    set, and the chat integration its approver user groups need, when it is not set up.
+    One finding per missing thing, naming the steps that need it.
 
-    Actions declare their secrets as data; they do not declare the settings they read
-    (an integration being "configured" says nothing of one action: a breach draft needs no
-    SMTP server), so a missing setting is found by the action, or `tocsin integrations
-    check`, not here."""
+    Actions declare their secrets as data, and integrations the settings their actions
+    need (``Integration.action_settings``: a breach draft needs no SMTP server, so an
+    integration being "configured" says nothing of one action)."""
     secret_steps: dict[str, list[str]] = {}
+    setting_steps: dict[tuple[str, str], list[str]] = {}
     for step, _ in runbook.iter_steps():
         calls = [(step.action, step.with_)] if step.action else []
         if step.undo is not None:
@@ -140,6 +145,8 @@ def runbook_needs(
             definition = registry.get(action)
             for name in _secrets_read(definition, with_):
                 secret_steps.setdefault(name, []).append(step.id)
+            for needed in _settings_needed(action):
+                setting_steps.setdefault(needed, []).append(step.id)
     findings: list[Finding] = []
     for name in sorted(secret_steps):
         if secrets.get(name):
@@ -153,7 +160,52 @@ def runbook_needs(
                 f"set the environment variable TOCSIN_SECRET_{name.upper()}",
             )
         )
+    findings.extend(_settings_needs(setting_steps, settings))
     findings.extend(_approver_directory_needs(runbook, settings, secrets))
+    return findings
+
+
+def _settings_needed(action: str) -> list[tuple[str, str]]:
+    """(integration, field) of every setting the integrations say ``action`` needs."""
+    from tocsin.integration import installed_integrations
+
+    return [
+        (integration.name, name)
+        for integration in installed_integrations()
+        for name in integration.settings_needed_by(action)
+    ]
+
+
+def _settings_needs(
+    setting_steps: dict[tuple[str, str], list[str]], settings: Settings
+) -> list[Finding]:
+    """A finding for each needed setting that is not set (None or empty), saying where to
+    set it: its environment variable, or its key in the settings file."""
+    from tocsin.integration import integration_named
+    from tocsin.settings import config_file
+
+    findings: list[Finding] = []
+    for slot, name in sorted(setting_steps):
+        integration = integration_named(slot)
+        if integration is None or integration.settings is None:
+            continue
+        value = getattr(integration.settings_of(settings), name, None)
+        if value not in (None, "") and not (isinstance(value, list | dict | tuple) and not value):
+            continue
+        steps = list(dict.fromkeys(setting_steps[(slot, name)]))
+        described = integration.settings.model_fields[name].description
+        file = config_file()
+        findings.append(
+            Finding(
+                f"setting {slot}.{name}",
+                False,
+                f"setting {slot}.{name} is not set (needed by step{'s' * (len(steps) != 1)} "
+                f"{', '.join(steps)})" + (f": {described}" if described else ""),
+                f"set the environment variable TOCSIN_{slot.upper()}__{name.upper()}, or "
+                f"{name} under [{slot}] in the settings file "
+                f"({file if file is not None else '$TOCSIN_CONFIG or ~/.config/tocsin/config.toml'})",
+            )
+        )
     return findings
 
 
@@ -434,28 +486,35 @@ def configured_prefect(settings: Settings) -> Finding | None:
 # -- before a run -------------------------------------------------------------------------
 
 
+class RunChecks(TypedDict, total=False):
+    """Which checks a run gets (each True unless said): the signing key (``key``), the
+    journal (``journal_too``), the Prefect server (``prefect``), and the secrets, settings
+    and approvers' directory its steps need (``needs``)."""
+
+    prefect: bool
+    needs: bool
+    key: bool
+    journal_too: bool
+
+
 def run_findings(
     runbook: Runbook,
     registry: ActionRegistry,
     settings: Settings,
     secrets: SecretStore,
-    *,
-    prefect: bool = True,
-    needs: bool = True,
-    key: bool = True,
-    journal_too: bool = True,
+    **checks: Unpack[RunChecks],
 ) -> Findings:
-    """Everything a run of ``runbook`` needs where it runs: the signing key (``key``), the
-    journal (``journal_too``), the Prefect server (``prefect``), and the secrets its steps
-    read and its approvers' directory (``needs``)."""
-    found: list[Finding] = [journal(settings, upgrade_ok=True)] if journal_too else []
-    if key:
+    """Everything a run of ``runbook`` needs where it runs (``RunChecks`` says which)."""
+    found: list[Finding] = (
+        [journal(settings, upgrade_ok=True)] if checks.get("journal_too", True) else []
+    )
+    if checks.get("key", True):
         found.insert(0, signing_key(settings))
-    if prefect:
+    if checks.get("prefect", True):
         server = configured_prefect(settings)
         if server is not None:
             found.append(server)
-    if needs:
+    if checks.get("needs", True):
         found.extend(runbook_needs(runbook, registry, settings, secrets))
     return Findings(tuple(found))
 
@@ -466,30 +525,20 @@ def check_run(
     registry: ActionRegistry,
     settings: Settings,
     secrets: SecretStore,
-    *,
-    prefect: bool = True,
-    needs: bool = True,
-    key: bool = True,
-    journal_too: bool = True,
+    **checks: Unpack[RunChecks],
 ) -> None:
     """Refuse a run of ``runbook`` for ``ticket`` that could not finish: one
     ``ConfigurationError`` listing everything to set (see ``run_findings``)."""
-    run_findings(
-        runbook,
-        registry,
-        settings,
-        secrets,
-        prefect=prefect,
-        needs=needs,
-        key=key,
-        journal_too=journal_too,
-    ).refuse_if_problems(f"{runbook.runbook} for {ticket}")
+    run_findings(runbook, registry, settings, secrets, **checks).refuse_if_problems(
+        f"{runbook.runbook} for {ticket}"
+    )
 
 
 __all__ = [
     "Finding",
     "Findings",
     "PrefectServer",
+    "RunChecks",
     "check_run",
     "configured_prefect",
     "journal",

@@ -256,6 +256,12 @@ class Settings(BaseSettings):
         "(local actions that are not packaged with an entry point)",
     )
     http_timeout_seconds: float = Field(30.0, gt=0)
+    max_retry_wait_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="The longest a step waits before one retry, whatever its backoff or the "
+        "service's Retry-After asks (never longer than the step's own timeout either)",
+    )
     audit: AuditSettings = Field(default_factory=AuditSettings)
     announce: AnnounceSettings = Field(default_factory=AnnounceSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)

@@ -25,6 +25,7 @@ from tocsin.outbound import (
     ServiceEndpoint,
     trusting,
 )
+from tocsin.retry_after import retry_after_of
 
 ACTION = "http.request"
 BODY_TEXT_LIMIT = 64 * 1024
@@ -288,4 +289,5 @@ def _unexpected_status(
         status_code=status,
         retryable=retryable,
         unapplied=status in (429, 503),  # refused before acting, as both statuses mean
+        retry_after=retry_after_of(response.headers) if status in (429, 503) else None,
     )

@@ -166,6 +166,7 @@ class JiraTransport:
                 status_code=status,
                 retryable=True,
                 unapplied=True,  # 429 and 503: refused before acting
+                retry_after=retry_after_of(response.headers),
             )
         if status >= 500:
             return IntegrationError(

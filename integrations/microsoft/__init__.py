@@ -108,6 +108,9 @@ integration: Integration[MicrosoftSettings] = Integration(
         "tocsin.integrations.microsoft.actions.intune",
         "tocsin.integrations.microsoft.actions.handover",
     ),
+    action_settings={
+        pattern: ("tenant_id", "client_id") for pattern in ("microsoft.*", "intune.*", "defender.*")
+    },
     mail_senders={"graph": _graph_mail_sender},
     sandbox=_sandbox,
     demo_runs=_demo_runs,

@@ -181,6 +181,7 @@ class MicrosoftApi:
                 status_code=response.status,
                 retryable=True,
                 unapplied=True,  # throttled: Graph refused the call before acting on it
+                retry_after=asked,
             )
         self.sleep(asked if asked is not None else backoff_seconds(attempt, limit))
 

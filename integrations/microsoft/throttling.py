@@ -7,8 +7,8 @@ one request, ``batch`` for the items of a ``$batch``)."""
 from __future__ import annotations
 
 import random
-import time
-from email.utils import parsedate_to_datetime
+
+from tocsin.retry_after import parse_retry_after
 
 RETRIED_STATUSES = (429, 503)
 """The statuses that mean "later": throttled, or the service busy."""
@@ -16,18 +16,9 @@ _BACKOFF_BASE_SECONDS = 1.0
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """A ``Retry-After`` header in seconds (fractional accepted, an HTTP date too); None if absent."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds)
+    """A ``Retry-After`` header in seconds (fractional accepted, an HTTP date too); None if
+    absent or unreadable (``tocsin.retry_after``)."""
+    return parse_retry_after(value)
 
 
 def backoff_seconds(attempt: int, limit: float) -> float:

@@ -67,6 +67,7 @@ integration: Integration[NotifySettings] = Integration(
         "tocsin.integrations.notify.actions",
         "tocsin.integrations.notify.authority_actions",
     ),
+    action_settings={"notify.clients": ("from_address",)},
     sandbox=_sandbox,
     configured=_configured,
     check=_check,

@@ -61,6 +61,7 @@ integration: Integration[PkiSettings] = Integration(
         ),
     ),
     action_modules=("tocsin.integrations.pki.actions",),
+    action_settings={"pki.*": ("vault_url",), "pki.issue_certificates": ("role",)},
     sandbox=_sandbox,
     configured=_configured,
     check=_check,

@@ -45,6 +45,7 @@ from tocsin.integrations.pki.authority import (
     normal_serial,
 )
 from tocsin.outbound import BoundedResponse, ServiceEndpoint, trusting
+from tocsin.retry_after import retry_after_of
 
 if TYPE_CHECKING:
     from tocsin.actions import ActionContext
@@ -483,7 +484,13 @@ class VaultPKI:
             text = f"refused to {doing} ({said})"
             hint = "see Vault's message; the Vault PKI API documentation lists the call's errors"
         return IntegrationError(
-            self.action, SERVICE, text, hint, status_code=status, retryable=retryable
+            self.action,
+            SERVICE,
+            text,
+            hint,
+            status_code=status,
+            retryable=retryable,
+            retry_after=retry_after_of(answer.headers) if status in (429, 503) else None,
         )
 
     def _refused(

@@ -20,6 +20,7 @@ from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetr
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.integrations.slack import integration
 from tocsin.outbound import trusting
+from tocsin.retry_after import retry_after_of
 
 if TYPE_CHECKING:
     from tocsin.actions import ActionContext
@@ -162,6 +163,11 @@ def api_error(
         status_code=status,
         retryable=retryable,
         unapplied=code == "ratelimited" or status in (429, 503),
+        retry_after=(
+            retry_after_of(exc.response.headers)
+            if code == "ratelimited" or status in (429, 503)
+            else None
+        ),
     )
 
 

@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -39,6 +38,7 @@ from tocsin.declared.model import (
 )
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.outbound import BearerToken, BoundedResponse, Credential, ServiceEndpoint, trusting
+from tocsin.retry_after import retry_after_of
 from tocsin.templating import render_string, render_value
 
 NOT_PROCESSED = frozenset({429, 503})
@@ -358,7 +358,13 @@ class _Call:
         else:
             hint = f"the {self.service} service refused the request: see its message"
         return IntegrationError(
-            self.action, self.service, message, hint, status_code=status, retryable=retryable
+            self.action,
+            self.service,
+            message,
+            hint,
+            status_code=status,
+            retryable=retryable,
+            retry_after=_retry_after(response) if status in NOT_PROCESSED else None,
         )
 
 
@@ -382,12 +388,4 @@ def _json(response: BoundedResponse) -> Any:
 
 
 def _retry_after(response: BoundedResponse) -> float | None:
-    value = str(response.headers.get("retry-after", "")).strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_of(response.headers)
