@@ -28,7 +28,9 @@ Checked: every forged click refused (401) and never queued, every other click an
 200, queued once and judged once (one decision per queued click: none judged twice), no
 approval applied twice, no gate given more approvals than its quorum.
 
-``measure()`` gives the figures to ``python3 dev.py bench``; ``main()`` prints them.
+``measure()`` gives the figures to ``python3 dev.py bench``; ``main()`` prints them, each
+setup's as soon as it is measured. The clicks themselves (planning, signing, sending) are
+``click_load.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -51,7 +52,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 
@@ -59,30 +59,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from click_load import (  # noqa: E402
+    APPROVERS,
+    INCIDENTS,
+    SECRET,
+    Click,
+    approver,
+    fire,
+    plan_clicks,
+    ticket,
+)
 from figures import Figure  # noqa: E402
 
-INCIDENTS = 20
-APPROVERS = 60
 QUORUM = 10
 """The most a runbook may ask for: each gate closes after 10 approvals, its run goes on."""
-SECRET = "bench-signing-secret-0123456789ab"
 BOT_TOKEN = "xoxb-tocsin-sandbox"
 P95_GOAL_MS = 100.0
 JUDGED_GOAL_S = 2.0
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CHANNEL = "C0INCIDENTS"
-
-
-def ticket(n: int) -> str:
-    return f"LOAD-{n}"
-
-
-def approver(n: int) -> str:
-    return f"U0LOAD{n:03d}"
-
-
-def stranger(n: int) -> str:
-    return f"U0STRANGE{n:03d}"
 
 
 def runbook() -> str:
@@ -257,138 +252,6 @@ def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
     except OSError:
         pass
     return 0.0
-
-
-# -- the clicks ----------------------------------------------------------------------------
-
-
-@dataclass
-class Click:
-    kind: str  # valid, duplicate, stranger, forged
-    ticket: str
-    user: str
-    body: bytes
-    trigger: str
-    sent_at: float = 0.0  # time.time()
-    status: int = 0
-    ack_ms: float = 0.0
-
-
-def plan_clicks(rate: int, seconds: int, messages: dict[str, Any]) -> list[Click]:
-    """The clicks to send, in order: their kinds mixed, each body as Slack would send it."""
-    import httpx as _httpx
-
-    from tocsin.integrations.slack.simulated_user import SimulatedSlack
-
-    class Capturing(SimulatedSlack):
-        """Builds the body of each click as Slack sends it, without sending it."""
-
-        body = b""
-
-        def post_raw(self, path: str, body: bytes, headers: Any) -> _httpx.Response:
-            self.body = body
-            return _httpx.Response(200)
-
-    rng = random.Random(7)
-    pairs = [(ticket(n), approver(i)) for n in range(INCIDENTS) for i in range(APPROVERS)]
-    rng.shuffle(pairs)
-    sent: list[tuple[int, tuple[str, str]]] = []
-    clicks: list[Click] = []
-    builder = Capturing("http://unused", SECRET)  # the body only: signed when sent
-    for index in range(rate * seconds):
-        roll = rng.random()
-        old_enough = [p for i, p in sent if index - i >= rate]  # at least a second later
-        if roll < 0.2 and old_enough:
-            kind, pair = "duplicate", rng.choice(old_enough)
-        elif roll < 0.35:
-            kind, pair = "stranger", (ticket(rng.randrange(INCIDENTS)), stranger(index % 500))
-        elif roll < 0.5:
-            kind, pair = "forged", (ticket(rng.randrange(INCIDENTS)), approver(index % APPROVERS))
-        else:
-            kind, pair = "valid", pairs.pop()
-            sent.append((index, pair))
-        builder.click(pair[1], messages[pair[0]], "tocsin_approve")
-        trigger = json.loads(parse_qs(builder.body.decode())["payload"][0])["trigger_id"]
-        clicks.append(Click(kind, pair[0], pair[1], builder.body, trigger))
-    builder.close()
-    return clicks
-
-
-class RawClient:
-    """A minimal HTTP/1.1 keep-alive client on asyncio streams, so that the load generator
-    spends its CPU sending clicks, not in a client library (it shares the machine)."""
-
-    def __init__(self, port: int, connections: int) -> None:
-        self.port = port
-        self.connections = connections
-        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.Queue()
-        )
-
-    async def open(self) -> None:
-        for _ in range(self.connections):
-            self.idle.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        reader, writer = await self.idle.get()
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-            f"{head}\r\n".encode()
-            + body
-        )
-        status_line = await reader.readline()
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        if length:
-            await reader.readexactly(length)
-        self.idle.put_nowait((reader, writer))
-        return int(status_line.split()[1])
-
-    async def close(self) -> None:
-        while not self.idle.empty():
-            _, writer = self.idle.get_nowait()
-            writer.close()
-
-
-async def fire(rate: int, clicks: list[Click], ports: list[int]) -> float:
-    """Send the clicks open-loop, to each gateway in turn; the seconds it took."""
-    from tocsin.integrations.slack.simulated_user import sign_slack_request
-
-    clients = [RawClient(port, connections=100) for port in ports]
-    for client in clients:
-        await client.open()
-
-    async def one(click: Click, client: RawClient) -> None:
-        secret = SECRET if click.kind != "forged" else "not-the-signing-secret"
-        headers = {
-            **sign_slack_request(secret, click.body),
-            "Content-Type": "application/x-www-form-urlencoded",
-            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
-        }
-        click.sent_at = time.time()
-        started = time.perf_counter()
-        click.status = await client.post("/slack/interactions", click.body, headers)
-        click.ack_ms = (time.perf_counter() - started) * 1000
-
-    tasks = []
-    begin = time.perf_counter()
-    for index, click in enumerate(clicks):
-        delay = begin + index / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(click, clients[index % len(clients)])))
-    await asyncio.gather(*tasks)
-    took = time.perf_counter() - begin
-    for client in clients:
-        await client.close()
-    return took
 
 
 # -- one measurement -----------------------------------------------------------------------
@@ -615,9 +478,20 @@ def run_all(setups: list[Setup], rate: int, seconds: int, *, verbose: bool = Fal
     results = []
     for setup in setups:
         if verbose:
-            print(f"{setup.name}: {rate} clicks/s for {seconds} s ...", flush=True)
+            load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+            print(f"{setup.name}: {rate} clicks/s for {seconds} s (load {load}) ...", flush=True)
         results.append(measure_setup(setup, rate, seconds, prefect_url))
+        if verbose:  # at once: a later setup that fails does not take these figures with it
+            print_figures(figures_of(results[-1]))
     return results
+
+
+def print_figures(figures: list[Figure]) -> None:
+    width = max(len(f.what) for f in figures)
+    print(f"\n{'what':<{width}}  {'value':<40} goal")
+    for figure in figures:
+        met = "" if figure.met is None else (" met" if figure.met else " MISSED")
+        print(f"{figure.what:<{width}}  {figure.value:<40} {figure.goal}{met}", flush=True)
 
 
 SETUPS = [
@@ -652,12 +526,7 @@ def main() -> int:
     results = run_all(setups, args.rate, 3 if args.quick else args.seconds, verbose=True)
     figures = [figure for result in results for figure in figures_of(result)]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load average now {load} (1, 5, 15 min)")
-    width = max(len(f.what) for f in figures)
-    print(f"\n{'what':<{width}}  {'value':<40} goal")
-    for figure in figures:
-        met = "" if figure.met is None else (" met" if figure.met else " MISSED")
-        print(f"{figure.what:<{width}}  {figure.value:<40} {figure.goal}{met}")
+    print(f"\nmachine: {os.cpu_count()} cores, load average now {load} (1, 5, 15 min)")
     return 0 if all(f.met is not False for f in figures) else 1
 
 

@@ -24,7 +24,8 @@ from uuid import UUID
 
 from tocsin.errors import ConfigurationError, DecisionRefused
 from tocsin.gates import Proposal, WaitRequest, judge
-from tocsin.journal import DecisionRecord, Journal, RunRecord
+from tocsin.journal import DecisionRecord, Journal, RunRecord, StepRecord
+from tocsin.journal.decisions import NewDecision
 from tocsin.statuses import DecisionStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -99,32 +100,106 @@ def submit(
     the click it judges is on disk in its queue, and judged again if the decision is lost).
     """
     approvals: list[str] | None = None
+    found = None
     if run_id is not None:
         run, found, approvals = journal.gate_context(run_id, step_id)
         if run is not None and run.incident != incident:
             run, found, approvals = None, None, None
-        status = found.status if found is not None else None
     else:
-        run, status = find_waiting_run(journal, incident, step_id)
+        run, _ = find_waiting_run(journal, incident, step_id)
     if run is None:
-        known = journal.runs_of(incident)
-        hint = (
-            f"runs of {incident}: {', '.join(r.runbook_id for r in known)}; `tocsin status {incident}` shows what they wait for"
-            if known
-            else f"no run of {incident} is recorded; check the ticket key"
-        )
-        raise DecisionRefused(f"no run of {incident} has a step {step_id!r}", hint)
+        raise no_run_refusal(journal, incident, step_id)
     record = journal.step(run.id, step_id) if run_id is None else found
+    judged = judge_submission(
+        run,
+        record,
+        approvals,
+        incident=incident,
+        step_id=step_id,
+        kind=kind,
+        actor=actor,
+        channel=channel,
+        comment=comment,
+        checklist=checklist,
+        gate_hash=gate_hash,
+        vouched=vouched,
+        actor_details=actor_details,
+        outputs=outputs,
+        approvers_of=lambda gate: journal.approvers_so_far(run.id, step_id, gate),
+    )
+    entry = judged.decision
+    decision = journal.add_decision(
+        run_id=entry.run_id,
+        step_id=entry.step_id,
+        kind=entry.kind,
+        actor=entry.actor,
+        channel=entry.channel,
+        comment=entry.comment,
+        checklist=entry.checklist,
+        gate_hash=entry.gate_hash,
+        status=entry.status,
+        reason=entry.reason,
+        vouched=entry.vouched,
+        audit=entry.audit,
+        outputs=entry.outputs,
+        flushed=flushed,
+    )
+    if judged.refusal is not None:
+        raise DecisionRefused(judged.refusal, _hint_for(judged.refusal, incident))
+    if not deliver:
+        return Outcome(decision, f"{kind} from {actor} recorded", run)
+    delivery = deliver_decision(journal, run, decision, wait=wait)
+    return _outcome_of(journal, decision, step_id, delivery)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A decision judged, not yet journalled: the decision to journal (refused, with its
+    reason, or pending for the flow to apply) and its audit record."""
+
+    decision: NewDecision
+    refusal: str | None
+
+
+def no_run_refusal(journal: Journal, incident: str, step_id: str) -> DecisionRefused:
+    """The refusal of a decision for a step no run of the incident has (nothing journalled)."""
+    known = journal.runs_of(incident)
+    hint = (
+        f"runs of {incident}: {', '.join(r.runbook_id for r in known)}; `tocsin status {incident}` shows what they wait for"
+        if known
+        else f"no run of {incident} is recorded; check the ticket key"
+    )
+    return DecisionRefused(f"no run of {incident} has a step {step_id!r}", hint)
+
+
+def judge_submission(
+    run: RunRecord,
+    record: StepRecord | None,
+    approvals: list[str] | None,
+    *,
+    incident: str,
+    step_id: str,
+    kind: str,
+    actor: str,
+    channel: str,
+    comment: str = "",
+    checklist: Sequence[int] | None = None,
+    gate_hash: str | None = None,
+    vouched: Sequence[str] | Callable[[WaitRequest], Sequence[str]] = (),
+    actor_details: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    approvers_of: Callable[[str], list[str]] = lambda gate: [],
+) -> Judgement:
+    """Judge a decision on ``run``'s step (``record``, as journalled), given who approved
+    its gate so far (``approvals``; None: ``approvers_of(gate hash)`` says), as ``submit``
+    does, without writing anything."""
+    status = record.status if record is not None else None
     request = WaitRequest.from_data(record.request) if record and record.request else None
     if callable(vouched):
         vouched = vouched(request) if request is not None else ()
     # Pending approvals count too: a second click before the flow applied the first is a duplicate.
     if approvals is None:
-        approvals = (
-            journal.approvers_so_far(run.id, step_id, request.gate_hash)
-            if request is not None
-            else []
-        )
+        approvals = approvers_of(request.gate_hash) if request is not None else []
     proposal = Proposal(
         kind,
         actor,
@@ -147,8 +222,9 @@ def submit(
         )
     if refusal is None and outputs is not None:
         refusal = _refusal_of_outputs(request, kind, step_id, outputs)
+    details = {"actor_details": dict(actor_details)} if actor_details else {}
     if refusal is not None:
-        journal.add_decision(
+        refused = NewDecision(
             run_id=run.id,
             step_id=step_id,
             kind=kind,
@@ -168,14 +244,13 @@ def submit(
                     "channel": channel,
                     "reason": refusal,
                     "comment": comment,
-                    **({"actor_details": dict(actor_details)} if actor_details else {}),
+                    **details,
                 },
             ),
-            flushed=flushed,
         )
-        raise DecisionRefused(refusal, _hint_for(refusal, incident))
+        return Judgement(refused, refusal)
     assert request is not None
-    decision = journal.add_decision(
+    pending = NewDecision(
         run_id=run.id,
         step_id=step_id,
         kind=kind,
@@ -194,17 +269,13 @@ def submit(
                 "comment": comment,
                 "checklist": list(checklist or []),
                 **({"vouched_groups": list(vouched)} if vouched else {}),
-                **({"actor_details": dict(actor_details)} if actor_details else {}),
+                **details,
                 **({"outputs": dict(outputs)} if outputs is not None else {}),
             },
         ),
         outputs=dict(outputs) if outputs is not None else None,
-        flushed=flushed,
     )
-    if not deliver:
-        return Outcome(decision, f"{kind} from {actor} recorded", run)
-    delivery = deliver_decision(journal, run, decision, wait=wait)
-    return _outcome_of(journal, decision, step_id, delivery)
+    return Judgement(pending, None)
 
 
 def _outcome_of(
@@ -333,9 +404,12 @@ def _hint_for(refusal: str, incident: str) -> str:
 __all__ = [
     "DecisionRefused",
     "Delivery",
+    "Judgement",
     "Outcome",
     "deliver_decision",
     "find_waiting_run",
+    "judge_submission",
+    "no_run_refusal",
     "submit",
     "submit_where_reachable",
 ]

@@ -208,18 +208,21 @@ class SlackRoutes:
         return Response(status_code=200)
 
     def look_up_clickers(self, batch: Sequence[QueuedClick]) -> None:
-        """Ask Slack who each clicker of a batch is, side by side (``users.info``, cached):
-        judging them one by one then finds the answers there."""
+        """Before a batch is judged: ask Slack who each clicker is, side by side
+        (``users.info``, cached), and read the gates clicked at once: judging the clicks one
+        by one then finds the answers there."""
         users = set()
+        gates = set()
         for queued in batch:
             try:
                 payload = parse_json(queued.payload, "the queued interaction payload")
+                clicked = click_from_payload(payload) if isinstance(payload, dict) else None
             except RequestRefused:
                 continue
-            user = payload.get("user") if isinstance(payload, dict) else None
-            user_id = user.get("id") if isinstance(user, dict) else None
-            if isinstance(user_id, str) and SLACK_USER_PATTERN.match(user_id):
-                users.add(user_id)
+            if clicked is not None:
+                users.add(clicked.click.user)
+                gates.add((clicked.click.run_id, clicked.click.step_id))
+        self.gateway.read_gates(gates)
         if len(users) > 1:
             list(self.gateway.lookups.map(self.slack.details, sorted(users)))
 

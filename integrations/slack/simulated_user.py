@@ -114,6 +114,24 @@ class SimulatedSlack:
 
         ``ValueError`` (listing the action_ids there are) when the message has no such button.
         """
+        return self._send(
+            "/slack/interactions",
+            self.click_body(user_id, message, action_id, channel=channel),
+            signing_secret=signing_secret,
+            timestamp=timestamp,
+            signed=signed,
+        )
+
+    def click_body(
+        self,
+        user_id: str,
+        message: PostedSlackMessage,
+        action_id: str,
+        *,
+        channel: str | None = None,
+    ) -> bytes:
+        """The body ``click`` sends (form-encoded ``payload``), to be signed and sent later
+        (``signed_headers``): a load generator builds its clicks before it sends them."""
         blocks = _with_block_ids(message.blocks or [])
         block_id, button = _find_button(blocks, action_id)
         channel_id = channel or message.channel
@@ -157,14 +175,7 @@ class SimulatedSlack:
             "response_url": self._response_url("actions"),
             "actions": [action],
         }
-        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
-        return self._send(
-            "/slack/interactions",
-            body,
-            signing_secret=signing_secret,
-            timestamp=timestamp,
-            signed=signed,
-        )
+        return urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
 
     def slash_command(
         self,
@@ -218,11 +229,23 @@ class SimulatedSlack:
         timestamp: int | None,
         signed: bool,
     ) -> httpx.Response:
-        headers = {"Content-Type": _FORM, "User-Agent": SLACK_USER_AGENT}
         if signed:
-            secret = self._signing_secret if signing_secret is None else signing_secret
-            headers.update(sign_slack_request(secret, body, timestamp))
+            headers = self.signed_headers(body, signing_secret, timestamp)
+        else:
+            headers = {"Content-Type": _FORM, "User-Agent": SLACK_USER_AGENT}
         return self.post_raw(path, body, headers)
+
+    def signed_headers(
+        self, body: bytes, signing_secret: str | None = None, timestamp: int | None = None
+    ) -> dict[str, str]:
+        """The headers Slack sends ``body`` with, signed (with the app's signing secret
+        unless another is given; timestamp: now unless given)."""
+        secret = self._signing_secret if signing_secret is None else signing_secret
+        return {
+            "Content-Type": _FORM,
+            "User-Agent": SLACK_USER_AGENT,
+            **sign_slack_request(secret, body, timestamp),
+        }
 
     def _user_name(self, user_id: str) -> str:
         if self.fake_slack is not None:

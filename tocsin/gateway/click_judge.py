@@ -23,9 +23,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.engine import Connection
 
 from tocsin.journal import DecisionRecord, RunRecord
 from tocsin.journal.click_queue import ClickOutcome, ClickQueue, QueuedClick
@@ -34,8 +38,9 @@ _log = logging.getLogger("tocsin.gateway")
 
 LEASE_SECONDS = 10.0
 """A claim lapses after this: then another gateway (or this one) judges the click."""
-CLAIM_BATCH = 20
-"""Clicks claimed at once (a claim is one write; judging one takes a few ms)."""
+CLAIM_BATCH = 50
+"""Clicks claimed at once: judged together, their decisions journalled in one transaction
+(fewer clicks when fewer wait: a batch is what was queued meanwhile)."""
 LOOK_EVERY_SECONDS = 0.2
 """How often the judge looks for clicks it was not woken for (another gateway's)."""
 MAX_ATTEMPTS = 5
@@ -60,7 +65,20 @@ ClickHandler = Callable[[QueuedClick], Verdict]
 """An integration's judge of the clicks it queued (by their ``source``)."""
 ClickPreparer = Callable[[Sequence[QueuedClick]], None]
 """Called with the clicks of a claimed batch before they are judged one by one (Slack: look
-the clickers up at once)."""
+the clickers up at once, read their gates at once)."""
+
+
+class JudgedTogether(Protocol):
+    """What the handlers of a claimed batch decide, journalled in one transaction with the
+    marks that its clicks were judged (the gateway's ``DecisionBatch``)."""
+
+    def judging(self, click_id: int) -> None:
+        """The decisions made from now on are this queued click's."""
+
+    def commit(self, mark: Callable[[Connection], Collection[int]]) -> set[int]:
+        """Journal them, with ``mark`` (marking the clicks judged, in the same transaction,
+        first) keeping only the clicks it marked; their ids."""
+        ...
 
 
 def gateway_owner() -> str:
@@ -83,9 +101,14 @@ class ClickJudge:
         batch: int = CLAIM_BATCH,
         look_every: float = LOOK_EVERY_SECONDS,
         threads: int = 1,
+        batches: Callable[[], AbstractContextManager[JudgedTogether]] | None = None,
     ) -> None:
         """``threads``: judges claiming batches side by side (PostgreSQL: their database
-        round trips overlap; SQLite takes one writer at a time, so one is enough)."""
+        round trips overlap; SQLite takes one writer at a time, so one is enough).
+        ``batches``: a batch for the decisions of each claimed batch of clicks, journalled
+        with their marks in one transaction; without it each handler journals its own
+        decision, and the batch's marks are written after."""
+        self.batches = batches
         self.queue = queue
         self.handlers = handlers
         self.preparers = preparers if preparers is not None else {}
@@ -138,6 +161,33 @@ class ClickJudge:
                 self._woken.wait(self.look_every)
 
     def _judge_all(self, claimed: list[QueuedClick]) -> None:
+        if self.batches is None:
+            verdicts = self._verdicts(claimed, None)
+            try:
+                self.queue.judged([(c.id, v.outcome, v.reason) for c, v in verdicts])
+            except Exception as exc:  # judged again later: the decisions they led to are found then
+                _log.error("cannot mark %d queued clicks judged: %s", len(verdicts), exc)
+            marked = {click.id for click, _ in verdicts}
+        else:
+            with self.batches() as batch:
+                verdicts = self._verdicts(claimed, batch)
+                rows = [(c.id, v.outcome, v.reason) for c, v in verdicts]
+                try:
+                    marked = batch.commit(lambda db: self.queue.mark_judged(db, rows))
+                except Exception as exc:  # nothing written: judged again once the claim lapses
+                    _log.error(
+                        "cannot journal the decisions of %d queued clicks (they stay queued): %s",
+                        len(rows),
+                        exc,
+                    )
+                    return
+        for click, verdict in verdicts:
+            if click.id in marked:  # else another judge marked it: its decision holds
+                self.background.submit(verdict.after)
+
+    def _verdicts(
+        self, claimed: list[QueuedClick], batch: JudgedTogether | None
+    ) -> list[tuple[QueuedClick, Verdict]]:
         for source in {click.source for click in claimed}:
             prepare = self.preparers.get(source)
             if prepare is not None:
@@ -157,15 +207,12 @@ class ClickJudge:
                 except Exception as exc:
                     _log.error("cannot keep the claim on queued clicks: %s", exc)
                 renew_at = time.monotonic() + self.lease_seconds / 2
+            if batch is not None:
+                batch.judging(click.id)
             verdict = self.judge(click)
             if verdict is not None:
                 verdicts.append((click, verdict))
-        try:
-            self.queue.judged([(c.id, v.outcome, v.reason) for c, v in verdicts])
-        except Exception as exc:  # judged again later: the decisions they led to are found then
-            _log.error("cannot mark %d queued clicks judged: %s", len(verdicts), exc)
-        for _, verdict in verdicts:
-            self.background.submit(verdict.after)
+        return verdicts
 
     def judge(self, click: QueuedClick) -> Verdict | None:
         """Judge one claimed click; None on an unexpected error: it stays queued (judged
@@ -228,6 +275,7 @@ __all__ = [
     "ClickJudge",
     "ClickPreparer",
     "FlowWaker",
+    "JudgedTogether",
     "Verdict",
     "gateway_owner",
 ]

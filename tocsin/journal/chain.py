@@ -46,6 +46,15 @@ _HEAD_OF_CHAIN = (
 _INSERT_EVENT = insert(events)
 _APPENDED = "tocsin.appended_heads"
 """Where a transaction keeps the heads it appended (``Connection.info``) until it commits."""
+_LOCKED = "tocsin.locked_chains"
+"""The chains a transaction holds the lock of, with their heads read (``Connection.info``)."""
+_HELD_BACK = "tocsin.held_back_records"
+"""Records a transaction appending many inserts at once, at the end (``Connection.info``)."""
+_HEADS_OF_CHAINS = text(
+    "SELECT e.incident, e.seq, e.hash FROM events e JOIN "
+    "(SELECT incident, MAX(seq) AS seq FROM events WHERE incident IN :chains GROUP BY incident) h "
+    "ON e.incident = h.incident AND e.seq = h.seq"
+).bindparams(bindparam("chains", expanding=True))
 
 _T = TypeVar("_T")
 _APPEND_ATTEMPTS = 50
@@ -189,8 +198,12 @@ class AuditChain(JournalDatabase):
             try:
                 with self.transaction(flushed=flushed) as db:
                     db.info[_APPENDED] = {}
+                    db.info[_LOCKED] = set()  # the info outlives the transaction: reset
+                    db.info.pop(_HELD_BACK, None)
                     result = write(db)
                     appended: dict[str, tuple[int, str]] = db.info.pop(_APPENDED)
+                    db.info.pop(_LOCKED)
+                    assert _HELD_BACK not in db.info, "records appended and not inserted"
             except IntegrityError:
                 self._known_heads().clear()
                 if attempt == _APPEND_ATTEMPTS:
@@ -221,7 +234,7 @@ class AuditChain(JournalDatabase):
         data: Mapping[str, Any],
     ) -> AuditRecord:
         """Append a record in the transaction ``db`` (run it through ``_chained_write``)."""
-        if db.dialect.name == "postgresql":
+        if db.dialect.name == "postgresql" and incident not in db.info.get(_LOCKED, ()):
             # Writers of one incident's chain queue here (until commit) instead of colliding
             # on the (incident, seq) key and retrying; other incidents are not held up.
             db.execute(
@@ -259,7 +272,11 @@ class AuditChain(JournalDatabase):
             prev_hash=prev_hash,
             hash=digest,
         )
-        db.execute(_INSERT_EVENT, asdict(record))  # the record's fields are the table's columns
+        held_back: list[dict[str, Any]] | None = db.info.get(_HELD_BACK)
+        if held_back is not None:
+            held_back.append(asdict(record))  # inserted with the others (_end_appending)
+        else:
+            db.execute(_INSERT_EVENT, asdict(record))  # the record's fields are the columns
         appended[incident] = (seq, digest)
         if self.audit_key is not None:
             # The first record and the end of a run are signed in the same transaction as
@@ -272,6 +289,39 @@ class AuditChain(JournalDatabase):
             elif self.checkpoint_every and seq % self.checkpoint_every == 0:
                 self._insert_checkpoint(db, incident, seq, digest, "periodic")
         return record
+
+    def _begin_appending(self, db: Connection, incidents: list[str]) -> None:
+        """Before appending many records to several chains in the transaction ``db`` (run it
+        through ``_chained_write``): lock the chains, in one order (PostgreSQL: so that two
+        such transactions never wait on each other crosswise), and read their heads at once,
+        which are then the heads (every writer of a chain takes its lock first). The records
+        appended are then inserted together by ``_end_appending``, in one statement."""
+        db.info[_HELD_BACK] = []
+        if not incidents:
+            return
+        chains = sorted(set(incidents))
+        if db.dialect.name == "postgresql":
+            db.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(hashtext(c.chain)) FROM "
+                    "unnest(CAST(:chains AS text[])) WITH ORDINALITY AS c(chain, n) ORDER BY c.n"
+                ),
+                {"chains": [f"tocsin-audit-chain:{chain}" for chain in chains]},
+            )
+        heads = {
+            row[0]: (row[1], row[2]) for row in db.execute(_HEADS_OF_CHAINS, {"chains": chains})
+        }
+        appended: dict[str, tuple[int, str]] = db.info[_APPENDED]
+        for chain in chains:
+            if chain not in appended:
+                appended[chain] = heads.get(chain, (0, GENESIS))
+        db.info.setdefault(_LOCKED, set()).update(chains)
+
+    def _end_appending(self, db: Connection) -> None:
+        """Insert the records appended since ``_begin_appending``."""
+        rows: list[dict[str, Any]] = db.info.pop(_HELD_BACK, None) or []
+        if rows:
+            db.execute(_INSERT_EVENT, rows)
 
     def _insert_checkpoint(
         self, db: Connection, incident: str, seq: int, head: str, reason: str

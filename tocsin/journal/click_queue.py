@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from tocsin.journal.database import JournalDatabase, aware, now
 from tocsin.journal.schema import queued_clicks
@@ -66,6 +67,13 @@ class QueuedClick:
     payload: str
     received_at: datetime
     attempts: int
+
+
+_MARK_JUDGED = (
+    update(queued_clicks)
+    .where(queued_clicks.c.id == bindparam("click_id"), queued_clicks.c.judged_at.is_(None))
+    .values(judged_at=bindparam("moment"), outcome=bindparam("verdict"), reason=bindparam("why"))
+)
 
 
 class ClickQueue:
@@ -194,6 +202,37 @@ class ClickQueue:
                     for click_id, outcome, reason in verdicts
                 ],
             )
+
+    def mark_judged(
+        self, db: Connection, verdicts: Sequence[tuple[int, ClickOutcome, str]]
+    ) -> set[int]:
+        """In the caller's transaction ``db``: mark clicks judged, (id, outcome, reason) each;
+        the ids marked. A click already marked (by a gateway whose claim lapsed) is left as
+        it was, and its id is not among them: what this judge decided of it is not kept.
+        The rows are locked until the transaction ends (PostgreSQL ``FOR UPDATE``; SQLite:
+        the caller's transaction holds the write lock), so two judges never both mark one."""
+        if not verdicts:
+            return set()
+        unmarked = (
+            select(queued_clicks.c.id)
+            .where(
+                queued_clicks.c.id.in_([click_id for click_id, _, _ in verdicts]),
+                queued_clicks.c.judged_at.is_(None),
+            )
+            .order_by(queued_clicks.c.id)
+        )  # locked in one order: two judges never deadlock
+        if db.dialect.name == "postgresql":
+            unmarked = unmarked.with_for_update()
+        free = {int(click_id) for click_id in db.execute(unmarked).scalars()}
+        moment = now()
+        rows = [
+            {"click_id": click_id, "verdict": outcome, "why": reason[:2000], "moment": moment}
+            for click_id, outcome, reason in verdicts
+            if click_id in free
+        ]
+        if rows:
+            db.execute(_MARK_JUDGED, rows)
+        return {click_id for click_id, _, _ in verdicts if click_id in free}
 
     def unjudged(self) -> int:
         """How many clicks wait to be judged (claimed or not)."""
