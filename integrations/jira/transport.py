@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tocsin.errors import IntegrationError
+from tocsin.retry_after import retry_after_of
 
 SERVICE = "Jira"
 TOKEN_SECRET = "jira_api_token"
