@@ -59,6 +59,11 @@ def slack() -> Iterator[FakeSlack]:
         yield fake
 
 
+def digest(n: int) -> str:
+    """The digest of the n-th click's signed request (each click is a request of its own)."""
+    return f"{n:064x}"
+
+
 def payload(ticket: str, run_id: int, step: str, user: str, gate: str, n: int) -> str:
     """A queued click, as the door queues it (the ``payload`` field of Slack's form)."""
     value = {"ticket": ticket, "run": run_id, "step": step, "hash": gate[:16]}
@@ -110,7 +115,7 @@ def test_a_batch_with_more_approvals_than_the_quorum_applies_the_quorum_once_eac
         clickers = ["U0LEAD1", "U0LEAD1", "U0LEAD2", "U0LEAD3", "U0STRANGER"]
         ClickQueue(journal).add(
             [
-                ("slack", payload("BQ-1", run.id, "approve_cut", user, gate, n))
+                ("slack", payload("BQ-1", run.id, "approve_cut", user, gate, n), digest(n))
                 for n, user in enumerate(clickers)
             ]
         )
@@ -212,12 +217,13 @@ def a_batch_survives_a_drop(
     with environment_variables(values), settings_journal() as journal:
         gates = {ticket: open_gate(journal, ticket) for ticket in ("DROP-1", "DROP-2")}
         clicks = [
-            ("slack", payload(ticket, run_id, "approve", user, gate, n))
+            ("slack", payload(ticket, run_id, "approve", user, gate, n), digest(n))
             for n, (ticket, (run_id, gate), user) in enumerate(
                 (t, g, u) for u in APPROVERS[:4] for t, g in gates.items()
             )
         ]
-        clicks.append(clicks[0])  # the same person again, in the same batch
+        # The same person again, in the same batch (another signed request of theirs).
+        clicks.append((*clicks[0][:2], digest(len(clicks))))
         dropped = drop_once(monkeypatch, drop)
         with gateway_from_settings() as gateway:
             gateway.click_judge.lease_seconds = 1.0  # judged again soon after the failure
