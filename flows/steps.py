@@ -8,6 +8,7 @@ is not idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import Task
@@ -43,11 +44,6 @@ def _worth_retrying(error: BaseException) -> bool:
     return not isinstance(error, ConfigurationError | TemplateError)
 
 
-def _retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:
-    """Prefect's retry condition of a step's task (``_worth_retrying``)."""
-    return _worth_retrying(state.result(raise_on_failure=False))
-
-
 def _may_have_acted(error: TocsinError) -> bool:
     """A failure that would be retried although the service may have acted on the call
     (a timeout, a dropped reply, a 500, 502 or 504)."""
@@ -71,6 +67,7 @@ class StepRunner:
         self.known: dict[str, StepRecord] = {}  # step rows as the run found them when it started
         self.completed: list[Step] = []  # action steps that succeeded, for undo
         self.attempts: dict[str, int] = {}
+        self.parameters: dict[str, dict[str, Any]] = {}  # by step id: its latest call's
         self.tasks: dict[tuple[str, float | None], Any] = {}
         self.retry_waits: dict[str, RetryWaits] = {}  # by step id: the waits before its retries
         # The task gets a step's id, not the step: Prefect walks a task's arguments to find
@@ -249,12 +246,36 @@ class StepRunner:
                 task_run_name="{task_name}",  # from the call's parameters: revoke-sessions
                 retries=retries,
                 retry_delay_seconds=RetryDelays(self.waits_of(step), retries) if retries else 0,
-                retry_condition_fn=_retryable if retries else None,
+                retry_condition_fn=self.retry_condition(step) if retries else None,
                 timeout_seconds=timeout,
                 cache_policy=NO_CACHE,
                 persist_result=False,
             )
         return self.tasks[key]
+
+    def retry_condition(self, step: Step) -> Callable[[Any, Any, State[Any]], bool]:
+        """Prefect's retry condition of the step's task: what ``_worth_retrying``, except a
+        call cut off by the step's ``timeout`` (Prefect's ``TimeoutError``) that must not
+        run twice — it may have taken effect before it was cut off."""
+        assert step.action is not None
+        definition = self.state.registry.get(step.action)
+
+        def retryable(task_: Any, task_run: Any, state: State[Any]) -> bool:
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, TimeoutError):
+                parameters = self.parameters.get(step.id)
+                if parameters is None or not _safe_to_repeat(definition, parameters):
+                    self.state.event(
+                        "step.attempt_failed",
+                        step.id,
+                        attempt=self.attempts.get(step.id, 0),
+                        error=f"did not finish within its timeout ({step.timeout})",
+                        not_retried="the call may have taken effect",
+                    )
+                    return False
+            return _worth_retrying(error)
+
+        return retryable
 
     def waits_of(self, step: Step) -> RetryWaits:
         """The waits before the step's retries: its backoff, at least what the service asks,
@@ -278,6 +299,7 @@ class StepRunner:
         state = self.state
         with state.lock:
             attempt = self.attempts[step.id] = self.attempts.get(step.id, 0) + 1
+            self.parameters[step.id] = parameters  # what a cut-off call was asked to do
         # This attempt's number within its task run (a step a person sends back to run
         # again starts a new one, with its retries): what indexes its retry waits.
         try_number = task_run.get_run_count() or attempt

@@ -84,6 +84,17 @@ def sleep(
     return _sleep(context.step_id, seconds, file)
 
 
+@action("test.sleep_destructive", destructive=True, idempotent=False)
+def sleep_destructive(
+    context: ActionContext,
+    *,
+    seconds: Annotated[float, Field(description="How long")],
+    file: Annotated[str, Field(description="Where start and end are written")],
+) -> Counted:
+    """Like test.sleep, destructive and not idempotent: it must never run twice."""
+    return _sleep(context.step_id, seconds, file)
+
+
 @action("test.sleep_idempotent", destructive=False, idempotent=True)
 def sleep_idempotent(
     context: ActionContext,

@@ -116,6 +116,37 @@ def test_a_failed_attempt_is_retried_until_it_succeeds(journal: Journal, tmp_pat
     assert [e["data"]["attempt"] for e in retried] == [2, 3]
 
 
+@pytest.mark.parametrize(
+    ("action", "starts", "status"),
+    [("test.sleep_destructive", 1, "failed"), ("test.sleep_idempotent", 2, "failed")],
+)
+def test_a_call_cut_off_by_its_timeout_is_retried_only_if_it_may_run_twice(
+    journal: Journal, tmp_path: Path, action: str, starts: int, status: str
+) -> None:
+    text = runbook(
+        f"cut-off-{action.rsplit('.', 1)[1].replace('_', '-')}",
+        f"""\
+  - id: slow
+    title: Slow
+    action: {action}
+    with: {{file: "{{{{ inputs.state }}}}/calls", seconds: 4}}
+    timeout: 1s
+    retry: {{attempts: 2, backoff: 1s, backoff_factor: 1}}
+""",
+    )
+    flow = run(journal, text, tmp_path)
+    assert flow.finish()["status"] == status
+    started = [line for line in calls(tmp_path / "calls") if line.startswith("start")]
+    assert len(started) == starts
+    failed = [
+        e["data"] for e in journal.events_of(flow.ticket) if e["kind"] == "step.attempt_failed"
+    ]
+    if starts == 1:  # destructive and not idempotent: the cut-off call may have acted
+        assert failed and failed[-1]["not_retried"] == "the call may have taken effect"
+    else:
+        assert all("not_retried" not in data for data in failed)
+
+
 def test_exhausted_retries_run_the_failure_handler_then_stop(
     journal: Journal, tmp_path: Path
 ) -> None:

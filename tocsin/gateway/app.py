@@ -41,7 +41,13 @@ from tocsin.decisions import deliver_decision
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest
 from tocsin.gateway import deciding
-from tocsin.gateway.click_judge import ClickHandler, ClickJudge, ClickPreparer, FlowWaker
+from tocsin.gateway.click_judge import (
+    CLAIM_BATCH,
+    ClickHandler,
+    ClickJudge,
+    ClickPreparer,
+    FlowWaker,
+)
 from tocsin.gateway.launcher import RunLauncher
 from tocsin.gateway.reading import RequestRefused, claim_text, read_body
 from tocsin.gateway.refusals import RefusalAudit
@@ -66,6 +72,9 @@ _T = TypeVar("_T")
 JOURNAL_THREADS = 4
 BACKGROUND_THREADS = 8
 """Threads resuming flows and answering refused clicks, after the service got its answer."""
+SQLITE_CLAIM_BATCH = 10
+"""SQLite has one writer: a batch's transaction holds it, and the clicks being acknowledged
+wait for it, so the judge takes fewer at once there."""
 JUDGE_THREADS = 1
 """Judge threads of a gateway: one, judging a claimed batch in one read and one write, takes
 200 clicks a second; more only fight the answers to Slack for the interpreter (and judge
@@ -195,6 +204,9 @@ class Gateway:
             preparers=self.click_preparers,
             batches=self.decision_batches.batch,
             threads=JUDGE_THREADS,
+            batch=SQLITE_CLAIM_BATCH
+            if self.journal.engine.dialect.name == "sqlite"
+            else CLAIM_BATCH,
         )
         # Look-ups of people in the chat service for the clicks being judged, side by side.
         self.lookups = ThreadPoolExecutor(
