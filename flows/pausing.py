@@ -27,12 +27,15 @@ from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import Paused
 from prefect.utilities.engine import propose_state_sync
 
+from tocsin.errors import TocsinError
+
 Input = TypeVar("Input", bound=RunInput)
 
 
-class FlowRunEnded(Exception):
+class FlowRunEnded(TocsinError):
     """Prefect failed the paused flow run (its pause-expiration service, an operator) while
-    this process was still waiting in it; the message is the state's."""
+    this process was still waiting in it; the message is the state's. The waiting run takes
+    its flow run back (``tocsin.flows.waiting``): no one else sees it."""
 
 
 def pause_for_input(
@@ -67,7 +70,7 @@ def pause_for_input(
             if flow_run.state is not None and flow_run.state.is_running():
                 return cast(Input, model.load(keyset))  # sync here: Prefect dispatches
             if flow_run.state is not None and flow_run.state.is_failed():
-                raise FlowRunEnded(flow_run.state.message or flow_run.state.name)
+                raise FlowRunEnded(flow_run.state.message or flow_run.state.name or "Failed")
             if time.monotonic() >= deadline:
                 return None
 

@@ -12,7 +12,8 @@
     ├── DecisionRefused         a person's decision on a waiting step was refused (and audited)
     ├── StepFailed              a step of a run failed; names the step
     ├── RunStopped              a run stopped before its last step (failed, rejected, timed out)
-    └── RequestRefused          (tocsin.gateway) a request to the gateway was refused; its HTTP status
+    ├── RequestRefused          (tocsin.gateway) a request to the gateway was refused; its HTTP status
+    └── FlowRunEnded            (tocsin.flows.pausing) Prefect failed a waiting run's flow run; the run takes it back
 
 The CLI prints ``message`` and ``hint`` and exits with the code of the class
 (see ``exit_code``); a traceback is shown only with ``--debug``.
