@@ -150,3 +150,39 @@ def journal(environment: Path) -> Iterator[Journal]:
     """The journal the module's settings name, closed after the test."""
     with settings_journal() as opened:
         yield opened
+
+
+def open_journal_gate(
+    journal: Journal, ticket: str, runbook_id: str, approvers: list[str]
+) -> tuple[int, str]:
+    """A run waiting at gate ``approve`` in the journal alone (no flow, so nothing applies
+    the decisions and every approval stays pending; the quorum is all of ``approvers``):
+    its run id and the gate's hash."""
+    from tocsin.gates import WaitRequest, gate_hash
+    from tocsin.journal import now
+
+    run, _ = journal.open_run(
+        incident=ticket,
+        runbook_id=runbook_id,
+        runbook_version="1",
+        runbook_digest="0" * 64,
+        inputs={},
+        requested_by="U0REQUESTER",
+        requested_via="test",
+    )
+    request = WaitRequest(
+        kind="approval",
+        prompt="Go?",
+        deadline=now().replace(year=now().year + 1).isoformat(),
+        requester="U0REQUESTER",
+        gate_hash=gate_hash("0" * 64, "approve", {}),
+        approvers=approvers,
+        group="leads",
+        quorum=len(approvers),
+    )
+    journal.set_step(
+        run.id, "approve", status="waiting", request=request.as_data(), waiting_since=now()
+    )
+    journal.set_run(run.id, status="waiting")
+    journal.record(ticket, "approval.requested", run_id=run.id, step_id="approve")
+    return run.id, request.gate_hash

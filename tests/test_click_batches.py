@@ -21,14 +21,14 @@ from tests.engine_support import HEAD, start_flow, wait_until
 from tests.gateway_support import (
     environment_variables,
     gateway_from_settings,
+    open_journal_gate,
     service_settings,
     settings_journal,
 )
 from tests.test_audit import postgres_url  # noqa: F401  (a fixture)
 from tocsin.audit import AuditKey
-from tocsin.gates import WaitRequest, gate_hash
 from tocsin.integrations.slack.fake import FakeSlack, SlackChannel
-from tocsin.journal import Journal, now
+from tocsin.journal import Journal
 from tocsin.journal.chain import AuditChain
 from tocsin.journal.click_queue import ClickOutcome, ClickQueue
 from tocsin.journal.schema import queued_clicks
@@ -154,31 +154,7 @@ APPROVERS = [f"U0DROP{n:02d}" for n in range(10)]
 
 def open_gate(journal: Journal, ticket: str) -> tuple[int, str]:
     """A run waiting at gate ``approve`` (journal only: its approvals stay pending)."""
-    run, _ = journal.open_run(
-        incident=ticket,
-        runbook_id="drop",
-        runbook_version="1",
-        runbook_digest="0" * 64,
-        inputs={},
-        requested_by="U0REQUESTER",
-        requested_via="test",
-    )
-    request = WaitRequest(
-        kind="approval",
-        prompt="Go?",
-        deadline=now().replace(year=now().year + 1).isoformat(),
-        requester="U0REQUESTER",
-        gate_hash=gate_hash("0" * 64, "approve", {}),
-        approvers=APPROVERS,
-        group="leads",
-        quorum=len(APPROVERS),
-    )
-    journal.set_step(
-        run.id, "approve", status="waiting", request=request.as_data(), waiting_since=now()
-    )
-    journal.set_run(run.id, status="waiting")
-    journal.record(ticket, "approval.requested", run_id=run.id, step_id="approve")
-    return run.id, request.gate_hash
+    return open_journal_gate(journal, ticket, "drop", APPROVERS)
 
 
 def drop_once(monkeypatch: pytest.MonkeyPatch, drop: Callable[[Connection], None]) -> list[int]:

@@ -29,15 +29,15 @@ from tests.engine_support import HEAD, FlowInThread, start_flow, wait_until
 from tests.gateway_support import (
     environment_variables,
     gateway_from_settings,
+    open_journal_gate,
     service_settings,
     settings_journal,
 )
 from tests.test_audit import postgres_url  # noqa: F401  (a fixture)
-from tocsin.gates import WaitRequest, gate_hash
 from tocsin.gateway import GATEWAY_CHAIN, Gateway, GatewayServer
 from tocsin.integrations.slack.fake import FakeSlack, PostedSlackMessage, SlackChannel
 from tocsin.integrations.slack.simulated_user import SimulatedSlack, sign_slack_request
-from tocsin.journal import Journal, now
+from tocsin.journal import Journal
 from tocsin.journal.click_queue import ClickOutcome
 from tocsin.journal.schema import queued_clicks
 
@@ -286,33 +286,8 @@ APPROVERS = [f"U0RACE{n:03d}" for n in range(120)]
 
 
 def open_gate(journal: Journal, ticket: str) -> tuple[int, str]:
-    """A run waiting at gate ``approve`` (journal only: no flow, so nothing applies the
-    decisions and every approval stays pending); its id and the gate's hash."""
-    run, _ = journal.open_run(
-        incident=ticket,
-        runbook_id="race",
-        runbook_version="1",
-        runbook_digest="0" * 64,
-        inputs={},
-        requested_by="U0REQUESTER",
-        requested_via="test",
-    )
-    request = WaitRequest(
-        kind="approval",
-        prompt="Go?",
-        deadline=now().replace(year=now().year + 1).isoformat(),
-        requester="U0REQUESTER",
-        gate_hash=gate_hash("0" * 64, "approve", {}),
-        approvers=APPROVERS,
-        group="leads",
-        quorum=len(APPROVERS),
-    )
-    journal.set_step(
-        run.id, "approve", status="waiting", request=request.as_data(), waiting_since=now()
-    )
-    journal.set_run(run.id, status="waiting")
-    journal.record(ticket, "approval.requested", run_id=run.id, step_id="approve")
-    return run.id, request.gate_hash
+    """A run waiting at gate ``approve`` (journal only: its approvals stay pending)."""
+    return open_journal_gate(journal, ticket, "race", APPROVERS)
 
 
 def click(ticket: str, run_id: int, user: str, gate: str, n: int) -> bytes:

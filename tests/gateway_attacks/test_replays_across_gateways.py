@@ -26,10 +26,14 @@ from sqlalchemy import create_engine, select
 
 from tests.engine_support import wait_until
 from tests.gateway_attacks.support import click_body, gateway_records, signed_slack
-from tests.gateway_support import environment_variables, gateway_from_settings, settings_journal
+from tests.gateway_support import (
+    environment_variables,
+    gateway_from_settings,
+    open_journal_gate,
+    settings_journal,
+)
 from tests.test_audit import postgres_url  # noqa: F401  (a fixture)
 from tocsin import preflight
-from tocsin.gates import WaitRequest, gate_hash
 from tocsin.gateway import Gateway, GatewayServer
 from tocsin.integrations.slack.signature import REMEMBERED_FOR
 from tocsin.journal import Journal, now, webhook_deliveries
@@ -86,31 +90,8 @@ def gateways(environment: Path, journal_url: str) -> Iterator[TwoGateways]:
 def open_gate(journal: Journal, ticket: str) -> dict[str, Any]:
     """A run waiting at gate ``approve`` (journal only, no flow: every approval stays
     pending, the quorum being all of ``APPROVERS``); the value of its buttons."""
-    run, _ = journal.open_run(
-        incident=ticket,
-        runbook_id="replay",
-        runbook_version="1",
-        runbook_digest="0" * 64,
-        inputs={},
-        requested_by="U0REQUESTER",
-        requested_via="test",
-    )
-    request = WaitRequest(
-        kind="approval",
-        prompt="Go?",
-        deadline=now().replace(year=now().year + 1).isoformat(),
-        requester="U0REQUESTER",
-        gate_hash=gate_hash("0" * 64, "approve", {}),
-        approvers=APPROVERS,
-        group="leads",
-        quorum=len(APPROVERS),
-    )
-    journal.set_step(
-        run.id, "approve", status="waiting", request=request.as_data(), waiting_since=now()
-    )
-    journal.set_run(run.id, status="waiting")
-    journal.record(ticket, "approval.requested", run_id=run.id, step_id="approve")
-    return {"ticket": ticket, "run": run.id, "step": "approve", "hash": request.gate_hash[:16]}
+    run_id, gate = open_journal_gate(journal, ticket, "replay", APPROVERS)
+    return {"ticket": ticket, "run": run_id, "step": "approve", "hash": gate[:16]}
 
 
 def signed_click(gate: dict[str, Any], user: str) -> tuple[bytes, dict[str, str]]:
