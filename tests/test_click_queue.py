@@ -244,17 +244,19 @@ def test_a_click_left_by_a_killed_gateway_is_judged_by_the_next_one(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its process group: the gateway and its judging process
     )
     try:
         url = f"http://127.0.0.1:{port}"
 
-        def healthy() -> bool:
+        def judging() -> bool:
             try:
-                return httpx.get(f"{url}/healthz").status_code == 200
+                return bool(httpx.get(f"{url}/healthz").json()["judging"])
             except httpx.TransportError:
                 return process.poll() is not None  # ended: the assert below says so
 
-        wait_until(healthy, timeout=60, what="the gateway subprocess")
+        # Its judge (a process of its own) says it is ready before the stall below is set.
+        wait_until(judging, timeout=60, what="the gateway subprocess and its judge")
         assert process.poll() is None, f"the gateway subprocess ended: {process.communicate()[0]}"
         slack.stall_next(1, 20.0)  # its judge hangs in users.info...
         with SimulatedSlack(url, SIGNING_SECRET, fake_slack=slack) as clicker:
@@ -263,7 +265,7 @@ def test_a_click_left_by_a_killed_gateway_is_judged_by_the_next_one(
             lambda: clicks_of(journal, "CQ-4")[-1]["attempts"],
             what="the dead-to-be gateway's claim",
         )
-        process.send_signal(signal.SIGKILL)  # ...and dies there
+        os.killpg(process.pid, signal.SIGKILL)  # ...and dies there, with its judge
     finally:
         if process.poll() is None:
             process.kill()

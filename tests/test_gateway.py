@@ -542,3 +542,29 @@ def test_a_jira_webhook_with_bad_input_or_signature_is_refused_with_a_comment(
     assert [d["reason"].split(":")[0] for d in at_the_door] == [
         "bad or missing X-Hub-Signature"
     ] * 2
+
+
+def test_a_stranger_clicking_again_is_told_once_why_it_does_not_count(
+    environment: Path, journal: Journal, slack: FakeSlack, slack_user: SimulatedSlack
+) -> None:
+    flow = start(environment, journal, gated("slack-told-once"), "GW-9")
+    message = gate_message(slack, "GW-9", "approve_cut")
+    for _ in range(3):
+        assert slack_user.click("U0STRANGER9", message, "tocsin_approve").status_code == 200
+
+    def refusals() -> int:
+        events = kinds(journal, "GW-9")
+        return sum(
+            1 for kind, actor, _ in events if (kind, actor) == ("decision.refused", "U0STRANGER9")
+        )
+
+    wait_until(lambda: refusals() == 3, what="three refusals in the trail")
+    told = wait_until(
+        lambda: [e for e in slack.ephemerals if e.user == "U0STRANGER9"], what="the notice"
+    )
+    time.sleep(0.5)  # a second notice would have gone out by now (its own thread)
+    told = [e for e in slack.ephemerals if e.user == "U0STRANGER9"]
+    assert len(told) == 1 and "not listed in approver group leads" in (told[0].text or "")
+    for lead in ("U0LEAD1", "U0LEAD2"):
+        slack_user.click(lead, current(slack, message), "tocsin_approve")
+    assert flow.finish()["status"] == "succeeded"

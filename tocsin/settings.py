@@ -145,6 +145,11 @@ class GatewaySettings(BaseModel):
         description="Connections and requests served at once; more are answered 503 (uvicorn's "
         "limit_concurrency)",
     )
+    judge_process: bool = Field(
+        True,
+        description="Judge clicks in a process of its own beside the one answering Slack (the "
+        "answers never wait for judging); false: in a thread of the answering process",
+    )
     refusals_audited_per_minute: int = Field(
         20,
         ge=1,
@@ -418,6 +423,13 @@ class EnvironmentSecrets:
 
     def get(self, name: str) -> str | None:
         return self._environ.get(f"TOCSIN_SECRET_{name.upper()}") or None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Handed to a child process (the gateway's judge): the process environment is the
+        # child's own, inherited; a given mapping goes with it.
+        if self._environ is os.environ:
+            return EnvironmentSecrets, ()
+        return EnvironmentSecrets, (dict(self._environ),)
 
     def __repr__(self) -> str:
         return "EnvironmentSecrets(<values hidden>)"

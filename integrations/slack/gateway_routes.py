@@ -40,6 +40,7 @@ from tocsin.integration import GatewayPart, InboundRoute
 from tocsin.integrations.slack.client import slack_text
 from tocsin.integrations.slack.inbound import SlackInbound
 from tocsin.integrations.slack.incident_thread import APPROVE_ACTION, REJECT_ACTION
+from tocsin.integrations.slack.refusal_notices import RefusalNotices
 from tocsin.integrations.slack.response_url import ResponseUrls
 from tocsin.integrations.slack.signature import REMEMBERED_FOR, REPLAYED, request_digest
 from tocsin.journal.click_queue import ClickOutcome, QueuedClick
@@ -174,6 +175,7 @@ class SlackRoutes:
         self.gateway = gateway
         self.slack = slack
         self.responses = ResponseUrls(gateway.settings)
+        self.notices = RefusalNotices()
 
     async def _signed_form(self, request: Request) -> tuple[dict[str, str], str]:
         """The fields of a request Slack signed, and its ``request_digest``; ``RequestRefused``
@@ -251,10 +253,10 @@ class SlackRoutes:
         if not clicked.channel:
             return
         click = clicked.click
-        self.slack.tell(
-            clicked.channel,
-            click.user,
-            f":no_entry_sign: Your {click.kind} of {click.step_id} was not counted: {message}",
+        text = f":no_entry_sign: Your {click.kind} of {click.step_id} was not counted: {message}"
+        self.notices.send(
+            (clicked.channel, click.user, click.run_id, click.step_id, message),
+            lambda: self.slack.tell(clicked.channel, click.user, text),
         )
 
     async def commands(self, request: Request) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tocsin.errors import ConfigurationError
 from tocsin.integrations.slack import integration
@@ -23,6 +24,9 @@ from tocsin.integrations.slack.directory import (
 from tocsin.integrations.slack.signature import SIGNING_SECRET, SlackRequestCheck
 from tocsin.model import is_slack_user_id
 from tocsin.settings import SecretStore, Settings
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
 
 _log = logging.getLogger("tocsin.gateway")
 
@@ -52,6 +56,7 @@ class SlackInbound:
             if token
             else None
         )
+        self._telling: WebClient | None = None  # made at the first notice, then kept
         lookup_credentials = (
             SlackCredentials.from_settings(settings, token, timeout_seconds=LOOKUP_TIMEOUT_SECONDS)
             if token
@@ -88,9 +93,19 @@ class SlackInbound:
         if self.credentials is None:
             return
         from slack_sdk.errors import SlackApiError
+        from slack_sdk.http_retry import RateLimitErrorRetryHandler
 
+        if self._telling is None:
+            client = self.credentials.get_client()
+            # A notice is not worth waiting out a rate limit (``refusal_notices``).
+            client.retry_handlers = [
+                handler
+                for handler in client.retry_handlers
+                if not isinstance(handler, RateLimitErrorRetryHandler)
+            ]
+            self._telling = client
         try:
-            self.credentials.get_client().chat_postEphemeral(channel=channel, user=user, text=text)
+            self._telling.chat_postEphemeral(channel=channel, user=user, text=text)
         except (SlackApiError, OSError) as exc:
             _log.warning("cannot tell %s why the click was refused: %s", user, exc)
 

@@ -198,8 +198,8 @@ def test_a_replay_in_a_group_commit_fails_none_of_the_other_clicks_of_its_batch(
     batches: list[tuple[int, list[int | None]]] = []
     add = second.click_queue.add
 
-    def recorded(clicks: Sequence[tuple[str, str, str]]) -> list[int | None]:
-        ids = add(clicks)
+    def recorded(clicks: Sequence[tuple[str, str, str]], **options: Any) -> list[int | None]:
+        ids = add(clicks, **options)
         batches.append((len(clicks), ids))
         return ids
 

@@ -29,6 +29,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     from tocsin.embedded import using_prefect
     from tocsin.gateway import Gateway
+    from tocsin.gateway.judging_process import JudgingProcess
     from tocsin.integration import ticket_system
     from tocsin.settings import EnvironmentSecrets, SecretStore
 
@@ -48,11 +49,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         tickets = ticket_system(settings, secrets)
         # Runs asked for from Slack or Jira run in this process, unless on a deployment.
-        prefect: AbstractContextManager[object] = (
+        prefect: AbstractContextManager[str | None] = (
             nullcontext() if settings.gateway.deployment else using_prefect(settings)
         )
-        with prefect:
-            gateway = Gateway(settings, secrets=secrets, tickets=tickets)
+        with prefect as prefect_url:
+            own_judge = settings.gateway.judge_process
+            gateway = Gateway(
+                settings, secrets=secrets, tickets=tickets, judges_clicks=not own_judge
+            )
+            if own_judge:
+                gateway.judged_by(JudgingProcess(settings, secrets, prefect_url).start())
             host = args.host or settings.gateway.host
             port = settings.gateway.port if args.port is None else args.port
             public = (settings.gateway.public_url or f"http://{host}:{port}").rstrip("/")
@@ -63,9 +69,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                 print(f"  {route.label + ':':<{width}} {public}{route.path}{note}")
             runs = settings.gateway.deployment or "this process"
             print(f"  runs started from Slack or Jira run on: {runs}")
+            if gateway.judging is not None:
+                print(f"  clicks judged by process {gateway.judging.pid}")
             try:
                 gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
             finally:
+                if gateway.judging is not None:
+                    gateway.judging.close()
                 gateway.close()
     finally:
         if sandbox is not None:

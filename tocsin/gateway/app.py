@@ -48,6 +48,7 @@ from tocsin.gateway.click_judge import (
     ClickPreparer,
     FlowWaker,
 )
+from tocsin.gateway.judging_process import JudgingProcess
 from tocsin.gateway.launcher import RunLauncher
 from tocsin.gateway.reading import RequestRefused, claim_text, read_body
 from tocsin.gateway.refusals import RefusalAudit
@@ -140,7 +141,10 @@ class Gateway:
         registry: ActionRegistry | None = None,
         launcher: RunLauncher | None = None,
         clock: Callable[[], float] = time.time,
+        judges_clicks: bool = True,
     ) -> None:
+        """``judges_clicks``: this process judges the clicks it queues (a thread); False: a
+        judging process does (``judged_by``; ``tocsin.gateway.judging_process``)."""
         from tocsin.running import journal_for
 
         self.settings = settings
@@ -226,7 +230,15 @@ class Gateway:
                 ),
             ]
         )
-        self.click_judge.start()  # first, what a gateway that stopped left unjudged
+        self.judging: JudgingProcess | None = None
+        if judges_clicks:
+            self.click_judge.start()  # first, what a gateway that stopped left unjudged
+
+    def judged_by(self, judging: JudgingProcess) -> None:
+        """The clicks this process queues are judged by ``judging`` (a process of its own),
+        woken after each commit."""
+        self.judging = judging
+        self.click_writer.on_commit = judging.wake
 
     def close(self) -> None:
         self.click_writer.close()
@@ -278,7 +290,10 @@ class Gateway:
         return await read_body(request, self.settings.gateway)
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"ok": True})
+        """``ok``: requests are answered and clicks queued; ``judging``: whether this
+        gateway's clicks are being judged (False while its judging process restarts)."""
+        judging = self.judging.alive if self.judging is not None else True
+        return JSONResponse({"ok": True, "judging": judging})
 
     def guarded(self, source: str, route: InboundRoute) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler answering every refusal with its status and one sentence, and
