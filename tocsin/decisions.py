@@ -326,6 +326,7 @@ def deliver_decision(
         return Delivery.LATER
     deadline = time.monotonic() + (SETTLE_TIMEOUT_SECONDS if wait else 2.0)
     delivered = False
+    retry_in = 0.1  # doubled at each try: a flow between two pauses is paused again soon
     while time.monotonic() < deadline:
         current = journal.decision(decision.id)
         if current is not None and current.status != DecisionStatus.PENDING:
@@ -360,7 +361,11 @@ def deliver_decision(
                 _log.debug("decision %s not delivered yet: %s", decision.id, exc)
         if delivered and not wait:
             return Delivery.RESUMED
-        time.sleep(0.1)
+        if delivered:
+            time.sleep(0.1)  # waiting for the flow to settle it
+        else:
+            time.sleep(min(retry_in, max(0.0, deadline - time.monotonic())))
+            retry_in *= 2
     return Delivery.RESUMED if delivered else Delivery.LATER
 
 
