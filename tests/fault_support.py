@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +59,6 @@ def journal(prefect_server: str) -> Iterator[Journal]:
     opened = settings_journal()
     yield opened
     opened.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def finished(process: subprocess.Popen[str], timeout: float) -> str:

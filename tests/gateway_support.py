@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tocsin.gateway import Gateway, GatewayServer
@@ -186,3 +193,78 @@ def open_journal_gate(
     journal.set_run(run.id, status="waiting")
     journal.record(ticket, "approval.requested", run_id=run.id, step_id="approve")
     return run.id, request.gate_hash
+
+
+# -- `tocsin gateway` as a subprocess ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    """A ``tocsin gateway`` subprocess (``running_gateway``); ``output``: what it printed,
+    once it has ended."""
+
+    process: subprocess.Popen[str]
+    url: str
+    output: str = ""
+
+    def health(self) -> dict[str, object] | None:
+        try:
+            answer = httpx.get(f"{self.url}/healthz", timeout=5)
+        except httpx.TransportError:
+            return None
+        return dict(answer.json()) if answer.status_code == 200 else None
+
+    def judge_pid(self) -> int:
+        """Its judging process (``tocsin.gateway.judging_process``): its one spawned child."""
+        children: list[int] = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            children.extend(int(pid) for pid in (task / "children").read_text().split())
+        judges = [pid for pid in children if "spawn_main" in command_line(pid)]
+        assert len(judges) == 1, f"the gateway's children: {children}"
+        return judges[0]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+@contextmanager
+def running_gateway(prefect_server: str) -> Iterator[RunningGateway]:
+    """``tocsin gateway`` in live mode on this process's settings (the test's fakes and
+    journal) and the session's Prefect server, once it answers and its judge is ready; at
+    the end, its process group (the gateway and its judge) is killed if still there."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tocsin", "gateway", "--port", str(port)],
+        # live: the gateway uses the test's fake Slack and journal, not a sandbox of its own
+        env={**os.environ, "TOCSIN_PREFECT_API_URL": prefect_server, "TOCSIN_MODE": "live"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the gateway and its judging process
+    )
+    gateway = RunningGateway(process, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and not (gateway.health() or {}).get("judging"):
+            assert time.monotonic() < deadline, "the gateway and its judge did not start in 60 s"
+            time.sleep(0.2)
+        assert process.poll() is None, f"the gateway ended: {process.communicate()[0]}"
+        yield gateway
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if process.stdout is not None and not process.stdout.closed:  # not read by the test
+            gateway.output += process.communicate(timeout=10)[0]
+        process.wait(10)

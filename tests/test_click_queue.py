@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +27,7 @@ from tests.gateway_support import (
     environment_variables,
     gateway_from_settings,
     open_journal_gate,
+    running_gateway,
     service_settings,
     settings_journal,
 )
@@ -224,53 +222,23 @@ def test_forged_stale_and_malformed_clicks_are_refused_at_once_and_never_queued(
 # -- a gateway that dies ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_a_click_left_by_a_killed_gateway_is_judged_by_the_next_one(
     prefect_server: str, environment: Path, journal: Journal, slack: FakeSlack
 ) -> None:
     flow = start(environment, journal, "CQ-4")
     message = gate_message(slack, "CQ-4")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tocsin", "gateway", "--port", str(port)],
-        # live: the gateway uses this module's fake Slack and journal, not a sandbox of its own
-        env={**os.environ, "TOCSIN_PREFECT_API_URL": prefect_server, "TOCSIN_MODE": "live"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its process group: the gateway and its judging process
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-
-        def judging() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/healthz").json()["judging"])
-            except httpx.TransportError:
-                return process.poll() is not None  # ended: the assert below says so
-
-        # Its judge (a process of its own) says it is ready before the stall below is set.
-        wait_until(judging, timeout=60, what="the gateway subprocess and its judge")
-        assert process.poll() is None, f"the gateway subprocess ended: {process.communicate()[0]}"
+    # Its judge (a process of its own) is ready before the stall below is set.
+    with running_gateway(prefect_server) as gateway:
         slack.stall_next(1, 20.0)  # its judge hangs in users.info...
-        with SimulatedSlack(url, SIGNING_SECRET, fake_slack=slack) as clicker:
+        with SimulatedSlack(gateway.url, SIGNING_SECRET, fake_slack=slack) as clicker:
             assert clicker.click("U0LEAD1", message, "tocsin_approve").status_code == 200
         wait_until(
             lambda: clicks_of(journal, "CQ-4")[-1]["attempts"],
             what="the dead-to-be gateway's claim",
         )
-        os.killpg(process.pid, signal.SIGKILL)  # ...and dies there, with its judge
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output, _ = process.communicate(timeout=10)
-    assert "Traceback" not in output
+        os.killpg(gateway.process.pid, signal.SIGKILL)  # ...and dies there, with its judge
+    assert "Traceback" not in gateway.output
     row = clicks_of(journal, "CQ-4")[-1]
     assert row["judged_at"] is None and received(journal, "CQ-4") == []
     with gateway_from_settings():  # the next gateway to start takes it once the claim lapses

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.gateway_support import free_port
 from tocsin.announce import Announcements, FinishedStep, GateState, RunFacts
 from tocsin.errors import IntegrationError
 from tocsin.gates import WaitRequest
@@ -305,12 +305,6 @@ def test_a_channel_per_incident_is_created_and_holds_the_thread(
 
 
 # -- the command --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_tocsin_gateway_serves_signed_slash_commands(prefect_server: str, tmp_path: Path) -> None:

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests import gateway_support
 from tests.engine_support import wait_until
+from tests.gateway_support import running_gateway
 from tests.test_click_queue import (
     SIGNING_SECRET,
     environment,
-    free_port,
     gate_message,
     received,
     slack,
@@ -43,70 +37,12 @@ __all__ = ["environment", "journal", "slack"]
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class RunningGateway:
-    process: subprocess.Popen[str]
-    url: str
-
-    def health(self) -> dict[str, object] | None:
-        try:
-            answer = httpx.get(f"{self.url}/healthz", timeout=5)
-        except httpx.TransportError:
-            return None
-        return dict(answer.json()) if answer.status_code == 200 else None
-
-    def judge_pid(self) -> int:
-        """The judging process: the gateway's one child that is not uvicorn's (it has none)."""
-        children: list[int] = []
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            text = (task / "children").read_text().split()
-            children.extend(int(pid) for pid in text)
-        judges = [pid for pid in children if "spawn_main" in _command_line(pid)]
-        assert len(judges) == 1, f"the gateway's children: {children}"
-        return judges[0]
-
-
-def _command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except OSError:
-        return ""
-
-
 def _gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return True
     return state == "Z"  # ended, not yet reaped by its parent
-
-
-@contextmanager
-def running_gateway(prefect_server: str) -> Iterator[RunningGateway]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tocsin", "gateway", "--port", str(port)],
-        env={**os.environ, "TOCSIN_PREFECT_API_URL": prefect_server, "TOCSIN_MODE": "live"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: both its processes stopped at the end
-    )
-    gateway = RunningGateway(process, f"http://127.0.0.1:{port}")
-    try:
-        wait_until(
-            lambda: process.poll() is not None or (gateway.health() or {}).get("judging"),
-            timeout=60,
-            what="the gateway and its judging process",
-        )
-        assert process.poll() is None, f"the gateway ended: {process.communicate()[0]}"
-        yield gateway
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.communicate(timeout=10)
 
 
 def test_a_judging_process_that_dies_is_started_again_and_judges_what_came_meanwhile(
@@ -146,7 +82,8 @@ def test_ctrl_c_stops_the_gateway_and_its_judge_without_a_traceback(prefect_serv
     with running_gateway(prefect_server) as gateway:
         judge = gateway.judge_pid()
         os.killpg(gateway.process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
-        output, _ = gateway.process.communicate(timeout=40)
+        gateway.output, _ = gateway.process.communicate(timeout=40)
+        output = gateway.output
         assert gateway.process.returncode == 130, output  # the shell's code for Ctrl-C
         assert "Traceback" not in output
         assert "clicks judged by process" in output

@@ -81,7 +81,11 @@ def test_past_the_minute_s_budget_notices_are_dropped_and_counted(
 def test_a_slow_slack_never_piles_notices_up(clock: Clock) -> None:
     notices = RefusalNotices(per_minute=1000, clock=clock)
     release = threading.Event()
-    handed = [notices.send(n, release.wait) for n in range(MAX_WAITING + 20)]
+
+    def hangs() -> None:
+        release.wait()
+
+    handed = [notices.send(n, hangs) for n in range(MAX_WAITING + 20)]
     assert sum(handed) == MAX_WAITING  # the rest dropped: nothing waits behind a hung call
     release.set()
     wait_until(lambda: notices.send("after", lambda: None), what="room for another notice")
