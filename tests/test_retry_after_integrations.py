@@ -11,7 +11,8 @@ import pytest
 
 from tests.microsoft_support import fake_tenant, settings_for
 from tests.pki_support import Office, seeded_office
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.errors import IntegrationError
 from tocsin.integrations.jira.client import JiraTickets
 from tocsin.integrations.jira.fake import FakeJira

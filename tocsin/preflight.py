@@ -27,7 +27,8 @@ from typing_extensions import Unpack
 from tocsin.errors import ConfigurationError, TocsinError
 
 if TYPE_CHECKING:
-    from tocsin.actions import ActionDefinition, ActionRegistry
+    from tocsin.action_registry import ActionRegistry
+    from tocsin.actions import ActionDefinition
     from tocsin.integration import Integration
     from tocsin.model import Runbook
     from tocsin.settings import SecretStore, Settings
