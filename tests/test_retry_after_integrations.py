@@ -99,3 +99,4 @@ def test_vault_still_sealed_carries_its_retry_after(office: Office) -> None:
             max_retry_wait_seconds=0.05,
         )
     assert caught.value.status_code == 503 and caught.value.retry_after == 4.0
+    assert caught.value.unapplied  # sealed: Vault did not act, the step may run again
