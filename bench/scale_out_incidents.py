@@ -36,7 +36,7 @@ def run_incidents(count: int, workers: int) -> dict[str, float]:
     """Start ``count`` incidents on a fresh scale-out setup; their figures."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
     from tocsin.incident import Incident
     from tocsin.journal import Journal
     from tocsin.launch import RunRequest, flow_run_request, run_on_deployment

@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tocsin.actions import ActionContext, ActionRegistry, StepSummary
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext, StepSummary
 from tocsin.announce import Announcements, FinishedStep, RunFacts
 from tocsin.audit import RecordingSecrets, Redactor, redacting_logger
 from tocsin.incident import Incident

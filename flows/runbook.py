@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.states import Failed
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.announce import Announcements, Announcer
 from tocsin.audit import Redactor
 from tocsin.errors import RunbookError, RunStopped, TocsinError

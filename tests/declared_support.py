@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tocsin.actions import ActionContext, ActionDefinition, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext, ActionDefinition
 from tocsin.settings import Settings, StaticSecrets, load_settings, with_values
 
 

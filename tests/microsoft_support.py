@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.integrations.microsoft import CLIENT_SECRET, integration
 from tocsin.integrations.microsoft.client import Graph, MicrosoftCredentials
 from tocsin.integrations.microsoft.fake import (

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.cli_runner import ROOT
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.demo import scripted_approver
 from tocsin.incident import Incident
 from tocsin.integration import demo_runs

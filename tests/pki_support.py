@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.integration import SandboxSeed
 from tocsin.integrations.pki import VAULT_TOKEN
 from tocsin.integrations.pki.fake import FakeVaultPKI

@@ -13,7 +13,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.cli_runner import ROOT, run_tocsin
-from tocsin.actions import ActionContext, ActionRegistry, action, definitions_in
+from tocsin.action_registry import ActionRegistry, definitions_in
+from tocsin.actions import ActionContext, action
 from tocsin.errors import ActionError, ConfigurationError, UnknownActionError
 from tocsin.settings import StaticSecrets, load_settings
 

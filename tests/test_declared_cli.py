@@ -10,7 +10,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from tests.cli_runner import run_tocsin
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.integrations.firewall.fake import FakeFirewall
 from tocsin.integrations.platform.fake import FakePlatform
 from tocsin.sandbox.assembly import Sandbox

@@ -153,6 +153,8 @@ def test_a_429_asking_for_longer_than_a_step_waits_fails_at_once_saying_so(
     assert caught.value.status_code == 429 and caught.value.retryable
     assert "(it asks for 120 s)" in caught.value.hint
     assert len(platform.requests) == 1
+    # not acted on: the step's retry may send even a non-idempotent operation again
+    assert caught.value.unapplied and caught.value.retry_after == 120.0
 
 
 def test_an_operation_that_is_not_idempotent_is_not_sent_again_after_a_502(
@@ -161,5 +163,5 @@ def test_an_operation_that_is_not_idempotent_is_not_sent_again_after_a_502(
     platform.fail_next(1, 502)
     with pytest.raises(IntegrationError) as caught:
         call("platform.issue_office_access", settings, SECRETS, office_id="OF-7", devices=["PC-1"])
-    assert caught.value.status_code == 502
+    assert caught.value.status_code == 502 and not caught.value.unapplied
     assert len(platform.requests) == 1  # it may have issued: a second call could issue twice

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli_runner import run_tocsin
 from tests.declared_support import declared_settings
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.declared.load import load_declaration
 from tocsin.errors import Problem, RunbookError
 

@@ -163,6 +163,7 @@ def test_a_running_prefect_server_is_described_and_a_missing_pool_is_a_problem(
     assert pool == {
         "area": "work pool",
         "ok": False,
+        "note": False,
         "message": "no work pool 'no-such-pool'",
         "hint": "prefect work-pool create no-such-pool --type process",
     }
@@ -179,3 +180,29 @@ def test_a_runbook_named_is_checked_for_the_secrets_its_steps_need(tmp_path: Pat
         "set (needed by step tell) — fix: set the environment variable "
         "TOCSIN_SECRET_SLACK_BOT_TOKEN"
     ) in result.stdout
+
+
+def test_no_runbook_named_says_which_runbooks_cannot_start_yet_as_notes(tmp_path: Path) -> None:
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "doctor-needs.yaml").write_text(NEEDS_A_TOKEN)
+    key = _key(tmp_path / "k", 0o600)
+    env = _live(
+        tmp_path, TOCSIN_AUDIT__KEY_PATH=str(key), TOCSIN_RUNBOOK_PATHS=json.dumps([str(folder)])
+    )
+    result = run_tocsin("doctor", env=env, timeout=120)
+    assert (
+        "runbook doctor-needs: note: cannot start yet, missing secret slack_bot_token — to use "
+        "it: `tocsin doctor doctor-needs` says what to set"
+    ) in result.stdout
+    _, report = _doctor_json(env=env)
+    note = _check(report, "runbook doctor-needs")
+    assert note["ok"] is True and note["note"] is True  # said, not counted as a problem
+    _, ready = _doctor_json(env={**env, "TOCSIN_SECRET_SLACK_BOT_TOKEN": "xoxb-set"})
+    assert _check(ready, "runbook doctor-needs") == {
+        "area": "runbook doctor-needs",
+        "ok": True,
+        "note": False,
+        "message": "ready: every secret and setting its steps use is set",
+        "hint": "",
+    }

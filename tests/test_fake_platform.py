@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.errors import IntegrationError
 from tocsin.integrations.platform.fake import Account, Device, FakePlatform, Office
 from tocsin.settings import StaticSecrets, load_settings

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import run_tocsin
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
 from tocsin.integrations.platform.fake import Account, Device, FakePlatform, Office
 from tocsin.sandbox import FakeService, ReceivedRequest, Reply

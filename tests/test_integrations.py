@@ -20,7 +20,7 @@ import pytest
 
 from tests.cli_runner import ROOT, run_tocsin
 from tests.toy_integration import integration as toy
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import ConfigurationError
 from tocsin.integration import installed_integrations, integration_named
 from tocsin.integrations.http import integration as http

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine_support import settings_journal
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import RunbookError
 from tocsin.incident import Incident
 from tocsin.journal import Journal

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox_runs import People, calls, run_in_sandbox, step_records
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.integrations.microsoft.fake import SANDBOX_USER
 from tocsin.integrations.microsoft.fake_leaver import (
     LEAVER_APP,

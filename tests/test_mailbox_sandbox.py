@@ -14,7 +14,7 @@ import pytest
 
 from tests.cli_runner import ROOT
 from tests.sandbox_runs import journal_records, start_in_sandbox
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.demo import scripted_approver
 from tocsin.evidence import incident_report
 from tocsin.incident import Incident

@@ -10,7 +10,7 @@ import pytest
 
 from tests import microsoft_support
 from tests.microsoft_support import fake_tenant, run_action
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.fake import (
     ATTACKER_FORWARD,

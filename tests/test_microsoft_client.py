@@ -357,7 +357,7 @@ def test_items_throttled_inside_a_batch_are_sent_again(
 def test_a_partial_batch_failure_fails_the_action_naming_each_item(
     fake: FakeMicrosoft, settings: Settings
 ) -> None:
-    fake.throttle_batch_items(1, retry_after="0", method="DELETE")
+    fake.throttle_batch_items(1, retry_after="7", method="DELETE")
     limited = settings_for(fake, fake_ca(settings), max_retries=0)
     with pytest.raises(IntegrationError) as caught:
         run_action("microsoft.revoke_oauth_grants", {"user": USER, "keep": []}, limited)
@@ -367,6 +367,8 @@ def test_a_partial_batch_failure_fails_the_action_naming_each_item(
         in message
     )
     assert caught.value.retryable is True
+    # The step's retry waits as Graph asked; refused before acting, it may run again.
+    assert caught.value.retry_after == 7.0 and caught.value.unapplied is True
     # The other grant went; the failed one is still there for a re-run.
     assert [g["scope"].split()[0] for g in fake.grants_of(USER)] == ["Mail.ReadWrite"]
     run_action("microsoft.revoke_oauth_grants", {"user": USER, "keep": []}, settings)

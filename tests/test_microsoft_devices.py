@@ -17,7 +17,7 @@ import pytest
 from tests import microsoft_support
 from tests.cli_runner import run_tocsin
 from tests.microsoft_support import fake_tenant, run_action, settings_for
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft.fake import ALL_ROLES, SANDBOX_USER, FakeApp, FakeMicrosoft
 from tocsin.integrations.microsoft.fake_devices import (

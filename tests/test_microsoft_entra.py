@@ -14,7 +14,7 @@ import pytest
 
 from tests import microsoft_support
 from tests.microsoft_support import fake_tenant, run_action, settings_for
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import ALL_ROLES, SANDBOX_USER, FakeApp, FakeMicrosoft

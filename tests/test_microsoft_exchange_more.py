@@ -280,7 +280,7 @@ def test_a_user_without_a_mailbox_is_said_so(fake: FakeMicrosoft, settings: Sett
 
 
 def test_the_new_actions_are_declared_with_their_plan_sentences_and_flags() -> None:
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
 
     registry = ActionRegistry.discover()
     readers = {"list_hidden_inbox_rules", "list_mailbox_delegates", "list_admin_roles"}

@@ -17,7 +17,7 @@ import pytest
 
 from tests.cli_runner import ROOT
 from tests.sandbox_runs import People, start_in_sandbox, step_records
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.evidence import incident_report
 from tocsin.incident import Incident
 from tocsin.integrations.notify.fake_smtp import FakeSmtpServer, ReceivedMail

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.pki_support import OFFICE, Office, seeded_office
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
 
 DOMAIN = "devices.broker-office.example"

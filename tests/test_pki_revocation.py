@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.pki_support import DEVICES, OFFICE, Office, seeded_office
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import IntegrationError
 from tocsin.integrations.pki.authority import serial_number
 

@@ -108,7 +108,7 @@ def test_the_gateway_refuses_a_start_missing_a_secret_before_any_flow_run(
     prefect_server: str, tmp_path: Path
 ) -> None:
     """The slash command and ticket starts go through the launcher: it checks first."""
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
     from tocsin.gateway import RunLauncher
     from tocsin.incident import Incident
     from tocsin.settings import StaticSecrets, load_settings
@@ -135,7 +135,7 @@ def test_the_gateway_refuses_a_start_missing_a_secret_before_any_flow_run(
 
 
 def test_the_secrets_of_steps_and_undo_are_needed_and_set_ones_are_not_refused() -> None:
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
     from tocsin.preflight import runbook_needs
     from tocsin.settings import StaticSecrets, load_settings
     from tocsin.validation import load_runbook_bytes
@@ -162,7 +162,7 @@ def test_a_key_that_is_a_link_is_a_problem(tmp_path: Path) -> None:
 
 
 def test_approvers_in_a_user_group_need_the_chat_integration_that_lists_them() -> None:
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
     from tocsin.preflight import runbook_needs
     from tocsin.settings import StaticSecrets, load_settings
     from tocsin.validation import load_runbook_bytes

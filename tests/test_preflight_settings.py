@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from tests.cli_runner import run_tocsin
 from tests.engine_support import settings_journal
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.integration import Integration
 from tocsin.preflight import Finding, runbook_needs
 from tocsin.settings import StaticSecrets, load_settings

@@ -15,7 +15,8 @@ from tests.engine_actions import calls
 from tests.engine_support import HEAD, FlowInThread, settings_journal, start_flow
 from tests.microsoft_support import fake_tenant, run_action, settings_for
 from tests.pki_support import OFFICE, seeded_office
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.decisions import DecisionRefused
 from tocsin.integrations.microsoft import CLIENT_SECRET
 from tocsin.integrations.microsoft.fake import SANDBOX_CLIENT_SECRET, FakeMicrosoft

@@ -11,7 +11,8 @@ import pytest
 
 from tests.microsoft_support import fake_tenant, settings_for
 from tests.pki_support import Office, seeded_office
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.errors import IntegrationError
 from tocsin.integrations.jira.client import JiraTickets
 from tocsin.integrations.jira.fake import FakeJira
@@ -98,3 +99,4 @@ def test_vault_still_sealed_carries_its_retry_after(office: Office) -> None:
             max_retry_wait_seconds=0.05,
         )
     assert caught.value.status_code == 503 and caught.value.retry_after == 4.0
+    assert caught.value.unapplied  # sealed: Vault did not act, the step may run again

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import RunbookError
 from tocsin.validation import find_runbook_files, load_runbook_bytes, validate_files
 from tocsin.yaml_source import MAX_BYTES

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import RunbookError
 from tocsin.validation import load_runbook, load_runbook_bytes
 

@@ -335,7 +335,7 @@ def test_nobody_but_the_gates_approvers_can_rerun_an_interrupted_destructive_ste
     )
     ticket = "SEC-5"
     # What a crash in the middle of cut_off leaves in the journal: gate approved, step running.
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
 
     loaded = load_runbook_bytes(
         text.encode(), "sec-in-doubt.yaml", ActionRegistry.discover(["tests.engine_actions"])

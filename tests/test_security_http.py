@@ -20,7 +20,8 @@ from urllib.parse import unquote
 import pytest
 
 from tests.engine_support import FlowInThread, settings_journal, start_flow, wait_until
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.errors import InputError, IntegrationError, TemplateError
 from tocsin.integrations.jira.client import JiraTickets
 from tocsin.journal import Journal

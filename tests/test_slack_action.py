@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tocsin.actions import ActionContext, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionContext
 from tocsin.errors import ActionError, ConfigurationError, IntegrationError
 from tocsin.integrations.slack.client import SlackCredentials
 from tocsin.integrations.slack.fake import FakeSlack, SlackChannel

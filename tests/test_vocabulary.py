@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import RunbookError
 from tocsin.gates import DECIDED
 from tocsin.incident import Incident

@@ -4,6 +4,7 @@ An action is a plain typed function whose first parameter is the ``ActionContext
 and whose other parameters (keyword-only) are what a runbook step gives under
 ``with:``. The ``@action`` decorator only attaches an ``ActionDefinition`` to the
 function; nothing is registered at import time. ``ActionRegistry.discover()``
+(``tocsin.action_registry``)
 collects the definitions in the action modules of every installed integration (the
 ``tocsin.integrations`` entry points, built-in ones included: ``tocsin.integration``)
 and of the ``action_modules`` setting::
@@ -19,16 +20,12 @@ and of the ``action_modules`` setting::
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import import_module
-from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -37,13 +34,9 @@ from pydantic.fields import FieldInfo
 from tocsin.errors import (
     ActionError,
     ConfigurationError,
-    Problem,
-    RunbookError,
     TemplateError,
     TocsinError,
-    UnknownActionError,
 )
-from tocsin.integration import installed_integrations
 from tocsin.outbound import render_url_template
 from tocsin.settings import SecretStore as SecretStore  # re-exported: actions read secrets
 from tocsin.settings import Settings
@@ -528,140 +521,3 @@ def _models_from_signature(
     returned = hints.get("return")
     result = returned if isinstance(returned, type) and issubclass(returned, BaseModel) else None
     return parameters, result
-
-
-def definitions_in(module: ModuleType) -> list[ActionDefinition]:
-    """The actions defined in a module, in source order."""
-    found = [getattr(value, _MARKER) for value in vars(module).values() if hasattr(value, _MARKER)]
-    return [item for item in found if isinstance(item, ActionDefinition)]
-
-
-class ActionRegistry:
-    """The actions available to runbooks, by dotted name."""
-
-    def __init__(self, definitions: Iterable[ActionDefinition] = ()) -> None:
-        self._by_name: dict[str, ActionDefinition] = {}
-        self.skipped: list[RunbookError] = []
-        """Declared integrations left out, each with its located problems."""
-        for definition in definitions:
-            self.add(definition)
-
-    def add(self, definition: ActionDefinition) -> None:
-        existing = self._by_name.get(definition.name)
-        if existing is not None and existing is not definition:
-            raise ConfigurationError(
-                f"two packages define the action {definition.name!r}: "
-                f"{existing.module} and {definition.module}",
-                "uninstall one of them, or rename the action in your own package",
-            )
-        self._by_name[definition.name] = definition
-
-    @classmethod
-    def from_modules(cls, modules: Iterable[str | ModuleType]) -> ActionRegistry:
-        registry = cls()
-        for module in modules:
-            loaded = import_module(module) if isinstance(module, str) else module
-            for definition in definitions_in(loaded):
-                registry.add(definition)
-        return registry
-
-    @classmethod
-    def discover(
-        cls, extra_modules: Iterable[str] = (), declared_folder: Path | None = None
-    ) -> ActionRegistry:
-        """The actions of every installed integration, plus those of ``extra_modules``
-        (the ``action_modules`` setting: local actions that are not packaged) and of the
-        declared HTTP integrations (``tocsin.declared``: the shipped ones and those in
-        ``declared_folder``, the ``declared.folder`` setting).
-
-        A declaration with problems is skipped, its problems kept in ``skipped`` (and
-        logged), so that one broken file does not stop every command."""
-        registry = cls()
-        loaded: set[str] = set()
-        for integration in installed_integrations():
-            for module in integration.action_modules:
-                if module in loaded:
-                    continue
-                try:
-                    imported = import_module(module)
-                except Exception as exc:  # a broken plug-in must not hide which one it is
-                    raise ConfigurationError(
-                        f"cannot load action package {module!r} (integration "
-                        f"{integration.name!r}): {type(exc).__name__}: {exc}",
-                        "reinstall or uninstall that package",
-                    ) from exc
-                loaded.add(module)
-                for definition in definitions_in(imported):
-                    registry.add(definition)
-        for module in extra_modules:
-            if module in loaded:
-                continue
-            try:
-                imported = import_module(module)
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"cannot import action module {module!r} (setting action_modules): {exc}",
-                    "check the module name and that it is importable (PYTHONPATH)",
-                ) from None
-            loaded.add(module)
-            for definition in definitions_in(imported):
-                registry.add(definition)
-        registry._add_declared(declared_folder)  # last: a clash skips the declaration
-        return registry
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> ActionRegistry:
-        """``discover`` with what the settings add (``action_modules``, ``declared.folder``)."""
-        return cls.discover(settings.action_modules, settings.declared.folder)
-
-    def _add_declared(self, folder: Path | None) -> None:
-        from tocsin.declared.actions import definitions_of
-        from tocsin.declared.load import declaration_files, load_declaration
-
-        for path in declaration_files(folder):
-            try:
-                loaded = load_declaration(path)
-            except RunbookError as exc:
-                self.skipped.append(exc)
-                _log.warning(
-                    "skipped the declared integration %s: %s",
-                    path,
-                    "; ".join(str(problem).replace("\n    ", " ") for problem in exc.problems),
-                )
-                continue
-            definitions = definitions_of(loaded)
-            taken = [
-                Problem(
-                    loaded.source_map.locate(
-                        ("operations", definition.name.partition(".")[2]), key=True
-                    ),
-                    f"{definition.name} is already an action of {self._by_name[definition.name].module}",
-                    "rename the operation, or the service (its action namespace)",
-                )
-                for definition in definitions
-                if definition.name in self._by_name
-            ]
-            if taken:
-                self.skipped.append(RunbookError(taken))
-                _log.warning("skipped the declared integration %s: %s", path, taken[0].message)
-                continue
-            for definition in definitions:
-                self.add(definition)
-
-    def get(self, name: str) -> ActionDefinition:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise UnknownActionError(name, self.suggest(name)) from None
-
-    def suggest(self, name: str) -> list[str]:
-        return difflib.get_close_matches(name, list(self._by_name), n=3, cutoff=0.6)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._by_name
-
-    def __iter__(self) -> Iterator[ActionDefinition]:
-        return iter(sorted(self._by_name.values(), key=lambda item: item.name))
-
-    def __len__(self) -> int:
-        return len(self._by_name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import Problem
 from tocsin.guards import guarding_step
 from tocsin.model import Runbook, Step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import InputError, RunbookError
 from tocsin.settings import Settings
 from tocsin.validation import LoadedRunbook, find_runbook_files, load_runbook

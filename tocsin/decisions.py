@@ -127,23 +127,7 @@ def submit(
         outputs=outputs,
         approvers_of=lambda gate: journal.approvers_so_far(run.id, step_id, gate),
     )
-    entry = judged.decision
-    decision = journal.add_decision(
-        run_id=entry.run_id,
-        step_id=entry.step_id,
-        kind=entry.kind,
-        actor=entry.actor,
-        channel=entry.channel,
-        comment=entry.comment,
-        checklist=entry.checklist,
-        gate_hash=entry.gate_hash,
-        status=entry.status,
-        reason=entry.reason,
-        vouched=entry.vouched,
-        audit=entry.audit,
-        outputs=entry.outputs,
-        flushed=flushed,
-    )
+    decision = journal.record_decision(judged.decision, flushed=flushed)
     if judged.refusal is not None:
         raise DecisionRefused(judged.refusal, _hint_for(judged.refusal, incident))
     if not deliver:

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tocsin.actions import ActionDefinition, ActionRegistry
+from tocsin.action_registry import ActionRegistry
+from tocsin.actions import ActionDefinition
 from tocsin.durations import format_duration
 from tocsin.errors import TemplateError
 from tocsin.guards import guarding_step

@@ -27,7 +27,8 @@ from typing_extensions import Unpack
 from tocsin.errors import ConfigurationError, TocsinError
 
 if TYPE_CHECKING:
-    from tocsin.actions import ActionDefinition, ActionRegistry
+    from tocsin.action_registry import ActionRegistry
+    from tocsin.actions import ActionDefinition
     from tocsin.integration import Integration
     from tocsin.model import Runbook
     from tocsin.settings import SecretStore, Settings
@@ -44,13 +45,21 @@ class Finding:
     ok: bool
     message: str
     hint: str = ""
+    note: bool = False
+    """Not a problem, yet not fine either: said, not counted (a runbook this configuration
+    cannot start yet, when no runbook was named)."""
 
     @classmethod
     def problem(cls, area: str, error: TocsinError) -> Finding:
         return cls(area, False, error.message, error.hint)
 
     def line(self) -> str:
-        """``area: ok: message`` or ``area: PROBLEM: message — fix: hint``."""
+        """``area: ok: message``, ``area: note: message — to use it: hint`` or
+        ``area: PROBLEM: message — fix: hint``."""
+        if self.ok and self.note:
+            return f"{self.area}: note: {self.message}" + (
+                f" — to use it: {self.hint}" if self.hint else ""
+            )
         if self.ok:
             return f"{self.area}: ok: {self.message}"
         return f"{self.area}: PROBLEM: {self.message}" + (
@@ -58,7 +67,13 @@ class Finding:
         )
 
     def as_data(self) -> dict[str, Any]:
-        return {"area": self.area, "ok": self.ok, "message": self.message, "hint": self.hint}
+        return {
+            "area": self.area,
+            "ok": self.ok,
+            "note": self.note,
+            "message": self.message,
+            "hint": self.hint,
+        }
 
 
 @dataclass(frozen=True)

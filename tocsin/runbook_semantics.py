@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.approval_warnings import needs_approval_warnings
 from tocsin.errors import Location, Problem, UnknownActionError
 from tocsin.model import ApprovalGate, Runbook, RunHandlers, Step

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tocsin import preflight
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.audit import AuditKey
 from tocsin.errors import ConfigurationError, InputError
 from tocsin.incident import Incident

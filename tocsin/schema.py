@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.model import STEP_KINDS, Runbook
 
 SCHEMA_ID = "https://tocsin.dev/schema/runbook-v1.json"

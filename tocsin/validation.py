@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import Problem, RunbookError
 from tocsin.model import Runbook
 from tocsin.runbook_semantics import SemanticChecker

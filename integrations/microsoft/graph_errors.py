@@ -12,6 +12,7 @@ from tocsin.errors import IntegrationError
 from tocsin.integrations.microsoft import SERVICE
 from tocsin.integrations.microsoft.permissions import Needed, permission_for
 from tocsin.integrations.microsoft.response import GraphResponse
+from tocsin.integrations.microsoft.throttling import retry_after_seconds
 
 _CONSENT_PLACE = (
     "Entra admin centre → App registrations → the Tocsin app → API permissions → "
@@ -126,7 +127,18 @@ def graph_error(
     else:
         text = f"refused to {doing} ({said})"
         hint = "see the error code in the Microsoft Graph documentation of this call"
-    return IntegrationError(action, SERVICE, text, hint, status_code=status, retryable=retryable)
+    return IntegrationError(
+        action,
+        SERVICE,
+        text,
+        hint,
+        status_code=status,
+        retryable=retryable,
+        # Throttled (a $batch item's own 429 or 503, with its Retry-After): refused before
+        # Graph acted on it, and the service says when to ask again.
+        unapplied=status in (429, 503),
+        retry_after=retry_after_seconds(response.headers.get("retry-after")) if retryable else None,
+    )
 
 
 def _decoded(segment: str) -> str:

@@ -251,6 +251,7 @@ def revoke_certificates(
             f"{first.hint}; the step can be run again: what is revoked stays revoked",
             status_code=getattr(first, "status_code", None),
             retryable=all(getattr(exc, "retryable", False) for _, exc in failures),
+            unapplied=all(getattr(exc, "unapplied", False) for _, exc in failures),
             retry_after=getattr(first, "retry_after", None),  # Vault's Retry-After, if it said
         )
     return RevokedCertificates(

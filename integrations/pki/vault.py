@@ -490,6 +490,9 @@ class VaultPKI:
             hint,
             status_code=status,
             retryable=retryable,
+            # Sealed or standby (503), rate limited (429), a follower not caught up (412):
+            # Vault did not act on the request, so sending it again is safe.
+            unapplied=status in (412, 429, 503),
             retry_after=retry_after_of(answer.headers) if status in (429, 503) else None,
         )
 

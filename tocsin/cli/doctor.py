@@ -5,7 +5,8 @@ the Prefect server (answers, its version and database), the work pool runs are d
 to and its live workers, the journal (reachable, schema current), the audit signing key
 (present, safe permissions), each configured integration's credentials checked without
 changing anything (``tocsin integrations check``'s checks, which reach Slack, Jira...),
-and, for each runbook named, the secrets and integrations its steps need. In sandbox
+and, for each runbook named, the secrets and integrations its steps need (none named:
+whether each runbook of the catalogue could start, as notes, not problems). In sandbox
 mode the integrations are checked against the sandbox's fakes, as runs would use them.
 The checks are ``tocsin.preflight``'s, the ones every run makes before it starts.
 """
@@ -21,6 +22,7 @@ from tocsin.cli.exit_codes import EXIT_OK, EXIT_PROBLEMS
 from tocsin.cli.lookups import current_settings
 
 if TYPE_CHECKING:
+    from tocsin.action_registry import ActionRegistry
     from tocsin.preflight import Finding
     from tocsin.settings import SecretStore, Settings
 
@@ -266,9 +268,9 @@ def _runbooks(references: list[str], settings: Settings, secrets: SecretStore) -
     from tocsin.errors import TocsinError
     from tocsin.preflight import Finding
 
-    if not references:
-        return []
     registry = action_registry()
+    if not references:
+        return _catalogue_readiness(registry, settings, secrets)
     findings: list[Finding] = []
     for reference in references:
         try:
@@ -283,4 +285,43 @@ def _runbooks(references: list[str], settings: Settings, secrets: SecretStore) -
                 Finding(area, True, "every secret and integration its steps use is set")
             )
         findings.extend(Finding(f"{area}: {n.area}", n.ok, n.message, n.hint) for n in needs)
+    return findings
+
+
+def _catalogue_readiness(
+    registry: ActionRegistry, settings: Settings, secrets: SecretStore
+) -> list[Finding]:
+    """No runbook named: whether each runbook of the catalogue could start now, as notes
+    (a configuration need not serve every runbook: naming one checks it as a problem)."""
+    from tocsin import preflight
+    from tocsin.catalogue import runbook_by_id, runbook_ids
+    from tocsin.errors import TocsinError
+    from tocsin.preflight import Finding
+
+    findings: list[Finding] = []
+    for runbook_id in runbook_ids(registry, settings):
+        area = f"runbook {runbook_id}"
+        try:
+            loaded = runbook_by_id(runbook_id, registry, settings)
+        except TocsinError as exc:
+            findings.append(Finding.problem(area, exc))
+            continue
+        needs = preflight.runbook_needs(loaded.runbook, registry, settings, secrets)
+        if not needs:
+            findings.append(
+                Finding(area, True, "ready: every secret and setting its steps use is set")
+            )
+            continue
+        missing = ", ".join(n.area for n in needs[:4]) + (
+            f" and {len(needs) - 4} more" if len(needs) > 4 else ""
+        )
+        findings.append(
+            Finding(
+                area,
+                True,
+                f"cannot start yet, missing {missing}",
+                f"`tocsin doctor {runbook_id}` says what to set",
+                note=True,
+            )
+        )
     return findings

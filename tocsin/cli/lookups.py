@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
     from tocsin.tickets import TicketKeys
     from tocsin.validation import LoadedRunbook
 
@@ -22,7 +22,7 @@ def action_registry() -> ActionRegistry:
     declared HTTP integrations; a declaration skipped for its problems is said on stderr."""
     import sys
 
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
     from tocsin.settings import load_settings
 
     registry = ActionRegistry.for_settings(load_settings())

@@ -364,6 +364,7 @@ class _Call:
             hint,
             status_code=status,
             retryable=retryable,
+            unapplied=status in NOT_PROCESSED,  # the service did not act on it: safe again
             retry_after=_retry_after(response) if status in NOT_PROCESSED else None,
         )
 

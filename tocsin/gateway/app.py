@@ -36,7 +36,7 @@ from tocsin.access import (
     refusal_for_chat,
     refusal_for_ticket,
 )
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.decisions import deliver_decision
 from tocsin.errors import ConfigurationError, InputError, TocsinError
 from tocsin.gates import WaitRequest

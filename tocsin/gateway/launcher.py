@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from tocsin import preflight
-from tocsin.actions import ActionRegistry
+from tocsin.action_registry import ActionRegistry
 from tocsin.errors import InputError
 from tocsin.incident import Incident
 from tocsin.inputs import resolve_inputs

@@ -114,33 +114,42 @@ class Decisions(AuditChain):
         """Record a decision; with ``audit`` = (incident, event kind, data), its audit record
         is appended in the same transaction (the decision and its evidence exist together).
         ``flushed``: see ``JournalDatabase.transaction``."""
+        return self.record_decision(
+            NewDecision(
+                run_id=run_id,
+                step_id=step_id,
+                kind=kind,
+                actor=actor,
+                channel=channel,
+                comment=comment,
+                checklist=checklist,
+                gate_hash=gate_hash,
+                status=status,
+                reason=reason,
+                vouched=vouched,
+                audit=audit,
+                outputs=outputs,
+            ),
+            flushed=flushed,
+        )
+
+    def record_decision(self, entry: NewDecision, *, flushed: bool = True) -> DecisionRecord:
+        """Record ``entry`` and its audit record in one transaction (``add_decision``)."""
         moment = now()
-        fields = NewDecision(
-            run_id=run_id,
-            step_id=step_id,
-            kind=kind,
-            actor=actor,
-            channel=channel,
-            comment=comment,
-            checklist=checklist,
-            gate_hash=gate_hash,
-            status=status,
-            reason=reason,
-            vouched=vouched,
-            outputs=outputs,
-        ).fields(moment)
+        fields = entry.fields(moment)
+        pending = entry.status == DecisionStatus.PENDING
 
         def write(db: Connection) -> DecisionRecord:
             result = db.execute(
-                insert(decisions).values(
-                    **fields, processed_at=moment if status != DecisionStatus.PENDING else None
-                )
+                insert(decisions).values(**fields, processed_at=None if pending else moment)
             )
             key = result.inserted_primary_key
             assert key is not None
-            if audit is not None:
-                incident, event_kind, data = audit
-                self._append(db, incident, event_kind, run_id, step_id, actor, data)
+            if entry.audit is not None:
+                incident, event_kind, data = entry.audit
+                self._append(
+                    db, incident, event_kind, entry.run_id, entry.step_id, entry.actor, data
+                )
             return DecisionRecord(id=int(key[0]), **fields)
 
         return self._chained_write(write, flushed=flushed)

@@ -478,7 +478,7 @@ def build_report(
 @cache
 def declared_annexes() -> Mapping[str, str]:
     """The output each installed action adds to the report as an annex, by action name."""
-    from tocsin.actions import ActionRegistry
+    from tocsin.action_registry import ActionRegistry
 
     try:
         registry = ActionRegistry.discover()

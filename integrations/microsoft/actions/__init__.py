@@ -203,4 +203,10 @@ def failed_items(
         " / ".join(hints) + "; the step can be run again: what is gone stays gone",
         status_code=statuses.pop() if len(statuses) == 1 else None,
         retryable=all(error.retryable for _, error in failures),
+        unapplied=all(error.unapplied for _, error in failures),
+        # Removing again is what the step does when retried: it waits as long as the
+        # service asked of the item that asked the most.
+        retry_after=max(
+            (e.retry_after for _, e in failures if e.retry_after is not None), default=None
+        ),
     )
