@@ -17,7 +17,8 @@ import pytest
 from tests.cli_runner import run_tocsin, start_tocsin_run
 from tests.engine_actions import calls
 from tests.engine_support import wait_until
-from tests.fault_support import finished, free_port, three_steps
+from tests.fault_support import finished, three_steps
+from tests.gateway_support import free_port
 from tocsin.journal import Journal
 from tocsin.running import audit_key_for
 from tocsin.settings import load_settings

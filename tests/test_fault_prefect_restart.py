@@ -17,7 +17,8 @@ import pytest
 from tests.cli_runner import ROOT, run_tocsin, start_tocsin_run
 from tests.engine_actions import calls
 from tests.engine_support import settings_journal, wait_until
-from tests.fault_support import finished, free_port, three_steps
+from tests.fault_support import finished, three_steps
+from tests.gateway_support import free_port
 from tocsin.decisions import Delivery, deliver_decision, submit
 from tocsin.embedded import prefect_pointed_at
 from tocsin.journal import Journal
