@@ -68,7 +68,7 @@ def test_a_judging_process_that_dies_is_started_again_and_judges_what_came_meanw
         assert gateway.process.poll() is None
 
 
-@pytest.mark.usefixtures("environment")
+@pytest.mark.usefixtures("environment", "journal")  # the journal makes the signing key
 def test_the_judging_process_ends_when_the_gateway_is_killed(prefect_server: str) -> None:
     with running_gateway(prefect_server) as gateway:
         judge = gateway.judge_pid()
@@ -77,7 +77,7 @@ def test_the_judging_process_ends_when_the_gateway_is_killed(prefect_server: str
         wait_until(lambda: _gone(judge), timeout=20, what="the orphaned judge's end")
 
 
-@pytest.mark.usefixtures("environment")
+@pytest.mark.usefixtures("environment", "journal")  # the journal makes the signing key
 def test_ctrl_c_stops_the_gateway_and_its_judge_without_a_traceback(prefect_server: str) -> None:
     with running_gateway(prefect_server) as gateway:
         judge = gateway.judge_pid()

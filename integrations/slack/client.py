@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.http_retry import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    RetryHandler,
+)
 
 from tocsin.errors import ConfigurationError, IntegrationError
 from tocsin.integrations.slack import integration
@@ -71,19 +75,22 @@ class SlackCredentials:
     ca_bundle: Path | None = None
     """CA certificates trusted besides the system's (``slack.ca_bundle``)."""
 
-    def get_client(self, logger: logging.Logger | None = None) -> WebClient:
-        """A ``WebClient`` that waits out rate limits and retries a dropped connection once
-        (logging to ``logger`` when given, else slack_sdk's own)."""
+    def get_client(
+        self, logger: logging.Logger | None = None, *, wait_out_rate_limits: bool = True
+    ) -> WebClient:
+        """A ``WebClient`` that waits out rate limits (unless told not to: a 429 is then
+        raised at once) and retries a dropped connection once (logging to ``logger`` when
+        given, else slack_sdk's own)."""
+        handlers: list[RetryHandler] = [ConnectionErrorRetryHandler()]
+        if wait_out_rate_limits:
+            handlers.append(RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
         return WebClient(
             logger=logger,
             token=self.token,
             base_url=self.base_url,
             timeout=max(1, math.ceil(self.timeout_seconds)),
             ssl=trusting(self.ca_bundle),
-            retry_handlers=[
-                ConnectionErrorRetryHandler(),
-                RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-            ],
+            retry_handlers=handlers,
         )
 
     @classmethod

@@ -93,17 +93,10 @@ class SlackInbound:
         if self.credentials is None:
             return
         from slack_sdk.errors import SlackApiError
-        from slack_sdk.http_retry import RateLimitErrorRetryHandler
 
         if self._telling is None:
-            client = self.credentials.get_client()
             # A notice is not worth waiting out a rate limit (``refusal_notices``).
-            client.retry_handlers = [
-                handler
-                for handler in client.retry_handlers
-                if not isinstance(handler, RateLimitErrorRetryHandler)
-            ]
-            self._telling = client
+            self._telling = self.credentials.get_client(wait_out_rate_limits=False)
         try:
             self._telling.chat_postEphemeral(channel=channel, user=user, text=text)
         except (SlackApiError, OSError) as exc:

@@ -74,8 +74,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             try:
                 gateway.serve(host, port)  # uvicorn with the gateway's limits (server_config)
             finally:
-                if gateway.judging is not None:
-                    gateway.judging.close()
                 gateway.close()
     finally:
         if sandbox is not None:

@@ -241,7 +241,9 @@ class Gateway:
         self.click_writer.on_commit = judging.wake
 
     def close(self) -> None:
-        self.click_writer.close()
+        self.click_writer.close()  # what was answered is queued; then its judge stops
+        if self.judging is not None:
+            self.judging.close()
         self.click_judge.close()
         self.lookups.shutdown(wait=True, cancel_futures=True)
         self.waking.shutdown(wait=True, cancel_futures=False)

@@ -54,8 +54,8 @@ GateContext = tuple[RunRecord | None, StepRecord | None, list[str]]
 
 @dataclass(frozen=True)
 class NewDecision:
-    """A decision to journal with others in one transaction (``add_decisions``): the keyword
-    arguments of ``add_decision``, its audit record included."""
+    """A decision to journal, alone (``record_decision``) or with others in one transaction
+    (``add_decisions``), its audit record included: (incident, event kind, data)."""
 
     run_id: int
     step_id: str
@@ -93,48 +93,10 @@ class NewDecision:
 class Decisions(AuditChain):
     """The ``decisions`` table: recording decisions, who approved a gate so far, settling."""
 
-    def add_decision(
-        self,
-        *,
-        run_id: int,
-        step_id: str,
-        kind: str,
-        actor: str,
-        channel: str,
-        comment: str = "",
-        checklist: Sequence[int] | None = None,
-        gate_hash: str | None = None,
-        status: DecisionStatus = DecisionStatus.PENDING,
-        reason: str | None = None,
-        vouched: Sequence[str] | None = None,
-        audit: tuple[str, str, dict[str, Any]] | None = None,
-        outputs: dict[str, Any] | None = None,
-        flushed: bool = True,
-    ) -> DecisionRecord:
-        """Record a decision; with ``audit`` = (incident, event kind, data), its audit record
-        is appended in the same transaction (the decision and its evidence exist together).
-        ``flushed``: see ``JournalDatabase.transaction``."""
-        return self.record_decision(
-            NewDecision(
-                run_id=run_id,
-                step_id=step_id,
-                kind=kind,
-                actor=actor,
-                channel=channel,
-                comment=comment,
-                checklist=checklist,
-                gate_hash=gate_hash,
-                status=status,
-                reason=reason,
-                vouched=vouched,
-                audit=audit,
-                outputs=outputs,
-            ),
-            flushed=flushed,
-        )
-
     def record_decision(self, entry: NewDecision, *, flushed: bool = True) -> DecisionRecord:
-        """Record ``entry`` and its audit record in one transaction (``add_decision``)."""
+        """Record ``entry``; its audit record, when it has one, is appended in the same
+        transaction (the decision and its evidence exist together). ``flushed``: see
+        ``JournalDatabase.transaction``."""
         moment = now()
         fields = entry.fields(moment)
         pending = entry.status == DecisionStatus.PENDING
